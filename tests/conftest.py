@@ -1,0 +1,31 @@
+"""Shared fixtures: per-test network namespaces that are always removed."""
+from __future__ import annotations
+
+import pytest
+
+from tests.support import netns as _netns
+
+
+@pytest.fixture
+def netns_factory():
+    """Create namespaces on demand; every one is destroyed at teardown, pass or fail."""
+    if not _netns.have_root_netns():
+        pytest.skip("needs root and iproute2 for network namespaces")
+    made: list[str] = []
+
+    def make(tag: str = "") -> str:
+        name = _netns.unique_name(tag)
+        made.append(name)
+        return _netns.create(name)
+
+    try:
+        yield make
+    finally:
+        for name in reversed(made):
+            _netns.destroy(name)
+
+
+@pytest.fixture
+def netns(netns_factory) -> str:
+    """One fresh namespace for this test."""
+    return netns_factory("t")
