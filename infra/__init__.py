@@ -1,0 +1,1 @@
+"""The Pulumi program, its pure plan and the plan report for routed containers on EC2."""

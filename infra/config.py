@@ -1,0 +1,464 @@
+"""Typed, validated model of a stack's configuration (`overlay:*` keys), with defaults; pure."""
+from __future__ import annotations
+
+import difflib
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+PROJECT = "overlay"
+
+# AWS uses these link-local ranges itself (instance metadata, DNS, NTP, ECS task
+# metadata, and blocks reserved for its own services); a tunnel inner address there
+# would be shadowed on the instance or rejected by the VPC.
+AWS_RESERVED_LINK_LOCAL = tuple(
+    ipaddress.ip_network(n)
+    for n in ("169.254.0.0/21", "169.254.168.0/22", "169.254.169.0/24", "169.254.170.0/24")
+)
+
+# ASNs that may not be used on a BGP session: 0 and 65535 / 4294967295 are reserved
+# (RFC 7607, RFC 7300), 23456 is AS_TRANS (RFC 6793).
+RESERVED_ASNS = frozenset({0, 23456, 65535, 4294967295})
+
+ENVIRONMENTS = ("prod", "test")
+ANNOUNCE_MODES = ("aggregates", "specifics")
+ROUTING_MODES = ("router", "static")
+
+
+class ConfigError(ValueError):
+    """Bad stack configuration. `str()` is one line: key, value and reason."""
+
+    def __init__(self, key: str, value: Any, reason: str, source: str = ""):
+        self.key, self.value, self.reason, self.source = key, value, reason, source
+        super().__init__(self._line())
+
+    def _line(self) -> str:
+        where = f"{self.source}: " if self.source else ""
+        return f"{where}{self.key} = {_show(self.value)}: {self.reason}"
+
+    def with_source(self, source: str) -> "ConfigError":
+        return ConfigError(self.key, self.value, self.reason, source)
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@dataclass(frozen=True)
+class OnPremPeer:
+    name: str
+    address: ipaddress.IPv4Address
+    asn: int
+
+
+@dataclass(frozen=True)
+class BgpConfig:
+    keepalive: int = 3
+    hold: int = 9
+    bfd_interval_ms: int = 300
+    bfd_multiplier: int = 3
+    max_prefix: int = 2000
+    announce: str = "aggregates"
+    # Hosts restart their agent, not FRR; graceful restart is off by default because BFD
+    # is on: a BFD down must withdraw at once, not keep stale paths for restart-time.
+    graceful_restart: bool = False
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    stack: str
+    region: str
+    environment: str
+    vpc_cidr: ipaddress.IPv4Network
+    ipv6: bool
+    azs: tuple[str, ...]
+    router_count: int
+    router_asn: int
+    router_instance_type: str
+    max_routers: int
+    host_count: int
+    host_asn: int
+    host_asn_mode: str  # "shared" or "per-host"
+    host_instance_type: str
+    host_block_prefix: int
+    host_ipv6_block_prefix: int
+    host_ipv6_delegation: bool
+    pools_v4: tuple[ipaddress.IPv4Network, ...]
+    pools_v6: tuple[ipaddress.IPv6Network, ...]
+    tunnel_v4: ipaddress.IPv4Network
+    tunnel_v6: ipaddress.IPv6Network | None
+    mtu: int
+    onprem_mtu: int
+    bgp: BgpConfig
+    onprem: tuple[OnPremPeer, ...]
+    routing_mode: str
+    route_protocol: int = 149
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+# -- schema -------------------------------------------------------------------------
+# Each section lists its keys; the parser rejects anything else with the nearest name.
+TOP_KEYS = ("region", "environment", "vpc", "routers", "hosts", "pools", "tunnels", "bgp",
+            "onprem", "routing", "bgpPassword")
+# Read by the Pulumi program as a secret; the plan never sees it.
+SECRET_KEYS = ("bgpPassword",)
+SECTION_KEYS = {
+    "vpc": ("cidr", "ipv6", "azs"),
+    "routers": ("count", "asn", "instanceType", "maxRouters"),
+    "hosts": ("count", "asn", "asnMode", "instanceType", "blockPrefix", "ipv6BlockPrefix",
+              "ipv6Delegation"),
+    "pools": ("ipv4", "ipv6"),
+    "tunnels": ("ipv4", "ipv6", "mtu", "onpremMtu"),
+    "bgp": ("keepalive", "hold", "bfdInterval", "bfdMultiplier", "maxPrefix", "announce",
+            "gracefulRestart"),
+    "routing": ("mode",),
+}
+ONPREM_KEYS = ("name", "address", "asn")
+
+
+def _unknown(key: str, valid: tuple[str, ...], prefix: str, value: Any) -> ConfigError:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"unknown key; did you mean '{close[0]}'?" if close else \
+        f"unknown key; valid keys: {', '.join(valid)}"
+    return ConfigError(f"{prefix}{key}", value, hint)
+
+
+class _Section:
+    """Typed reads from one mapping, naming the full key in every error."""
+
+    def __init__(self, data: Any, prefix: str, valid: tuple[str, ...]):
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(prefix.rstrip("."), data, "must be a mapping")
+        for key in data:
+            if key not in valid:
+                raise _unknown(str(key), valid, prefix, data[key])
+        self.data, self.prefix = data, prefix
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def get(self, name: str, default: Any, conv: Callable[[str, Any], Any]) -> Any:
+        if name not in self.data or self.data[name] is None:
+            return default
+        return conv(self.key(name), self.data[name])
+
+
+def _int(lo: int, hi: int) -> Callable[[str, Any], int]:
+    def conv(key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ConfigError(key, value, "must be a whole number")
+        try:
+            num = int(value)
+        except ValueError:
+            raise ConfigError(key, value, "must be a whole number") from None
+        if not lo <= num <= hi:
+            raise ConfigError(key, value, f"must be between {lo} and {hi}")
+        return num
+    return conv
+
+
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigError(key, value, "must be true or false")
+
+
+def _str(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(key, value, "must be a non-empty string")
+    return value.strip()
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str, Any], str]:
+    def conv(key: str, value: Any) -> str:
+        if value not in options:
+            raise ConfigError(key, value, f"must be one of: {', '.join(options)}")
+        return value
+    return conv
+
+
+def _asn(key: str, value: Any) -> int:
+    num = _int(1, 4294967294)(key, value)
+    if num in RESERVED_ASNS:
+        raise ConfigError(key, value, "is a reserved ASN (0, 23456 AS_TRANS, 65535 and "
+                                      "4294967295 cannot be used)")
+    return num
+
+
+def _net(version: int) -> Callable[[str, Any], Any]:
+    def conv(key: str, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ConfigError(key, value, f"must be an IPv{version} CIDR string")
+        try:
+            net = ipaddress.ip_network(value, strict=True)
+        except ValueError as exc:
+            reason = str(exc)
+            if "has host bits set" in reason:
+                reason = "has host bits set (write the network address)"
+            else:
+                reason = f"is not a valid IPv{version} CIDR ({reason})"
+            raise ConfigError(key, value, reason) from None
+        if net.version != version:
+            raise ConfigError(key, value, f"must be an IPv{version} CIDR")
+        return net
+    return conv
+
+
+def _net_list(version: int) -> Callable[[str, Any], tuple]:
+    def conv(key: str, value: Any) -> tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value:
+            raise ConfigError(key, value, f"must be a non-empty list of IPv{version} CIDRs")
+        return tuple(_net(version)(f"{key}[{i}]", v) for i, v in enumerate(value))
+    return conv
+
+
+def _azs(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(key, value, "must be a non-empty list of availability zone names")
+    names = tuple(_str(f"{key}[{i}]", v) for i, v in enumerate(value))
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise ConfigError(key, value, f"duplicate availability zone '{dup}'")
+    if len(names) > 8:
+        raise ConfigError(key, value, "at most 8 availability zones (the VPC is split in 16 subnets)")
+    return names
+
+
+def parse(raw: Mapping[str, Any], stack: str) -> StackConfig:
+    """Validate the `overlay:*` config values (namespace already stripped) of one stack."""
+    top = _Section(raw, "overlay:", TOP_KEYS)
+    region = top.get("region", None, _str)
+    if region is None:
+        raise ConfigError("overlay:region", None, "is required (e.g. eu-west-1)")
+    environment = top.get("environment", "test", _choice(ENVIRONMENTS))
+
+    vpc = _Section(raw.get("vpc"), "overlay:vpc.", SECTION_KEYS["vpc"])
+    vpc_cidr = vpc.get("cidr", None, _net(4))
+    if vpc_cidr is None:
+        raise ConfigError("overlay:vpc.cidr", None, "is required (e.g. 10.20.0.0/16)")
+    if not 16 <= vpc_cidr.prefixlen <= 24:
+        # AWS allows VPC CIDRs between /16 and /28; the plan splits the VPC in 16 subnets
+        # and needs room for fixed instance addresses in each, so /24 is the floor here.
+        raise ConfigError("overlay:vpc.cidr", str(vpc_cidr), "prefix length must be /16 to /24")
+    ipv6 = vpc.get("ipv6", True, _bool)
+    azs = vpc.get("azs", None, _azs)
+    if azs is None:
+        raise ConfigError("overlay:vpc.azs", None, "is required (a list of availability zones)")
+
+    routers = _Section(raw.get("routers"), "overlay:routers.", SECTION_KEYS["routers"])
+    max_routers = routers.get("maxRouters", 8, _int(1, 64))
+    if max_routers & (max_routers - 1):
+        raise ConfigError("overlay:routers.maxRouters", max_routers,
+                          "must be a power of two (the tunnel pool is split in equal slices)")
+    router_count = routers.get("count", 2, _int(1, 64))
+    if router_count > max_routers:
+        raise ConfigError("overlay:routers.count", router_count,
+                          f"exceeds routers.maxRouters ({max_routers})")
+    router_asn = routers.get("asn", 65000, _asn)
+    router_type = routers.get("instanceType", "c6in.large", _str)
+
+    hosts = _Section(raw.get("hosts"), "overlay:hosts.", SECTION_KEYS["hosts"])
+    host_count = hosts.get("count", 1, _int(1, 100000))
+    host_asn_mode = hosts.get("asnMode", "shared", _choice(("shared", "per-host")))
+    host_asn = hosts.get("asn", 65100 if host_asn_mode == "shared" else 4200000000, _asn)
+    if host_asn_mode == "per-host" and host_asn + host_count - 1 > 4294967294:
+        raise ConfigError("overlay:hosts.asn", host_asn,
+                          f"per-host ASNs from here run past 4294967294 for {host_count} hosts")
+    host_asns = range(host_asn, host_asn + (host_count if host_asn_mode == "per-host" else 1))
+    if router_asn in host_asns:
+        raise ConfigError("overlay:routers.asn", router_asn,
+                          "must differ from the docker hosts' ASNs (routers and hosts peer eBGP)")
+    if host_asn_mode == "per-host" and 23456 in host_asns:
+        raise ConfigError("overlay:hosts.asn", host_asn, "per-host ASN range includes 23456 (AS_TRANS)")
+    host_type = hosts.get("instanceType", "m6i.xlarge", _str)
+    block_prefix = hosts.get("blockPrefix", 24, _int(16, 30))
+    block6_prefix = hosts.get("ipv6BlockPrefix", 112, _int(64, 124))
+    delegation = hosts.get("ipv6Delegation", False, _bool)
+    if delegation and not ipv6:
+        raise ConfigError("overlay:hosts.ipv6Delegation", True, "needs overlay:vpc.ipv6 = true")
+
+    pools = _Section(raw.get("pools"), "overlay:pools.", SECTION_KEYS["pools"])
+    pools_v4 = pools.get("ipv4", None, _net_list(4))
+    if pools_v4 is None:
+        raise ConfigError("overlay:pools.ipv4", None, "is required (container IPv4 pools)")
+    pools_v6 = pools.get("ipv6", (), _net_list(6))
+    if ipv6 and not pools_v6:
+        raise ConfigError("overlay:pools.ipv6", None, "is required when overlay:vpc.ipv6 is true")
+    if not ipv6 and pools_v6:
+        raise ConfigError("overlay:pools.ipv6", [str(p) for p in pools_v6],
+                          "given but overlay:vpc.ipv6 is false")
+
+    tunnels = _Section(raw.get("tunnels"), "overlay:tunnels.", SECTION_KEYS["tunnels"])
+    tunnel_v4 = tunnels.get("ipv4", ipaddress.ip_network("169.254.64.0/18"), _net(4))
+    tunnel_v6 = tunnels.get("ipv6", ipaddress.ip_network("fd00:7e::/64") if ipv6 else None, _net(6))
+    if not ipv6 and tunnel_v6 is not None and "ipv6" in (raw.get("tunnels") or {}):
+        raise ConfigError("overlay:tunnels.ipv6", str(tunnel_v6), "given but overlay:vpc.ipv6 is false")
+    # GRE with a key adds 8 bytes plus the 20-byte outer IPv4 header: 9001 - 28 inside a VPC
+    # (jumbo frames), 1500 - 28 across the internet to on-prem.
+    mtu = tunnels.get("mtu", 8973, _int(1280, 8973))
+    onprem_mtu = tunnels.get("onpremMtu", 1472, _int(1280, 8973))
+
+    bgp_s = _Section(raw.get("bgp"), "overlay:bgp.", SECTION_KEYS["bgp"])
+    keepalive = bgp_s.get("keepalive", 3, _int(1, 60))
+    hold = bgp_s.get("hold", 9, _int(3, 180))
+    if hold < 3 * keepalive:
+        raise ConfigError("overlay:bgp.hold", hold, f"must be at least 3 x keepalive ({3 * keepalive})")
+    bgp = BgpConfig(
+        keepalive=keepalive,
+        hold=hold,
+        bfd_interval_ms=bgp_s.get("bfdInterval", 300, _int(50, 60000)),
+        bfd_multiplier=bgp_s.get("bfdMultiplier", 3, _int(2, 255)),
+        max_prefix=bgp_s.get("maxPrefix", 2000, _int(1, 4294967295)),
+        announce=bgp_s.get("announce", "aggregates", _choice(ANNOUNCE_MODES)),
+        graceful_restart=bgp_s.get("gracefulRestart", False, _bool),
+    )
+
+    onprem = _onprem(raw.get("onprem"))
+    routing = _Section(raw.get("routing"), "overlay:routing.", SECTION_KEYS["routing"])
+    routing_mode = routing.get("mode", "router", _choice(ROUTING_MODES))
+
+    cfg = StackConfig(
+        stack=stack, region=region, environment=environment, vpc_cidr=vpc_cidr, ipv6=ipv6,
+        azs=azs, router_count=router_count, router_asn=router_asn,
+        router_instance_type=router_type, max_routers=max_routers, host_count=host_count,
+        host_asn=host_asn, host_asn_mode=host_asn_mode, host_instance_type=host_type,
+        host_block_prefix=block_prefix, host_ipv6_block_prefix=block6_prefix,
+        host_ipv6_delegation=delegation, pools_v4=pools_v4, pools_v6=pools_v6,
+        tunnel_v4=tunnel_v4, tunnel_v6=tunnel_v6, mtu=mtu, onprem_mtu=onprem_mtu, bgp=bgp,
+        onprem=onprem, routing_mode=routing_mode,
+    )
+    _check_addressing(cfg)
+    return cfg
+
+
+def _onprem(value: Any) -> tuple[OnPremPeer, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError("overlay:onprem", value, "must be a list of peers (name, address, asn)")
+    peers: list[OnPremPeer] = []
+    for i, item in enumerate(value):
+        prefix = f"overlay:onprem[{i}]."
+        sec = _Section(item, prefix, ONPREM_KEYS)
+        name = sec.get("name", None, _str)
+        if name is None:
+            raise ConfigError(f"{prefix}name", None, "is required")
+        if not _valid_name(name):
+            raise ConfigError(f"{prefix}name", name,
+                              "must be 1-20 characters of a-z, 0-9 and '-', starting with a letter")
+        if any(p.name == name for p in peers):
+            raise ConfigError(f"{prefix}name", name, "duplicate on-prem peer name")
+        if name.startswith(("router-", "host-")):
+            raise ConfigError(f"{prefix}name", name, "'router-' and 'host-' names are the plan's own")
+        addr_raw = sec.get("address", None, _str)
+        if addr_raw is None:
+            raise ConfigError(f"{prefix}address", None, "is required (the peer's public IPv4 address)")
+        try:
+            address = ipaddress.IPv4Address(addr_raw)
+        except ValueError:
+            raise ConfigError(f"{prefix}address", addr_raw, "is not a valid IPv4 address") from None
+        if any(p.address == address for p in peers):
+            raise ConfigError(f"{prefix}address", addr_raw, "duplicate on-prem peer address")
+        asn = sec.get("asn", None, _asn)
+        if asn is None:
+            raise ConfigError(f"{prefix}asn", None, "is required")
+        peers.append(OnPremPeer(name=name, address=address, asn=asn))
+    return tuple(peers)
+
+
+def _valid_name(name: str) -> bool:
+    return 1 <= len(name) <= 20 and name[0].isalpha() and \
+        all(c.islower() or c.isdigit() or c == "-" for c in name)
+
+
+def _check_addressing(cfg: StackConfig) -> None:
+    """Cross-field checks: overlaps, reserved ranges, capacity."""
+    named_v4 = [("overlay:vpc.cidr", cfg.vpc_cidr)]
+    named_v4 += [(f"overlay:pools.ipv4[{i}]", p) for i, p in enumerate(cfg.pools_v4)]
+    named_v4.append(("overlay:tunnels.ipv4", cfg.tunnel_v4))
+    _no_overlap(named_v4)
+    named_v6 = [(f"overlay:pools.ipv6[{i}]", p) for i, p in enumerate(cfg.pools_v6)]
+    if cfg.tunnel_v6 is not None:
+        named_v6.append(("overlay:tunnels.ipv6", cfg.tunnel_v6))
+    _no_overlap(named_v6)
+
+    for reserved in AWS_RESERVED_LINK_LOCAL:
+        if cfg.tunnel_v4.overlaps(reserved):
+            raise ConfigError("overlay:tunnels.ipv4", str(cfg.tunnel_v4),
+                              f"overlaps AWS-reserved link-local range {reserved}")
+        for i, pool in enumerate(cfg.pools_v4):
+            if pool.overlaps(reserved):
+                raise ConfigError(f"overlay:pools.ipv4[{i}]", str(pool),
+                                  f"overlaps AWS-reserved link-local range {reserved}")
+    for i, pool in enumerate(cfg.pools_v4):
+        if pool.prefixlen > cfg.host_block_prefix:
+            raise ConfigError(f"overlay:pools.ipv4[{i}]", str(pool),
+                              f"is smaller than one host block (/{cfg.host_block_prefix})")
+    for i, pool in enumerate(cfg.pools_v6):
+        if pool.prefixlen > cfg.host_ipv6_block_prefix:
+            raise ConfigError(f"overlay:pools.ipv6[{i}]", str(pool),
+                              f"is smaller than one host block (/{cfg.host_ipv6_block_prefix})")
+
+    blocks_v4 = sum(2 ** (cfg.host_block_prefix - p.prefixlen) for p in cfg.pools_v4)
+    if cfg.host_count > blocks_v4:
+        raise ConfigError("overlay:hosts.count", cfg.host_count,
+                          f"too many hosts: the IPv4 pools hold {blocks_v4} blocks of "
+                          f"/{cfg.host_block_prefix}")
+    if cfg.ipv6:
+        blocks_v6 = sum(2 ** (cfg.host_ipv6_block_prefix - p.prefixlen) for p in cfg.pools_v6)
+        if cfg.host_count > blocks_v6:
+            raise ConfigError("overlay:hosts.count", cfg.host_count,
+                              f"too many hosts: the IPv6 pools hold {blocks_v6} blocks of "
+                              f"/{cfg.host_ipv6_block_prefix}")
+
+    # The tunnel pools are split in 2 x maxRouters slices: slice j holds router j's host
+    # pairings, slice maxRouters + j its on-prem pairings; one /31 (/127) per pairing.
+    slices = 2 * cfg.max_routers
+    slice_bits = slices.bit_length() - 1
+    if cfg.tunnel_v4.prefixlen + slice_bits > 31:
+        raise ConfigError("overlay:tunnels.ipv4", str(cfg.tunnel_v4),
+                          f"too small to split in {slices} slices of /31 pairings")
+    per_slice = 2 ** (31 - cfg.tunnel_v4.prefixlen - slice_bits)
+    if cfg.host_count > per_slice:
+        raise ConfigError("overlay:hosts.count", cfg.host_count,
+                          f"too many hosts for overlay:tunnels.ipv4 {cfg.tunnel_v4}: each router's "
+                          f"slice holds {per_slice} pairings (routers.maxRouters = {cfg.max_routers})")
+    if len(cfg.onprem) > per_slice:
+        raise ConfigError("overlay:onprem", len(cfg.onprem), f"more peers than a slice holds ({per_slice})")
+    if cfg.tunnel_v6 is not None and cfg.tunnel_v6.prefixlen + slice_bits > 127:
+        raise ConfigError("overlay:tunnels.ipv6", str(cfg.tunnel_v6),
+                          f"too small to split in {slices} slices of /127 pairings")
+
+    # Fixed instance addresses: base offset 10 in each /prefix+4 subnet (AWS reserves the
+    # first four and the last address of every subnet).
+    per_subnet = 2 ** (32 - cfg.vpc_cidr.prefixlen - 4) - 10 - 1
+    n_az = len(cfg.azs)
+    if -(-cfg.host_count // n_az) > per_subnet:
+        raise ConfigError("overlay:hosts.count", cfg.host_count,
+                          f"too many hosts for overlay:vpc.cidr {cfg.vpc_cidr}: each private subnet "
+                          f"holds {per_subnet} fixed addresses")
+    if -(-cfg.router_count // n_az) > per_subnet:
+        raise ConfigError("overlay:routers.count", cfg.router_count, "too many routers for the VPC subnets")
+
+    for i, peer in enumerate(cfg.onprem):
+        for key, net in named_v4:
+            if peer.address in net:
+                raise ConfigError(f"overlay:onprem[{i}].address", str(peer.address),
+                                  f"lies inside {key} ({net})")
+        if peer.asn == cfg.router_asn:
+            raise ConfigError(f"overlay:onprem[{i}].asn", peer.asn,
+                              "must differ from overlay:routers.asn (on-prem peering is eBGP)")
+
+
+def _no_overlap(named: list[tuple[str, Any]]) -> None:
+    for i, (key_a, net_a) in enumerate(named):
+        for key_b, net_b in named[i + 1:]:
+            if net_a.overlaps(net_b):
+                raise ConfigError(key_b, str(net_b), f"overlaps {key_a} ({net_a})")

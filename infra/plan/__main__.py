@@ -1,0 +1,67 @@
+"""`python -m infra.plan STACK`: the plan report for pull-request review, from the stack file alone."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from infra.config import ConfigError, parse
+from infra.plan import build_plan
+from infra.plan.report import diff, plan_data, to_json, to_markdown, to_mermaid
+from infra.stackfile import load_stack, overlay_values
+
+FORMATS = {"markdown": to_markdown, "json": to_json, "mermaid": to_mermaid}
+
+
+def _load_other(path: Path, stack: str) -> dict:
+    """A previous plan to diff against: a plan JSON, or a stack YAML file (planned here)."""
+    if not path.exists():
+        raise ConfigError("--diff", str(path), "no such file")
+    text = path.read_text()
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError("--diff", str(path), f"is not valid JSON (line {exc.lineno})") from None
+        if not isinstance(data, dict) or "pairings" not in data:
+            raise ConfigError("--diff", str(path), "is not a plan JSON (python -m infra.plan STACK --format json)")
+        return data
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError("--diff", str(path), "is neither plan JSON nor valid stack YAML") from None
+    try:
+        return plan_data(build_plan(parse(overlay_values(document, str(path)), stack)))
+    except ConfigError as exc:
+        raise exc.with_source(str(path)) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.plan", description=__doc__)
+    parser.add_argument("stack", help="stack name: reads stacks/Pulumi.STACK.yaml")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="markdown")
+    parser.add_argument("--diff", metavar="OTHER", type=Path,
+                        help="the old plan (JSON from --format json) or old stack YAML; prints what changes")
+    args = parser.parse_args(argv)
+    try:
+        plan = build_plan(load_stack(args.stack))
+        if args.diff:
+            changes = diff(_load_other(args.diff, args.stack), plan_data(plan))
+            if args.format == "json":
+                sys.stdout.write(json.dumps({"changes": changes}, indent=2) + "\n")
+            else:
+                sys.stdout.write(f"# Plan changes for stack `{args.stack}` against {args.diff}\n\n")
+                sys.stdout.write("".join(f"- {c}\n" for c in changes) if changes else "No changes.\n")
+            return 0
+        sys.stdout.write(FORMATS[args.format](plan))
+        return 0
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""StackConfig -> OverlayPlan: deterministic, stable allocation by index; no I/O, no pulumi."""
+from __future__ import annotations
+
+import ipaddress
+from typing import Sequence
+
+from infra.config import PROJECT, StackConfig
+from infra.plan.model import Endpoint, Host, OverlayPlan, Pairing, Router, Subnet
+
+# Instances take fixed addresses from this offset in their subnet: AWS reserves the first
+# four addresses (network, VPC router, DNS, future use) and the last; we keep 5-9 free for
+# operators (e.g. interface endpoints) so the plan never fights a hand-made ENI there.
+FIXED_ADDRESS_OFFSET = 10
+
+
+def nth_subnet(net, prefixlen: int, n: int):
+    """The n-th subnet of `net` at `prefixlen`, by arithmetic (no enumeration)."""
+    size = 1 << (net.max_prefixlen - prefixlen)
+    base = int(net.network_address) + n * size
+    return ipaddress.ip_network((base, prefixlen))
+
+
+def nth_block(pools: Sequence, prefixlen: int, n: int):
+    """The n-th block of `prefixlen` across the pools, in pool order."""
+    for pool in pools:
+        count = 1 << (prefixlen - pool.prefixlen)
+        if n < count:
+            return nth_subnet(pool, prefixlen, n)
+        n -= count
+    raise IndexError("pools exhausted")  # config validation rules this out
+
+
+def _subnets(cfg: StackConfig) -> tuple[Subnet, ...]:
+    # The VPC is cut in 16 equal subnets: AZ i takes subnet i (private, docker hosts) and
+    # subnet 8 + i (public, routers). Fixed by AZ position, so adding an AZ at the end
+    # moves nothing.
+    prefix = cfg.vpc_cidr.prefixlen + 4
+    out = []
+    for i, az in enumerate(cfg.azs):
+        out.append(Subnet(az, i, "private", nth_subnet(cfg.vpc_cidr, prefix, i), i if cfg.ipv6 else None))
+        out.append(Subnet(az, i, "public", nth_subnet(cfg.vpc_cidr, prefix, 8 + i),
+                          8 + i if cfg.ipv6 else None))
+    return tuple(out)
+
+
+def _fixed_ip(subnet: ipaddress.IPv4Network, slot: int) -> ipaddress.IPv4Address:
+    return subnet.network_address + FIXED_ADDRESS_OFFSET + slot
+
+
+def build_plan(cfg: StackConfig) -> OverlayPlan:
+    """Allocate everything by index: router j, host k and peer p own fixed slots."""
+    subnets = _subnets(cfg)
+    by_az = {(s.az_index, s.kind): s.cidr for s in subnets}
+    n_az = len(cfg.azs)
+    slices = 2 * cfg.max_routers
+    slice_prefix4 = cfg.tunnel_v4.prefixlen + (slices.bit_length() - 1)
+    slice_prefix6 = cfg.tunnel_v6.prefixlen + (slices.bit_length() - 1) if cfg.tunnel_v6 else None
+    # Pairings per slice: the GRE key is the pairing's global /31 index + 1, unique in
+    # the stack and stable (key 0 means "no key" to the kernel).
+    per_slice = 1 << (31 - slice_prefix4)
+
+    routers = []
+    for j in range(cfg.router_count):
+        az = j % n_az
+        subnet = by_az[(az, "public")]
+        routers.append(Router(
+            name=f"router-{j + 1}", index=j, az=cfg.azs[az], subnet=subnet,
+            private_ip=_fixed_ip(subnet, j // n_az), asn=cfg.router_asn,
+            instance_type=cfg.router_instance_type, eip=bool(cfg.onprem),
+            listen_v4=nth_subnet(cfg.tunnel_v4, slice_prefix4, j),
+            listen_v6=nth_subnet(cfg.tunnel_v6, slice_prefix6, j) if cfg.tunnel_v6 else None,
+        ))
+
+    hosts = []
+    for k in range(cfg.host_count):
+        az = k % n_az
+        subnet = by_az[(az, "private")]
+        hosts.append(Host(
+            name=f"host-{k + 1}", index=k, az=cfg.azs[az], subnet=subnet,
+            private_ip=_fixed_ip(subnet, k // n_az),
+            asn=cfg.host_asn + k if cfg.host_asn_mode == "per-host" else cfg.host_asn,
+            instance_type=cfg.host_instance_type,
+            block_v4=nth_block(cfg.pools_v4, cfg.host_block_prefix, k),
+            block_v6=nth_block(cfg.pools_v6, cfg.host_ipv6_block_prefix, k) if cfg.ipv6 else None,
+        ))
+
+    def inner(slice_index: int, slot: int):
+        net4 = nth_subnet(cfg.tunnel_v4, 31, slice_index * per_slice + slot)
+        net6 = None
+        if cfg.tunnel_v6 is not None:
+            per_slice6 = 1 << (127 - slice_prefix6)
+            net6 = nth_subnet(cfg.tunnel_v6, 127, slice_index * per_slice6 + slot)
+        return net4, net6, slice_index * per_slice + slot + 1
+
+    def hi6(net6):
+        return net6[1] if net6 is not None else None
+
+    def lo6(net6):
+        return net6[0] if net6 is not None else None
+
+    pairings = []
+    for r in routers:
+        for h in hosts:
+            net4, net6, key = inner(r.index, h.index)
+            pairings.append(Pairing(
+                kind="host",
+                a=Endpoint(r.name, r.asn, r.private_ip, net4[0], lo6(net6)),
+                b=Endpoint(h.name, h.asn, h.private_ip, net4[1], hi6(net6)),
+                key=key, mtu=cfg.mtu, inner_net_v4=net4, inner_net_v6=net6, a_local=r.private_ip,
+            ))
+        for p, peer in enumerate(cfg.onprem):
+            net4, net6, key = inner(cfg.max_routers + r.index, p)
+            pairings.append(Pairing(
+                kind="onprem",
+                a=Endpoint(r.name, r.asn, None, net4[0], lo6(net6)),
+                b=Endpoint(peer.name, peer.asn, peer.address, net4[1], hi6(net6)),
+                key=key, mtu=cfg.onprem_mtu, inner_net_v4=net4, inner_net_v6=net6,
+                a_local=r.private_ip,
+            ))
+
+    return OverlayPlan(
+        project=PROJECT, stack=cfg.stack, region=cfg.region, environment=cfg.environment,
+        vpc_cidr=cfg.vpc_cidr, ipv6=cfg.ipv6, azs=cfg.azs, subnets=subnets,
+        routers=tuple(routers), hosts=tuple(hosts), onprem=cfg.onprem, pairings=tuple(pairings),
+        pools_v4=cfg.pools_v4, pools_v6=cfg.pools_v6, tunnel_v4=cfg.tunnel_v4,
+        tunnel_v6=cfg.tunnel_v6, bgp=cfg.bgp, routing_mode=cfg.routing_mode,
+        route_protocol=cfg.route_protocol, mtu=cfg.mtu, onprem_mtu=cfg.onprem_mtu,
+    )
