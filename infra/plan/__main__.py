@@ -11,7 +11,7 @@ import yaml
 from infra.config import ConfigError, parse
 from infra.plan import build_plan
 from infra.plan.report import diff, plan_data, to_json, to_markdown, to_mermaid
-from infra.stackfile import load_stack, overlay_values
+from infra.stackfile import STACKS_DIR, load_stack, overlay_values
 
 FORMATS = {"markdown": to_markdown, "json": to_json, "mermaid": to_mermaid}
 
@@ -45,9 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=sorted(FORMATS), default="markdown")
     parser.add_argument("--diff", metavar="OTHER", type=Path,
                         help="the old plan (JSON from --format json) or old stack YAML; prints what changes")
+    parser.add_argument("--stacks-dir", type=Path, default=STACKS_DIR, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
-        plan = build_plan(load_stack(args.stack))
+        plan = build_plan(load_stack(args.stack, args.stacks_dir))
         if args.diff:
             changes = diff(_load_other(args.diff, args.stack), plan_data(plan))
             if args.format == "json":
