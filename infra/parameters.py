@@ -1,0 +1,166 @@
+"""The SSM parameter set of docs/contracts.md, per instance, from the plan; pure (no pulumi, no I/O)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from infra.plan.model import Host, OverlayPlan, Pairing, Router
+
+SCHEMA = 1
+ROUTE_PROTOCOL_NAME = "overlay"
+# How often the agent polls its `revision` parameter and resyncs everything. SSM's
+# GetParameter throughput is shared by the whole account and region (40 TPS by default),
+# so 200 instances at one poll per 15 s stay near 13 TPS.
+POLL_INTERVAL = 15
+RESYNC_INTERVAL = 30
+# GRE outer TTL: the default Linux TTL; tunnels cross the VPC or the internet.
+TUNNEL_TTL = 64
+# SSM String parameter value limits: 4 KB in the standard tier, 8 KB in the advanced
+# tier (which is billed per parameter), so the advanced tier is used only when needed.
+STANDARD_MAX = 4096
+ADVANCED_MAX = 8192
+# The placeholder the `frr` parameter carries where the BGP password goes; the agent
+# fills it in on the instance from the SecureString parameter.
+PASSWORD_PLACEHOLDER = "{{BGP_PASSWORD}}"
+
+FrrRenderer = Callable[[str], str]
+
+
+class ParameterError(ValueError):
+    """A parameter the plan produces cannot be stored in SSM (one line: name, reason)."""
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One SSM parameter. `value` is None only for the SecureString the caller supplies."""
+    name: str
+    type: str  # "String" or "SecureString"
+    value: str | None
+    instance: str | None  # the instance whose set this belongs to; None for stack-wide
+    tier: str = "Standard"
+
+
+def root(plan: OverlayPlan) -> str:
+    return f"/{plan.project}/{plan.stack}"
+
+
+def instance_path(plan: OverlayPlan, instance: str) -> str:
+    """The prefix of one instance's parameters (what its user data and IAM policy name)."""
+    return f"{root(plan)}/instances/{instance}"
+
+
+def password_name(plan: OverlayPlan) -> str:
+    return f"{root(plan)}/bgp-password"
+
+
+def _dump(doc: Any) -> str:
+    # Sorted and compact: the same plan always gives byte-identical values, so a
+    # `pulumi up` with nothing changed updates nothing and revisions stay put.
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+def agent_doc(plan: OverlayPlan, inst: Router | Host, *, poll_interval: float = POLL_INTERVAL,
+              resync_interval: float = RESYNC_INTERVAL) -> dict[str, Any]:
+    is_host = isinstance(inst, Host)
+    blocks = None
+    if is_host:
+        blocks = {"ipv4": str(inst.block_v4), "ipv6": str(inst.block_v6) if inst.block_v6 else None}
+    return {
+        "schema": SCHEMA,
+        "project": plan.project,
+        "stack": plan.stack,
+        "instance": inst.name,
+        "role": "host" if is_host else "router",
+        "asn": inst.asn,
+        "underlay": {"address": str(inst.private_ip)},
+        "blocks": blocks,
+        "pools": {"ipv4": [str(p) for p in plan.pools_v4], "ipv6": [str(p) for p in plan.pools_v6]},
+        "settings": {
+            "route_protocol": plan.route_protocol,
+            "route_protocol_name": ROUTE_PROTOCOL_NAME,
+            "poll_interval": poll_interval,
+            "resync_interval": resync_interval,
+        },
+    }
+
+
+def tunnel_doc(p: Pairing, side: str) -> dict[str, Any]:
+    """One tunnel as seen from side "a" (the router) or "b" (the host)."""
+    me, peer = (p.a, p.b) if side == "a" else (p.b, p.a)
+    local = p.a_local if side == "a" else p.b.outer
+    # A host's remote is the router's private address (inside the VPC); the router's
+    # remote is the host's private address or the on-prem peer's public one.
+    remote = p.b.outer if side == "a" else p.a_local
+    inner6 = None
+    if p.inner_net_v6 is not None:
+        inner6 = {"local": str(me.inner_v6), "remote": str(peer.inner_v6),
+                  "prefixlen": p.inner_net_v6.prefixlen}
+    return {
+        "schema": SCHEMA,
+        "name": p.ifname,
+        "peer": peer.name,
+        "kind": p.kind,
+        "local": str(local),
+        "remote": str(remote),
+        "key": p.key,
+        "ttl": TUNNEL_TTL,
+        "mtu": p.mtu,
+        "inner_ipv4": {"local": str(me.inner_v4), "remote": str(peer.inner_v4),
+                       "prefixlen": p.inner_net_v4.prefixlen},
+        "inner_ipv6": inner6,
+        "peer_asn": peer.asn,
+    }
+
+
+def revision(params: list[Parameter]) -> str:
+    """A stable hash over one instance's parameters (names and values, order-free)."""
+    h = hashlib.sha256()
+    for p in sorted(params, key=lambda p: p.name):
+        h.update(p.name.encode() + b"\0" + (p.value or "").encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _string(name: str, value: str, instance: str) -> Parameter:
+    if len(value.encode()) > ADVANCED_MAX:
+        raise ParameterError(f"{name}: value is {len(value.encode())} bytes; SSM holds at most "
+                             f"{ADVANCED_MAX} (advanced tier)")
+    tier = "Standard" if len(value.encode()) <= STANDARD_MAX else "Advanced"
+    return Parameter(name=name, type="String", value=value, instance=instance, tier=tier)
+
+
+def instance_parameters(plan: OverlayPlan, inst: Router | Host, frr_text: FrrRenderer, *,
+                        poll_interval: float = POLL_INTERVAL,
+                        resync_interval: float = RESYNC_INTERVAL) -> list[Parameter]:
+    """agent, frr, tunnels/<peer> and revision (last) for one instance."""
+    base = instance_path(plan, inst.name)
+    frr = frr_text(inst.name)
+    out = [
+        _string(f"{base}/agent", _dump(agent_doc(plan, inst, poll_interval=poll_interval,
+                                                 resync_interval=resync_interval)), inst.name),
+        _string(f"{base}/frr", frr, inst.name),
+    ]
+    side = "a" if isinstance(inst, Router) else "b"
+    for p in plan.pairings_of(inst.name):
+        peer = p.b.name if side == "a" else p.a.name
+        out.append(_string(f"{base}/tunnels/{peer}", _dump(tunnel_doc(p, side)), inst.name))
+    out.append(_string(f"{base}/revision", revision(out), inst.name))
+    return out
+
+
+def build_parameters(plan: OverlayPlan, frr_text: FrrRenderer, *, poll_interval: float = POLL_INTERVAL,
+                     resync_interval: float = RESYNC_INTERVAL) -> dict[str, Parameter]:
+    """Every parameter of the stack by name: each instance's set, then the BGP password.
+
+    `frr_text(instance_name)` renders that instance's frr.conf (infra.render.render_frr)
+    with the password placeholder. The password parameter's value is None: the caller
+    supplies it (a Pulumi secret, or the lab's own).
+    """
+    params: dict[str, Parameter] = {}
+    for inst in plan.instances:
+        for p in instance_parameters(plan, inst, frr_text, poll_interval=poll_interval,
+                                     resync_interval=resync_interval):
+            params[p.name] = p
+    params[password_name(plan)] = Parameter(password_name(plan), "SecureString", None, None)
+    return params
