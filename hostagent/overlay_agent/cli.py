@@ -1,0 +1,137 @@
+"""The `overlay-agent` command: `run` (the reconcilers, one thread each) and `status`."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+from . import config as config_mod
+from . import logsetup
+from . import status as status_mod
+from .errors import AgentError
+
+log = logging.getLogger("overlay_agent")
+
+
+@dataclass
+class Task:
+    """One long-running loop of the agent; `target(stop)` returns when `stop` is set."""
+
+    name: str
+    target: Callable[[threading.Event], None]
+
+
+def container_tasks(cfg: config_mod.AgentConfig, args, metrics) -> list[Task]:
+    """The container-wiring reconciler and its Docker event pump (docker hosts only)."""
+    from .containers import ContainerReconciler, pump_events
+    from .docker_shim import DockerShim
+    from .netlink import Netlink
+
+    docker = DockerShim(args.docker_url)
+    events_docker = DockerShim(args.docker_url)  # the event stream blocks its own connection
+    rec = ContainerReconciler(cfg, docker, Netlink(), metrics=metrics, status_path=args.status_file)
+    return [
+        Task("docker-events", lambda stop: pump_events(events_docker, rec.events, stop, metrics)),
+        Task("containers", rec.run),
+    ]
+
+
+def tasks_for(cfg: config_mod.AgentConfig, args, metrics) -> list[Task]:
+    # Each reconciler owns its own route class and its own loop; the pairing sync (tunnels,
+    # FRR) adds its tasks here next to the container wiring.
+    tasks: list[Task] = []
+    if cfg.role == "host" and not args.no_containers:
+        tasks += container_tasks(cfg, args, metrics)
+    return tasks
+
+
+def cmd_run(args) -> int:
+    from .metrics import Metrics
+
+    cfg = config_mod.load(args.config)
+    metrics = Metrics()
+    if args.metrics_address:
+        metrics.serve(args.metrics_address)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    tasks = tasks_for(cfg, args, metrics)
+    if not tasks:
+        log.warning("nothing to do for role %s", cfg.role)
+    failed: list[str] = []
+
+    def guard(task: Task) -> None:
+        try:
+            task.target(stop)
+        except Exception:  # noqa: BLE001 - a dead loop must take the process down (systemd restarts it)
+            log.exception("task %s crashed", task.name)
+            failed.append(task.name)
+            stop.set()
+
+    threads = [threading.Thread(target=guard, args=(t,), name=t.name, daemon=True) for t in tasks]
+    log.info("agent started", extra={"instance": cfg.instance, "role": cfg.role,
+                                     "tasks": ",".join(t.name for t in tasks)})
+    for t in threads:
+        t.start()
+    while not stop.wait(1.0):
+        pass
+    # Leaving the kernel as it is: routes stay announced while the agent is away, so a
+    # restart or upgrade never withdraws anything.
+    for t in threads:
+        if t.name != "docker-events":  # blocked in a socket read; a daemon thread, dies with us
+            t.join(timeout=5)
+    log.info("agent stopped")
+    return 1 if failed else 0
+
+
+def cmd_status(args) -> int:
+    doc = status_mod.collect(args.status_file, live=not args.no_live, vty_socket=args.vty_socket)
+    if args.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        print(status_mod.table(doc))
+    return 1 if any(r["state"] == "error" for r in doc.get("containers", [])) else 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="overlay-agent", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the agent's reconcilers until SIGTERM")
+    run.add_argument("--config", required=True, help="the instance's agent JSON document")
+    run.add_argument("--docker-url", default="unix:///var/run/docker.sock")
+    run.add_argument("--status-file", default=status_mod.DEFAULT_STATUS_FILE)
+    run.add_argument("--metrics-address", default="0.0.0.0:9469",
+                     help="host:port for Prometheus /metrics; empty to disable")
+    run.add_argument("--log-level", default="info")
+    run.add_argument("--log-format", choices=("json", "text"), default="json")
+    run.add_argument("--no-containers", action="store_true", help="do not wire containers")
+    run.set_defaults(func=cmd_run)
+
+    st = sub.add_parser("status", help="containers, addresses, veths, routes, BGP announcement")
+    st.add_argument("--json", action="store_true")
+    st.add_argument("--status-file", default=status_mod.DEFAULT_STATUS_FILE)
+    st.add_argument("--vty-socket", default=None, help="FRR vty socket directory (vtysh --vty_socket)")
+    st.add_argument("--no-live", action="store_true", help="do not check the kernel and FRR")
+    st.set_defaults(func=cmd_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logsetup.setup(getattr(args, "log_level", "warning"), getattr(args, "log_format", "text"))
+    try:
+        return args.func(args)
+    except AgentError as exc:
+        # Bad input and unreachable dependencies: one line, no traceback.
+        print(f"overlay-agent: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

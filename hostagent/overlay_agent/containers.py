@@ -1,0 +1,649 @@
+"""Container wiring reconciler: desired state from Docker, actual state from the kernel, apply the difference.
+
+Hazards (each handled below, and why):
+- Docker unreachable (daemon restart, live-restore or not): an empty or failed listing
+  must not read as "no containers", or every route would be withdrawn. A failed listing
+  skips the pass; only a successful listing is the truth.
+- Agent restart with containers running: the kernel is the state. Every finished wiring
+  carries an alias on its host veth ("overlay-agent <id> <ipv4> <ipv6>") and every route
+  carries our protocol, so a new process computes the same desired state and changes
+  nothing: no withdraw, no flap.
+- Ownership: we delete only routes carrying our route protocol and only veths with our
+  name prefix. A route of another protocol on one of our prefixes is left alone (and its
+  address is never allocated).
+- A container's namespace dies with its last process; the kernel then deletes the veth
+  and every route through it. Our cached view can go stale that way: events re-check the
+  container's veth in the kernel, and the periodic full resync re-reads everything.
+- A container can exit between its start event and our wiring (its pid is gone): that is
+  reported as "exited" and the half-made veth is removed.
+- Bad input (labels, addresses outside the pools, duplicates without anycast, host or
+  shared network namespaces) is refused for that container only, with one log line, a
+  metric and a status entry; all other containers are reconciled as usual.
+- Duplicates: when two containers on this host claim the same address, the one already
+  wired keeps it (then the older one); with overlay.anycast=true on both, the host route
+  gets both veths as ECMP next hops.
+- Health-gated routes (overlay.health=withdraw): the veth and addresses stay, only the
+  host route follows Docker's health status, so FRR withdraws and re-announces.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Protocol
+
+from . import labels as labels_mod
+from .allocator import BlockAllocator, Exhausted
+from .config import AgentConfig
+from .docker_shim import ContainerInfo, Event
+from .errors import AgentError, DockerError, NetlinkError
+from .metrics import Metrics
+from .netlink import ContainerGone, KernelView, WireSpec
+
+log = logging.getLogger("overlay_agent.containers")
+
+VETH_PREFIX = "ovc"  # + 12 hex digits of the container id = 15 characters (IFNAMSIZ - 1)
+ALIAS_TAG = "overlay-agent"
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def veth_name(container_id: str) -> str:
+    return VETH_PREFIX + container_id[:12]
+
+
+def encode_alias(container_id: str, ipv4: Address | None, ipv6: Address | None) -> str:
+    return f"{ALIAS_TAG} {container_id} {ipv4 or '-'} {ipv6 or '-'}"
+
+
+def decode_alias(text: str | None) -> tuple[str, Address | None, Address | None] | None:
+    """(container id, ipv4, ipv6) from a veth alias, or None when it is not one of ours."""
+    parts = (text or "").split()
+    if len(parts) != 4 or parts[0] != ALIAS_TAG:
+        return None
+    try:
+        v4 = None if parts[2] == "-" else ipaddress.IPv4Address(parts[2])
+        v6 = None if parts[3] == "-" else ipaddress.IPv6Address(parts[3])
+    except ValueError:
+        return None
+    return parts[1], v4, v6
+
+
+def host_prefix(addr: Address) -> Prefix:
+    return ipaddress.ip_network(f"{addr}/{addr.max_prefixlen}")
+
+
+# -- model -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Wired:
+    """A finished wiring found in the kernel (or made by us)."""
+
+    container_id: str
+    veth: str
+    ipv4: ipaddress.IPv4Address | None
+    ipv6: ipaddress.IPv6Address | None
+
+
+@dataclass
+class Actual:
+    """What the kernel holds that is ours, plus host addresses of others we must not hand out."""
+
+    wired: dict[str, Wired] = field(default_factory=dict)
+    strays: set[str] = field(default_factory=set)  # our prefix, no finished alias: half-made
+    routes: dict[Prefix, frozenset[str]] = field(default_factory=dict)  # our protocol only
+    foreign: frozenset[Address] = frozenset()  # /32 and /128 routes of other protocols
+
+    def drop_veth(self, veth: str) -> None:
+        """The kernel deleted this veth, and with it every route through it."""
+        for cid, w in list(self.wired.items()):
+            if w.veth == veth:
+                del self.wired[cid]
+        self.strays.discard(veth)
+        for dst, veths in list(self.routes.items()):
+            if veth in veths:
+                rest = veths - {veth}
+                if rest:
+                    # A multipath route loses only the dead next hop.
+                    self.routes[dst] = rest
+                else:
+                    del self.routes[dst]
+
+
+def actual_from_kernel(view: KernelView, proto: int) -> Actual:
+    names = {link.index: link.name for link in view.links}
+    act = Actual()
+    for link in view.links:
+        decoded = decode_alias(link.alias)
+        if decoded is None or veth_name(decoded[0]) != link.name:
+            act.strays.add(link.name)
+            continue
+        cid, v4, v6 = decoded
+        act.wired[cid] = Wired(cid, link.name, v4, v6)
+    foreign = set()
+    for route in view.routes:
+        if route.proto == proto:
+            act.routes[route.dst] = frozenset(names.get(i, f"#{i}") for i in route.oifs)
+        else:
+            foreign.add(route.dst.network_address)
+    act.foreign = frozenset(foreign)
+    return act
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """The desired wiring of one container."""
+
+    container_id: str
+    name: str
+    veth: str
+    ifname: str
+    ipv4: ipaddress.IPv4Address | None
+    ipv6: ipaddress.IPv6Address | None
+    default_routes: bool  # False: the container has another network; route only the pools
+    announce: bool
+    anycast: bool
+    withdrawn_because: str = ""  # why announce is False
+
+    def same_as(self, w: Wired) -> bool:
+        return (self.veth, self.ipv4, self.ipv6) == (w.veth, w.ipv4, w.ipv6)
+
+
+@dataclass(frozen=True)
+class Problem:
+    container_id: str
+    name: str
+    reason: str  # metric label: bad_label, outside_pools, duplicate, host_network, ...
+    message: str
+
+    def line(self) -> str:
+        return f"container {self.name} ({self.container_id[:12]}): {self.message}"
+
+
+@dataclass
+class Desired:
+    wirings: dict[str, Wiring] = field(default_factory=dict)
+    routes: dict[Prefix, frozenset[str]] = field(default_factory=dict)
+    problems: dict[str, Problem] = field(default_factory=dict)
+
+
+def desire(containers: Iterable[ContainerInfo], actual: Actual, cfg: AgentConfig) -> Desired:
+    """The pure heart: which containers get which addresses, veths and host routes."""
+    out = Desired()
+    candidates: list[tuple[ContainerInfo, labels_mod.Request]] = []
+
+    def refuse(c: ContainerInfo, reason: str, message: str) -> None:
+        out.problems[c.id] = Problem(c.id, c.name, reason, message)
+
+    # Already-wired containers first (they keep what they have), then by age, then id, so
+    # the outcome does not depend on Docker's listing order.
+    ordered = sorted((c for c in containers if c.running and labels_mod.opted_in(c.labels)),
+                     key=lambda c: (c.id not in actual.wired, c.created, c.id))
+    for c in ordered:
+        if c.network_mode == "host":
+            refuse(c, "host_network", "runs in the host network namespace; nothing to wire")
+            continue
+        if c.network_mode.startswith("container:"):
+            refuse(c, "shared_netns", f"shares the network namespace of {c.network_mode[10:22]}; "
+                                      "label that container instead")
+            continue
+        try:
+            req = labels_mod.parse(c.labels)
+        except labels_mod.LabelError as exc:
+            refuse(c, exc.reason, str(exc))
+            continue
+        bad = next((a for a in (req.ipv4, req.ipv6) if a is not None and not cfg.in_pools(a)), None)
+        if bad is not None:
+            pools = cfg.pools_ipv4 if bad.version == 4 else cfg.pools_ipv6
+            refuse(c, "outside_pools", f"address {bad} is outside the pools "
+                                       f"({', '.join(map(str, pools)) or 'none'})")
+            continue
+        candidates.append((c, req))
+
+    # Explicit addresses first: an auto container must never take an address that a
+    # labelled container (wired or about to be) asks for.
+    owners: dict[Address, list[str]] = {}
+    anycast_ok: dict[str, bool] = {}
+    accepted: list[tuple[ContainerInfo, labels_mod.Request]] = []
+    for c, req in candidates:
+        clash = None
+        for addr in (req.ipv4, req.ipv6):
+            if addr is None:
+                continue
+            others = owners.get(addr, [])
+            if others and not (req.anycast and all(anycast_ok[o] for o in others)):
+                clash = (addr, others[0])
+                break
+        if clash is not None:
+            holder = next(x for x, _ in candidates if x.id == clash[1])
+            refuse(c, "duplicate", f"address {clash[0]} is already used by container {holder.name} "
+                                   "on this host (set overlay.anycast=true on both to share it)")
+            continue
+        for addr in (req.ipv4, req.ipv6):
+            if addr is not None:
+                owners.setdefault(addr, []).append(c.id)
+        anycast_ok[c.id] = req.anycast
+        accepted.append((c, req))
+
+    used: set[Address] = set(owners) | set(actual.foreign)
+    for w in actual.wired.values():
+        used.update(a for a in (w.ipv4, w.ipv6) if a is not None)
+    alloc4 = BlockAllocator(cfg.block_ipv4, used) if cfg.block_ipv4 else None
+    alloc6 = BlockAllocator(cfg.block_ipv6, used) if cfg.block_ipv6 else None
+
+    for c, req in accepted:
+        prev = actual.wired.get(c.id)
+        try:
+            v4 = req.ipv4 or _auto(prev.ipv4 if prev else None, alloc4, cfg.block_ipv4)
+            v6 = req.ipv6 or _auto(prev.ipv6 if prev else None, alloc6, cfg.block_ipv6)
+        except Exhausted as exc:
+            refuse(c, "pool_exhausted", str(exc))
+            continue
+        announce, why = True, ""
+        if req.health_withdraw and c.health != "healthy":
+            announce = False
+            why = f"health {c.health}" if c.health else "no healthcheck defined"
+        w = Wiring(c.id, c.name, veth_name(c.id), "ovl0" if c.networks else "eth0", v4, v6,
+                   default_routes=not c.networks, announce=announce, anycast=req.anycast,
+                   withdrawn_because=why)
+        out.wirings[c.id] = w
+        if announce:
+            for addr in (v4, v6):
+                if addr is not None:
+                    dst = host_prefix(addr)
+                    out.routes[dst] = out.routes.get(dst, frozenset()) | {w.veth}
+    return out
+
+
+def _auto(previous: Address | None, alloc: BlockAllocator | None, block) -> Address | None:
+    if alloc is None:
+        return None
+    # Sticky: a wired container keeps the address its veth alias records, as long as it
+    # still lies in this host's block.
+    if previous is not None and previous in block:
+        return previous
+    return alloc.allocate()
+
+
+# -- actions -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RouteDel:
+    dst: Prefix
+
+
+@dataclass(frozen=True)
+class Unwire:
+    veth: str
+    container_id: str | None
+
+
+@dataclass(frozen=True)
+class Wire:
+    wiring: Wiring
+
+
+@dataclass(frozen=True)
+class RouteSet:
+    dst: Prefix
+    veths: frozenset[str]
+
+
+Action = RouteDel | Unwire | Wire | RouteSet
+
+
+def diff(desired: Desired, actual: Actual) -> list[Action]:
+    """Ordered changes: withdraw routes first (fast withdraw), then links, then new routes."""
+    actions: list[Action] = []
+    for dst in sorted(actual.routes, key=str):
+        if dst not in desired.routes:
+            actions.append(RouteDel(dst))
+    rewire = {cid for cid, w in desired.wirings.items()
+              if cid in actual.wired and not w.same_as(actual.wired[cid])}
+    for cid, w in sorted(actual.wired.items()):
+        if cid not in desired.wirings or cid in rewire:
+            actions.append(Unwire(w.veth, cid))
+    for veth in sorted(actual.strays):
+        actions.append(Unwire(veth, None))
+    for cid, w in sorted(desired.wirings.items()):
+        if cid not in actual.wired or cid in rewire:
+            actions.append(Wire(w))
+    gone = {actual.wired[c].veth for c in rewire} | set(actual.strays)
+    for dst, veths in sorted(desired.routes.items(), key=lambda kv: str(kv[0])):
+        have = actual.routes.get(dst)
+        if have != veths or veths & gone:
+            actions.append(RouteSet(dst, veths))
+    return actions
+
+
+# -- shims (injected; the unit tests use in-memory fakes) ---------------------------------
+
+class NetlinkShim(Protocol):
+    def snapshot(self, prefix: str) -> KernelView: ...
+    def link_index(self, name: str) -> int | None: ...
+    def wire(self, spec: WireSpec, pid: int) -> int: ...
+    def unwire(self, veth: str) -> bool: ...
+    def route_set(self, dst: Prefix, veths: Iterable[str], proto: int) -> None: ...
+    def route_del(self, dst: Prefix, proto: int) -> bool: ...
+
+
+class DockerShimLike(Protocol):
+    def list_running(self) -> list[ContainerInfo]: ...
+    def inspect(self, container_id: str) -> ContainerInfo | None: ...
+
+
+# -- the reconciler ----------------------------------------------------------------------
+
+class ContainerReconciler:
+    """Owns the host's container veths and every route of our protocol. Single-threaded apply."""
+
+    name = "containers"
+
+    def __init__(self, cfg: AgentConfig, docker: DockerShimLike, netlink: NetlinkShim,
+                 metrics: Metrics | None = None, status_path: str | Path | None = None):
+        self.cfg = cfg
+        self.docker = docker
+        self.netlink = netlink
+        self.metrics = metrics or Metrics()
+        self.status_path = Path(status_path) if status_path else None
+        self.proto = cfg.settings.route_protocol
+        self.containers: dict[str, ContainerInfo] = {}
+        self.actual: Actual | None = None
+        self.desired = Desired()
+        self.apply_problems: dict[str, Problem] = {}
+        self._reported: set[tuple[str, str]] = set()
+        self._started_ns: dict[str, int] = {}  # container id -> Docker start event time
+        self.last_resync: float = 0.0
+        self.events: "queue.Queue[Event | str]" = queue.Queue()
+
+    # -- passes ----------------------------------------------------------------------
+    def resync(self) -> bool:
+        """Full pass: list Docker, read the kernel, apply. False (and nothing changed) if Docker failed."""
+        t0 = time.perf_counter()
+        try:
+            listing = self.docker.list_running()
+        except DockerError as exc:
+            # Never treat "cannot ask" as "nothing runs": that would withdraw every route.
+            log.warning("resync skipped: %s", exc, extra={"reason": "docker_unavailable"})
+            self.metrics.resyncs.labels("docker_unavailable").inc()
+            return False
+        try:
+            view = self.netlink.snapshot(VETH_PREFIX)
+        except NetlinkError as exc:
+            log.error("resync skipped: %s", exc, extra={"reason": "netlink"})
+            self.metrics.resyncs.labels("netlink_error").inc()
+            return False
+        self.containers = {c.id: c for c in listing if c.running}
+        self.actual = actual_from_kernel(view, self.proto)
+        self._reconcile()
+        self.last_resync = time.monotonic()
+        self.metrics.resync_seconds.observe(time.perf_counter() - t0)
+        self.metrics.resyncs.labels("ok").inc()
+        return True
+
+    def handle_events(self, events: Iterable[Event]) -> None:
+        """Fast path: refresh the named containers from Docker and the kernel, then reconcile."""
+        if self.actual is None:
+            # No full picture yet; an event-driven pass could mistake unknown for absent.
+            if not self.resync():
+                return
+        touched = False
+        for ev in events:
+            touched |= self._refresh(ev)
+        if touched:
+            self._reconcile()
+
+    def _refresh(self, ev: Event) -> bool:
+        cid = ev.container_id
+        known = cid in self.containers or (self.actual is not None and cid in self.actual.wired)
+        if not known and not labels_mod.opted_in(ev.labels):
+            # Event attributes carry the container's labels: skip others without asking Docker.
+            return False
+        if ev.action in ("die", "destroy"):
+            # The process is gone: withdraw now, without a round trip to Docker.
+            self.containers.pop(cid, None)
+        else:
+            try:
+                info = self.docker.inspect(cid)
+            except DockerError as exc:
+                log.warning("event %s for %s not handled: %s", ev.action, cid[:12], exc)
+                return False
+            if info is None or not info.running:
+                self.containers.pop(cid, None)
+            else:
+                self.containers[cid] = info
+                if ev.action == "start":
+                    self._started_ns[cid] = ev.time_ns or time.time_ns()
+        assert self.actual is not None
+        wired = self.actual.wired.get(cid)
+        if wired is not None and self.netlink.link_index(wired.veth) is None:
+            # The namespace died and took the veth and its routes (docker restart, kill).
+            self.actual.drop_veth(wired.veth)
+        return True
+
+    # -- reconcile and apply -----------------------------------------------------------
+    def _reconcile(self) -> None:
+        assert self.actual is not None
+        for cid in list(self.apply_problems):
+            if cid not in self.containers:
+                del self.apply_problems[cid]
+        self.desired = desire(self.containers.values(), self.actual, self.cfg)
+        self._apply(diff(self.desired, self.actual))
+        self._report()
+
+    def _apply(self, actions: list[Action]) -> None:
+        act = self.actual
+        assert act is not None
+        failed: set[str] = set()
+        for a in actions:
+            try:
+                if isinstance(a, RouteDel):
+                    self.netlink.route_del(a.dst, self.proto)
+                    act.routes.pop(a.dst, None)
+                    self.metrics.netlink_changes.labels("route_del").inc()
+                elif isinstance(a, Unwire):
+                    # Removing the veth takes the peer and every route through it with it.
+                    self.netlink.unwire(a.veth)
+                    act.drop_veth(a.veth)
+                    self.metrics.netlink_changes.labels("unwire").inc()
+                    if a.container_id:
+                        log.info("unwired container %s", a.container_id[:12],
+                                 extra={"container": a.container_id[:12], "veth": a.veth})
+                elif isinstance(a, Wire):
+                    if not self._wire(a.wiring):
+                        failed.add(a.wiring.veth)
+                elif isinstance(a, RouteSet):
+                    veths = a.veths - failed
+                    veths = frozenset(v for v in veths if v in {w.veth for w in act.wired.values()})
+                    if not veths:
+                        continue
+                    if act.routes.get(a.dst) == veths and not (a.veths & failed):
+                        continue
+                    self.netlink.route_set(a.dst, veths, self.proto)
+                    act.routes[a.dst] = veths
+                    self.metrics.netlink_changes.labels("route_set").inc()
+            except NetlinkError as exc:
+                # One failed change must not stop the others; the next resync retries.
+                log.error("netlink change %s failed: %s", type(a).__name__, exc,
+                          extra={"reason": "netlink", "errno": exc.errno})
+                self.metrics.errors.labels("netlink").inc()
+
+    def _wire(self, w: Wiring) -> bool:
+        info = self.containers.get(w.container_id)
+        pid = info.pid if info else 0
+        if not pid:
+            try:
+                fresh = self.docker.inspect(w.container_id)
+            except DockerError as exc:
+                log.warning("cannot wire %s yet: %s", w.name, exc)
+                return False
+            if fresh is None or not fresh.running or not fresh.pid:
+                self._fail(w, "exited", "exited before it was wired")
+                self.containers.pop(w.container_id, None)
+                return False
+            self.containers[w.container_id] = fresh
+            pid = fresh.pid
+        cfg = self.cfg
+        spec = WireSpec(
+            veth=w.veth, ifname=w.ifname, ipv4=w.ipv4, ipv6=w.ipv6,
+            via4=("0.0.0.0/0",) if w.default_routes else tuple(map(str, cfg.pools_ipv4)),
+            via6=("::/0",) if w.default_routes else tuple(map(str, cfg.pools_ipv6)),
+            alias=encode_alias(w.container_id, w.ipv4, w.ipv6),
+        )
+        try:
+            self.netlink.wire(spec, pid)
+        except ContainerGone as exc:
+            self._fail(w, "exited", f"exited before it was wired ({exc})")
+            return False
+        except NetlinkError as exc:
+            self._fail(w, "wiring_failed", f"wiring failed: {exc}")
+            return False
+        assert self.actual is not None
+        self.actual.wired[w.container_id] = Wired(w.container_id, w.veth, w.ipv4, w.ipv6)
+        self.apply_problems.pop(w.container_id, None)
+        self.metrics.netlink_changes.labels("wire").inc()
+        log.info("wired container %s: %s %s via %s", w.name, w.ipv4 or "-", w.ipv6 or "-", w.veth,
+                 extra={"container": w.name, "id": w.container_id[:12], "ipv4": str(w.ipv4 or ""),
+                        "ipv6": str(w.ipv6 or ""), "veth": w.veth, "announce": w.announce})
+        return True
+
+    def _fail(self, w: Wiring, reason: str, message: str) -> None:
+        self.apply_problems[w.container_id] = Problem(w.container_id, w.name, reason, message)
+
+    def _report(self) -> None:
+        act = self.actual
+        assert act is not None
+        problems = {**self.desired.problems, **self.apply_problems}
+        current = {(cid, p.reason) for cid, p in problems.items()}
+        for cid, p in problems.items():
+            if (cid, p.reason) not in self._reported:
+                log.warning(p.line(), extra={"container": p.name, "id": cid[:12], "reason": p.reason})
+                self.metrics.errors.labels(p.reason).inc()
+        self._reported = current
+        self.metrics.containers_wired.set(len(act.wired))
+        v4 = sum(1 for d in act.routes if d.version == 4)
+        self.metrics.routes_installed.labels("ipv4").set(v4)
+        self.metrics.routes_installed.labels("ipv6").set(len(act.routes) - v4)
+        announced = 0
+        now = time.time_ns()
+        for cid, w in self.desired.wirings.items():
+            if cid not in act.wired:
+                continue
+            routed = self._routed(w)
+            announced += routed and w.announce
+            started = self._started_ns.pop(cid, None)
+            if started is not None and (routed or not w.announce):
+                self.metrics.wiring_latency.observe(max(0, now - started) / 1e9)
+        for cid in list(self._started_ns):
+            if cid not in self.desired.wirings:
+                del self._started_ns[cid]
+        self.metrics.containers_announced.set(announced)
+        if self.status_path is not None:
+            self._write_status(problems)
+
+    def _routed(self, w: Wiring) -> bool:
+        act = self.actual
+        assert act is not None
+        return all(w.veth in act.routes.get(host_prefix(a), ()) for a in (w.ipv4, w.ipv6) if a is not None)
+
+    def status_rows(self) -> list[dict]:
+        """One row per opted-in container: what it has, and whether it is announced."""
+        act = self.actual or Actual()
+        rows = []
+        problems = {**self.desired.problems, **self.apply_problems}
+        for cid, w in sorted(self.desired.wirings.items(), key=lambda kv: kv[1].name):
+            if cid in problems:
+                continue
+            wired = cid in act.wired
+            routed = wired and self._routed(w)
+            if not wired:
+                state = "pending"
+            elif not w.announce:
+                state = f"withdrawn ({w.withdrawn_because})"
+            else:
+                state = "routed" if routed else "route missing"
+            rows.append({"id": cid[:12], "name": w.name, "ipv4": str(w.ipv4 or ""), "ipv6": str(w.ipv6 or ""),
+                         "veth": w.veth, "wired": wired, "route": routed, "announce": w.announce,
+                         "anycast": w.anycast, "state": state, "reason": ""})
+        for cid, p in sorted(problems.items(), key=lambda kv: kv[1].name):
+            rows.append({"id": cid[:12], "name": p.name, "ipv4": "", "ipv6": "", "veth": "",
+                         "wired": False, "route": False, "announce": False, "anycast": False,
+                         "state": "error", "reason": p.reason, "error": p.message})
+        return rows
+
+    def _write_status(self, problems: dict[str, Problem]) -> None:
+        doc = {"generated": time.time(), "instance": self.cfg.instance, "route_protocol": self.proto,
+               "last_resync_age": round(time.monotonic() - self.last_resync, 3) if self.last_resync else None,
+               "containers": self.status_rows()}
+        assert self.status_path is not None
+        tmp = self.status_path.with_suffix(".tmp")
+        try:
+            self.status_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(doc, indent=1))
+            os.replace(tmp, self.status_path)  # atomic: `status` never reads half a file
+        except OSError as exc:
+            log.warning("cannot write status file %s: %s", self.status_path, exc)
+
+    # -- loop ------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Event fast path plus a periodic full resync, until `stop` is set."""
+        interval = self.cfg.settings.resync_interval
+        self.resync()
+        while not stop.is_set():
+            wait = max(0.0, self.last_resync + interval - time.monotonic()) if self.last_resync else 1.0
+            batch: list[Event] = []
+            want_resync = False
+            try:
+                item = self.events.get(timeout=min(wait, 1.0))
+                # Drain what is queued: a burst of starts becomes one pass.
+                while True:
+                    if isinstance(item, Event):
+                        batch.append(item)
+                    else:
+                        want_resync = True  # "resync": the event stream (re)connected
+                    item = self.events.get_nowait()
+            except queue.Empty:
+                pass
+            try:
+                if batch:
+                    self.handle_events(batch)
+                if want_resync or (self.last_resync == 0.0 and not batch) or \
+                        time.monotonic() >= self.last_resync + interval:
+                    if not self.resync() and not want_resync:
+                        # Docker is down: try again soon rather than after a full interval.
+                        self.last_resync = time.monotonic() - interval + 2.0
+            except AgentError as exc:
+                log.error("container pass failed: %s", exc)
+
+
+def pump_events(docker, sink: "queue.Queue", stop: threading.Event, metrics: Metrics | None = None) -> None:
+    """Feed Docker events into `sink` until `stop`; after every (re)connect, ask for a full resync.
+
+    Events missed while disconnected (a daemon restart) are covered by that resync.
+    """
+    backoff = 0.2
+    while not stop.is_set():
+        try:
+            stream = docker.events()
+            if metrics:
+                metrics.docker_up.set(1)
+            sink.put("resync")
+            backoff = 0.2
+            for ev in stream:
+                sink.put(ev)
+                if stop.is_set():
+                    return
+            raise DockerError("event stream ended")
+        except DockerError as exc:
+            if metrics:
+                metrics.docker_up.set(0)
+            log.warning("docker events: %s; reconnecting", exc, extra={"reason": "docker_events"})
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 5.0)

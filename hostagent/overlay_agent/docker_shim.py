@@ -1,0 +1,181 @@
+"""The docker SDK shim: running containers, one container, and the event stream, as plain records."""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from .errors import DockerError
+
+log = logging.getLogger(__name__)
+
+# Events that can change what a container needs from us. health_status arrives as
+# "health_status: healthy"; exec_* and the like are ignored.
+RELEVANT = frozenset({"start", "restart", "die", "stop", "kill", "oom", "destroy", "pause", "unpause",
+                      "health_status", "update"})
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What the wiring needs to know about one container."""
+
+    id: str
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    running: bool = True
+    pid: int = 0  # 0: not known (a listing has no pid); the wiring asks Docker when needed
+    health: str | None = None  # "healthy", "unhealthy", "starting", or None without a healthcheck
+    network_mode: str = "none"
+    networks: tuple[str, ...] = ()  # Docker networks other than "none"
+    created: float = 0.0
+
+
+@dataclass(frozen=True)
+class Event:
+    container_id: str
+    action: str
+    time_ns: int
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def _health_from_status(status: str) -> str | None:
+    # The listing has no State.Health; its Status string carries it: "Up 3 s (healthy)".
+    if "(healthy)" in status:
+        return "healthy"
+    if "(unhealthy)" in status:
+        return "unhealthy"
+    if "(health: starting)" in status:
+        return "starting"
+    return None
+
+
+def _created(value) -> float:
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and value:
+        # Docker gives nanoseconds ("2024-01-01T00:00:00.123456789Z"); fromisoformat takes micro.
+        text = value.rstrip("Z")
+        if "." in text:
+            head, frac = text.split(".", 1)
+            text = f"{head}.{frac[:6]}"
+        try:
+            return _dt.datetime.fromisoformat(text).replace(tzinfo=_dt.timezone.utc).timestamp()
+        except ValueError:
+            return 0.0
+    return 0.0
+
+
+def _networks(mode: str, nets: Mapping | None) -> tuple[str, ...]:
+    names = [n for n in (nets or {}) if n not in ("none", "host")]
+    return tuple(sorted(names))
+
+
+class DockerShim:
+    """A thin wrapper over docker.APIClient; every docker/requests error becomes DockerError."""
+
+    def __init__(self, base_url: str | None = None, timeout: float = 10.0):
+        self.base_url = base_url or "unix:///var/run/docker.sock"
+        self.timeout = timeout
+        # Created lazily: the daemon may not be up when the agent starts.
+        self._api: docker.APIClient | None = None
+
+    def _client(self) -> docker.APIClient:
+        if self._api is None:
+            try:
+                # A fixed API version skips the version probe; 1.41 is Docker 20.10 (Debian 12).
+                self._api = docker.APIClient(base_url=self.base_url, timeout=self.timeout, version="1.41")
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+                raise DockerError(f"docker at {self.base_url}: {exc}") from exc
+        return self._api
+
+    def ping(self) -> None:
+        try:
+            self._client().ping()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise DockerError(f"docker at {self.base_url} not answering: {exc}") from exc
+
+    def list_running(self) -> list[ContainerInfo]:
+        """Every running container, from one listing call (no per-container inspect)."""
+        try:
+            rows = self._client().containers(filters={"status": "running"})
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise DockerError(f"docker at {self.base_url}: list containers: {exc}") from exc
+        out = []
+        for row in rows:
+            mode = (row.get("HostConfig") or {}).get("NetworkMode") or ""
+            nets = (row.get("NetworkSettings") or {}).get("Networks")
+            out.append(ContainerInfo(
+                id=row["Id"],
+                name=(row.get("Names") or ["/" + row["Id"][:12]])[0].lstrip("/"),
+                labels=dict(row.get("Labels") or {}),
+                running=row.get("State") == "running",
+                health=_health_from_status(row.get("Status") or ""),
+                network_mode=mode,
+                networks=_networks(mode, nets),
+                created=_created(row.get("Created")),
+            ))
+        return out
+
+    def inspect(self, container_id: str) -> ContainerInfo | None:
+        """One container, with its pid; None when Docker no longer knows it."""
+        try:
+            data = self._client().inspect_container(container_id)
+        except docker.errors.NotFound:
+            return None
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise DockerError(f"docker at {self.base_url}: inspect {container_id[:12]}: {exc}") from exc
+        state = data.get("State") or {}
+        mode = (data.get("HostConfig") or {}).get("NetworkMode") or ""
+        health = (state.get("Health") or {}).get("Status")
+        return ContainerInfo(
+            id=data["Id"],
+            name=(data.get("Name") or data["Id"][:12]).lstrip("/"),
+            labels=dict((data.get("Config") or {}).get("Labels") or {}),
+            running=bool(state.get("Running")) and not state.get("Restarting"),
+            pid=int(state.get("Pid") or 0),
+            health=health if health in ("healthy", "unhealthy", "starting") else None,
+            network_mode=mode,
+            networks=_networks(mode, (data.get("NetworkSettings") or {}).get("Networks")),
+            created=_created(data.get("Created")),
+        )
+
+    def events(self) -> Iterator[Event]:
+        """Subscribe (connects now, raises DockerError) and return the container events as they happen.
+
+        The returned iterator ends or raises DockerError when the daemon goes away.
+        """
+        try:
+            stream = self._client().events(decode=True, filters={"type": "container"})
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise DockerError(f"docker at {self.base_url}: events: {exc}") from exc
+        return self._decode(stream)
+
+    def _decode(self, stream) -> Iterator[Event]:
+        try:
+            for raw in stream:
+                action = (raw.get("Action") or raw.get("status") or "").split(":", 1)[0]
+                if action not in RELEVANT:
+                    continue
+                actor = raw.get("Actor") or {}
+                cid = actor.get("ID") or raw.get("id")
+                if not cid:
+                    continue
+                attrs = actor.get("Attributes") or {}
+                yield Event(cid, action, int(raw.get("timeNano") or 0), attrs)
+        except (docker.errors.DockerException, requests.exceptions.RequestException, ValueError) as exc:
+            raise DockerError(f"docker at {self.base_url}: event stream broke: {exc}") from exc
+        finally:
+            try:
+                stream.close()
+            except Exception:  # noqa: BLE001 - closing a dead stream may fail in many ways
+                pass
+
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.close()
+            self._api = None
