@@ -24,6 +24,20 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Mermaid's own parser validates the topology diagrams (tools/mermaid-check); it runs on
+# Node.js. Use the machine's node if there is one, else Debian's.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "setup: installing Node.js (Debian)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+mstamp=tools/mermaid-check/node_modules/.lock.sha256
+mwant=$(sha256sum tools/mermaid-check/package-lock.json | cut -d' ' -f1)
+if [ "$(cat "$mstamp" 2>/dev/null)" != "$mwant" ]; then
+  echo "setup: installing the Mermaid checker (npm ci)"
+  (cd tools/mermaid-check && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  echo "$mwant" > "$mstamp"
+fi
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"

@@ -125,3 +125,29 @@ def test_cli_diff_bad_file_is_one_line(tmp_path):
 def test_markdown_is_pure_function_of_plan():
     plan = build_plan(load_stack("lab"))
     assert to_markdown(plan) == to_markdown(build_plan(load_stack("lab")))
+
+
+MERMAID_CHECK = REPO_ROOT / "tools" / "mermaid-check" / "check.mjs"
+
+
+def mermaid_parse(text: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["node", str(MERMAID_CHECK)], input=text, capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("stack", list_stacks())
+def test_mermaid_parses_with_mermaid_itself(stack):
+    """Mermaid's own parser (as GitHub renders it) accepts every stack's diagram."""
+    proc = mermaid_parse(to_mermaid(build_plan(load_stack(stack))))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ok flowchart")
+
+
+def test_mermaid_parser_rejects_a_broken_diagram():
+    proc = mermaid_parse("flowchart LR\n  a[x] <-- GRE --> b[[y]\n")
+    assert proc.returncode == 1 and "invalid mermaid" in proc.stderr
+
+
+def test_mermaid_large_grouped_stack_parses():
+    plan = plan_for(routers=4, hosts=200, n_az=3, onprem=2)
+    assert mermaid_parse(to_mermaid(plan)).returncode == 0
