@@ -1,0 +1,82 @@
+"""Long-running lab processes inside a namespace: started detached, logged to the state dir, stopped by pidfile."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from lab.underlay import LabError, ns
+
+
+def start(ns_name: str, argv: list[str], *, log: Path, pidfile: Path, env: dict | None = None) -> int:
+    """Start `argv` in the namespace, in its own session (it outlives the lab command)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(["ip", "netns", "exec", ns_name, *argv], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, **(env or {})})
+    pidfile.write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def alive(pidfile: Path) -> bool:
+    try:
+        pid = int(pidfile.read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    # a zombie still answers kill(0); it is not serving
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            return False
+    return True
+
+
+def stop(pidfile: Path, grace: float = 5.0) -> None:
+    """SIGTERM the process group, then SIGKILL; never raises."""
+    try:
+        pid = int(pidfile.read_text())
+    except (OSError, ValueError):
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.05)
+        else:
+            continue
+        break
+    pidfile.unlink(missing_ok=True)
+
+
+def wait_tcp(ns_name: str, host: str, port: int, timeout: float, what: str) -> None:
+    """Wait until a TCP port answers inside the namespace (setns for this thread only)."""
+    from pyroute2 import netns as pr_netns
+
+    deadline = time.monotonic() + timeout
+    while True:
+        pr_netns.pushns(ns_name)
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            pass
+        finally:
+            pr_netns.popns()
+        if time.monotonic() > deadline:
+            raise LabError(f"{what}: nothing answered on {host}:{port} in namespace {ns_name} after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+__all__ = ["start", "alive", "stop", "wait_tcp", "ns"]
