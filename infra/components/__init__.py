@@ -1,0 +1,1 @@
+"""The program's ComponentResources: each translates one part of the plan into AWS resources."""

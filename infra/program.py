@@ -1,0 +1,196 @@
+"""The Pulumi program: reads and validates the stack config once, builds the plan, creates the components."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pulumi
+import pulumi_aws as aws
+from pulumi.runtime import config as runtime_config
+
+from infra.agent_archive import build_archive
+from infra.components.agent_package import AgentPackage, AgentPackageArgs
+from infra.components.bgp_password import BgpPassword, BgpPasswordArgs
+from infra.components.host import DockerHost, StaticRoutes
+from infra.components.instance import InstanceArgs
+from infra.components.instance_role import InstanceRole, InstanceRoleArgs
+from infra.components.network import Network, NetworkArgs
+from infra.components.router import RoutingInstance
+from infra.components.routes import PoolRoutes, PoolRoutesArgs
+from infra.components.security import SecurityGroups, SecurityGroupsArgs
+from infra.config import PROJECT, SECRET_KEYS, ConfigError, StackConfig, parse
+from infra.parameters import ParameterError, build_parameters, instance_path, password_name, root
+from infra.plan import OverlayPlan, build_plan
+from infra.plan.report import to_mermaid
+
+AGENT_KEY = "agent/overlay-agent.tar.gz"
+# Debian's official AMIs are published by this account (wiki.debian.org/Cloud/AmazonEC2Image).
+DEBIAN_OWNER = "136693071363"
+# AWS allows at most 1,000 routes per VPC route table (the default quota is 50).
+MAX_ROUTES_PER_TABLE = 1000
+
+
+@dataclass(frozen=True)
+class Renderers:
+    """The userdata/ templates (infra.render), passed in so tests can count calls."""
+    frr: Callable[[OverlayPlan, str], str]
+    user_data: Callable[..., str]
+    onprem_frr: Callable[[OverlayPlan, str, dict], str]
+    errors: tuple[type[Exception], ...] = ()  # what they raise for input they cannot render
+
+
+def default_renderers() -> Renderers:
+    from infra.render import RenderError, render_frr, render_onprem_frr, render_user_data
+    return Renderers(render_frr, render_user_data, render_onprem_frr, (RenderError,))
+
+
+def read_config() -> tuple[dict[str, Any], str | None]:
+    """The `overlay:*` values as the CLI passed them (namespace stripped), and the secret password.
+
+    The CLI hands structured values over as JSON strings; the secret's key is listed in
+    the secret keys, and anything else would mean it sits in clear text in the stack file.
+    """
+    values = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    raw: dict[str, Any] = {}
+    password = None
+    for key in sorted(values):
+        namespace, _, name = key.partition(":")
+        if namespace != PROJECT or not name:
+            continue
+        value = values[key]
+        if name in SECRET_KEYS:
+            if not runtime_config.is_config_secret(key) and key not in runtime_config.get_config_secret_keys_env():
+                raise ConfigError(key, "(hidden)", f"must be a secret: pulumi config set --secret {key} ...")
+            password = value
+            continue
+        if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(key, value, f"is not valid JSON ({exc.msg})") from None
+        raw[name] = value
+    return raw, password
+
+
+def load_config(stack: str) -> tuple[StackConfig, str]:
+    raw, password = read_config()
+    cfg = parse(raw, stack)
+    if not password:
+        raise ConfigError(f"{PROJECT}:bgpPassword", None,
+                          f"is required: pulumi config set --secret {PROJECT}:bgpPassword <password>")
+    return cfg, password
+
+
+def architecture(instance_type: str) -> str:
+    """Graviton families carry a `g` after the generation digit (m7g, c6gn, t4g)."""
+    family = instance_type.split(".")[0]
+    m = re.match(r"[a-z]+\d+([a-z-]*)", family)
+    return "arm64" if m and "g" in m.group(1) else "x86_64"
+
+
+def debian_ami(arch: str, provider: aws.Provider) -> pulumi.Output[str]:
+    return aws.ec2.get_ami_output(
+        most_recent=True, owners=[DEBIAN_OWNER],
+        filters=[{"name": "name", "values": [f"debian-12-{'arm64' if arch == 'arm64' else 'amd64'}-*"]},
+                 {"name": "architecture", "values": [arch]},
+                 {"name": "virtualization-type", "values": ["hvm"]}],
+        opts=pulumi.InvokeOutputOptions(provider=provider)).id
+
+
+def check_static_routes(plan: OverlayPlan) -> None:
+    if plan.routing_mode != "static":
+        return
+    per_host = 2 if plan.ipv6 else 1
+    count = 2 + len(plan.pools_v4) + len(plan.pools_v6) + per_host * len(plan.hosts)
+    if count > MAX_ROUTES_PER_TABLE:
+        raise ConfigError(f"{PROJECT}:routing.mode", "static",
+                          f"{len(plan.hosts)} hosts need {count} routes per table; AWS allows "
+                          f"{MAX_ROUTES_PER_TABLE} (use mode router)")
+
+
+def pairing_table(plan: OverlayPlan) -> list[dict[str, Any]]:
+    return [{"router": p.a.name, "peer": p.b.name, "kind": p.kind, "key": p.key, "interface": p.ifname,
+             "router_inner_ipv4": str(p.a.inner_v4), "peer_inner_ipv4": str(p.b.inner_v4),
+             "router_inner_ipv6": str(p.a.inner_v6) if p.a.inner_v6 else None,
+             "peer_inner_ipv6": str(p.b.inner_v6) if p.b.inner_v6 else None,
+             "mtu": p.mtu, "router_asn": p.a.asn, "peer_asn": p.b.asn} for p in plan.pairings]
+
+
+def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str],
+           renderers: Renderers) -> dict[str, Any]:
+    """Every resource of the stack from the plan (and the one setting it lacks); returns the outputs."""
+    prod = plan.environment == "prod"
+    provider = aws.Provider("aws", region=plan.region, default_tags={"tags": {
+        "project": plan.project, "stack": plan.stack, "environment": plan.environment,
+        "managed-by": "pulumi"}})
+    opts = pulumi.ResourceOptions(providers=[provider])
+
+    network = Network("net", NetworkArgs(plan), opts)
+    sgs = SecurityGroups("sg", SecurityGroupsArgs(plan, network.vpc.id,
+                                                  network.vpc.ipv6_cidr_block if plan.ipv6 else None), opts)
+    agent = AgentPackage("agent", AgentPackageArgs(plan.stack, build_archive(), AGENT_KEY,
+                                                   force_destroy=not prod), opts)
+    BgpPassword("bgp-password", BgpPasswordArgs(password_name(plan), password), opts)
+    iam = InstanceRole("instances", InstanceRoleArgs(plan.region, root(plan), agent.object_arn), opts)
+
+    params = build_parameters(plan, lambda name: renderers.frr(plan, name))
+    amis = {arch: debian_ami(arch, provider) for arch in
+            sorted({architecture(i.instance_type) for i in plan.instances})}
+
+    def args_for(inst, role: str, sg_ids, **extra) -> InstanceArgs:
+        path = instance_path(plan, inst.name)
+        user_data = agent.bucket.bucket.apply(lambda bucket, n=inst.name, p=path: renderers.user_data(
+            plan, n, bucket=bucket, agent_key=AGENT_KEY, parameter_path=p))
+        return InstanceArgs(
+            plan_stack=plan.stack, region=plan.region, role=role,
+            subnet_id=network.subnets[(inst.az, "public" if role == "router" else "private")].id,
+            private_ip=str(inst.private_ip), security_group_ids=sg_ids,
+            ami_id=amis[architecture(inst.instance_type)], instance_type=inst.instance_type,
+            user_data=user_data, parameters=[p for p in params.values() if p.instance == inst.name],
+            parameter_path=path, instance_profile=iam.profile.name, ipv6=plan.ipv6, **extra)
+
+    router_sgs = [sgs.members.id] + ([sgs.onprem.id] if sgs.onprem else [])
+    routers = {r.name: RoutingInstance(r.name, args_for(r, "router", router_sgs, eip=r.eip, protect=prod), opts)
+               for r in plan.routers}
+    PoolRoutes("pools", PoolRoutesArgs(plan, {k: t.id for k, t in network.route_tables.items()},
+                                       {n: r.eni.id for n, r in routers.items()}), opts)
+    tables = {f"{kind}-{az}": t.id for (az, kind), t in network.route_tables.items()}
+    for h in plan.hosts:
+        static = None
+        if plan.routing_mode == "static":
+            static = StaticRoutes(tables, str(h.block_v4), str(h.block_v6) if h.block_v6 else None)
+        DockerHost(h.name, args_for(h, "host", [sgs.members.id], ipv6_prefix=cfg.host_ipv6_delegation),
+                   static, opts)
+
+    eips = {n: r.public_ip for n, r in routers.items() if r.public_ip is not None}
+    onprem_frr = pulumi.Output.all(**eips).apply(
+        lambda resolved: {o.name: renderers.onprem_frr(plan, o.name, dict(resolved)) for o in plan.onprem})
+    return {
+        "vpcId": network.vpc.id,
+        "agentBucket": agent.bucket.bucket,
+        "routerAddresses": {r.name: str(r.private_ip) for r in plan.routers},
+        "routerEips": eips,
+        "pairings": pairing_table(plan),
+        "onpremFrr": onprem_frr,
+        "topology": to_mermaid(plan),
+    }
+
+
+def main(renderers: Renderers | None = None) -> None:
+    """Entry point (infra/__main__.py): one-line config errors, no traceback."""
+    try:
+        cfg, password = load_config(pulumi.get_stack())
+        plan = build_plan(cfg)
+        check_static_routes(plan)
+    except ConfigError as exc:
+        # RunError ends the program with this message alone (no Python traceback).
+        raise pulumi.RunError(f"stack {pulumi.get_stack()}: {exc}") from None
+    renderers = renderers or default_renderers()
+    try:
+        outputs = create(cfg, plan, password, renderers)
+    except (ParameterError, *renderers.errors) as exc:
+        raise pulumi.RunError(f"stack {pulumi.get_stack()}: {exc}") from None
+    for key, value in outputs.items():
+        pulumi.export(key, value)

@@ -1,0 +1,301 @@
+"""The Pulumi program under mocks, every stack, resource by resource: what `pulumi up` would ask AWS for."""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+
+import pulumi
+import pytest
+
+from infra.parameters import build_parameters, instance_path, password_name
+from infra.plan import build_plan
+from infra.plan.report import to_mermaid
+from infra.render import render_frr
+from infra.stackfile import list_stacks, load_stack
+from tests.infra.mockrun import AMI, PASSWORD, VPC_IPV6, run_program
+
+STACKS = list_stacks()
+SECRET_SIG = "4dabf18193072939515e22adb298388d"  # pulumi's marker for a secret value
+ENI = "aws:ec2/networkInterface:NetworkInterface"
+INSTANCE = "aws:ec2/instance:Instance"
+PARAM = "aws:ssm/parameter:Parameter"
+ROUTE = "aws:ec2/route:Route"
+SG = "aws:ec2/securityGroup:SecurityGroup"
+EIP = "aws:ec2/eip:Eip"
+
+
+@pytest.fixture(scope="module", params=STACKS)
+def run(request):
+    return run_program(request.param)
+
+
+@pytest.fixture(scope="module")
+def plan(run):
+    return build_plan(load_stack(run.stack))
+
+
+def eni_of(run, name):
+    return run.named(f"{name}-eni")
+
+
+def test_one_provider_with_region_and_default_tags_used_by_every_resource(run, plan):
+    providers = run.of_type("pulumi:providers:aws")
+    assert len(providers) == 1
+    p = providers[0]
+    assert p.inputs["region"] == plan.region
+    tags = p.inputs["defaultTags"]
+    tags = json.loads(tags) if isinstance(tags, str) else tags
+    assert tags == {"tags": {"project": "overlay", "stack": run.stack, "environment": plan.environment,
+                             "managed-by": "pulumi"}}
+    custom = [r for r in run.resources if r.custom and r is not p]
+    assert custom and all(r.provider.startswith(p.urn + "::") for r in custom), \
+        [r.name for r in custom if not r.provider.startswith(p.urn)]
+
+
+def test_components_parent_their_children_and_register_outputs(run):
+    components = {r.urn: r for r in run.resources if not r.custom}
+    assert {c.type for c in components.values()} >= {
+        "overlay:network:Network", "overlay:security:SecurityGroups", "overlay:agent:AgentPackage",
+        "overlay:iam:InstanceRole", "overlay:parameters:BgpPassword", "overlay:network:PoolRoutes",
+        "overlay:instances:RoutingInstance", "overlay:instances:DockerHost"}
+    for r in run.resources:
+        if r.type.startswith("pulumi:providers:") or not r.custom:
+            continue
+        parent = components.get(r.parent)
+        assert parent is not None, f"{r.type} {r.name} is not inside a component"
+        assert r.name.startswith(parent.name + "-"), (r.name, parent.name)
+    assert all(c.outputs for c in components.values()), [c.name for c in components.values() if not c.outputs]
+
+
+def test_dual_stack_vpc_subnets_and_gateways(run, plan):
+    (vpc,) = run.of_type("aws:ec2/vpc:Vpc")
+    assert vpc.inputs["cidrBlock"] == str(plan.vpc_cidr)
+    assert vpc.inputs["assignGeneratedIpv6CidrBlock"] is plan.ipv6
+    subnets = {(s.inputs["availabilityZone"], s.name.split("-")[1]): s
+               for s in run.of_type("aws:ec2/subnet:Subnet")}
+    assert len(subnets) == len(plan.subnets)
+    for s in plan.subnets:
+        got = subnets[(s.az, s.kind)].inputs
+        assert got["cidrBlock"] == str(s.cidr) and got["mapPublicIpOnLaunch"] is False
+        if plan.ipv6:
+            want = list(ipaddress.ip_network(VPC_IPV6).subnets(new_prefix=64))[s.ipv6_netnum]
+            assert got["ipv6CidrBlock"] == str(want)
+    assert len(run.of_type("aws:ec2/internetGateway:InternetGateway")) == 1
+    assert len(run.of_type("aws:ec2/routeTable:RouteTable")) == 2 * len(plan.azs)
+    assert len(run.of_type("aws:ec2/natGateway:NatGateway")) == len(plan.azs)
+
+
+def test_every_router_and_host_eni_is_fixed_with_source_dest_check_off(run, plan):
+    enis = run.of_type(ENI)
+    assert len(enis) == len(plan.instances)
+    cfg = load_stack(run.stack)
+    for inst in plan.instances:
+        kind = "public" if inst in plan.routers else "private"
+        eni = eni_of(run, inst.name).inputs
+        assert eni["sourceDestCheck"] is False
+        assert eni["privateIps"] == [str(inst.private_ip)]
+        assert eni["subnetId"] == f"net-{kind}-{inst.az}-id"
+        want_sgs = ["sg-members-id"] + (["sg-onprem-id"] if kind == "public" and plan.onprem else [])
+        assert eni["securityGroups"] == want_sgs
+        assert eni.get("ipv6AddressCount") == (1 if plan.ipv6 else None)
+        delegated = kind == "private" and cfg.host_ipv6_delegation
+        assert eni.get("ipv6PrefixCount") == (1 if delegated else None)
+
+
+def test_instances_imdsv2_encrypted_gp3_kept_eni_and_no_forced_replacement(run, plan):
+    instances = run.of_type(INSTANCE)
+    assert len(instances) == len(plan.instances)
+    for inst in plan.instances:
+        rec = run.named(f"{inst.name}-instance")
+        i = rec.inputs
+        assert i["metadataOptions"]["httpTokens"] == "required"
+        assert i["metadataOptions"]["httpPutResponseHopLimit"] == 1
+        assert i["rootBlockDevice"]["encrypted"] is True and i["rootBlockDevice"]["volumeType"] == "gp3"
+        assert i["primaryNetworkInterface"] == {"networkInterfaceId": f"{inst.name}-eni-id",
+                                                "deleteOnTermination": False}
+        assert i["userDataReplaceOnChange"] is False
+        assert set(rec.ignore_changes) >= {"ami", "userData"}
+        assert i["ami"] == AMI["x86_64"] and i["instanceType"] == inst.instance_type
+        assert i["iamInstanceProfile"] == "instances-profile-7a8b"
+        assert i["userData"].startswith("#cloud-config")
+        assert "keyName" not in i  # no SSH key: access is through SSM
+
+
+def test_eips_only_where_onprem_peers_exist(run, plan):
+    eips = {e.name: e.inputs for e in run.of_type(EIP) if not e.name.startswith("net-nat-")}
+    want = {f"{r.name}-eip" for r in plan.routers if plan.onprem}
+    assert set(eips) == want
+    for r in plan.routers:
+        if plan.onprem:
+            assert eips[f"{r.name}-eip"]["networkInterface"] == f"{r.name}-eni-id"
+
+
+def test_prod_protects_router_enis_and_eips_test_protects_nothing(run, plan):
+    protected = {r.name for r in run.resources if r.protect}
+    if plan.environment == "prod":
+        assert protected == {f"{r.name}-eni" for r in plan.routers} | \
+            ({f"{r.name}-eip" for r in plan.routers} if plan.onprem else set())
+    else:
+        assert protected == set()
+        (bucket,) = run.of_type("aws:s3/bucket:Bucket")
+        assert bucket.inputs["forceDestroy"] is True
+
+
+def _rules(sg):
+    out = set()
+    for r in sg.inputs.get("ingress", []):
+        out.add((r["protocol"], r["fromPort"], r["toPort"], tuple(r.get("cidrBlocks", ())),
+                 tuple(r.get("ipv6CidrBlocks", ())), bool(r.get("self"))))
+    return out
+
+
+def test_security_group_rules_exactly(run, plan):
+    sgs = {s.name: s for s in run.of_type(SG)}
+    vpc4 = (str(plan.vpc_cidr),)
+    vpc6 = (VPC_IPV6,) if plan.ipv6 else ()
+    members = {
+        ("47", 0, 0, (), (), True),
+        ("icmp", 3, 4, vpc4, (), False),
+        ("tcp", 0, 65535, vpc4, vpc6, False),
+        ("udp", 0, 65535, vpc4, vpc6, False),
+        ("icmp", -1, -1, vpc4, (), False),
+    }
+    if plan.ipv6:
+        members |= {("icmpv6", 2, 0, (), vpc6, False), ("icmpv6", -1, -1, (), vpc6, False)}
+    assert _rules(sgs["sg-members"]) == members
+    if plan.onprem:
+        assert _rules(sgs["sg-onprem"]) == {("47", 0, 0, (f"{o.address}/32",), (), False)
+                                            for o in plan.onprem} | {("icmp", 3, 4, ("0.0.0.0/0",), (), False)}
+    else:
+        assert "sg-onprem" not in sgs
+    for sg in sgs.values():
+        for rule in _rules(sg):
+            proto, lo, hi, v4, v6, _ = rule
+            # Open to the world: only the PMTU signal on the routers' internet path.
+            if "0.0.0.0/0" in v4 or "::/0" in v6:
+                assert (proto, lo, hi) == ("icmp", 3, 4) and sg.name == "sg-onprem"
+            # No SSH, and GRE only from members or the declared peers.
+            assert not (proto in ("tcp", "-1") and lo <= 22 <= hi and not set(v4) <= set(vpc4))
+            if proto == "47":
+                assert rule[5] or all(c in {f"{o.address}/32" for o in plan.onprem} for c in v4)
+
+
+def test_pools_routed_to_the_router_in_each_az(run, plan):
+    routes = run.of_type(ROUTE)
+    routers_by_az = {}
+    for r in plan.routers:
+        routers_by_az.setdefault(r.az, r.name)
+    for i, az in enumerate(plan.azs):
+        target = routers_by_az.get(az) or plan.routers[i % len(plan.routers)].name
+        for kind in ("public", "private"):
+            table = f"net-{kind}-{az}-id"
+            got = {(x.inputs.get("destinationCidrBlock") or x.inputs.get("destinationIpv6CidrBlock")):
+                   x.inputs.get("networkInterfaceId") for x in routes if x.inputs["routeTableId"] == table
+                   and "networkInterfaceId" in x.inputs}
+            assert got == {str(p): f"{target}-eni-id" for p in plan.pools_v4 + plan.pools_v6}
+            defaults = {x.inputs.get("destinationCidrBlock") or x.inputs.get("destinationIpv6CidrBlock")
+                        for x in routes if x.inputs["routeTableId"] == table and "networkInterfaceId" not in x.inputs}
+            assert defaults == ({"0.0.0.0/0", "::/0"} if plan.ipv6 else {"0.0.0.0/0"})
+
+
+def test_parameters_equal_the_plan(run, plan):
+    want = build_parameters(plan, lambda name: render_frr(plan, name))
+    got = {p.inputs["name"]: p.inputs for p in run.of_type(PARAM)}
+    assert set(got) == set(want)
+    for name, p in want.items():
+        assert got[name]["type"] == p.type
+        if p.type == "String":
+            assert (got[name]["insecureValue"], got[name]["tier"]) == (p.value, p.tier), name
+            assert "value" not in got[name]
+    # The password arrives as a Pulumi secret (encrypted in state), not as a plain string.
+    secret = got[password_name(plan)]["value"]
+    assert secret == {SECRET_SIG: "1b47061264138c4ac30d75fd1eb44270", "value": PASSWORD}
+    assert "insecureValue" not in got[password_name(plan)]
+    # Each instance's revision is written after the rest of its set.
+    for inst in plan.instances:
+        rev = run.named(f"{inst.name}-revision")
+        others = {p.urn for p in run.of_type(PARAM) if p.parent == rev.parent and p is not rev}
+        assert set(rev.dependencies) == others
+
+
+def test_no_secret_outside_the_secure_string(run, plan):
+    holders = []
+    for r in run.resources:
+        text = json.dumps(r.inputs, default=str)
+        if PASSWORD in text:
+            holders.append(r.name)
+    assert holders == ["bgp-password-parameter"]
+    for i in run.of_type(INSTANCE):
+        assert PASSWORD not in i.inputs["userData"]
+
+
+def test_instance_role_reads_only_its_stack_and_the_agent_package(run, plan):
+    (policy,) = run.of_type("aws:iam/rolePolicy:RolePolicy")
+    doc = json.loads(policy.inputs["policy"])
+    stmts = {s["Sid"]: s for s in doc["Statement"]}
+    arn = f"arn:aws:ssm:{plan.region}:*:parameter/overlay/{run.stack}"
+    assert stmts["StackParameters"]["Resource"] == [arn, f"{arn}/*"]
+    assert all(a.startswith("ssm:Get") for a in stmts["StackParameters"]["Action"])
+    assert stmts["AgentPackage"] == {"Sid": "AgentPackage", "Effect": "Allow", "Action": "s3:GetObject",
+                                     "Resource": "arn:aws:s3:::agent-bucket-1a2b3c/agent/overlay-agent.tar.gz"}
+    (attach,) = run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    assert attach.inputs["policyArn"] == "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+
+
+def test_agent_bucket_private_encrypted_with_the_package(run):
+    (pab,) = run.of_type("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
+    assert all(pab.inputs[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls",
+                                               "restrictPublicBuckets"))
+    (sse,) = run.of_type("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
+    assert sse.inputs["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "aws:kms"
+    (own,) = run.of_type("aws:s3/bucketOwnershipControls:BucketOwnershipControls")
+    assert own.inputs["rule"]["objectOwnership"] == "BucketOwnerEnforced"
+    (obj,) = run.of_type("aws:s3/bucketObjectv2:BucketObjectv2")
+    assert obj.inputs["key"] == "agent/overlay-agent.tar.gz" and obj.inputs["bucket"] == "agent-bucket-id"
+    for i in run.of_type(INSTANCE):
+        assert "agent-bucket-1a2b3c" in i.inputs["userData"] and "agent/overlay-agent.tar.gz" in i.inputs["userData"]
+
+
+def test_stack_outputs(run, plan):
+    out = run.outputs
+    assert out["routerAddresses"] == {r.name: str(r.private_ip) for r in plan.routers}
+    eips = {e.name[:-len("-eip")]: e for e in run.of_type(EIP) if not e.name.startswith("net-")}
+    assert set(out["routerEips"]) == set(eips)
+    assert len(out["pairings"]) == len(plan.pairings)
+    assert {(p["router"], p["peer"], p["key"]) for p in out["pairings"]} == \
+        {(p.a.name, p.b.name, p.key) for p in plan.pairings}
+    assert out["topology"] == to_mermaid(plan)
+    assert set(out["onpremFrr"]) == {o.name for o in plan.onprem}
+    for text in out["onpremFrr"].values():
+        assert all(ip in text for ip in out["routerEips"].values())
+        assert PASSWORD not in text
+    assert out["vpcId"] == "net-vpc-id" and out["agentBucket"] == "agent-bucket-1a2b3c"
+
+
+def test_static_mode_routes_each_host_block_to_its_eni():
+    run = run_program("test-use2", {"routing.mode": "static"})
+    plan = build_plan(dataclasses.replace(load_stack("test-use2"), routing_mode="static"))
+    tables = {f"net-{k}-{az}-id" for az in plan.azs for k in ("public", "private")}
+    for h in plan.hosts:
+        got = {(x.inputs["routeTableId"], x.inputs.get("destinationCidrBlock") or x.inputs.get(
+            "destinationIpv6CidrBlock")) for x in run.of_type(ROUTE)
+            if x.inputs.get("networkInterfaceId") == f"{h.name}-eni-id"}
+        assert got == {(t, str(b)) for t in tables for b in (h.block_v4, h.block_v6)}
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"vpc.cidr": "10.20.0.0/33"}, r"overlay:vpc.cidr = '10.20.0.0/33': is not a valid IPv4 CIDR"),
+    ({"hosts.cuont": 3}, r"overlay:hosts.cuont = 3: unknown key; did you mean 'count'\?"),
+])
+def test_config_errors_are_one_line(changes, match):
+    with pytest.raises(pulumi.RunError, match=match) as exc:
+        run_program("lab", changes)
+    assert "\n" not in str(exc.value) and str(exc.value).startswith("stack lab: ")
+
+
+def test_password_must_be_a_secret():
+    with pytest.raises(pulumi.RunError, match=r"overlay:bgpPassword = '\(hidden\)': must be a secret"):
+        run_program("lab", secret_keys=[])
+    with pytest.raises(pulumi.RunError, match=r"overlay:bgpPassword = None: is required"):
+        run_program("lab", password=None)
