@@ -56,6 +56,8 @@ class OverlayInstance(pulumi.ComponentResource):
                 f"{name}-{_parameter_suffix(p, args.parameter_path)}", name=p.name, type=p.type,
                 insecure_value=p.value, tier=p.tier, opts=child)
             content.append(self.parameters[p.name])
+        boot = [self.parameters[p.name] for p in args.parameters
+                if p.name.endswith(("/agent", "/frr"))]
         for p in args.parameters:
             if p.name.endswith("/revision"):
                 self.parameters[p.name] = aws.ssm.Parameter(
@@ -92,8 +94,10 @@ class OverlayInstance(pulumi.ComponentResource):
             user_data=args.user_data, user_data_replace_on_change=False, tags=tags,
             # Changes reach running instances through the parameters; a new AMI or user data
             # applies to instances replaced deliberately, never as a side effect.
+            # It boots after its agent and frr parameters exist, but does not depend on its
+            # tunnels: a new host's tunnel must not touch a router instance.
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami", "userData"],
-                                        depends_on=content))
+                                        depends_on=boot))
         self.private_ip = args.private_ip
         self.public_ip = self.eip.public_ip if self.eip else None
 

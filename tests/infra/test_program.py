@@ -120,6 +120,9 @@ def test_instances_imdsv2_encrypted_gp3_kept_eni_and_no_forced_replacement(run, 
         assert i["iamInstanceProfile"] == "instances-profile-7a8b"
         assert i["userData"].startswith("#cloud-config")
         assert "keyName" not in i  # no SSH key: access is through SSM
+        # Boots after its agent and frr parameters exist; tunnels are no dependency.
+        assert {run.by_urn(u).name for u in rec.dependencies} >= {f"{inst.name}-agent", f"{inst.name}-frr"}
+        assert not [u for u in rec.dependencies if "-tunnels-" in u]
 
 
 def test_eips_only_where_onprem_peers_exist(run, plan):
