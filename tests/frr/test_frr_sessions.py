@@ -1,0 +1,167 @@
+"""Rendered router and host configs in real FRR, two namespaces joined by a veth standing for the GRE tunnel."""
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+
+import pytest
+
+from infra.config import parse
+from infra.plan import build_plan
+from infra.render import PASSWORD_PLACEHOLDER, render_frr
+from tests.support import netns as nsutil
+
+pytestmark = [pytest.mark.root, pytest.mark.frr]
+
+frr_mod = pytest.importorskip("lab.frr")
+FRR = frr_mod.FRR
+DAEMONS = ("zebra", "bgpd", "bfdd", "staticd")
+PASSWORD = "s3cret-in-test"
+MAX_PREFIX = 5
+PROTO = "149"  # the agent's route protocol (docs/contracts.md)
+
+
+def _plan():
+    # One router, one host, IPv6 on, a small max-prefix so the test can trip it.
+    return build_plan(parse({
+        "region": "eu-west-1",
+        "vpc": {"cidr": "10.40.0.0/16", "azs": ["lab-a"]},
+        "routers": {"count": 1, "asn": 65000},
+        "hosts": {"count": 1, "asn": 65100},
+        "pools": {"ipv4": ["10.99.0.0/16"], "ipv6": ["fd10:99::/48"]},
+        "tunnels": {"ipv4": "169.254.64.0/20", "ipv6": "fd10:7e::/64", "mtu": 1472},
+        "bgp": {"maxPrefix": MAX_PREFIX, "bfdInterval": 100},
+    }, "frrtest"))
+
+
+@contextlib.contextmanager
+def _pair(netns_factory, host_password: str = PASSWORD):
+    """Router and host namespaces, tunnel addresses on a veth, FRR running the rendered configs."""
+    if not frr_mod.available():
+        pytest.skip("FRR (zebra, bgpd, vtysh) not installed")
+    plan = _plan()
+    p = plan.pairings[0]
+    ns_r, ns_h = netns_factory("rtr"), netns_factory("hst")
+    nsutil.veth(ns_r, p.ifname, ns_h, p.ifname)
+    for ns, me in ((ns_r, p.a), (ns_h, p.b)):
+        nsutil.run("ip", "addr", "add", f"{me.inner_v4}/31", "dev", p.ifname, ns=ns)
+        nsutil.run("ip", "-6", "addr", "add", f"{me.inner_v6}/127", "dev", p.ifname, "nodad", ns=ns)
+    # Containers live behind a veth on the host, as the agent wires them.
+    nsutil.run("ip", "link", "add", "ctr0", "type", "veth", "peer", "name", "ctr0p", ns=ns_h)
+    nsutil.run("ip", "link", "set", "ctr0", "up", ns=ns_h)
+    nsutil.run("ip", "link", "set", "ctr0p", "up", ns=ns_h)
+    router = FRR(ns_r, "router", daemons=DAEMONS)
+    host = FRR(ns_h, "host", daemons=DAEMONS)
+    try:
+        router.start(render_frr(plan, p.a.name).replace(PASSWORD_PLACEHOLDER, PASSWORD))
+        host.start(render_frr(plan, p.b.name).replace(PASSWORD_PLACEHOLDER, host_password))
+        yield plan, p, ns_h, router, host
+    finally:
+        host.stop()
+        router.stop()
+
+
+def _container_route(ns: str, prefix: str) -> None:
+    family = "-6" if ":" in prefix else "-4"
+    nsutil.run("ip", family, "route", "add", prefix, "dev", "ctr0", "proto", PROTO, ns=ns)
+
+
+def _established(frr, family: str) -> dict:
+    peers = (frr.bgp_summary().get(family) or {}).get("peers") or {}
+    return {addr: info for addr, info in peers.items() if info.get("state") == "Established"}
+
+
+@pytest.fixture
+def pair(netns_factory):
+    with _pair(netns_factory) as made:
+        yield made
+
+
+def test_dynamic_neighbor_policy_and_max_prefix(pair):
+    plan, p, ns_h, router, host = pair
+    host_v4, host_v6 = str(p.b.inner_v4), str(p.b.inner_v6)
+
+    # Both sessions come up, the router knowing the host only by its listen ranges.
+    router.wait(lambda: host_v4 in _established(router, "ipv4Unicast")
+                and host_v6 in _established(router, "ipv6Unicast"), timeout=60, what="both sessions up")
+    summary = router.bgp_summary()
+    assert summary["ipv4Unicast"].get("dynamicPeers") == 1
+    assert summary["ipv6Unicast"].get("dynamicPeers") == 1
+    neighbor = router.vtysh_json(f"show bgp neighbors {host_v4} json")[host_v4]
+    assert neighbor.get("peerGroup") == "HOSTS"
+    assert ipaddress.ip_address(host_v4) in plan.routers[0].listen_v4
+
+    # BFD runs on the sessions with the stack's profile.
+    router.wait(lambda: any(peer.get("status") == "up" and peer.get("peer") in (host_v4, host_v6)
+                            for peer in router.vtysh_json("show bfd peers json")),
+                timeout=30, what="BFD peer up")
+
+    # A container /32 and /128 inside the pools are learned, with MED 0 (not the kernel's 1024).
+    _container_route(ns_h, "10.99.0.5/32")
+    _container_route(ns_h, "fd10:99::5/128")
+    router.wait(lambda: "10.99.0.5/32" in router.bgp_routes(4) and "fd10:99::5/128" in router.bgp_routes(6),
+                timeout=30, what="container routes learned")
+    assert router.has_route("10.99.0.5/32", "bgp")
+    path6 = router.bgp_routes(6)["fd10:99::5/128"][0]
+    assert path6.get("metric", 0) == 0, path6
+
+    # The router answers with the pool aggregates; the host accepts them (no default route).
+    host.wait(lambda: "10.99.0.0/16" in host.bgp_routes(4), timeout=30, what="aggregate at the host")
+    assert "0.0.0.0/0" not in host.bgp_routes(4)
+
+    # A misbehaving host: announce everything the kernel holds. The router's import policy
+    # must still accept only the /32 inside the pool.
+    _container_route(ns_h, "192.0.2.5/32")   # a /32 outside the pools
+    _container_route(ns_h, "10.99.1.0/24")   # inside the pool, but not a single address
+    _container_route(ns_h, "0.0.0.0/0")      # a default route
+    host.apply("route-map CONTAINERS-V4 permit 20\n!\nroute-map ROUTERS-OUT permit 20\n!\n")
+    bad = {"192.0.2.5/32", "10.99.1.0/24", "0.0.0.0/0"}
+
+    def advertised() -> set:
+        doc = host.vtysh_json(f"show bgp ipv4 unicast neighbors {p.a.inner_v4} advertised-routes json")
+        return set((doc.get("advertisedRoutes") or {}).keys())
+
+    host.wait(lambda: bad <= advertised(), timeout=30, what="host advertising the bad prefixes")
+    # The host did send them; give the router a moment to process the update, then check.
+    router.wait(lambda: _accepted(router, host_v4) >= 1, timeout=10, what="accepted count")
+    learned = set(router.bgp_routes(4))
+    assert "10.99.0.5/32" in learned
+    assert not (bad & learned), bad & learned
+    assert _accepted(router, host_v4) == 1
+
+    # Max-prefix: more host routes inside the pool than overlay:bgp.maxPrefix end the session
+    # with a Cease NOTIFICATION. bgpd checks the limit when an UPDATE arrives, against the
+    # routes already validated, so routes are added one at a time, as a busy host would.
+    log_path = router.dir / "bgpd.log"
+
+    def tripped() -> bool:
+        return "Maximum Number of Prefixes Reached" in log_path.read_text(errors="replace")
+
+    added = 1
+    while not tripped() and added <= MAX_PREFIX + 3:
+        _container_route(ns_h, f"10.99.0.{10 + added}/32")
+        added += 1
+        try:
+            router.wait(tripped, timeout=2, interval=0.2, what="max-prefix")
+        except frr_mod.FRRError:
+            pass
+    log = log_path.read_text(errors="replace")
+    assert "%MAXPFXEXCEED" in log, log[-2000:]
+    assert f"limit {MAX_PREFIX}" in log
+    assert added > MAX_PREFIX, f"tripped after only {added} routes"
+    # The IPv6 session, within its limit, was not touched.
+    assert host_v6 in _established(router, "ipv6Unicast")
+
+
+def test_wrong_password_never_establishes(netns_factory):
+    # TCP MD5 is in force: the router's listen socket refuses a host with another password.
+    with _pair(netns_factory, host_password="not-the-stack-password") as (plan, p, ns_h, router, host):
+        with pytest.raises(frr_mod.FRRError):
+            router.wait(lambda: bool(_established(router, "ipv4Unicast")), timeout=12, what="session")
+        state = host.vtysh_json("show bgp ipv4 unicast summary json")["peers"][str(p.a.inner_v4)]["state"]
+        assert state != "Established"
+
+
+def _accepted(router, peer: str) -> int:
+    peers = (router.bgp_summary().get("ipv4Unicast") or {}).get("peers") or {}
+    return int((peers.get(peer) or {}).get("pfxRcd", 0))
