@@ -7,13 +7,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.plan import OverlayPlan
-
-GRE = "47"  # IP protocol number; security groups take it as a string protocol
-# ICMP type 3 code 4 (fragmentation needed) and ICMPv6 type 2 (packet too big): path MTU
-# discovery breaks without them, and GRE lowers the MTU. For ICMP rules AWS reads
-# from_port as the type and to_port as the code.
-ICMP_FRAG_NEEDED = {"protocol": "icmp", "from_port": 3, "to_port": 4}
-ICMPV6_TOO_BIG = {"protocol": "icmpv6", "from_port": 2, "to_port": 0}
+from infra.rules import Rule, members_ingress, onprem_ingress
 
 
 @dataclass
@@ -23,6 +17,18 @@ class SecurityGroupsArgs:
     vpc_ipv6_cidr: pulumi.Input[str] | None
 
 
+def _ingress(r: Rule) -> dict:
+    rule = {"description": r.description, "protocol": r.protocol, "from_port": r.from_port,
+            "to_port": r.to_port}
+    if r.cidrs_v4:
+        rule["cidr_blocks"] = list(r.cidrs_v4)
+    if r.cidrs_v6:
+        rule["ipv6_cidr_blocks"] = list(r.cidrs_v6)
+    if r.self_:
+        rule["self"] = True
+    return rule
+
+
 class SecurityGroups(pulumi.ComponentResource):
     """`members` on every router and host; `onprem` on routers when on-prem peers exist."""
 
@@ -30,26 +36,11 @@ class SecurityGroups(pulumi.ComponentResource):
         super().__init__("overlay:security:SecurityGroups", name, None, opts)
         plan = args.plan
         child = pulumi.ResourceOptions(parent=self)
-        vpc4 = [str(plan.vpc_cidr)]
-        vpc6 = [args.vpc_ipv6_cidr] if plan.ipv6 else []
-        ingress = [
-            {"description": "GRE between stack members", "protocol": GRE, "from_port": 0,
-             "to_port": 0, "self": True},
-            {"description": "fragmentation needed (PMTUD)", **ICMP_FRAG_NEEDED, "cidr_blocks": vpc4},
-        ]
+        ingress = [_ingress(r) for r in members_ingress(plan, None)]
         if plan.ipv6:
-            ingress.append({"description": "packet too big (PMTUD)", **ICMPV6_TOO_BIG,
-                            "ipv6_cidr_blocks": vpc6})
-        # Container traffic from the VPC reaches a router's ENI (the pools route there) or,
-        # in static mode, a host's; security groups filter forwarded packets too. TCP, UDP
-        # and ICMP only, so GRE stays limited to members.
-        for proto, lo, hi in (("tcp", 0, 65535), ("udp", 0, 65535), ("icmp", -1, -1)):
-            ingress.append({"description": f"container traffic from the VPC ({proto})",
-                            "protocol": proto, "from_port": lo, "to_port": hi, "cidr_blocks": vpc4,
-                            **({"ipv6_cidr_blocks": vpc6} if plan.ipv6 and proto != "icmp" else {})})
-        if plan.ipv6:
-            ingress.append({"description": "container traffic from the VPC (icmpv6)", "protocol": "icmpv6",
-                            "from_port": -1, "to_port": -1, "ipv6_cidr_blocks": vpc6})
+            # The VPC's IPv6 block is known only once AWS assigns it.
+            ingress = pulumi.Output.from_input(args.vpc_ipv6_cidr).apply(
+                lambda v6: [_ingress(r) for r in members_ingress(plan, v6)])
         egress = [{"description": "all outbound (SSM, S3, package mirrors, tunnels)", "protocol": "-1",
                    "from_port": 0, "to_port": 0, "cidr_blocks": ["0.0.0.0/0"],
                    **({"ipv6_cidr_blocks": ["::/0"]} if plan.ipv6 else {})}]
@@ -60,12 +51,7 @@ class SecurityGroups(pulumi.ComponentResource):
 
         self.onprem = None
         if plan.onprem:
-            peers = [{"description": f"GRE from on-prem peer {o.name}", "protocol": GRE, "from_port": 0,
-                      "to_port": 0, "cidr_blocks": [f"{o.address}/32"]} for o in plan.onprem]
-            # Routers' on-prem tunnels cross the internet: a too-big signal may come from
-            # any hop on the path, so this one ICMP type is open to the world.
-            peers.append({"description": "fragmentation needed from the internet path (PMTUD)",
-                          **ICMP_FRAG_NEEDED, "cidr_blocks": ["0.0.0.0/0"]})
+            peers = [_ingress(r) for r in onprem_ingress(plan)]
             self.onprem = aws.ec2.SecurityGroup(
                 f"{name}-onprem", vpc_id=args.vpc_id,
                 description=f"{plan.project} {plan.stack}: routers' on-prem GRE peers",

@@ -1,0 +1,196 @@
+"""`python -m infra.verify STACK`: checks what a real `pulumi up` built (boto3) against the plan; prints pass/fail."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from infra.config import PROJECT, ConfigError
+from infra.parameters import build_parameters, password_name
+from infra.plan import OverlayPlan, build_plan
+from infra.rules import Rule, members_ingress, normalize, onprem_ingress
+from infra.stackfile import load_stack
+
+
+@dataclass(frozen=True)
+class Check:
+    check: str
+    subject: str
+    ok: bool
+    detail: str = ""
+
+
+def _tagged(stack: str, name: str | None = None) -> list[dict]:
+    filters = [{"Name": "tag:project", "Values": [PROJECT]}, {"Name": "tag:stack", "Values": [stack]}]
+    if name:
+        filters.append({"Name": "tag:Name", "Values": [f"{stack}-{name}"]})
+    return filters
+
+
+def _rules_of(group: dict) -> list[Rule]:
+    """EC2's IpPermissions as Rules (sources that are the group itself become `self`)."""
+    out = []
+    for perm in group.get("IpPermissions", []):
+        proto = perm["IpProtocol"]
+        proto = {"58": "icmpv6", "1": "icmp", "6": "tcp", "17": "udp"}.get(proto, proto)
+        self_ = any(p.get("GroupId") == group["GroupId"] for p in perm.get("UserIdGroupPairs", []))
+        others = [p["GroupId"] for p in perm.get("UserIdGroupPairs", []) if p.get("GroupId") != group["GroupId"]]
+        out.append(Rule("", proto, perm.get("FromPort", 0), perm.get("ToPort", 0),
+                        tuple(r["CidrIp"] for r in perm.get("IpRanges", [])) + tuple(f"sg:{g}" for g in others),
+                        tuple(r["CidrIpv6"] for r in perm.get("Ipv6Ranges", [])), self_))
+    return out
+
+
+def _describe_rules(rules: set[tuple]) -> str:
+    return "; ".join(f"{p}{'' if lo is None else f' {lo}-{hi}'} from "
+                     f"{', '.join([*v4, *v6] + (['self'] if s else []))}" for p, lo, hi, v4, v6, s in sorted(
+                         rules, key=str))
+
+
+class Verifier:
+    """Each check appends Check rows; nothing raises for a wrong resource, only for API errors."""
+
+    def __init__(self, plan: OverlayPlan, ec2: Any, ssm: Any, frr_text: Callable[[str], str]):
+        self.plan, self.ec2, self.ssm, self.frr_text = plan, ec2, ssm, frr_text
+        self.rows: list[Check] = []
+
+    def add(self, check: str, subject: str, ok: bool, detail: str = "") -> None:
+        self.rows.append(Check(check, subject, ok, detail))
+
+    def run(self) -> list[Check]:
+        self.instances_and_enis()
+        self.security_groups()
+        self.parameters()
+        return self.rows
+
+    def instances_and_enis(self) -> None:
+        stack = self.plan.stack
+        for inst in self.plan.instances:
+            enis = self.ec2.describe_network_interfaces(Filters=_tagged(stack, inst.name))["NetworkInterfaces"]
+            if len(enis) != 1:
+                self.add("eni", inst.name, False, f"{len(enis)} ENIs tagged {stack}-{inst.name} (want 1)")
+                continue
+            eni = enis[0]
+            self.add("eni address", inst.name, eni["PrivateIpAddress"] == str(inst.private_ip),
+                     f"{eni['PrivateIpAddress']} (plan {inst.private_ip})")
+            self.add("eni source/dest check off", inst.name, eni.get("SourceDestCheck") is False,
+                     f"SourceDestCheck={eni.get('SourceDestCheck')}")
+            reservations = self.ec2.describe_instances(Filters=_tagged(stack, inst.name) + [
+                {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}
+            ])["Reservations"]
+            found = [i for r in reservations for i in r["Instances"]]
+            if len(found) != 1:
+                self.add("instance", inst.name, False, f"{len(found)} instances tagged {stack}-{inst.name} (want 1)")
+                continue
+            ec2i = found[0]
+            attached = [n["NetworkInterfaceId"] for n in ec2i.get("NetworkInterfaces", [])]
+            self.add("instance on its eni", inst.name, eni["NetworkInterfaceId"] in attached,
+                     f"{eni['NetworkInterfaceId']} in {attached}")
+            tokens = ec2i.get("MetadataOptions", {}).get("HttpTokens")
+            self.add("imdsv2 required", inst.name, tokens == "required", f"HttpTokens={tokens}")
+            self.add("no ssh key", inst.name, not ec2i.get("KeyName"), f"KeyName={ec2i.get('KeyName')}")
+            root = next((b for b in ec2i.get("BlockDeviceMappings", [])
+                         if b["DeviceName"] == ec2i.get("RootDeviceName")), None)
+            if root is None:
+                self.add("root volume encrypted gp3", inst.name, False, "no root volume mapping")
+                continue
+            vol = self.ec2.describe_volumes(VolumeIds=[root["Ebs"]["VolumeId"]])["Volumes"][0]
+            self.add("root volume encrypted gp3", inst.name,
+                     vol.get("Encrypted") is True and vol.get("VolumeType") == "gp3",
+                     f"Encrypted={vol.get('Encrypted')} VolumeType={vol.get('VolumeType')}")
+
+    def security_groups(self) -> None:
+        stack = self.plan.stack
+        wanted = {"members": lambda v6: members_ingress(self.plan, v6)}
+        if self.plan.onprem:
+            wanted["onprem"] = lambda v6: onprem_ingress(self.plan)
+        for name, rules_for in wanted.items():
+            groups = self.ec2.describe_security_groups(Filters=_tagged(stack, name))["SecurityGroups"]
+            if len(groups) != 1:
+                self.add("security group rules", f"{stack}-{name}", False, f"{len(groups)} groups (want 1)")
+                continue
+            group = groups[0]
+            vpc = self.ec2.describe_vpcs(VpcIds=[group["VpcId"]])["Vpcs"][0]
+            v6 = next((a["Ipv6CidrBlock"] for a in vpc.get("Ipv6CidrBlockAssociationSet", [])), None)
+            want, got = normalize(rules_for(v6)), normalize(_rules_of(group))
+            detail = "as planned"
+            if want != got:
+                parts = []
+                if got - want:
+                    parts.append(f"unexpected: {_describe_rules(got - want)}")
+                if want - got:
+                    parts.append(f"missing: {_describe_rules(want - got)}")
+                detail = " | ".join(parts)
+            self.add("security group rules", f"{stack}-{name}", want == got, detail)
+
+    def parameters(self) -> None:
+        want = build_parameters(self.plan, self.frr_text)
+        root = f"/{self.plan.project}/{self.plan.stack}"
+        got: dict[str, dict] = {}
+        for page in self.ssm.get_paginator("get_parameters_by_path").paginate(Path=root, Recursive=True):
+            for p in page["Parameters"]:
+                got[p["Name"]] = p
+        bad = []
+        for name, p in sorted(want.items()):
+            have = got.get(name)
+            if have is None:
+                bad.append(f"{name} missing")
+            elif have["Type"] != p.type:
+                bad.append(f"{name} is {have['Type']} (want {p.type})")
+            # Without decryption a SecureString's value is ciphertext: only its presence counts.
+            elif p.type == "String" and have["Value"] != p.value:
+                bad.append(f"{name} differs from the plan")
+        extra = sorted(set(got) - set(want))
+        bad += [f"{name} not in the plan" for name in extra]
+        self.add("parameters equal the plan", root, not bad,
+                 f"{len(want)} as planned" if not bad else f"{len(bad)} wrong: " + "; ".join(bad[:5])
+                 + (" ..." if len(bad) > 5 else ""))
+        self.add("bgp password is a SecureString", password_name(self.plan),
+                 got.get(password_name(self.plan), {}).get("Type") == "SecureString",
+                 "present" if password_name(self.plan) in got else "missing")
+
+
+def table(rows: list[Check]) -> str:
+    headers = ("result", "check", "subject", "detail")
+    data = [("PASS" if r.ok else "FAIL", r.check, r.subject, r.detail) for r in rows]
+    widths = [max(len(h), *(len(d[i]) for d in data)) if data else len(h) for i, h in enumerate(headers)]
+    widths[3] = len(headers[3])  # the detail column is last: no padding
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(d, widths)).rstrip() for d in data]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.verify", description=__doc__)
+    parser.add_argument("stack", help="stack name: plans stacks/Pulumi.STACK.yaml and checks its region")
+    parser.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL"),
+                        help="AWS API endpoint (default: AWS's own, or $AWS_ENDPOINT_URL)")
+    args = parser.parse_args(argv)
+    try:
+        plan = build_plan(load_stack(args.stack))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import boto3
+    import botocore.exceptions
+    from infra.render import render_frr
+
+    session = boto3.session.Session(region_name=plan.region)
+    ec2 = session.client("ec2", endpoint_url=args.endpoint_url)
+    ssm = session.client("ssm", endpoint_url=args.endpoint_url)
+    try:
+        rows = Verifier(plan, ec2, ssm, lambda name: render_frr(plan, name)).run()
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        print(f"error: stack {plan.stack} ({plan.region}): {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(table(rows))
+    failed = sum(not r.ok for r in rows)
+    print(f"\n{len(rows) - failed} passed, {failed} failed ({plan.stack}, {plan.region})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
