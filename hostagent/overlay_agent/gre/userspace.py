@@ -428,7 +428,6 @@ class UserspaceBackend:
         self.timeout = timeout
         self._sock: socket.socket | None = None
         self._rfile = None
-        self.last_list: dict = {}
 
     @property
     def socket_path(self) -> Path:
@@ -497,7 +496,6 @@ class UserspaceBackend:
 
     def list(self) -> dict[str, LinkSpec]:
         reply = self._checked({"op": "list"})
-        self.last_list = reply
         return {t["name"]: LinkSpec.from_json({k: v for k, v in t.items() if k != "counters"})
                 for t in reply["tunnels"]}
 
@@ -508,7 +506,7 @@ class UserspaceBackend:
         self._checked({"op": "delete", "name": name})
 
     def counters(self) -> dict[str, LinkCounters]:
-        reply = self.last_list or self._checked({"op": "list"})
+        reply = self._checked({"op": "list"})
         return {t["name"]: LinkCounters(**t["counters"]) for t in reply["tunnels"]}
 
 
