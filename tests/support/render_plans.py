@@ -1,0 +1,68 @@
+"""Plans the render tests run over: every stack in stacks/ plus generated ones at the edges (size, IPv4 only, options)."""
+from __future__ import annotations
+
+from typing import Any
+
+from infra.config import parse
+from infra.plan import build_plan
+from infra.plan.model import OverlayPlan
+from infra.stackfile import list_stacks, load_stack
+
+BUCKET = "overlay-artifacts-123456789012"
+AGENT_KEY = "agent/overlay_agent-0.1.0-py3-none-any.whl"
+
+GENERATED: dict[str, dict[str, Any]] = {
+    # The largest stack the renderer must handle: 1,000 hosts, 8 routers, per-host ASNs,
+    # several pools, on-prem peers, graceful restart on, specifics to on-prem.
+    "gen-large": {
+        "region": "eu-central-1", "environment": "prod",
+        "vpc": {"cidr": "10.20.0.0/16", "azs": ["eu-central-1a", "eu-central-1b", "eu-central-1c"]},
+        "routers": {"count": 8, "asn": 4200000000, "maxRouters": 8},
+        "hosts": {"count": 1000, "asnMode": "per-host", "asn": 4200001000, "blockPrefix": 24},
+        "pools": {"ipv4": ["100.64.0.0/12", "100.80.0.0/14"], "ipv6": ["fd10:96::/48", "fd10:97::/48"]},
+        "tunnels": {"ipv4": "172.16.0.0/16",
+                    "ipv6": "fd10:7e::/64"},
+        "bgp": {"announce": "specifics", "gracefulRestart": True, "maxPrefix": 100000},
+        "onprem": [{"name": f"dc{i}", "address": f"198.51.100.{i}", "asn": 64600 + i} for i in range(1, 5)],
+    },
+    # IPv4 only, one router, one host, nobody on-prem.
+    "gen-v4only": {
+        "region": "us-west-2",
+        "vpc": {"cidr": "10.50.0.0/24", "ipv6": False, "azs": ["us-west-2a"]},
+        "routers": {"count": 1, "maxRouters": 1},
+        "hosts": {"count": 1},
+        "pools": {"ipv4": ["10.98.0.0/24"]},
+        "tunnels": {"ipv4": "169.254.200.0/24"},
+    },
+    # Many routers: every host config names all of them. 32 is the most whose host config
+    # still fits one SSM parameter (8 KB, advanced tier); see docs/frr.md.
+    "gen-many-routers": {
+        "region": "ap-southeast-2",
+        "vpc": {"cidr": "10.60.0.0/16", "azs": ["ap-southeast-2a", "ap-southeast-2b"]},
+        "routers": {"count": 32, "maxRouters": 32},
+        "hosts": {"count": 3},
+        "pools": {"ipv4": ["10.90.0.0/16"], "ipv6": ["fd10:90::/48"]},
+        "tunnels": {"ipv4": "172.20.0.0/16", "ipv6": "fd10:7d::/64"},
+        "onprem": [{"name": "edge", "address": "203.0.113.9", "asn": 64512}],
+    },
+}
+
+
+def generated_plan(name: str, **overrides: Any) -> OverlayPlan:
+    raw = {**GENERATED[name], **overrides}
+    return build_plan(parse(raw, name))
+
+
+def stack_plans() -> dict[str, OverlayPlan]:
+    return {name: build_plan(load_stack(name)) for name in list_stacks()}
+
+
+def all_plans() -> dict[str, OverlayPlan]:
+    plans = stack_plans()
+    plans.update({name: generated_plan(name) for name in GENERATED})
+    return plans
+
+
+def fake_eips(plan: OverlayPlan) -> dict[str, str]:
+    """Documentation-range stand-ins for the routers' EIPs (known only once AWS allocates them)."""
+    return {r.name: f"192.0.2.{r.index + 1}" for r in plan.routers}

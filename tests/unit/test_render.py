@@ -1,0 +1,435 @@
+"""infra.render: FRR configs and user data from the plan; typed contexts, strict templates, no secrets, size limits."""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import re
+
+import pytest
+import yaml
+
+from infra.config import parse
+from infra.parameters import ADVANCED_MAX
+from infra.plan import build_plan
+from infra.render import (PASSWORD_PLACEHOLDER, USER_DATA_LIMIT, BgpSettings, HostFrrContext, OnPremNeighbor,
+                          Policy, RenderError, RouterFrrContext, RouterNeighbor, UserDataContext, bgp_settings,
+                          host_context, policy, render_frr, render_onprem_frr, render_template,
+                          render_user_data, router_context, user_data_context)
+from tests.support.render_plans import AGENT_KEY, BUCKET, GENERATED, all_plans, fake_eips, generated_plan
+
+PLANS = all_plans()
+
+
+def _ud(plan, name):
+    return render_user_data(plan, name, bucket=BUCKET, agent_key=AGENT_KEY,
+                            parameter_path=f"/{plan.project}/{plan.stack}/instances/{name}")
+
+
+def _sample(plan):
+    """Every router and up to four hosts (first, second, last two): what differs between hosts."""
+    hosts = plan.hosts if len(plan.hosts) <= 4 else plan.hosts[:2] + plan.hosts[-2:]
+    return plan.routers + hosts
+
+
+def _lines(text):
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("!")]
+
+
+# -- routers ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", sorted(PLANS))
+def test_router_listens_per_family_on_its_slice(stack):
+    plan = PLANS[stack]
+    for r in plan.routers:
+        text = render_frr(plan, r.name)
+        lines = _lines(text)
+        assert f"bgp listen range {r.listen_v4} peer-group HOSTS" in lines
+        assert "neighbor HOSTS remote-as external" in lines
+        assert f"neighbor HOSTS password {PASSWORD_PLACEHOLDER}" in lines
+        assert f"neighbor HOSTS maximum-prefix {plan.bgp.max_prefix} restart 5" in lines
+        assert "neighbor HOSTS bfd profile OVERLAY" in lines
+        assert "bgp bestpath as-path multipath-relax" in lines
+        assert "maximum-paths 16" in lines
+        assert "frr defaults datacenter" in lines
+        if plan.ipv6:
+            assert f"bgp listen range {r.listen_v6} peer-group HOSTS6" in lines
+            assert "neighbor HOSTS6 remote-as external" in lines
+        else:
+            assert not any("HOSTS6" in line or "ipv6" in line for line in lines)
+        # Default-deny import: exactly one permit per pool, for single addresses only.
+        permits4 = [line for line in lines if line.startswith("ip prefix-list POOL-HOST-V4 ")]
+        assert permits4 == [f"ip prefix-list POOL-HOST-V4 seq {5 * (i + 1)} permit {p} ge 32"
+                            for i, p in enumerate(plan.pools_v4)]
+        if plan.ipv6:
+            permits6 = [line for line in lines if line.startswith("ipv6 prefix-list POOL-HOST-V6 ")]
+            assert permits6 == [f"ipv6 prefix-list POOL-HOST-V6 seq {5 * (i + 1)} permit {p} ge 128"
+                                for i, p in enumerate(plan.pools_v6)]
+        assert "neighbor HOSTS route-map HOSTS-IN in" in lines
+        hosts_in = text[text.index("route-map HOSTS-IN permit 10"):].splitlines()[:3]
+        assert hosts_in[1].strip() == "match ip address prefix-list POOL-HOST-V4"
+        assert "route-map HOSTS-IN permit 20" not in text  # the implicit deny ends it
+
+
+@pytest.mark.parametrize("stack", sorted(PLANS))
+def test_router_config_names_no_host(stack):
+    plan = PLANS[stack]
+    for r in plan.routers:
+        text = render_frr(plan, r.name)
+        for h in plan.hosts[:50]:
+            assert not re.search(rf"\b{re.escape(h.name)}\b", text)
+            assert str(h.private_ip) not in text
+        for p in plan.pairings:
+            if p.kind == "host":
+                assert f"neighbor {p.b.inner_v4} " not in text
+
+
+@pytest.mark.parametrize("stack", ["lab", "test-use2", "gen-large"])
+def test_adding_a_host_leaves_every_router_text_unchanged(stack):
+    raw = _raw(stack)
+    before = build_plan(parse(raw, stack))
+    raw["hosts"] = {**raw["hosts"], "count": raw["hosts"]["count"] + 1}
+    after = build_plan(parse(raw, stack))
+    assert len(after.hosts) == len(before.hosts) + 1
+    for r in before.routers:
+        assert render_frr(after, r.name) == render_frr(before, r.name)
+
+
+def _raw(stack):
+    if stack in GENERATED:
+        return json.loads(json.dumps(GENERATED[stack]))
+    from infra.stackfile import overlay_values, stack_path
+    return overlay_values(yaml.safe_load(stack_path(stack).read_text()), stack)
+
+
+def test_onprem_neighbors_and_export_modes():
+    for stack in ("prod-euw1", "test-use2"):
+        plan = PLANS[stack]
+        r = plan.routers[0]
+        lines = _lines(render_frr(plan, r.name))
+        for p in plan.pairings:
+            if p.kind == "onprem" and p.a.name == r.name:
+                assert f"neighbor {p.b.inner_v4} remote-as {p.b.asn}" in lines
+                assert f"neighbor {p.b.inner_v6} remote-as {p.b.asn}" in lines
+                assert f"ip route {p.b.outer}/32 {r.subnet.network_address + 1}" in lines
+        out = "POOL-V4" if plan.bgp.announce == "aggregates" else "POOL-HOST-V4"
+        text = render_frr(plan, r.name)
+        block = text[text.index("route-map ONPREM-OUT permit 10"):].splitlines()
+        assert block[1].strip() == f"match ip address prefix-list {out}"
+        assert "neighbor ONPREM route-map ONPREM-IN in" in lines
+        assert "ip prefix-list ONPREM-V4 seq 5 deny 0.0.0.0/0" in lines
+        assert f"ip prefix-list ONPREM-V4 seq 10 deny {plan.vpc_cidr} le 32" in lines
+    # A stack without on-prem peers has no on-prem policy at all.
+    assert "ONPREM" not in render_frr(PLANS["gen-v4only"], "router-1").replace("ONPREM-V4", "")
+
+
+def test_graceful_restart_follows_config():
+    off = render_frr(PLANS["lab"], "router-1")
+    assert "bgp graceful-restart-disable" in _lines(off)
+    assert "bgp graceful-restart restart-time" not in off
+    on = render_frr(PLANS["gen-large"], "router-1")
+    assert "bgp graceful-restart" in _lines(on)
+    assert "bgp graceful-restart-disable" not in on
+
+
+def test_bfd_profile_from_config():
+    plan = PLANS["lab"]
+    for inst in _sample(plan):
+        lines = _lines(render_frr(plan, inst.name))
+        assert f"detect-multiplier {plan.bgp.bfd_multiplier}" in lines
+        assert f"receive-interval {plan.bgp.bfd_interval_ms}" in lines
+        assert f"transmit-interval {plan.bgp.bfd_interval_ms}" in lines
+
+
+# -- hosts --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", sorted(PLANS))
+def test_host_peers_with_exactly_its_routers(stack):
+    plan = PLANS[stack]
+    for h in _sample(plan)[len(plan.routers):]:
+        text = render_frr(plan, h.name)
+        lines = _lines(text)
+        assert f"router bgp {h.asn}" in lines
+        got4 = {m for m in re.findall(r"^ neighbor (\S+) peer-group ROUTERS$", text, re.M)}
+        want4 = {str(p.a.inner_v4) for p in plan.pairings if p.kind == "host" and p.b.name == h.name}
+        assert got4 == want4 and len(want4) == len(plan.routers)
+        got6 = {m for m in re.findall(r"^ neighbor (\S+) peer-group ROUTERS6$", text, re.M)}
+        want6 = {str(p.a.inner_v6) for p in plan.pairings if p.kind == "host" and p.b.name == h.name} \
+            if plan.ipv6 else set()
+        assert got6 == want6
+        assert f"neighbor ROUTERS remote-as {plan.routers[0].asn}" in lines
+        assert "redistribute kernel route-map CONTAINERS-V4" in lines
+        cm = text[text.index("route-map CONTAINERS-V4 permit 10"):].splitlines()[:3]
+        assert [c.strip() for c in cm[1:]] == ["match ip address prefix-list POOL-HOST-V4", "set metric 0"]
+        if plan.ipv6:
+            assert "redistribute kernel route-map CONTAINERS-V6" in lines
+            cm6 = text[text.index("route-map CONTAINERS-V6 permit 10"):].splitlines()[:3]
+            assert [c.strip() for c in cm6[1:]] == ["match ipv6 address prefix-list POOL-HOST-V6", "set metric 0"]
+        # Hosts never accept a default route, nor anything inside the VPC.
+        assert "ip prefix-list ROUTERS-V4 seq 100 deny 0.0.0.0/0" in lines
+        assert f"ip prefix-list ROUTERS-V4 seq 105 deny {plan.vpc_cidr} le 32" in lines
+        assert f"ip route {plan.vpc_cidr} {h.subnet.network_address + 1}" in lines
+
+
+# -- on-prem side -------------------------------------------------------------------
+
+
+def test_onprem_side_tunnels_and_neighbors():
+    plan = PLANS["prod-euw1"]
+    eips = fake_eips(plan)
+    for peer in plan.onprem:
+        text = render_onprem_frr(plan, peer.name, eips, networks_v4=("192.168.0.0/16",))
+        lines = _lines(text)
+        assert f"router bgp {peer.asn}" in lines
+        assert "neighbor OVERLAY remote-as 65000" in lines
+        for p in plan.pairings:
+            if p.kind == "onprem" and p.b.name == peer.name:
+                assert (f"!   ip link add {p.ifname} type gre local {peer.address} remote {eips[p.a.name]} "
+                        f"key {p.key} ttl 64") in text
+                assert f"!   ip address add {p.b.inner_v4}/31 dev {p.ifname}" in text
+                assert f"neighbor {p.a.inner_v4} peer-group OVERLAY" in lines
+                assert f"neighbor {p.a.inner_v6} peer-group OVERLAY" in lines
+        assert "network 192.168.0.0/16" in lines
+
+
+def test_onprem_side_errors_name_the_problem():
+    plan = PLANS["prod-euw1"]
+    with pytest.raises(RenderError, match="not an on-prem peer.*dc1-edge, dc2-edge"):
+        render_onprem_frr(plan, "dc9", fake_eips(plan))
+    with pytest.raises(RenderError, match="no EIP for router-2"):
+        render_onprem_frr(plan, "dc1-edge", {"router-1": "192.0.2.1"})
+    with pytest.raises(RenderError, match=r"router_eips\[router-1\].*IPv4 address"):
+        render_onprem_frr(plan, "dc1-edge", {"router-1": "not-an-ip", "router-2": "192.0.2.2"})
+    with pytest.raises(RenderError, match="router-9 not routers"):
+        render_onprem_frr(plan, "dc1-edge", {**fake_eips(plan), "router-9": "192.0.2.9"})
+
+
+# -- secrets and the placeholder ----------------------------------------------------
+
+
+def test_password_only_as_placeholder_and_never_in_user_data():
+    secret = "Xy9-never-render-me"
+    raw = {**_raw("prod-euw1"), "bgpPassword": secret}
+    plan = build_plan(parse(raw, "prod-euw1"))
+    for inst in plan.instances:
+        frr = render_frr(plan, inst.name)
+        ud = _ud(plan, inst.name)
+        assert secret not in frr and secret not in ud
+        # The placeholder survives jinja literally, and only on password lines.
+        holders = [line.strip() for line in frr.splitlines() if PASSWORD_PLACEHOLDER in line]
+        assert holders and all(re.fullmatch(r"neighbor \S+ password \{\{BGP_PASSWORD\}\}", h) for h in holders)
+        # Nothing but comments may even mention a password.
+        assert "BGP_PASSWORD" not in ud and "password" not in json.dumps(yaml.safe_load(ud)).lower()
+    onprem = render_onprem_frr(plan, "dc1-edge", fake_eips(plan))
+    assert secret not in onprem and PASSWORD_PLACEHOLDER in onprem
+
+
+def test_bgp_settings_refuse_a_real_password():
+    good = bgp_settings(PLANS["lab"])
+    with pytest.raises(RenderError, match="must be the placeholder") as err:
+        dataclasses.replace(good, password="hunter2")
+    assert "hunter2" not in str(err.value)
+
+
+# -- user data ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", sorted(PLANS))
+def test_user_data_shape(stack):
+    plan = PLANS[stack]
+    for inst in _sample(plan):
+        text = _ud(plan, inst.name)
+        assert text.startswith("#cloud-config\n")
+        doc = yaml.safe_load(text)
+        files = {f["path"]: f for f in doc["write_files"]}
+        assert files["/etc/iproute2/rt_protos.d/overlay.conf"]["content"].strip() == f"{plan.route_protocol} overlay"
+        boot = json.loads(files["/etc/overlay-agent/bootstrap.json"]["content"])
+        assert boot == {"schema": 1, "project": plan.project, "stack": plan.stack, "instance": inst.name,
+                        "role": "router" if inst in plan.routers else "host", "region": plan.region,
+                        "parameter_path": f"/{plan.project}/{plan.stack}/instances/{inst.name}"}
+        daemons = files["/etc/frr/daemons"]
+        assert daemons["defer"] is True and daemons["owner"] == "frr:frr"
+        enabled = {line.split("=")[0] for line in daemons["content"].splitlines() if line.endswith("=yes")}
+        assert enabled == {"zebra", "bgpd", "bfdd", "staticd", "vtysh_enable"}
+        install = files["/usr/local/sbin/overlay-agent-install"]["content"]
+        assert f"s3://{BUCKET}/{AGENT_KEY}" in install and "python3 -m venv /opt/overlay-agent" in install
+        assert "overlay-agent.service" in " ".join(" ".join(c) for c in doc["runcmd"])
+        assert "frr" in doc["packages"] and "frr-pythontools" in doc["packages"]
+        sysctl = files["/etc/sysctl.d/90-overlay.conf"]["content"]
+        assert "net.ipv4.ip_forward = 1" in sysctl and "net.ipv4.conf.all.rp_filter = 2" in sysctl
+        if inst in plan.routers:
+            assert "tcp option maxseg size set rt mtu" in files["/etc/overlay-agent/mss-clamp.nft"]["content"]
+            assert "docker.io" not in doc["packages"]
+        else:
+            assert "docker.io" in doc["packages"]
+            assert not any(p.endswith(".nft") for p in files)
+
+
+def test_user_data_fits_ec2_limit_for_every_instance_of_the_largest_stack():
+    plan = generated_plan("gen-large")
+    assert len(plan.hosts) == 1000
+    sizes = [len(_ud(plan, inst.name).encode()) for inst in plan.instances]
+    assert max(sizes) <= USER_DATA_LIMIT == 16384
+    # Routers' and hosts' user data do not grow with the stack: same size as the lab's, give or take names.
+    lab = max(len(_ud(PLANS["lab"], i.name).encode()) for i in PLANS["lab"].instances)
+    assert max(sizes) - lab < 200
+
+
+def test_user_data_over_the_limit_is_an_error(monkeypatch):
+    import infra.render as render
+    monkeypatch.setattr(render, "USER_DATA_LIMIT", 1000)
+    with pytest.raises(RenderError, match="EC2 accepts at most 1000"):
+        _ud(PLANS["lab"], "host-1")
+
+
+@pytest.mark.parametrize("stack", sorted(PLANS))
+def test_frr_text_fits_one_ssm_parameter(stack):
+    plan = PLANS[stack]
+    for inst in _sample(plan):
+        assert len(render_frr(plan, inst.name).encode()) <= ADVANCED_MAX
+
+
+# -- contexts: valid and invalid ----------------------------------------------------
+
+
+def test_contexts_from_every_plan_are_valid():
+    for plan in PLANS.values():
+        for r in plan.routers:
+            assert isinstance(router_context(plan, r), RouterFrrContext)
+        for h in _sample(plan)[len(plan.routers):]:
+            assert isinstance(host_context(plan, h), HostFrrContext)
+            assert isinstance(user_data_context(plan, h.name, bucket=BUCKET, agent_key=AGENT_KEY,
+                                                parameter_path="/overlay/x/instances/h"), UserDataContext)
+
+
+def _router_ctx():
+    plan = PLANS["lab"]
+    return router_context(plan, plan.routers[0])
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"asn": 23456}, "asn = 23456: is not a usable ASN"),
+    ({"hostname": "Router_1"}, "hostname = 'Router_1'"),
+    ({"router_id": "10.0.0.300"}, "router_id"),
+    ({"listen_v4": "10.0.0.0/24"}, "must lie inside the tunnel pool"),
+    ({"listen_v6": None}, "listen_v6 = None: must be given exactly when the stack has IPv6"),
+    ({"listen_limit": 0}, "listen_limit = 0"),
+    ({"listen_limit": 70000}, "listen_limit = 70000"),
+])
+def test_router_context_rejects(change, message):
+    with pytest.raises(RenderError, match=re.escape(message)):
+        dataclasses.replace(_router_ctx(), **change)
+
+
+def test_router_context_rejects_onprem_with_own_asn():
+    ctx = _router_ctx()
+    with pytest.raises(RenderError, match="must differ from the router's ASN"):
+        dataclasses.replace(ctx, onprem=(OnPremNeighbor(name="dc1", asn=ctx.asn, ifname="gre-9",
+                                                        inner_v4="169.254.72.1", inner_v6="fd10:7e::1",
+                                                        public="198.51.100.1", mtu=1472),))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"pools_v4": ()}, "pools_v4 = (): must be a non-empty tuple"),
+    ({"pools_v4": ("10.99.0.1/16",)}, "pools_v4[0]"),
+    ({"pools_v6": ("10.99.0.0/16",)}, "pools_v6[0]"),
+    ({"tunnel_v6": None}, "IPv6 pools and the IPv6 tunnel pool go together"),
+    ({"announce": "everything"}, "announce = 'everything'"),
+])
+def test_policy_rejects(change, message):
+    with pytest.raises(RenderError, match=re.escape(message)):
+        dataclasses.replace(policy(PLANS["lab"]), **change)
+
+
+def test_host_context_rejects():
+    plan = PLANS["lab"]
+    ctx = host_context(plan, plan.hosts[0])
+    with pytest.raises(RenderError, match="at least one router"):
+        dataclasses.replace(ctx, routers=())
+    with pytest.raises(RenderError, match=r"asn = 65000: must differ from the routers' ASN"):
+        dataclasses.replace(ctx, asn=65000)
+    odd = RouterNeighbor(name="router-9", asn=65001, ifname="gre-99", inner_v4="169.254.64.8", inner_v6="fd10:7e::8")
+    with pytest.raises(RenderError, match="share one ASN"):
+        dataclasses.replace(ctx, routers=ctx.routers + (odd,))
+    with pytest.raises(RenderError, match=r"router\[router-9\].ifname"):
+        RouterNeighbor(name="router-9", asn=65000, ifname="a-very-long-ifname", inner_v4="169.254.64.8",
+                       inner_v6=None)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"bucket": "Bad_Bucket"}, "bucket = 'Bad_Bucket'"),
+    ({"agent_key": "agent/overlay.zip"}, "agent_key = 'agent/overlay.zip'"),
+    ({"agent_key": "/abs/overlay_agent-0.1.0.tar.gz"}, "agent_key"),
+    ({"parameter_path": "overlay/lab"}, "parameter_path = 'overlay/lab'"),
+])
+def test_user_data_arguments_rejected(kwargs, message):
+    args = {"bucket": BUCKET, "agent_key": AGENT_KEY, "parameter_path": "/overlay/lab/instances/host-1", **kwargs}
+    with pytest.raises(RenderError, match=re.escape(message)):
+        render_user_data(PLANS["lab"], "host-1", **args)
+
+
+def test_user_data_context_rejects_claimed_protocol_and_bad_region():
+    ctx = user_data_context(PLANS["lab"], "host-1", bucket=BUCKET, agent_key=AGENT_KEY,
+                            parameter_path="/overlay/lab/instances/host-1")
+    for proto in (11, 42, 186, 3):
+        with pytest.raises(RenderError, match="claimed by FRR or the kernel"):
+            dataclasses.replace(ctx, route_protocol=proto)
+    with pytest.raises(RenderError, match="region"):
+        dataclasses.replace(ctx, region="Europe")
+    with pytest.raises(RenderError, match="routers clamp MSS"):
+        dataclasses.replace(ctx, mss_clamp=True)
+
+
+def test_unknown_instance_names_the_known_ones():
+    with pytest.raises(RenderError, match=r"'host-9': not in stack lab \(instances: router-1, router-2, host-1, host-2\)"):
+        render_frr(PLANS["lab"], "host-9")
+    with pytest.raises(RenderError, match="host-9"):
+        _ud(PLANS["lab"], "host-9")
+
+
+# -- templates are strict -----------------------------------------------------------
+
+
+def test_template_reading_a_missing_value_fails_loudly():
+    # The host template given a router's context: the first name it lacks is an error, not "".
+    plan = PLANS["lab"]
+    with pytest.raises(RenderError, match=r"frr-host.conf.j2: .*(undefined|has no attribute).*context does not have"):
+        render_template("frr-host.conf.j2", router_context(plan, plan.routers[0]))
+    with pytest.raises(RenderError, match="undefined|has no attribute"):
+        render_template("frr-router.conf.j2", host_context(plan, plan.hosts[0]))
+
+
+def test_template_context_must_be_a_dataclass():
+    with pytest.raises(RenderError, match="must be a context dataclass"):
+        render_template("frr-host.conf.j2", {"hostname": "x"})
+
+
+def test_every_template_renders_only_from_its_own_context():
+    # Each role's template reads nothing outside its context: rendering succeeds with exactly
+    # the context's fields (StrictUndefined would raise on anything else).
+    plan = PLANS["prod-euw1"]
+    for ctx, name in ((router_context(plan, plan.routers[0]), "frr-router.conf.j2"),
+                      (host_context(plan, plan.hosts[0]), "frr-host.conf.j2")):
+        text = render_template(name, ctx)
+        assert "None" not in text and "{{" not in text.replace(PASSWORD_PLACEHOLDER, "")
+    ud = _ud(plan, "router-1") + _ud(plan, "host-1")
+    assert "None" not in ud and "{{" not in ud and "{%" not in ud
+
+
+def test_rendering_is_deterministic():
+    plan = PLANS["prod-euw1"]
+    for inst in plan.instances:
+        assert render_frr(plan, inst.name) == render_frr(plan, inst.name)
+        assert _ud(plan, inst.name) == _ud(plan, inst.name)
+
+
+def test_ipv6_off_renders_ipv4_only():
+    plan = PLANS["gen-v4only"]
+    for inst in plan.instances:
+        text = "\n".join(_lines(render_frr(plan, inst.name)))
+        assert "ipv6" not in text.lower()
+        for token in re.findall(r"\b[0-9a-f:]+::[0-9a-f:/]*", text):
+            pytest.fail(f"IPv6 address {token} in an IPv4-only stack")
+    assert ipaddress.ip_network(plan.routers[0].listen_v4)
