@@ -59,21 +59,22 @@ def veth_name(container_id: str) -> str:
     return VETH_PREFIX + container_id[:12]
 
 
-def encode_alias(container_id: str, ipv4: Address | None, ipv6: Address | None) -> str:
-    return f"{ALIAS_TAG} {container_id} {ipv4 or '-'} {ipv6 or '-'}"
+def encode_alias(container_id: str, ipv4: Address | None, ipv6: Address | None, pid: int = 0) -> str:
+    return f"{ALIAS_TAG} {container_id} {ipv4 or '-'} {ipv6 or '-'} {pid}"
 
 
-def decode_alias(text: str | None) -> tuple[str, Address | None, Address | None] | None:
-    """(container id, ipv4, ipv6) from a veth alias, or None when it is not one of ours."""
+def decode_alias(text: str | None) -> tuple[str, Address | None, Address | None, int] | None:
+    """(container id, ipv4, ipv6, pid) from a veth alias, or None when it is not one of ours."""
     parts = (text or "").split()
-    if len(parts) != 4 or parts[0] != ALIAS_TAG:
+    if len(parts) != 5 or parts[0] != ALIAS_TAG:
         return None
     try:
         v4 = None if parts[2] == "-" else ipaddress.IPv4Address(parts[2])
         v6 = None if parts[3] == "-" else ipaddress.IPv6Address(parts[3])
+        pid = int(parts[4])
     except ValueError:
         return None
-    return parts[1], v4, v6
+    return parts[1], v4, v6, pid
 
 
 def host_prefix(addr: Address) -> Prefix:
@@ -90,6 +91,10 @@ class Wired:
     veth: str
     ipv4: ipaddress.IPv4Address | None
     ipv6: ipaddress.IPv6Address | None
+    # The container process the veth was wired into. A restarted container has a new
+    # process and namespace while the old veth may linger: the kernel destroys a dead
+    # namespace asynchronously, so a link with our name can belong to the previous run.
+    pid: int = 0
 
 
 @dataclass
@@ -109,12 +114,9 @@ class Actual:
         self.strays.discard(veth)
         for dst, veths in list(self.routes.items()):
             if veth in veths:
-                rest = veths - {veth}
-                if rest:
-                    # A multipath route loses only the dead next hop.
-                    self.routes[dst] = rest
-                else:
-                    del self.routes[dst]
+                # When a device is unregistered, IPv4 deletes a multipath route with a next
+                # hop on it as a whole (fib_sync_down_dev with force), not only that hop.
+                del self.routes[dst]
 
 
 def actual_from_kernel(view: KernelView, proto: int) -> Actual:
@@ -125,8 +127,8 @@ def actual_from_kernel(view: KernelView, proto: int) -> Actual:
         if decoded is None or veth_name(decoded[0]) != link.name:
             act.strays.add(link.name)
             continue
-        cid, v4, v6 = decoded
-        act.wired[cid] = Wired(cid, link.name, v4, v6)
+        cid, v4, v6, pid = decoded
+        act.wired[cid] = Wired(cid, link.name, v4, v6, pid)
     foreign = set()
     for route in view.routes:
         if route.proto == proto:
@@ -151,9 +153,11 @@ class Wiring:
     announce: bool
     anycast: bool
     withdrawn_because: str = ""  # why announce is False
+    pid: int = 0  # 0 when only a listing (no pid) was seen
 
     def same_as(self, w: Wired) -> bool:
-        return (self.veth, self.ipv4, self.ipv6) == (w.veth, w.ipv4, w.ipv6)
+        same_process = not self.pid or not w.pid or self.pid == w.pid
+        return same_process and (self.veth, self.ipv4, self.ipv6) == (w.veth, w.ipv4, w.ipv6)
 
 
 @dataclass(frozen=True)
@@ -252,7 +256,7 @@ def desire(containers: Iterable[ContainerInfo], actual: Actual, cfg: AgentConfig
             why = f"health {c.health}" if c.health else "no healthcheck defined"
         w = Wiring(c.id, c.name, veth_name(c.id), "ovl0" if c.networks else "eth0", v4, v6,
                    default_routes=not c.networks, announce=announce, anycast=req.anycast,
-                   withdrawn_because=why)
+                   withdrawn_because=why, pid=c.pid)
         out.wirings[c.id] = w
         if announce:
             for addr in (v4, v6):
@@ -300,13 +304,24 @@ Action = RouteDel | Unwire | Wire | RouteSet
 
 
 def diff(desired: Desired, actual: Actual) -> list[Action]:
-    """Ordered changes: withdraw routes first (fast withdraw), then links, then new routes."""
+    """Ordered changes: withdraw routes first (fast withdraw), then links, then new routes.
+
+    A route that only loses next hops (an anycast address on two containers, one stops)
+    is replaced before the leaving veth is deleted, so the survivor is never withdrawn.
+    """
     actions: list[Action] = []
     for dst in sorted(actual.routes, key=str):
         if dst not in desired.routes:
             actions.append(RouteDel(dst))
     rewire = {cid for cid, w in desired.wirings.items()
               if cid in actual.wired and not w.same_as(actual.wired[cid])}
+    staying = {w.veth for cid, w in actual.wired.items() if cid in desired.wirings and cid not in rewire}
+    early = set()
+    for dst, veths in sorted(desired.routes.items(), key=lambda kv: str(kv[0])):
+        have = actual.routes.get(dst)
+        if have is not None and have != veths and veths <= staying:
+            actions.append(RouteSet(dst, veths))
+            early.add(dst)
     for cid, w in sorted(actual.wired.items()):
         if cid not in desired.wirings or cid in rewire:
             actions.append(Unwire(w.veth, cid))
@@ -318,7 +333,7 @@ def diff(desired: Desired, actual: Actual) -> list[Action]:
     gone = {actual.wired[c].veth for c in rewire} | set(actual.strays)
     for dst, veths in sorted(desired.routes.items(), key=lambda kv: str(kv[0])):
         have = actual.routes.get(dst)
-        if have != veths or veths & gone:
+        if dst not in early and (have != veths or veths & gone):
             actions.append(RouteSet(dst, veths))
     return actions
 
@@ -495,7 +510,7 @@ class ContainerReconciler:
             veth=w.veth, ifname=w.ifname, ipv4=w.ipv4, ipv6=w.ipv6,
             via4=("0.0.0.0/0",) if w.default_routes else tuple(map(str, cfg.pools_ipv4)),
             via6=("::/0",) if w.default_routes else tuple(map(str, cfg.pools_ipv6)),
-            alias=encode_alias(w.container_id, w.ipv4, w.ipv6),
+            alias=encode_alias(w.container_id, w.ipv4, w.ipv6, pid),
         )
         try:
             self.netlink.wire(spec, pid)
@@ -506,7 +521,7 @@ class ContainerReconciler:
             self._fail(w, "wiring_failed", f"wiring failed: {exc}")
             return False
         assert self.actual is not None
-        self.actual.wired[w.container_id] = Wired(w.container_id, w.veth, w.ipv4, w.ipv6)
+        self.actual.wired[w.container_id] = Wired(w.container_id, w.veth, w.ipv4, w.ipv6, pid)
         self.apply_problems.pop(w.container_id, None)
         self.metrics.netlink_changes.labels("wire").inc()
         log.info("wired container %s: %s %s via %s", w.name, w.ipv4 or "-", w.ipv6 or "-", w.veth,

@@ -300,7 +300,10 @@ class Netlink:
     def route_del(self, dst: ipaddress.IPv4Network | ipaddress.IPv6Network, proto: int) -> bool:
         """Delete our host route (only one carrying `proto`); False when it is already gone."""
         try:
-            self.ipr.route("del", dst=str(dst), table=MAIN_TABLE, proto=proto)
+            # scope 255 (RT_SCOPE_NOWHERE) is the kernel's wildcard for IPv4 deletes; pyroute2
+            # otherwise sends scope 0 (universe) and our scope-link route is "not found".
+            self.ipr.route("del", dst=str(dst), table=MAIN_TABLE, proto=proto,
+                           **({"scope": 255} if dst.version == 4 else {}))
         except _PyNetlinkError as exc:
             if exc.code in (E.ESRCH, E.ENOENT, E.ENODEV):
                 return False

@@ -1,0 +1,181 @@
+"""The agent with real Docker and real FRR: wiring, announcement at the router, traffic, restarts, bad input."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.agent.site import wait_until
+
+pytestmark = [pytest.mark.root, pytest.mark.docker, pytest.mark.frr]
+
+
+def _row(agent, name):
+    doc = json.loads(agent.status().stdout)
+    return next((r for r in doc["containers"] if r["name"] == name), None)
+
+
+def test_router_learns_and_forgets_the_32_and_128_and_traffic_reaches_the_container(site, agent):
+    c = site.run(labels={"overlay.ipv4": "100.64.7.1", "overlay.ipv6": "fd00:64::7:1"}, name="web1")
+    want = {"100.64.7.1/32", "fd00:64::7:1/128"}
+    wait_until(lambda: want <= site.router_fib(), 30, what="router FIB to learn the /32 and /128")
+    veth = "ovc" + c.id[:12]
+    assert site.host_routes()["100.64.7.1/32"] == veth
+    assert site.host_routes()["fd00:64::7:1/128"] == veth
+    # Traffic from the router namespace reaches httpd in the container, and comes back
+    # (container default routes via 169.254.1.1 / fe80::1 to the host).
+    assert site.fetch("100.64.7.1").strip() == "overlay-test"
+    assert site.fetch("fd00:64::7:1").strip() == "overlay-test"
+
+    c.stop(timeout=1)
+    wait_until(lambda: not (want & site.router_fib()), 30, what="router FIB to forget the /32 and /128")
+    assert not (want & set(site.host_routes()))
+    assert veth not in site.host_links()
+
+
+def test_auto_allocation_from_the_block_and_no_withdraw_when_the_agent_restarts(site, agent):
+    names = [f"auto{i}" for i in range(5)]
+    ctrs = [site.run(labels={"overlay": "auto"}, name=n) for n in names]
+    wait_until(lambda: all((r := _row(agent, n)) and r["route"] for n in names), 20, what="5 auto containers routed")
+    before = {n: (_row(agent, n)["ipv4"], _row(agent, n)["ipv6"]) for n in names}
+    v4 = [a for a, _ in before.values()]
+    assert len(set(v4)) == 5 and all(a.startswith("100.64.0.") for a in v4)
+    prefixes = {f"{a}/32" for a, _ in before.values()} | {f"{b}/128" for _, b in before.values()}
+    wait_until(lambda: prefixes <= site.router_fib(), 30, what="router to learn the auto addresses")
+
+    # Watch both the host's kernel and the router's FIB while the agent restarts.
+    watchers = [subprocess.Popen(["ip", "-n", n, "monitor", "route"], stdout=subprocess.PIPE, text=True)
+                for n in (site.host, site.router)]
+    try:
+        time.sleep(0.3)
+        agent.stop(signal.SIGTERM)
+        agent.start()
+        agent.wait_ready()
+        time.sleep(1.0)  # a full resync plus FRR's reaction time
+    finally:
+        for w in watchers:
+            w.terminate()
+    seen = "".join(w.communicate(timeout=5)[0] for w in watchers)
+    deleted = [line for line in seen.splitlines() if line.startswith("Deleted") and
+               any(p.split("/")[0] + " " in line + " " for p in prefixes)]
+    assert deleted == [], deleted
+    after = {n: (_row(agent, n)["ipv4"], _row(agent, n)["ipv6"]) for n in names}
+    assert after == before  # allocation rebuilt from the kernel, no state file
+    assert prefixes <= site.router_fib()
+
+    # A new auto container never gets an address in use.
+    extra = site.run(labels={"overlay": "auto"}, name="auto-new")
+    wait_until(lambda: (r := _row(agent, "auto-new")) and r["route"], 20, what="auto-new routed")
+    assert _row(agent, "auto-new")["ipv4"] not in v4
+    for c in ctrs + [extra]:
+        c.remove(force=True)
+
+
+def test_bad_input_is_refused_per_container_and_others_are_wired(site, agent):
+    site.run(labels={"overlay.ipv4": "100.64.9.1"}, name="good")
+    site.run(labels={"overlay.ipv4": "not-an-ip"}, name="badlabel")
+    site.run(labels={"overlay.ipv4": "10.99.0.1"}, name="outside")
+    site.run(labels={"overlay.ipv4": "100.64.9.1"}, name="dupe")  # same address, no anycast
+    site.run("sleep", "600", labels={"overlay": "auto"}, name="hostnet", network_mode="host")
+
+    wait_until(lambda: (r := _row(agent, "good")) and r["route"], 20, what="good container routed")
+    wait_until(lambda: "100.64.9.1/32" in site.router_fib(), 30, what="router to learn the good container")
+    expected = {"badlabel": "bad_label", "outside": "outside_pools", "dupe": "duplicate", "hostnet": "host_network"}
+    wait_until(lambda: all((r := _row(agent, n)) and r["reason"] == why for n, why in expected.items()), 20,
+               what="errors for the four bad containers")
+    assert site.host_routes()["100.64.9.1/32"].startswith("ovc")
+
+    logs = agent.log_records()
+    for name, reason in expected.items():
+        lines = [r for r in logs if r.get("container") == name and r.get("reason") == reason]
+        assert len(lines) == 1, (name, reason, lines)  # one clear line, not one per pass
+        assert name in lines[0]["msg"] and "Traceback" not in agent.log_text()
+    metrics = agent.metrics()
+    for reason in expected.values():
+        assert f'overlay_container_errors_total{{reason="{reason}"}} 1.0' in metrics
+    table = agent.status(json_out=False)
+    assert table.returncode == 1  # errors present
+    assert "outside_pools" in table.stdout and "10.99.0.1 is outside the pools" in table.stdout
+
+
+def test_stop_kill_restart_withdraw_at_once_and_nothing_leaks(site, agent):
+    links_before = set(site.host_links())
+    c = site.run(labels={"overlay.ipv4": "100.64.11.1", "overlay.ipv6": "fd00:64::11:1"}, name="life",
+                 restart_policy={"Name": "no"})
+    want = {"100.64.11.1/32", "fd00:64::11:1/128"}
+    wait_until(lambda: want <= set(site.host_routes()), 10, what="routes for life")
+
+    c.kill()
+    wait_until(lambda: not (want & set(site.host_routes())), 10, what="routes gone after kill")
+    c.start()
+    wait_until(lambda: want <= set(site.host_routes()), 10, what="routes back after start")
+    c.restart(timeout=0)
+    wait_until(lambda: want <= set(site.host_routes()), 10, what="routes back after restart")
+    assert site.host_routes()["100.64.11.1/32"] == "ovc" + c.id[:12]
+    # The router saw a withdraw and a re-announce; traffic reaches the restarted process.
+    wait_until(lambda: site.fetch("100.64.11.1", timeout=2).strip() == "overlay-test", 20,
+               what="HTTP to the restarted container")
+    c.stop(timeout=0)
+    wait_until(lambda: not (want & set(site.host_routes())), 10, what="routes gone after stop")
+    c.remove()
+    wait_until(lambda: set(site.host_links()) == links_before, 10, what="no leftover links")
+
+
+def test_health_withdraw_follows_docker_health(site, agent):
+    # Healthy while /tmp/ok exists; the check runs every 200 ms.
+    c = site.run("sh", "-c", "touch /tmp/ok; exec httpd -f -p 80 -h /www",
+                 labels={"overlay.ipv4": "100.64.12.1", "overlay.health": "withdraw"}, name="gated",
+                 healthcheck={"test": ["CMD", "sh", "-c", "test -e /tmp/ok"], "interval": 200_000_000,
+                              "timeout": 1_000_000_000, "retries": 1, "start_period": 0})
+    wait_until(lambda: "100.64.12.1/32" in site.router_fib(), 30, what="announce once healthy")
+    c.exec_run(["sh", "-c", "rm /tmp/ok"])
+    wait_until(lambda: "100.64.12.1/32" not in site.host_routes(), 15, what="withdraw when unhealthy")
+    wait_until(lambda: "100.64.12.1/32" not in site.router_fib(), 30, what="router forgets when unhealthy")
+    assert _row(agent, "gated")["state"].startswith("withdrawn")
+    c.exec_run(["sh", "-c", "touch /tmp/ok"])
+    wait_until(lambda: "100.64.12.1/32" in site.host_routes(), 15, what="route back when healthy again")
+
+
+def test_anycast_duplicate_on_one_host_gets_ecmp(site, agent):
+    labels = {"overlay.ipv4": "100.64.13.1", "overlay.anycast": "true"}
+    a = site.run(labels=labels, name="any-a")
+    b = site.run(labels=labels, name="any-b")
+    wait_until(lambda: site.host_routes().get("100.64.13.1/32") == "multipath", 15, what="ECMP host route")
+    a.remove(force=True)
+    wait_until(lambda: site.host_routes().get("100.64.13.1/32") == "ovc" + b.id[:12], 15, what="one path left")
+
+
+def test_status_table_and_metrics(site, agent):
+    site.run(labels={"overlay.ipv4": "100.64.14.1"}, name="shown")
+    wait_until(lambda: "100.64.14.1/32" in site.router_fib(), 30, what="router learns shown")
+    out = agent.status(json_out=False)
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("shown"))
+    assert "100.64.14.1" in line and "ovc" in line and "routed" in line
+    assert line.split()[4:6] == ["yes", "yes"]  # route present, announced by the local FRR
+    m = agent.metrics()
+    assert "overlay_containers_wired 1.0" in m
+    assert 'overlay_routes_installed{family="ipv4"} 1.0' in m
+    assert "overlay_wiring_latency_seconds_count" in m
+
+
+def test_frr_restart_and_docker_events_reconnect(site, agent):
+    site.run(labels={"overlay.ipv4": "100.64.15.1"}, name="survivor")
+    wait_until(lambda: "100.64.15.1/32" in site.router_fib(), 30, what="router learns survivor")
+    # FRR restart on the host: zebra re-reads the kernel routes; the agent does nothing.
+    site.frr_host.restart()
+    wait_until(lambda: "100.64.15.1/32" in site.router_fib(), 60, what="router re-learns after FRR restart")
+    assert "100.64.15.1/32" in site.host_routes()
+
+    # Docker daemon restart without live-restore: containers die, routes go; the agent
+    # reconnects by itself and wires what starts afterwards.
+    site.docker.close()
+    site.dockerd.stop(remove_containers=False, keep_dir=True)
+    wait_until(lambda: "100.64.15.1/32" not in site.host_routes(), 20, what="routes gone with the daemon")
+    site.dockerd.start()
+    site.docker = site.dockerd.client()
+    site.run(labels={"overlay.ipv4": "100.64.15.2"}, name="after-restart")
+    wait_until(lambda: "100.64.15.2/32" in site.host_routes(), 30, what="wired after docker restart")
+    assert agent.proc.poll() is None
