@@ -1,0 +1,146 @@
+"""Every rendered FRR config passes FRR's own checks (`vtysh -C`, `bgpd -C`); every user data passes `cloud-init schema`."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from infra.render import render_frr, render_onprem_frr, render_user_data
+from tests.support.frrcheck import bgpd_check, bgpd_view, have_frr, vtysh_check
+from tests.support.render_plans import AGENT_KEY, BUCKET, all_plans, fake_eips
+
+PLANS = all_plans()
+needs_frr = pytest.mark.skipif(not have_frr(), reason="FRR (bgpd, vtysh) not installed")
+
+
+def _configs(plan):
+    """(label, text): every router, up to four hosts, every on-prem side (with and without networks)."""
+    hosts = plan.hosts if len(plan.hosts) <= 4 else plan.hosts[:2] + plan.hosts[-2:]
+    for inst in plan.routers + hosts:
+        yield inst.name, render_frr(plan, inst.name)
+    for peer in plan.onprem:
+        yield f"onprem {peer.name}", render_onprem_frr(plan, peer.name, fake_eips(plan))
+        nets6 = ("2001:db8:100::/48",) if plan.ipv6 else ()
+        yield f"onprem {peer.name} +networks", render_onprem_frr(
+            plan, peer.name, fake_eips(plan), networks_v4=("192.168.0.0/16",), networks_v6=nets6)
+
+
+@needs_frr
+@pytest.mark.frr
+@pytest.mark.parametrize("stack", sorted(PLANS))
+def test_vtysh_and_bgpd_accept_every_rendered_config(stack):
+    failures = []
+    for label, text in _configs(PLANS[stack]):
+        for result in (vtysh_check(text), bgpd_check(text)):
+            if not result.ok:
+                failures.append(f"{stack} {label}: {result.tool}: {result.output[-600:]}")
+    assert not failures, "\n".join(failures)
+
+
+# Both checks are needed: each catches a fault the other lets through.
+BGPD_ONLY_FAULT = ("neighbor HOSTS peer-group\n", "")  # a listen range naming a group never created
+VTYSH_ONLY_FAULT = ("  receive-interval ", "  receive-intervall ")  # a typo inside bfdd's block
+
+
+@needs_frr
+@pytest.mark.frr
+def test_bgpd_catches_what_vtysh_lets_through():
+    text = render_frr(PLANS["lab"], "router-1").replace(*BGPD_ONLY_FAULT)
+    assert vtysh_check(text).ok, "vtysh -C now catches this fault; pick another"
+    result = bgpd_check(text)
+    assert not result.ok
+    assert "peer-group" in result.output
+
+
+@needs_frr
+@pytest.mark.frr
+def test_vtysh_catches_what_bgpd_lets_through():
+    text = render_frr(PLANS["lab"], "router-1").replace(*VTYSH_ONLY_FAULT)
+    assert bgpd_check(text).ok, "bgpd -C now sees this fault; pick another"
+    result = vtysh_check(text)
+    assert not result.ok
+    assert "receive-intervall" in result.output
+
+
+@needs_frr
+@pytest.mark.frr
+def test_bgpd_check_reads_its_output_not_its_exit_status():
+    # bgpd -C exits 0 on an unknown command; the checker still fails it.
+    text = render_frr(PLANS["lab"], "host-1").replace("maximum-paths", "maximum-pathz")
+    proc_ok = bgpd_check(text)
+    assert not proc_ok.ok and "No such command" in proc_ok.output
+
+
+def test_bgpd_view_drops_only_other_daemons_lines():
+    text = render_frr(PLANS["prod-euw1"], "router-1")
+    view = bgpd_view(text)
+    assert "ip route " not in view and "\nbfd\n" not in view and "receive-interval" not in view
+    assert "router bgp 65000" in view and "ip prefix-list POOL-HOST-V4" in view
+    # Nothing of bgpd's is lost: every BGP, prefix-list and route-map line is still there.
+    kept = view.splitlines()
+    for line in text.splitlines():
+        if line.lstrip().startswith(("neighbor", "bgp ", "ip prefix-list", "ipv6 prefix-list", "route-map",
+                                     "match ", "aggregate-address", "address-family", "router bgp")):
+            assert line in kept, line
+
+
+# -- user data ----------------------------------------------------------------------
+
+CLOUD_INIT = shutil.which("cloud-init")
+needs_cloud_init = pytest.mark.skipif(CLOUD_INIT is None, reason="cloud-init not installed (Debian package)")
+
+
+def _schema(text: str) -> subprocess.CompletedProcess:
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="ovt-ud-") as f:
+        f.write(text)
+        f.flush()
+        return subprocess.run([CLOUD_INIT, "schema", "--config-file", f.name], capture_output=True, text=True,
+                              timeout=60)
+
+
+@needs_cloud_init
+@pytest.mark.parametrize("stack", sorted(PLANS))
+def test_cloud_init_schema_accepts_user_data(stack):
+    plan = PLANS[stack]
+    hosts = plan.hosts if len(plan.hosts) <= 4 else plan.hosts[:2] + plan.hosts[-2:]
+    for inst in plan.routers[:4] + hosts:
+        text = render_user_data(plan, inst.name, bucket=BUCKET, agent_key=AGENT_KEY,
+                                parameter_path=f"/{plan.project}/{plan.stack}/instances/{inst.name}")
+        proc = _schema(text)
+        out = proc.stdout + proc.stderr
+        # cloud-init 22.4: exit 0 and "Valid cloud-config" when valid; deprecations are listed too.
+        assert proc.returncode == 0 and "Valid cloud-config" in out, f"{stack} {inst.name}: {out}"
+        assert "deprecat" not in out.lower(), f"{stack} {inst.name}: {out}"
+
+
+@needs_cloud_init
+def test_cloud_init_schema_check_can_fail():
+    text = render_user_data(PLANS["lab"], "host-1", bucket=BUCKET, agent_key=AGENT_KEY,
+                            parameter_path="/overlay/lab/instances/host-1")
+    proc = _schema(text.replace("    permissions: ", "    permission: ", 1))
+    assert proc.returncode != 0 and "permission" in proc.stdout + proc.stderr
+
+
+@pytest.mark.root
+@pytest.mark.skipif(shutil.which("nft") is None, reason="nftables not installed")
+def test_mss_clamp_rules_load_in_nftables(netns):
+    # The router's MSS clamping rules, loaded for real into a scratch namespace (twice: the
+    # file must be re-runnable, as its systemd unit may run it again).
+    text = render_user_data(PLANS["prod-euw1"], "router-1", bucket=BUCKET, agent_key=AGENT_KEY,
+                            parameter_path="/overlay/prod-euw1/instances/router-1")
+    files = {f["path"]: f["content"] for f in yaml.safe_load(text)["write_files"]}
+    rules = files["/etc/overlay-agent/mss-clamp.nft"]
+    with tempfile.TemporaryDirectory(prefix="ovt-nft-") as tmp:
+        path = Path(tmp) / "mss.nft"
+        path.write_text(rules)
+        for _ in range(2):
+            subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", str(path)], check=True, capture_output=True,
+                           text=True)
+        listing = subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "table", "inet", "overlay_mss"],
+                                 check=True, capture_output=True, text=True).stdout
+    assert "maxseg size set rt mtu" in listing
+    assert listing.count("chain forward") == 1
