@@ -152,8 +152,10 @@ def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str],
             parameter_path=path, instance_profile=iam.profile.name, ipv6=plan.ipv6, **extra)
 
     router_sgs = [sgs.members.id] + ([sgs.onprem.id] if sgs.onprem else [])
-    routers = {r.name: RoutingInstance(r.name, args_for(r, "router", router_sgs, eip=r.eip, protect=prod), opts)
-               for r in plan.routers}
+    routers = {}
+    for r in plan.routers:
+        args = args_for(r, "router", router_sgs, eip=r.eip, protect=prod, eip_after=[network.igw])
+        routers[r.name] = RoutingInstance(r.name, args, opts)
     PoolRoutes("pools", PoolRoutesArgs(plan, {k: t.id for k, t in network.route_tables.items()},
                                        {n: r.eni.id for n, r in routers.items()}), opts)
     tables = {f"{kind}-{az}": t.id for (az, kind), t in network.route_tables.items()}

@@ -1,4 +1,4 @@
-"""The security group ingress rules a stack needs, as plain data: the program creates them, verify checks them; pure."""
+"""Security group rules and VPC route targets as plain data: the program creates them, verify checks them; pure."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -70,3 +70,12 @@ def normalize(rules: list[Rule]) -> set[tuple]:
         v4, v6, self_ = merged.setdefault((r.protocol, *ports), (set(), set(), False))
         merged[(r.protocol, *ports)] = (v4 | set(r.cidrs_v4), v6 | set(r.cidrs_v6), self_ or r.self_)
     return {(k[0], k[1], k[2], tuple(sorted(v4)), tuple(sorted(v6)), s) for k, (v4, v6, s) in merged.items()}
+
+
+def router_for_az(plan: OverlayPlan, az: str) -> str:
+    """The router an AZ's route tables send the pools to: the first router in that AZ, so
+    traffic stays in the zone; an AZ without one uses router (AZ index mod routers)."""
+    local = [r for r in plan.routers if r.az == az]
+    if local:
+        return local[0].name
+    return plan.routers[plan.azs.index(az) % len(plan.routers)].name

@@ -10,7 +10,7 @@ from typing import Any, Callable
 from infra.config import PROJECT, ConfigError
 from infra.parameters import build_parameters, password_name
 from infra.plan import OverlayPlan, build_plan
-from infra.rules import Rule, members_ingress, normalize, onprem_ingress
+from infra.rules import Rule, members_ingress, normalize, onprem_ingress, router_for_az
 from infra.stackfile import load_stack
 
 
@@ -55,12 +55,14 @@ class Verifier:
     def __init__(self, plan: OverlayPlan, ec2: Any, ssm: Any, frr_text: Callable[[str], str]):
         self.plan, self.ec2, self.ssm, self.frr_text = plan, ec2, ssm, frr_text
         self.rows: list[Check] = []
+        self.eni_ids: dict[str, str] = {}
 
     def add(self, check: str, subject: str, ok: bool, detail: str = "") -> None:
         self.rows.append(Check(check, subject, ok, detail))
 
     def run(self) -> list[Check]:
         self.instances_and_enis()
+        self.routes()
         self.security_groups()
         self.parameters()
         return self.rows
@@ -73,6 +75,7 @@ class Verifier:
                 self.add("eni", inst.name, False, f"{len(enis)} ENIs tagged {stack}-{inst.name} (want 1)")
                 continue
             eni = enis[0]
+            self.eni_ids[inst.name] = eni["NetworkInterfaceId"]
             self.add("eni address", inst.name, eni["PrivateIpAddress"] == str(inst.private_ip),
                      f"{eni['PrivateIpAddress']} (plan {inst.private_ip})")
             self.add("eni source/dest check off", inst.name, eni.get("SourceDestCheck") is False,
@@ -100,6 +103,28 @@ class Verifier:
             self.add("root volume encrypted gp3", inst.name,
                      vol.get("Encrypted") is True and vol.get("VolumeType") == "gp3",
                      f"Encrypted={vol.get('Encrypted')} VolumeType={vol.get('VolumeType')}")
+
+    def routes(self) -> None:
+        """Each table sends the pools to its AZ's router ENI (static mode: each host block to its host)."""
+        plan = self.plan
+        for az in plan.azs:
+            for kind in ("public", "private"):
+                tables = self.ec2.describe_route_tables(Filters=_tagged(plan.stack, f"{kind}-{az}"))["RouteTables"]
+                subject = f"{plan.stack}-{kind}-{az}"
+                if len(tables) != 1:
+                    self.add("pool routes", subject, False, f"{len(tables)} route tables (want 1)")
+                    continue
+                have = {(r.get("DestinationCidrBlock") or r.get("DestinationIpv6CidrBlock")): r.get("NetworkInterfaceId")
+                        for r in tables[0]["Routes"]}
+                router = router_for_az(plan, az)
+                want = {str(p): (router, self.eni_ids.get(router)) for p in plan.pools_v4 + plan.pools_v6}
+                if plan.routing_mode == "static":
+                    for h in plan.hosts:
+                        want.update({str(b): (h.name, self.eni_ids.get(h.name)) for b in (h.block_v4, h.block_v6) if b})
+                wrong = [f"{dest} -> {have.get(dest) or 'nothing'} (want {who})" for dest, (who, eni) in
+                         sorted(want.items()) if eni is None or have.get(dest) != eni]
+                self.add("pool routes", subject, not wrong,
+                         f"{len(want)} routes as planned" if not wrong else "; ".join(wrong[:4]))
 
     def security_groups(self) -> None:
         stack = self.plan.stack

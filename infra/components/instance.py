@@ -28,6 +28,8 @@ class InstanceArgs:
     eip: bool = False
     protect: bool = False  # prod: the ENI and EIP outlive mistakes
     root_volume_gb: int = 20
+    # An EIP associates only once the VPC has its internet gateway (AWS: "Gateway.NotAttached").
+    eip_after: Sequence[pulumi.Resource] = ()
     tags: dict = field(default_factory=dict)
 
 
@@ -79,7 +81,7 @@ class OverlayInstance(pulumi.ComponentResource):
             self.eip = aws.ec2.Eip(
                 f"{name}-eip", domain="vpc", network_interface=self.eni.id,
                 associate_with_private_ip=args.private_ip, tags=tags,
-                opts=pulumi.ResourceOptions(parent=self, protect=args.protect))
+                opts=pulumi.ResourceOptions(parent=self, protect=args.protect, depends_on=list(args.eip_after)))
 
         self.instance = aws.ec2.Instance(
             f"{name}-instance", ami=args.ami_id, instance_type=args.instance_type,

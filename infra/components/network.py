@@ -56,8 +56,10 @@ class Network(pulumi.ComponentResource):
             # One NAT gateway per AZ: hosts reach SSM and package mirrors without a
             # cross-AZ dependency (AWS's recommendation for zone-independent egress).
             nat_eip = aws.ec2.Eip(f"{name}-nat-{az}", domain="vpc", opts=child)
+            # A public NAT gateway needs the VPC's internet gateway attached first.
             nat = aws.ec2.NatGateway(f"{name}-nat-{az}", allocation_id=nat_eip.allocation_id,
-                                     subnet_id=self.subnets[(az, "public")].id, opts=child)
+                                     subnet_id=self.subnets[(az, "public")].id,
+                                     opts=pulumi.ResourceOptions(parent=self, depends_on=[self.igw]))
             for kind in ("public", "private"):
                 table = aws.ec2.RouteTable(f"{name}-{kind}-{az}", vpc_id=self.vpc.id,
                                            tags={"Name": f"{plan.stack}-{kind}-{az}"}, opts=child)

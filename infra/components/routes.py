@@ -7,14 +7,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.plan import OverlayPlan
-
-
-def router_for_az(plan: OverlayPlan, az: str) -> str:
-    """The first router in the AZ; an AZ without one uses router (AZ index mod routers)."""
-    local = [r for r in plan.routers if r.az == az]
-    if local:
-        return local[0].name
-    return plan.routers[plan.azs.index(az) % len(plan.routers)].name
+from infra.rules import router_for_az
 
 
 def _slug(cidr: str) -> str:

@@ -129,9 +129,13 @@ def test_eips_only_where_onprem_peers_exist(run, plan):
     eips = {e.name: e.inputs for e in run.of_type(EIP) if not e.name.startswith("net-nat-")}
     want = {f"{r.name}-eip" for r in plan.routers if plan.onprem}
     assert set(eips) == want
+    igw = run.named("net-igw").urn
     for r in plan.routers:
         if plan.onprem:
             assert eips[f"{r.name}-eip"]["networkInterface"] == f"{r.name}-eni-id"
+            # EC2 associates an EIP only once the VPC's internet gateway is attached.
+            assert igw in run.named(f"{r.name}-eip").dependencies
+    assert all(igw in n.dependencies for n in run.of_type("aws:ec2/natGateway:NatGateway"))
 
 
 def test_prod_protects_router_enis_and_eips_test_protects_nothing(run, plan):

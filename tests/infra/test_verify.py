@@ -14,7 +14,7 @@ from infra.parameters import build_parameters
 from infra.plan import build_plan
 from infra.publish import put_parameters
 from infra.render import render_frr
-from infra.rules import members_ingress, onprem_ingress
+from infra.rules import members_ingress, onprem_ingress, router_for_az
 from infra.stackfile import REPO_ROOT, load_stack
 
 pytestmark = pytest.mark.aws
@@ -52,7 +52,7 @@ def _permissions(rules, group_id):
 
 
 def seed(endpoint, plan, *, wrong: bool) -> None:
-    """What the program builds (the parts verify reads); `wrong` plants five faults."""
+    """What the program builds (the parts verify reads); `wrong` plants six faults."""
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).close()
     ec2 = boto3.client("ec2", region_name=plan.region, endpoint_url=endpoint, **_lower(CREDS))
     ssm = boto3.client("ssm", region_name=plan.region, endpoint_url=endpoint, **_lower(CREDS))
@@ -73,12 +73,14 @@ def seed(endpoint, plan, *, wrong: bool) -> None:
         ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=perms)
         groups[name] = gid
     image = ec2.describe_images()["Images"][0]
+    enis = {}
     for inst in plan.instances:
         router = inst in plan.routers
         sgs = [groups["members"]] + ([groups["onprem"]] if router and "onprem" in groups else [])
         eni = ec2.create_network_interface(
             SubnetId=subnets[(inst.az, "public" if router else "private")], PrivateIpAddress=str(inst.private_ip),
             Groups=sgs, TagSpecifications=_tags(plan, "network-interface", inst.name))["NetworkInterface"]
+        enis[inst.name] = eni["NetworkInterfaceId"]
         if not (wrong and inst.name == "host-1"):
             ec2.modify_network_interface_attribute(NetworkInterfaceId=eni["NetworkInterfaceId"],
                                                    SourceDestCheck={"Value": False})
@@ -90,6 +92,17 @@ def seed(endpoint, plan, *, wrong: bool) -> None:
             BlockDeviceMappings=[{"DeviceName": image.get("RootDeviceName", "/dev/sda1"),
                                   "Ebs": {"Encrypted": True, "VolumeType": "gp3", "VolumeSize": 20}}],
             TagSpecifications=_tags(plan, "instance", inst.name))
+    for az in plan.azs:
+        for kind in ("public", "private"):
+            table = ec2.create_route_table(VpcId=vpc["VpcId"], TagSpecifications=_tags(
+                plan, "route-table", f"{kind}-{az}"))["RouteTable"]["RouteTableId"]
+            target = enis[router_for_az(plan, az)]
+            for pool in plan.pools_v4:
+                ec2.create_route(RouteTableId=table, DestinationCidrBlock=str(pool), NetworkInterfaceId=target)
+            for pool in plan.pools_v6:
+                if wrong and (kind, az) == ("private", plan.azs[-1]):
+                    continue
+                ec2.create_route(RouteTableId=table, DestinationIpv6CidrBlock=str(pool), NetworkInterfaceId=target)
     params = build_parameters(plan, lambda n: render_frr(plan, n))
     put_parameters(ssm, params, "seeded-password")
     if wrong:
@@ -120,8 +133,9 @@ def test_seeded_right_all_pass(endpoint, plan):
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["result", "check", "subject", "detail"]
     rows = [line for line in lines[2:] if line.startswith(("PASS", "FAIL"))]
-    # Per instance: address, source/dest, on its ENI, IMDSv2, no key, root volume; two groups; two parameter rows.
-    assert len(rows) == 6 * len(plan.instances) + 2 + 2
+    # Per instance: address, source/dest, on its ENI, IMDSv2, no key, root volume; a route
+    # row per table; two groups; two parameter rows.
+    assert len(rows) == 6 * len(plan.instances) + 2 * len(plan.azs) + 2 + 2
     assert all(r.startswith("PASS") for r in rows)
     assert f"{len(rows)} passed, 0 failed" in result.stdout
 
@@ -132,13 +146,16 @@ def test_seeded_wrong_names_each_failure(endpoint, plan):
     assert result.returncode == 1, result.stdout + result.stderr
     failed = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
     text = "\n".join(failed)
-    assert len(failed) == 4, text
+    assert len(failed) == 5, text
+    pool6 = str(plan.pools_v6[0])
+    assert any("pool routes" in f and f"private-{plan.azs[-1]}" in f and f"{pool6} -> nothing (want router-1)" in f
+               for f in failed), text
     assert any("eni source/dest check off" in f and "host-1" in f for f in failed), text
     assert any("imdsv2 required" in f and "router-1" in f and "HttpTokens=optional" in f for f in failed), text
     assert any("security group rules" in f and "unexpected: tcp 22-22 from 0.0.0.0/0" in f for f in failed), text
     params = next(f for f in failed if "parameters equal the plan" in f)
     assert "host-2/agent missing" in params and "router-1/tunnels/host-2 differs from the plan" in params
-    assert "2 passed" not in result.stdout and "4 failed" in result.stdout
+    assert "5 failed" in result.stdout
 
 
 def test_unknown_stack_is_one_line_error():
