@@ -1,0 +1,381 @@
+"""The container-wiring reconciler against in-memory fakes of the kernel (netlink shim) and Docker."""
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from overlay_agent import config as config_mod
+from overlay_agent.containers import ContainerReconciler, Event, veth_name
+from overlay_agent.docker_shim import ContainerInfo
+from overlay_agent.errors import DockerError, NetlinkError
+from overlay_agent.netlink import ContainerGone, KernelView, LinkInfo, RouteInfo
+
+PROTO = 149
+
+
+def cfg(block4="100.64.0.0/26", block6="fd00:64::/112", resync=30):
+    return config_mod.parse({
+        "schema": 1, "project": "overlay", "stack": "t", "instance": "host-1", "role": "host", "asn": 65101,
+        "blocks": {"ipv4": block4, "ipv6": block6},
+        "pools": {"ipv4": ["100.64.0.0/16"], "ipv6": ["fd00:64::/48"]},
+        "settings": {"route_protocol": PROTO, "resync_interval": resync},
+    })
+
+
+class FakeKernel:
+    """Links with aliases, main-table host routes with protocols, and which processes are alive."""
+
+    def __init__(self):
+        self.links: dict[str, dict] = {}
+        self.routes: dict = {}  # dst -> (frozenset(ifindex), proto)
+        self.alive: set[int] = set()
+        self.ops: list[tuple] = []
+        self.next_index = 100
+        self.fail_wire: set[str] = set()
+
+    def snapshot(self, prefix):
+        links = tuple(LinkInfo(n, l["index"], l["alias"]) for n, l in self.links.items() if n.startswith(prefix))
+        routes = tuple(RouteInfo(d, tuple(sorted(o)), p) for d, (o, p) in self.routes.items())
+        return KernelView(links, routes)
+
+    def link_index(self, name):
+        link = self.links.get(name)
+        return link["index"] if link else None
+
+    def wire(self, spec, pid):
+        if pid not in self.alive:
+            raise ContainerGone(f"process {pid} has exited")
+        if spec.veth in self.fail_wire:
+            raise NetlinkError("create veth: Operation not permitted", errno=1)
+        self.unwire(spec.veth, record=False)
+        self.next_index += 1
+        self.links[spec.veth] = {"index": self.next_index, "alias": spec.alias, "pid": pid, "spec": spec}
+        self.ops.append(("wire", spec.veth))
+        return self.next_index
+
+    def unwire(self, veth, record=True):
+        link = self.links.pop(veth, None)
+        if link is None:
+            return False
+        if record:
+            self.ops.append(("unwire", veth))
+        for dst, (oifs, _) in list(self.routes.items()):
+            if link["index"] in oifs:
+                del self.routes[dst]
+        return True
+
+    def route_set(self, dst, veths, proto):
+        oifs = frozenset(self.links[v]["index"] for v in veths)
+        self.routes[dst] = (oifs, proto)
+        self.ops.append(("route_set", str(dst), tuple(sorted(veths))))
+
+    def route_del(self, dst, proto):
+        have = self.routes.get(dst)
+        if have is None or have[1] != proto:
+            return False
+        del self.routes[dst]
+        self.ops.append(("route_del", str(dst)))
+        return True
+
+    # views for assertions
+    def our_routes(self):
+        names = {l["index"]: n for n, l in self.links.items()}
+        return {str(d): tuple(sorted(names[i] for i in o)) for d, (o, p) in self.routes.items() if p == PROTO}
+
+    def kill(self, pid):
+        """A container's last process exits: its namespace goes, and with it the veth and routes."""
+        self.alive.discard(pid)
+        for name, link in list(self.links.items()):
+            if link["pid"] == pid:
+                self.unwire(name, record=False)
+
+
+class FakeDocker:
+    def __init__(self, kernel: FakeKernel):
+        self.kernel = kernel
+        self.containers: dict[str, ContainerInfo] = {}
+        self.down = False
+        self._pid = 1000
+
+    def add(self, name, labels=None, **kw):
+        self._pid += 1
+        cid = (f"{name:0<12}"[:12].encode().hex() * 6)[:64]
+        info = ContainerInfo(id=cid, name=name, labels=labels or {}, pid=self._pid,
+                             created=float(len(self.containers)), **kw)
+        self.containers[cid] = info
+        self.kernel.alive.add(self._pid)
+        return info
+
+    def stop(self, info):
+        del self.containers[info.id]
+        self.kernel.kill(info.pid)
+
+    def list_running(self):
+        if self.down:
+            raise DockerError("docker at unix:///fake: not answering")
+        # A listing carries no pid.
+        return [ContainerInfo(**{**vars(c), "pid": 0}) for c in self.containers.values() if c.running]
+
+    def inspect(self, cid):
+        if self.down:
+            raise DockerError("docker at unix:///fake: not answering")
+        return self.containers.get(cid)
+
+
+@pytest.fixture
+def world():
+    kernel = FakeKernel()
+    docker = FakeDocker(kernel)
+    return kernel, docker
+
+
+def reconciler(kernel, docker, c=None):
+    return ContainerReconciler(c or cfg(), docker, kernel)
+
+
+def test_auto_containers_get_lowest_free_addresses_and_tagged_host_routes(world):
+    kernel, docker = world
+    a = docker.add("a", {"overlay": "auto"})
+    b = docker.add("b", {"overlay.anycast": "false"})
+    docker.add("plain", {})  # not opted in
+    rec = reconciler(kernel, docker)
+    assert rec.resync()
+    assert kernel.our_routes() == {
+        "100.64.0.1/32": (veth_name(a.id),), "fd00:64::1/128": (veth_name(a.id),),
+        "100.64.0.2/32": (veth_name(b.id),), "fd00:64::2/128": (veth_name(b.id),),
+    }
+    spec = kernel.links[veth_name(a.id)]["spec"]
+    assert spec.ifname == "eth0" and spec.via4 == ("0.0.0.0/0",) and spec.via6 == ("::/0",)
+    assert len(kernel.links) == 2
+
+
+def test_container_with_another_network_gets_ovl0_and_routes_for_the_pools_only(world):
+    kernel, docker = world
+    c = docker.add("multi", {"overlay.ipv4": "100.64.3.3"}, networks=("backend",), network_mode="backend")
+    reconciler(kernel, docker).resync()
+    spec = kernel.links[veth_name(c.id)]["spec"]
+    assert spec.ifname == "ovl0" and spec.via4 == ("100.64.0.0/16",) and spec.via6 == ("fd00:64::/48",)
+
+
+def test_bad_input_is_refused_for_that_container_only(world):
+    kernel, docker = world
+    good = docker.add("good", {"overlay.ipv4": "100.64.1.1", "overlay.ipv6": "fd00:64::1:1"})
+    docker.add("unparsable", {"overlay.ipv4": "100.64.1"})
+    docker.add("outside", {"overlay.ipv4": "192.0.2.1"})
+    docker.add("outside6", {"overlay.ipv6": "2001:db8::1"})
+    docker.add("dupe", {"overlay.ipv4": "100.64.1.1"})
+    docker.add("hostnet", {"overlay": "auto"}, network_mode="host")
+    docker.add("shared", {"overlay": "auto"}, network_mode="container:" + "f" * 64)
+    docker.add("typo", {"overlay.ip4": "100.64.1.9"})
+    rec = reconciler(kernel, docker)
+    rec.resync()
+    assert set(kernel.our_routes()) == {"100.64.1.1/32", "fd00:64::1:1/128"}
+    assert kernel.our_routes()["100.64.1.1/32"] == (veth_name(good.id),)
+    reasons = {r["name"]: r["reason"] for r in rec.status_rows() if r["state"] == "error"}
+    assert reasons == {"unparsable": "bad_label", "outside": "outside_pools", "outside6": "outside_pools",
+                       "dupe": "duplicate", "hostnet": "host_network", "shared": "shared_netns",
+                       "typo": "bad_label"}
+    errors = {r["name"]: r["error"] for r in rec.status_rows() if r["state"] == "error"}
+    assert "192.0.2.1 is outside the pools" in errors["outside"]
+    assert "already used by container good" in errors["dupe"]
+    # Reported once (log + metric), not once per pass.
+    rec.resync()
+    rec.resync()
+    assert rec.metrics.errors.labels("duplicate")._value.get() == 1
+    assert rec.metrics.errors.labels("outside_pools")._value.get() == 2
+
+
+def test_duplicate_goes_to_the_container_already_wired_and_the_other_follows_when_it_leaves(world):
+    kernel, docker = world
+    first = docker.add("first", {"overlay.ipv4": "100.64.2.2"})
+    rec = reconciler(kernel, docker)
+    rec.resync()
+    second = docker.add("second", {"overlay.ipv4": "100.64.2.2"})
+    # Make the newcomer look older: the wired one must still keep the address.
+    docker.containers[second.id] = ContainerInfo(**{**vars(second), "created": -1.0})
+    rec.resync()
+    assert kernel.our_routes()["100.64.2.2/32"] == (veth_name(first.id),)
+    docker.stop(first)
+    rec.handle_events([Event(first.id, "die", 0)])
+    assert kernel.our_routes()["100.64.2.2/32"] == (veth_name(second.id),)
+
+
+def test_anycast_on_both_gives_ecmp_and_the_survivor_is_never_withdrawn(world):
+    kernel, docker = world
+    lab = {"overlay.ipv4": "100.64.4.4", "overlay.ipv6": "fd00:64::4:4", "overlay.anycast": "true"}
+    a, b = docker.add("a", lab), docker.add("b", lab)
+    rec = reconciler(kernel, docker)
+    rec.resync()
+    both = tuple(sorted((veth_name(a.id), veth_name(b.id))))
+    assert kernel.our_routes()["100.64.4.4/32"] == both
+    kernel.ops.clear()
+    docker.containers.pop(a.id)  # stopping: Docker says so before the namespace is gone
+    rec.handle_events([Event(a.id, "stop", 0)])
+    assert kernel.ops[0] == ("route_set", "100.64.4.4/32", (veth_name(b.id),))
+    assert ("unwire", veth_name(a.id)) in kernel.ops
+    assert not any(op[0] == "route_del" for op in kernel.ops)
+    assert kernel.our_routes()["100.64.4.4/32"] == (veth_name(b.id),)
+    assert kernel.our_routes()["fd00:64::4:4/128"] == (veth_name(b.id),)
+
+
+def test_anycast_needs_the_label_on_both(world):
+    kernel, docker = world
+    docker.add("a", {"overlay.ipv4": "100.64.4.4"})
+    docker.add("b", {"overlay.ipv4": "100.64.4.4", "overlay.anycast": "true"})
+    rec = reconciler(kernel, docker)
+    rec.resync()
+    assert [r["reason"] for r in rec.status_rows() if r["name"] == "b"] == ["duplicate"]
+
+
+def test_agent_restart_rebuilds_from_the_kernel_and_changes_nothing(world):
+    kernel, docker = world
+    for i in range(6):
+        docker.add(f"c{i}", {"overlay": "auto"} if i % 2 else {"overlay.ipv4": f"100.64.8.{i + 1}"})
+    first = reconciler(kernel, docker)
+    first.resync()
+    before = kernel.our_routes()
+    rows = {r["name"]: (r["ipv4"], r["ipv6"]) for r in first.status_rows()}
+    kernel.ops.clear()
+    second = reconciler(kernel, docker)  # a new process: no memory, no state file
+    second.resync()
+    assert kernel.ops == []
+    assert kernel.our_routes() == before
+    assert {r["name"]: (r["ipv4"], r["ipv6"]) for r in second.status_rows()} == rows
+
+
+def test_docker_unreachable_withdraws_nothing(world):
+    kernel, docker = world
+    docker.add("a", {"overlay": "auto"})
+    rec = reconciler(kernel, docker)
+    rec.resync()
+    before = kernel.our_routes()
+    docker.down = True
+    kernel.ops.clear()
+    assert rec.resync() is False
+    rec2 = reconciler(kernel, docker)
+    assert rec2.resync() is False
+    rec2.handle_events([Event("x" * 64, "start", 0, {"overlay": "auto"})])
+    assert kernel.ops == [] and kernel.our_routes() == before
+
+
+def test_die_withdraws_routes_before_the_veth_goes(world):
+    kernel, docker = world
+    c = docker.add("a", {"overlay": "auto"})
+    rec = reconciler(kernel, docker)
+    rec.resync()
+    kernel.ops.clear()
+    docker.containers.pop(c.id)  # the namespace is still there (the kernel destroys it later)
+    rec.handle_events([Event(c.id, "die", 0)])
+    kinds = [op[0] for op in kernel.ops]
+    assert kinds == ["route_del", "route_del", "unwire"]
+    assert kernel.our_routes() == {} and kernel.links == {}
+
+
+def test_container_that_exits_before_it_is_wired(world):
+    kernel, docker = world
+    ok = docker.add("ok", {"overlay": "auto"})
+    gone = docker.add("gone", {"overlay": "auto"})
+    kernel.alive.discard(gone.pid)  # Docker still says running; the process is already gone
+    rec = reconciler(kernel, docker)
+    rec.handle_events([Event(gone.id, "start", 0, {"overlay": "auto"}), Event(ok.id, "start", 0, {"overlay": "auto"})])
+    assert set(kernel.links) == {veth_name(ok.id)}
+    row = next(r for r in rec.status_rows() if r["name"] == "gone")
+    assert row["reason"] == "exited" and "exited before it was wired" in row["error"]
+    assert rec.metrics.errors.labels("exited")._value.get() == 1
+
+
+def test_wiring_failure_is_reported_and_retried(world):
+    kernel, docker = world
+    c = docker.add("a", {"overlay": "auto"})
+    kernel.fail_wire.add(veth_name(c.id))
+    rec = reconciler(kernel, docker)
+    rec.resync()
+    assert [r["reason"] for r in rec.status_rows()] == ["wiring_failed"]
+    assert kernel.our_routes() == {}
+    kernel.fail_wire.clear()
+    rec.resync()
+    assert [r["state"] for r in rec.status_rows()] == ["routed"]
+
+
+def test_health_withdraw_routes_only_while_healthy(world):
+    kernel, docker = world
+    c = docker.add("h", {"overlay.health": "withdraw"}, health="starting")
+    rec = reconciler(kernel, docker)
+    rec.resync()
+    assert veth_name(c.id) in kernel.links and kernel.our_routes() == {}
+    assert rec.status_rows()[0]["state"] == "withdrawn (health starting)"
+    docker.containers[c.id] = ContainerInfo(**{**vars(c), "health": "healthy"})
+    rec.handle_events([Event(c.id, "health_status", 0)])
+    assert set(kernel.our_routes()) == {"100.64.0.1/32", "fd00:64::1/128"}
+    docker.containers[c.id] = ContainerInfo(**{**vars(c), "health": "unhealthy"})
+    rec.handle_events([Event(c.id, "health_status", 0)])
+    assert kernel.our_routes() == {} and veth_name(c.id) in kernel.links
+
+
+def test_only_our_protocol_is_touched_and_foreign_addresses_are_not_allocated(world):
+    kernel, docker = world
+    kernel.routes[ipaddress.ip_network("100.64.0.1/32")] = (frozenset({1}), 4)  # someone's static route
+    kernel.routes[ipaddress.ip_network("100.64.0.50/32")] = (frozenset({1}), PROTO)  # ours, stale
+    kernel.links["ovcdeadbeef0000"] = {"index": 7, "alias": None, "pid": 0}  # half-made by a crash
+    c = docker.add("a", {"overlay": "auto"})
+    rec = reconciler(kernel, docker)
+    rec.resync()
+    assert kernel.routes[ipaddress.ip_network("100.64.0.1/32")][1] == 4
+    assert ipaddress.ip_network("100.64.0.50/32") not in kernel.routes
+    assert "ovcdeadbeef0000" not in kernel.links
+    assert kernel.our_routes()["100.64.0.2/32"] == (veth_name(c.id),)
+
+
+def test_auto_never_takes_an_address_a_label_asks_for(world):
+    kernel, docker = world
+    auto = docker.add("auto", {"overlay": "auto"})
+    docker.add("explicit", {"overlay.ipv4": "100.64.0.1"})
+    reconciler(kernel, docker).resync()
+    assert kernel.our_routes()["100.64.0.2/32"] == (veth_name(auto.id),)
+
+
+def test_block_exhaustion_is_a_clear_error(world):
+    kernel, docker = world
+    for i in range(3):
+        docker.add(f"c{i}", {"overlay": "auto"})
+    rec = reconciler(kernel, docker, cfg(block4="100.64.0.0/30", block6="fd00:64::/126"))
+    rec.resync()
+    rows = {r["name"]: r for r in rec.status_rows()}
+    assert rows["c0"]["ipv4"] == "100.64.0.1" and rows["c1"]["ipv4"] == "100.64.0.2"
+    assert rows["c2"]["reason"] == "pool_exhausted" and "100.64.0.0/30" in rows["c2"]["error"]
+
+
+def test_restarted_container_is_rewired_into_its_new_namespace(world):
+    kernel, docker = world
+    c = docker.add("r", {"overlay": "auto"})
+    rec = reconciler(kernel, docker)
+    rec.resync()
+    # die and start arrive in one batch; the old veth still exists (namespace teardown is
+    # asynchronous in the kernel), the container now runs as a new process.
+    docker._pid += 1
+    kernel.alive.add(docker._pid)
+    docker.containers[c.id] = ContainerInfo(**{**vars(c), "pid": docker._pid})
+    rec.handle_events([Event(c.id, "die", 0), Event(c.id, "start", 1)])
+    assert kernel.links[veth_name(c.id)]["pid"] == docker._pid
+    assert kernel.our_routes()["100.64.0.1/32"] == (veth_name(c.id),)
+
+
+def test_events_for_containers_that_did_not_opt_in_cost_nothing(world):
+    kernel, docker = world
+    rec = reconciler(kernel, docker)
+    rec.resync()
+    docker.down = True  # any Docker call would now fail loudly
+    rec.handle_events([Event("a" * 64, "start", 0, {"com.example": "x"})])
+    assert kernel.ops == []
+
+
+def test_status_file_is_written_atomically(world, tmp_path):
+    kernel, docker = world
+    docker.add("a", {"overlay": "auto"})
+    rec = ContainerReconciler(cfg(), docker, kernel, status_path=tmp_path / "s.json")
+    rec.resync()
+    import json
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert doc["route_protocol"] == PROTO and doc["containers"][0]["state"] == "routed"
+    assert not (tmp_path / "s.tmp").exists()

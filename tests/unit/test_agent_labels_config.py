@@ -1,0 +1,107 @@
+"""Agent label parsing, the agent JSON config, and the block allocator: pure, no root."""
+from __future__ import annotations
+
+import ipaddress
+import json
+
+import pytest
+
+from overlay_agent import config as config_mod
+from overlay_agent import labels
+from overlay_agent.allocator import BlockAllocator, Exhausted
+from overlay_agent.containers import decode_alias, encode_alias
+from overlay_agent.errors import ConfigError
+
+
+@pytest.mark.parametrize("lab, opted", [
+    ({}, False), ({"overlay": "auto"}, True), ({"overlay.ipv4": "1.2.3.4"}, True),
+    ({"com.example.overlay": "x"}, False), ({"overlay": "off"}, False),
+])
+def test_opt_in(lab, opted):
+    assert labels.opted_in(lab) is opted
+
+
+def test_parse_explicit_and_flags():
+    r = labels.parse({"overlay.ipv4": " 100.64.1.1 ", "overlay.ipv6": "fd00:64::1", "overlay.anycast": "True",
+                      "overlay.health": "withdraw"})
+    assert r == labels.Request(ipaddress.IPv4Address("100.64.1.1"), ipaddress.IPv6Address("fd00:64::1"), True, True)
+
+
+@pytest.mark.parametrize("lab, text", [
+    ({"overlay.ipv4": "100.64.1"}, "label overlay.ipv4='100.64.1' is not an IP address"),
+    ({"overlay.ipv4": "fd00::1"}, "is not an IPv4 address"),
+    ({"overlay.ipv6": "100.64.0.1"}, "is not an IPv6 address"),
+    ({"overlay.ipv4": "224.0.0.1"}, "is not a unicast address"),
+    ({"overlay.anycast": "maybe"}, "must be true or false"),
+    ({"overlay.health": "ignore"}, "must be 'withdraw'"),
+    ({"overlay.ipv5": "x"}, "unknown label overlay.ipv5"),
+    ({"overlay": "yes", "overlay.ipv4": "100.64.0.1"}, "must be 'auto'"),
+])
+def test_bad_labels_have_one_line_reasons(lab, text):
+    with pytest.raises(labels.LabelError) as info:
+        labels.parse(lab)
+    assert text in str(info.value) and "\n" not in str(info.value)
+    assert info.value.reason == "bad_label"
+
+
+def doc(**over):
+    d = {"schema": 1, "project": "overlay", "stack": "lab", "instance": "host-1", "role": "host", "asn": 65101,
+         "underlay": {"address": "10.20.0.10"}, "blocks": {"ipv4": "100.64.0.0/26", "ipv6": "fd00:64::/112"},
+         "pools": {"ipv4": ["100.64.0.0/16"], "ipv6": ["fd00:64::/48"]},
+         "settings": {"route_protocol": 149, "route_protocol_name": "overlay", "poll_interval": 15,
+                      "resync_interval": 30}}
+    d.update(over)
+    return d
+
+
+def test_contract_example_parses(tmp_path):
+    p = tmp_path / "agent.json"
+    p.write_text(json.dumps(doc()))
+    c = config_mod.load(p)
+    assert c.block_ipv4 == ipaddress.ip_network("100.64.0.0/26") and c.settings.route_protocol == 149
+    assert c.in_pools(ipaddress.ip_address("100.64.200.1")) and not c.in_pools(ipaddress.ip_address("10.0.0.1"))
+    router = config_mod.parse(doc(role="router", blocks=None))
+    assert router.block_ipv4 is None
+
+
+@pytest.mark.parametrize("over, text", [
+    ({"schema": 2}, "schema 2 not supported"),
+    ({"role": "switch"}, "role 'switch'"),
+    ({"asn": True}, "'asn' is True"),
+    ({"blocks": {"ipv4": "10.0.0.0/26"}}, "blocks.ipv4 10.0.0.0/26 lies outside pools.ipv4"),
+    ({"blocks": {"ipv4": "100.64.0.1/26"}}, "is not a network"),
+    ({"settings": {"route_protocol": 186}}, "route_protocol 186 is reserved"),
+    ({"settings": {"route_protocol": 4}}, "route_protocol 4 is reserved"),
+    ({"role": "router"}, "a router has \"blocks\": null"),
+])
+def test_config_errors_name_the_field(over, text):
+    with pytest.raises(ConfigError) as info:
+        config_mod.parse(doc(**over))
+    assert text in str(info.value) and "\n" not in str(info.value)
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        config_mod.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(ConfigError, match="not JSON"):
+        config_mod.load(tmp_path / "bad.json")
+
+
+def test_allocator_lowest_free_skips_used_network_and_broadcast():
+    a = BlockAllocator(ipaddress.ip_network("100.64.0.0/29"),
+                       used=[ipaddress.ip_address("100.64.0.1"), ipaddress.ip_address("100.64.0.3"),
+                             ipaddress.ip_address("10.0.0.1")])
+    got = [str(a.allocate()) for _ in range(4)]
+    assert got == ["100.64.0.2", "100.64.0.4", "100.64.0.5", "100.64.0.6"]
+    with pytest.raises(Exhausted, match="100.64.0.0/29 has no free address"):
+        a.allocate()
+
+
+def test_alias_round_trip_and_foreign_aliases():
+    cid = "ab" * 32
+    v4, v6 = ipaddress.ip_address("100.64.0.9"), ipaddress.ip_address("fd00:64::9")
+    assert decode_alias(encode_alias(cid, v4, v6, 42)) == (cid, v4, v6, 42)
+    assert decode_alias(encode_alias(cid, None, v6, 0)) == (cid, None, v6, 0)
+    for other in (None, "", "uplink to router", "overlay-agent x 1.2.3 - 5"):
+        assert decode_alias(other) is None
