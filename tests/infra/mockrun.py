@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextvars
 import copy
 import json
+import os
 import runpy
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,12 +141,27 @@ def cli_config(stack: str, changes: dict[str, Any] | None = None, password: str 
 
 
 def run_program(stack: str, changes: dict[str, Any] | None = None, *, password: str | None = PASSWORD,
-                secret_keys: list[str] | None = None) -> Run:
-    """Evaluate infra/__main__.py for `stack` in a fresh Pulumi context; return what it registered."""
+                secret_keys: list[str] | None = None, via_env: bool = False) -> Run:
+    """Evaluate infra/__main__.py for `stack` in a fresh Pulumi context; return what it registered.
+
+    The config goes in through the runtime (as the language host sets it) or, with
+    `via_env`, through PULUMI_CONFIG / PULUMI_CONFIG_SECRET_KEYS (the older hand-over).
+    """
     config, keys = cli_config(stack, changes, password)
     if secret_keys is not None:
         keys = secret_keys
-    return contextvars.Context().run(_run, stack, config, keys)
+    if not via_env:
+        return contextvars.Context().run(_run, stack, config, keys)
+    saved = {k: os.environ.get(k) for k in ("PULUMI_CONFIG", "PULUMI_CONFIG_SECRET_KEYS")}
+    os.environ["PULUMI_CONFIG"], os.environ["PULUMI_CONFIG_SECRET_KEYS"] = json.dumps(config), json.dumps(keys)
+    try:
+        return contextvars.Context().run(_run, stack, {}, [])
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _run(stack: str, config: dict[str, str], secret_keys: list[str]) -> Run:

@@ -306,3 +306,10 @@ def test_password_must_be_a_secret():
         run_program("lab", secret_keys=[])
     with pytest.raises(pulumi.RunError, match=r"overlay:bgpPassword = None: is required"):
         run_program("lab", password=None)
+
+
+def test_config_through_the_environment_gives_the_same_program():
+    by_env = run_program("lab", via_env=True)
+    direct = run_program("lab")
+    assert sorted((r.type, r.name) for r in by_env.resources) == sorted((r.type, r.name) for r in direct.resources)
+    assert by_env.outputs == direct.outputs
