@@ -1,4 +1,4 @@
-"""Program speed under Pulumi mocks: infra/ evaluated as the CLI runs it, 20 to 200 hosts (goal: 200 in under 10 s, time per host flat)."""
+"""Program evaluation under Pulumi mocks, 20 to 200 hosts (goal: 200 in under 10 s, time per host flat)."""
 from __future__ import annotations
 
 import argparse

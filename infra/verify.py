@@ -114,8 +114,8 @@ class Verifier:
                 if len(tables) != 1:
                     self.add("pool routes", subject, False, f"{len(tables)} route tables (want 1)")
                     continue
-                have = {(r.get("DestinationCidrBlock") or r.get("DestinationIpv6CidrBlock")): r.get("NetworkInterfaceId")
-                        for r in tables[0]["Routes"]}
+                have = {(r.get("DestinationCidrBlock") or r.get("DestinationIpv6CidrBlock")):
+                        r.get("NetworkInterfaceId") for r in tables[0]["Routes"]}
                 router = router_for_az(plan, az)
                 want = {str(p): (router, self.eni_ids.get(router)) for p in plan.pools_v4 + plan.pools_v6}
                 if plan.routing_mode == "static":

@@ -1,13 +1,14 @@
 """OverlayInstance: the parts routers and docker hosts share (fixed ENI, instance, SSM parameters)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import pulumi
 import pulumi_aws as aws
 
 from infra.parameters import Parameter
+
 
 @dataclass
 class InstanceArgs:
@@ -30,7 +31,6 @@ class InstanceArgs:
     root_volume_gb: int = 20
     # An EIP associates only once the VPC has its internet gateway (AWS: "Gateway.NotAttached").
     eip_after: Sequence[pulumi.Resource] = ()
-    tags: dict = field(default_factory=dict)
 
 
 def _parameter_suffix(p: Parameter, path: str) -> str:
@@ -43,7 +43,7 @@ class OverlayInstance(pulumi.ComponentResource):
     def __init__(self, type_: str, name: str, args: InstanceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(type_, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        tags = {"Name": f"{args.plan_stack}-{name}", "overlay-role": args.role, **args.tags}
+        tags = {"Name": f"{args.plan_stack}-{name}", "overlay-role": args.role}
 
         # The parameters first: the agent reads them at boot. `revision` is written last so
         # a new revision always describes parameters that already exist.

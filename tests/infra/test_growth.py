@@ -1,4 +1,4 @@
-"""Adding a host changes only that host's resources and the routers' tunnel parameters (program run twice: N and N+1)."""
+"""Adding a host changes only its resources and the routers' tunnel parameters (program run for N and N+1)."""
 from __future__ import annotations
 
 import json

@@ -8,7 +8,7 @@ import json
 import pulumi
 import pytest
 
-from infra.parameters import build_parameters, instance_path, password_name
+from infra.parameters import build_parameters, password_name
 from infra.plan import build_plan
 from infra.plan.report import to_mermaid
 from infra.render import render_frr

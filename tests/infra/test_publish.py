@@ -1,4 +1,4 @@
-"""put_parameters writes exactly build_parameters' set (password as SecureString), revisions last, pruning stale ones."""
+"""put_parameters writes exactly build_parameters' set: password a SecureString, revisions last, pruning."""
 from __future__ import annotations
 
 import dataclasses

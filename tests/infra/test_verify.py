@@ -1,4 +1,4 @@
-"""`python -m infra.verify` against a local moto server (real HTTP), seeded as `pulumi up` builds a stack, then seeded wrong."""
+"""`python -m infra.verify` against a local moto server (real HTTP), seeded as built, then seeded wrong."""
 from __future__ import annotations
 
 import os

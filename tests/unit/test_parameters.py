@@ -1,4 +1,4 @@
-"""The SSM parameter set: contract names and shapes, stable revisions, and host additions touching only what they must."""
+"""The SSM parameter set: contract names and shapes, stable revisions, host additions touching little."""
 from __future__ import annotations
 
 import dataclasses
