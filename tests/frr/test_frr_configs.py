@@ -8,10 +8,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from infra.config import parse
+from infra.plan import build_plan
 
 from infra.render import render_frr, render_onprem_frr, render_user_data
 from tests.support.frrcheck import bgpd_check, bgpd_view, have_frr, vtysh_check
-from tests.support.render_plans import AGENT_KEY, BUCKET, all_plans, fake_eips
+from tests.support.render_plans import AGENT_KEY, BUCKET, all_plans, fake_eips, random_raw
 
 PLANS = all_plans()
 needs_frr = pytest.mark.skipif(not have_frr(), reason="FRR (bgpd, vtysh) not installed")
@@ -39,6 +44,23 @@ def test_vtysh_and_bgpd_accept_every_rendered_config(stack):
             if not result.ok:
                 failures.append(f"{stack} {label}: {result.tool}: {result.output[-600:]}")
     assert not failures, "\n".join(failures)
+
+
+@needs_frr
+@pytest.mark.frr
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.fixed_dictionaries({
+    "routers": st.integers(1, 8), "hosts": st.integers(1, 30), "n_az": st.integers(1, 4),
+    "onprem": st.integers(0, 7), "ipv6": st.booleans(), "per_host": st.booleans(),
+    "graceful_restart": st.booleans(), "specifics": st.booleans(), "pools": st.integers(1, 3),
+}))
+def test_generated_plans_pass_both_checks(knobs):
+    plan = build_plan(parse(random_raw(**knobs), "prop"))
+    texts = [render_frr(plan, plan.routers[-1].name), render_frr(plan, plan.hosts[-1].name)]
+    texts += [render_onprem_frr(plan, p.name, fake_eips(plan)) for p in plan.onprem[:1]]
+    for text in texts:
+        for result in (vtysh_check(text), bgpd_check(text)):
+            assert result.ok, f"{knobs}: {result.tool}: {result.output[-600:]}"
 
 
 # Both checks are needed: each catches a fault the other lets through.

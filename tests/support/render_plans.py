@@ -66,3 +66,23 @@ def all_plans() -> dict[str, OverlayPlan]:
 def fake_eips(plan: OverlayPlan) -> dict[str, str]:
     """Documentation-range stand-ins for the routers' EIPs (known only once AWS allocates them)."""
     return {r.name: f"192.0.2.{r.index + 1}" for r in plan.routers}
+
+
+def random_raw(routers: int, hosts: int, n_az: int, onprem: int, ipv6: bool, per_host: bool,
+               graceful_restart: bool, specifics: bool, pools: int) -> dict[str, Any]:
+    """A valid stack config from a few knobs (for property tests)."""
+    raw: dict[str, Any] = {
+        "region": "eu-west-1",
+        "vpc": {"cidr": "10.20.0.0/16", "ipv6": ipv6, "azs": [f"eu-west-1{c}" for c in "abcd"[:n_az]]},
+        "routers": {"count": routers, "maxRouters": 8},
+        "hosts": {"count": hosts, "blockPrefix": 24,
+                  **({"asnMode": "per-host", "asn": 4200000000} if per_host else {"asn": 65100})},
+        "pools": {"ipv4": [f"10.{96 + i}.0.0/16" for i in range(pools)]},
+        "tunnels": {"ipv4": "169.254.64.0/18"},
+        "bgp": {"gracefulRestart": graceful_restart, "announce": "specifics" if specifics else "aggregates"},
+        "onprem": [{"name": f"dc{i}", "address": f"198.51.100.{i + 1}", "asn": 64600 + i} for i in range(onprem)],
+    }
+    if ipv6:
+        raw["pools"]["ipv6"] = [f"fd10:{96 + i}::/48" for i in range(pools)]
+        raw["tunnels"]["ipv6"] = "fd10:7e::/64"
+    return raw
