@@ -313,3 +313,17 @@ def test_config_through_the_environment_gives_the_same_program():
     direct = run_program("lab")
     assert sorted((r.type, r.name) for r in by_env.resources) == sorted((r.type, r.name) for r in direct.resources)
     assert by_env.outputs == direct.outputs
+
+
+def test_ipv4_only_stack_without_onprem_peers():
+    changes = {"onprem": [], "vpc.ipv6": False, "pools.ipv6": None, "tunnels.ipv6": None}
+    run = run_program("test-use2", changes)
+    (vpc,) = run.of_type("aws:ec2/vpc:Vpc")
+    assert vpc.inputs["assignGeneratedIpv6CidrBlock"] is False
+    assert not run.of_type("aws:ec2/egressOnlyInternetGateway:EgressOnlyInternetGateway")
+    assert [e.name for e in run.of_type(EIP)] == [n.name for n in run.of_type("aws:ec2/natGateway:NatGateway")]
+    assert {s.name for s in run.of_type(SG)} == {"sg-members"}
+    assert not [r.name for r in run.of_type(ROUTE) if "destinationIpv6CidrBlock" in r.inputs]
+    assert len(run.of_type(ROUTE)) == 2 * len(run.of_type("aws:ec2/routeTable:RouteTable"))
+    assert all("ipv6AddressCount" not in e.inputs for e in run.of_type(ENI))
+    assert run.outputs["routerEips"] == {} and run.outputs["onpremFrr"] == {}
