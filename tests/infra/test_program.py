@@ -1,19 +1,24 @@
 """The Pulumi program under mocks, every stack, resource by resource: what `pulumi up` would ask AWS for."""
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import ipaddress
 import json
 
 import pulumi
 import pytest
+from pulumi.runtime import settings
+
+from infra.config import ConfigError
 
 from infra.parameters import build_parameters, password_name
 from infra.plan import build_plan
 from infra.plan.report import to_mermaid
+from infra.program import architecture, read_config
 from infra.render import render_frr
 from infra.stackfile import list_stacks, load_stack
-from tests.infra.mockrun import AMI, PASSWORD, VPC_IPV6, run_program
+from tests.infra.mockrun import AMI, PASSWORD, VPC_IPV6, RecordingMocks, cli_config, run_program
 
 STACKS = list_stacks()
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # pulumi's marker for a secret value
@@ -327,3 +332,43 @@ def test_ipv4_only_stack_without_onprem_peers():
     assert len(run.of_type(ROUTE)) == 2 * len(run.of_type("aws:ec2/routeTable:RouteTable"))
     assert all("ipv6AddressCount" not in e.inputs for e in run.of_type(ENI))
     assert run.outputs["routerEips"] == {} and run.outputs["onpremFrr"] == {}
+
+
+@pytest.mark.parametrize("instance_type,arch", [
+    ("m6i.xlarge", "x86_64"), ("c6in.large", "x86_64"), ("m7g.large", "arm64"), ("c6gn.xlarge", "arm64"),
+    ("t4g.small", "arm64"), ("lab", "x86_64"),
+])
+def test_architecture_from_instance_type(instance_type, arch):
+    assert architecture(instance_type) == arch
+
+
+def test_graviton_hosts_get_the_arm64_debian_ami():
+    run = run_program("test-use2", {"hosts.instanceType": "m7g.large"})
+    lookups = [args for token, args in run.calls if token == "aws:ec2/getAmi:getAmi"]
+    assert sorted(next(f["values"][0] for f in a["filters"] if f["name"] == "architecture")
+                  for a in lookups) == ["arm64", "x86_64"]
+    assert all(a["owners"] == ["136693071363"] and a["mostRecent"] is True for a in lookups)
+    amis = {i.name: i.inputs["ami"] for i in run.of_type(INSTANCE)}
+    assert amis == {"router-1-instance": AMI["x86_64"], "host-1-instance": AMI["arm64"],
+                    "host-2-instance": AMI["arm64"]}
+
+
+def test_static_mode_past_the_route_table_limit_is_refused():
+    changes = {"hosts.count": 500, "hosts.blockPrefix": 25, "routing.mode": "static"}
+    with pytest.raises(pulumi.RunError, match=r"overlay:routing.mode = 'static': 500 hosts need 1004 routes "
+                                              r"per table; AWS allows 1000"):
+        run_program("prod-euw1", changes)
+
+
+def test_structured_value_that_is_not_json_is_one_line():
+    config, keys = cli_config("lab")
+    config["overlay:vpc"] = '{"cidr": "10.40.0.0/16",'
+
+    def go():
+        settings.ROOT.set(None)
+        pulumi.runtime.set_mocks(RecordingMocks(), project="overlay", stack="lab", preview=False)
+        pulumi.runtime.set_all_config(config, keys)
+        read_config()
+
+    with pytest.raises(ConfigError, match=r"^overlay:vpc = .*: is not valid JSON"):
+        contextvars.Context().run(go)
