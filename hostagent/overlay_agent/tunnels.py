@@ -249,9 +249,10 @@ class Report:
     tunnels: list[TunnelStatus] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)
     changes: int = 0
+    error: str | None = None  # the pass as a whole failed (backend unreachable)
 
     def to_json(self) -> dict:
-        return {"backend": self.backend, "changes": self.changes,
+        return {"backend": self.backend, "changes": self.changes, "error": self.error,
                 "tunnels": [vars(t) for t in self.tunnels],
                 "rejected": [{"parameter": p, "error": e} for p, e in sorted(self.rejected.items())]}
 

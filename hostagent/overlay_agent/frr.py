@@ -1,0 +1,190 @@
+"""FRR shim: fill in the BGP password, diff against the running config and apply with FRR's own frr-reload.py; read sessions.
+
+Hazards:
+- Never a restart: a restart drops every BGP session (and BFD), so changes go through
+  `frr-reload.py --reload`, which computes the delta against `show running-config` and
+  types only that into vtysh; untouched neighbors keep their sessions.
+- "Differs from what runs" is FRR's own diff (`frr-reload.py --test`), not a text
+  compare: FRR normalises what it prints (defaults dropped, lines reordered), so the
+  rendered file never equals `show running-config` byte for byte.
+- A config FRR rejects: frr-reload checks the whole file with vtysh first and changes
+  nothing when that fails; if it fails half-way through applying, the previous config is
+  reloaded, so the previous config stays. Either way a CommandError (cmd, exit code,
+  output) says what FRR said.
+- The password is put into `neighbor ... password` lines: whitespace or a newline in it
+  would inject configuration, and TCP MD5 keys hold at most 80 bytes
+  (TCP_MD5SIG_MAXKEYLEN); such a password is refused.
+- The filled-in file holds the password: written 0600 in the agent's state directory.
+- frr-reload.py writes the result to <confdir>/frr.conf (`write`) so an FRR restart comes
+  back with the applied config.
+- Paths: on an instance FRR uses /etc/frr and its default vty sockets; in the lab each
+  FRR has its own vty socket directory and config directory (--vty_socket, --confdir).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CommandError, ConfigError
+
+PLACEHOLDER = "{{BGP_PASSWORD}}"
+RELOAD = "/usr/lib/frr/frr-reload.py"
+TCP_MD5SIG_MAXKEYLEN = 80
+
+
+def fill_password(text: str, password: str | None, *, source: str = "frr") -> str:
+    """The `frr` parameter with the placeholder replaced; ConfigError when it cannot be."""
+    if PLACEHOLDER not in text:
+        return text
+    if password is None:
+        raise ConfigError(f"{source}: needs the BGP password but the bgp-password parameter was not read")
+    if not password or len(password.encode()) > TCP_MD5SIG_MAXKEYLEN or any(c.isspace() for c in password) \
+            or not password.isprintable():
+        # Never echo the password itself into a log line.
+        raise ConfigError(f"bgp-password: unusable as a TCP MD5 key ({len(password)} characters; needs 1-80 "
+                          "printable characters without spaces)")
+    return text.replace(PLACEHOLDER, password)
+
+
+@dataclass(frozen=True)
+class Session:
+    peer: str
+    afi: str
+    state: str
+    remote_as: int | None
+    uptime_ms: int | None
+    prefixes_in: int | None
+    prefixes_out: int | None
+    hostname: str | None = None
+
+
+class Frr:
+    """Talks to one FRR instance through vtysh and frr-reload.py."""
+
+    def __init__(self, state_dir: str | Path, *, vty_socket: str | None = None, confdir: str = "/etc/frr",
+                 bindir: str = "/usr/bin", reload_script: str = RELOAD, timeout: float = 60.0):
+        self.state_dir = Path(state_dir)
+        self.vty_socket = vty_socket
+        self.confdir = confdir
+        self.bindir = bindir
+        self.reload_script = reload_script
+        self.timeout = timeout
+
+    # -- commands ------------------------------------------------------------------------
+    def _paths(self) -> list[str]:
+        args = ["--bindir", self.bindir, "--confdir", self.confdir, "--rundir", str(self.state_dir)]
+        if self.vty_socket:
+            args += ["--vty_socket", self.vty_socket]
+        return args
+
+    def _run(self, cmd: list[str], what: str) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise CommandError(f"{what}: {exc}", cmd=cmd, returncode=None, stderr=str(exc)) from exc
+
+    def vtysh(self, *commands: str) -> str:
+        cmd = [os.path.join(self.bindir, "vtysh")] + (["--vty_socket", self.vty_socket] if self.vty_socket else [])
+        for c in commands:
+            cmd += ["-c", c]
+        out = self._run(cmd, "vtysh")
+        if out.returncode != 0:
+            raise CommandError(f"vtysh {' / '.join(commands)}: exit {out.returncode}: "
+                               f"{_last_line(out.stdout + out.stderr)}", cmd=cmd, returncode=out.returncode,
+                               stderr=out.stderr + out.stdout)
+        return out.stdout
+
+    def _write(self, name: str, text: str) -> Path:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        return path
+
+    # -- diff and apply ------------------------------------------------------------------
+    def diff(self, text: str) -> tuple[list[str], list[str]]:
+        """FRR's own delta from the running config to `text`: (lines to delete, lines to add)."""
+        path = self._write("frr.desired.conf", text)
+        cmd = ["python3", self.reload_script, "--test", *self._paths(), str(path)]
+        out = self._run(cmd, "frr-reload --test")
+        if out.returncode != 0:
+            raise CommandError(f"frr-reload --test: exit {out.returncode}: {_last_line(out.stderr + out.stdout)}",
+                               cmd=cmd, returncode=out.returncode, stderr=out.stderr + out.stdout)
+        return _parse_test(out.stdout)
+
+    def differs(self, text: str) -> bool:
+        delete, add = self.diff(text)
+        return bool(delete or add)
+
+    def reload(self, text: str, previous: str | None = None) -> None:
+        """Apply `text` with frr-reload.py --reload; on failure put `previous` back and raise CommandError."""
+        path = self._write("frr.desired.conf", text)
+        cmd = ["python3", self.reload_script, "--reload", "--stdout", *self._paths(), str(path)]
+        out = self._run(cmd, "frr-reload --reload")
+        if out.returncode == 0:
+            return
+        err = CommandError(f"frr-reload --reload: FRR rejected the config (exit {out.returncode}): "
+                           f"{_reason(out.stdout + out.stderr)}", cmd=cmd, returncode=out.returncode,
+                           stderr=out.stderr + out.stdout)
+        if previous is not None:
+            # frr-reload checks the file before changing anything, but a failure half-way
+            # through leaves a mix: put the previous config back (best effort).
+            back = self._write("frr.previous.conf", previous)
+            self._run(["python3", self.reload_script, "--reload", "--stdout", *self._paths(), str(back)],
+                      "frr-reload (restore)")
+        raise err
+
+    # -- sessions ------------------------------------------------------------------------
+    def sessions(self) -> list[Session]:
+        """BGP sessions from `show bgp summary json` (IPv4 and IPv6 unicast), dynamic neighbors included."""
+        doc = json.loads(self.vtysh("show bgp summary json") or "{}")
+        out = []
+        for afi, body in sorted(doc.items()):
+            for peer, p in sorted((body.get("peers") or {}).items()):
+                out.append(Session(peer=peer, afi=afi, state=p.get("state", "?"), remote_as=p.get("remoteAs"),
+                                   uptime_ms=p.get("peerUptimeMsec"), prefixes_in=p.get("pfxRcd"),
+                                   prefixes_out=p.get("pfxSnt"), hostname=p.get("hostname")))
+        return out
+
+
+def _parse_test(stdout: str) -> tuple[list[str], list[str]]:
+    delete: list[str] = []
+    add: list[str] = []
+    target = None
+    for line in stdout.splitlines():
+        s = line.strip()
+        if s == "Lines To Delete":
+            target = delete
+        elif s == "Lines To Add":
+            target = add
+        elif s and not set(s) <= {"="} and target is not None:
+            target.append(line)
+    return delete, add
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "(no output)"
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _reason(text: str) -> str:
+    """What FRR disliked (vtysh's "line N: % Unknown command: ..."), one line, without colour codes or noise."""
+    # frr-reload logs vtysh's output as a Python bytes repr: literal "\n" separates lines.
+    text = _ANSI.sub("", text).replace("\\n", "\n")
+    lines = [ln.strip().strip("b'\"") for ln in text.splitlines()]
+    # FRR instances without a vtysh.conf of their own (the lab's) print this on every call.
+    lines = [ln for ln in lines if ln and "vtysh.conf" not in ln]
+    keep = [ln for ln in lines if "% " in ln and "line" in ln] or [ln for ln in lines if "%" in ln] or lines
+    seen: list[str] = []
+    for ln in keep:
+        if ln not in seen:
+            seen.append(ln)
+    return " | ".join(seen[-3:])[:600] or "(no output)"

@@ -1,0 +1,309 @@
+"""Pairing sync: the instance's SSM parameters -> GRE tunnels and FRR configuration, live, on routers and hosts.
+
+One loop: a poll timer (the `revision` parameter, jittered), SIGHUP (poll now) and a
+resync ticker mark the state dirty; `apply()` is the only writer (tunnels through the
+tunnel reconciler, then FRR through frr-reload).
+
+Hazards:
+- Parameters unreachable: the last applied snapshot stays in force (in memory, and on
+  disk for a restart); polls back off exponentially; `status` and the
+  `overlay_parameters_ok` metric say so. Nothing is torn down for lack of news.
+- A malformed `agent` document: the previous settings stay (route protocol, pools);
+  the error is reported. A malformed tunnel parameter rejects that tunnel only.
+- Order: tunnels before FRR, so a new neighbor's inner address exists when bgpd starts
+  connecting (it would retry anyway, but a session up a poll sooner is worth it).
+- FRR is touched only when the rendered text changed or on the resync ticker, and then
+  only when FRR's own diff is non-empty. Lines FRR accepts but never shows in its running
+  config (8.4 keeps the system hostname whatever `hostname` says) are remembered after a
+  reload as residue and do not count as a difference, so a resync does not reload forever.
+- A config FRR rejects: the previous config stays (frr.Frr.reload restores it), the
+  error is in the log, the metric and `status`; the next changed text is tried again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from . import config as config_mod
+from .errors import AgentError, CommandError, ConfigError, ParameterError
+from .frr import Frr, fill_password
+from .ssm import Cache, Poller, Snapshot
+from .tunnels import Report, TunnelReconciler, parse_tunnels
+
+log = logging.getLogger("overlay_agent.pairing")
+
+STATUS_NAME = "pairing.json"
+
+
+class PairingMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        r = registry or CollectorRegistry()
+        self.parameters_ok = Gauge("overlay_parameters_ok",
+                                   "1 while the last read of the SSM parameters succeeded", registry=r)
+        self.parameter_failures = Counter("overlay_parameter_failures", "Failed reads of the SSM parameters",
+                                          registry=r)
+        self.parameter_fetches = Counter("overlay_parameter_fetches",
+                                         "Full reads of the parameter set (the revision moved)", registry=r)
+        self.parameters_age = Gauge("overlay_parameters_last_success_timestamp",
+                                    "Unix time of the last successful parameter read", registry=r)
+        self.tunnels = Gauge("overlay_tunnels", "Tunnels by state", ["state"], registry=r)
+        self.tunnels_rejected = Gauge("overlay_tunnel_parameters_rejected",
+                                      "Tunnel parameters refused as malformed", registry=r)
+        self.frr_reloads = Counter("overlay_frr_reloads", "frr-reload runs, by result", ["result"], registry=r)
+        self.apply_seconds = Histogram("overlay_pairing_apply_seconds", "Duration of one pairing apply",
+                                       buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10), registry=r)
+
+
+@dataclass
+class FrrState:
+    applied: str | None = None  # the filled-in text last applied (or found already running)
+    residue: frozenset = frozenset()  # diff lines FRR accepts but never shows
+    checked: float = 0.0  # monotonic time of the last diff against the running config
+    error: str | None = None
+    reloads: int = 0
+
+
+@dataclass
+class PairingSync:
+    poller: Poller
+    tunnels: TunnelReconciler
+    frr: Frr | None
+    cache: Cache
+    state_dir: Path
+    resync_interval: float = 30.0
+    metrics: PairingMetrics = field(default_factory=PairingMetrics)
+    status_path: Path | None = None
+
+    def __post_init__(self):
+        self.snapshot: Snapshot | None = None
+        self.cfg: config_mod.AgentConfig | None = None
+        self.agent_error: str | None = None
+        self.report: Report | None = None
+        self.frr_state = FrrState()
+        self.dirty = False
+        self._wake = threading.Event()
+        self._hup = False
+        self.next_poll: float | None = None  # set by the first step(), relative to its clock
+        self.next_resync = 0.0
+        self.last_apply_seconds: float | None = None
+
+    # -- events ---------------------------------------------------------------------------
+    def hup(self) -> None:
+        """SIGHUP: poll now (safe from a signal handler: only sets flags)."""
+        self._hup = True
+        self._wake.set()
+
+    def start(self) -> Snapshot | None:
+        """First read (SSM, else the disk cache); the snapshot is applied by the first step()."""
+        snap = self.poller.start()
+        self._account()
+        if snap is not None:
+            self._accept(snap)
+        return snap
+
+    def _account(self) -> None:
+        st = self.poller.state
+        self.metrics.parameters_ok.set(1 if st.ok else 0)
+        if st.last_success:
+            self.metrics.parameters_age.set(st.last_success)
+
+    def _accept(self, snap: Snapshot) -> None:
+        self.snapshot = snap
+        self.dirty = True
+        if snap.agent is not None:
+            try:
+                self.cfg = config_mod.parse(json.loads(snap.agent), "agent")
+                self.agent_error = None
+            except (ValueError, ConfigError) as exc:
+                # Keep the previous settings; a bad document must not reset the route protocol.
+                self.agent_error = str(exc) if isinstance(exc, ConfigError) else f"agent: not JSON ({exc})"
+                log.error("%s", self.agent_error)
+
+    def poll_now(self) -> None:
+        try:
+            snap = self.poller.poll()
+        except ParameterError as exc:
+            self.metrics.parameter_failures.inc()
+            log.error("parameters: %s (keeping revision %s; retry in %.0f s)", exc, self.poller.state.revision,
+                      self.poller.next_delay())
+            snap = None
+        else:
+            if snap is not None:
+                self.metrics.parameter_fetches.inc()
+                log.info("parameters: revision %s", snap.revision, extra={"revision": snap.revision})
+        self._account()
+        if snap is not None:
+            self._accept(snap)
+
+    def step(self, now: float | None = None) -> bool:
+        """One turn of the loop: poll when due (or on SIGHUP), apply when dirty or resync due; True if applied."""
+        now = time.monotonic() if now is None else now
+        if self.next_poll is None:  # start() has just read everything
+            self.next_poll = now + self.poller.next_delay()
+        if self._hup or now >= self.next_poll:
+            self._hup = False
+            self.poll_now()
+            self.next_poll = now + self.poller.next_delay()
+        if self.snapshot is not None and (self.dirty or now >= self.next_resync):
+            self.apply(resync=now >= self.next_resync)
+            self.next_resync = now + self.resync_interval
+            return True
+        return False
+
+    def run(self, stop: threading.Event) -> None:
+        if self.snapshot is None and self.poller.state.polls == 0:
+            self.start()
+        while not stop.is_set():
+            self.step()
+            wait = max(0.0, min(self.next_poll, self.next_resync if self.snapshot else self.next_poll)
+                       - time.monotonic())
+            self._wake.wait(timeout=min(wait, 1.0))  # wake at least every second to notice `stop`
+            self._wake.clear()
+
+    # -- apply -----------------------------------------------------------------------------
+    def apply(self, resync: bool = False) -> None:
+        snap = self.snapshot
+        assert snap is not None
+        t0 = time.perf_counter()
+        self.dirty = False
+        if self.cfg is not None:
+            self.tunnels.proto = self.cfg.settings.route_protocol
+            self.tunnels.pools = self.cfg.pools_ipv4
+        good, rejected = parse_tunnels(snap.tunnels)
+        for param, err in sorted(rejected.items()):
+            log.error("%s", err, extra={"parameter": param})
+        try:
+            self.report = self.tunnels.apply(good, rejected)
+        except AgentError as exc:
+            # The backend or netlink as a whole failed (the GRE daemon would not start):
+            # mark dirty so the next turn tries again.
+            log.error("tunnels: %s", exc)
+            self.report = Report(self.tunnels.backend.name, rejected=rejected)
+            self.report.error = str(exc)
+            self.dirty = True
+        self._apply_frr(snap, resync)
+        self.last_apply_seconds = time.perf_counter() - t0
+        self.metrics.apply_seconds.observe(self.last_apply_seconds)
+        self._metrics()
+        if self.poller.state.source == "ssm":
+            try:
+                self.cache.save(snap)
+            except OSError as exc:
+                log.error("cannot write parameter cache %s: %s", self.cache.path, exc)
+        self.write_status()
+
+    def _apply_frr(self, snap: Snapshot, resync: bool) -> None:
+        if self.frr is None or snap.frr is None:
+            return
+        st = self.frr_state
+        try:
+            text = fill_password(snap.frr, snap.password)
+        except ConfigError as exc:
+            st.error = str(exc)
+            log.error("%s", exc)
+            return
+        if text == st.applied and not resync:
+            return
+        try:
+            delete, add = self.frr.diff(text)
+            st.checked = time.monotonic()
+            if text == st.applied and not (set(delete) | set(add)) - st.residue:
+                return  # in sync, apart from lines FRR never shows
+            if text != st.applied and not (delete or add):
+                st.applied, st.error = text, None  # already running (an agent restart)
+                return
+            self.frr.reload(text, previous=st.applied)
+            st.reloads += 1
+            self.metrics.frr_reloads.labels("ok").inc()
+            delete, add = self.frr.diff(text)
+            st.residue = frozenset(delete) | frozenset(add)
+            if st.residue:
+                log.info("frr: applied; FRR keeps no trace of: %s", "; ".join(sorted(st.residue)))
+            st.applied, st.error = text, None
+            log.info("frr: configuration reloaded", extra={"revision": snap.revision})
+        except CommandError as exc:
+            st.error = str(exc)
+            self.metrics.frr_reloads.labels("error").inc()
+            log.error("frr: %s", exc)
+
+    def _metrics(self) -> None:
+        rep = self.report
+        counts = {"up": 0, "down": 0, "error": 0, "pending": 0}
+        for t in rep.tunnels if rep else []:
+            counts[t.state] = counts.get(t.state, 0) + 1
+        for state, n in counts.items():
+            self.metrics.tunnels.labels(state).set(n)
+        self.metrics.tunnels_rejected.set(len(rep.rejected) if rep else 0)
+
+    # -- status ----------------------------------------------------------------------------
+    def status(self) -> dict:
+        st = self.poller.state
+        return {
+            "generated": time.time(),
+            "instance": self.cfg.instance if self.cfg else None,
+            "role": self.cfg.role if self.cfg else None,
+            "parameters": {"ok": st.ok, "source": st.source, "revision": st.revision, "failures": st.failures,
+                           "error": st.last_error, "last_success": st.last_success, "agent_error": self.agent_error},
+            "tunnels": self.report.to_json() if self.report else None,
+            "frr": {"error": self.frr_state.error, "reloads": self.frr_state.reloads,
+                    "applied": self.frr_state.applied is not None} if self.frr else None,
+            "last_apply_seconds": self.last_apply_seconds,
+        }
+
+    def write_status(self) -> None:
+        path = self.status_path or (self.state_dir / STATUS_NAME)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.status(), indent=1))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.error("cannot write status %s: %s", path, exc)
+
+
+def build(bootstrap_path: str, *, state_dir: str, registry: CollectorRegistry | None = None,
+          gre_backend: str = "auto", frr_vty_socket: str | None = None, frr_confdir: str = "/etc/frr",
+          status_path: str | None = None, no_frr: bool = False) -> PairingSync:
+    """Wire the real shims: boto3, pyroute2 in this namespace, the chosen GRE backend, frr-reload."""
+    from pyroute2 import IPRoute
+
+    from .gre import select_backend
+    from .ssm import ParameterSource, load_bootstrap, make_client
+    from .tunnels import PyrouteTunnels
+
+    boot = load_bootstrap(bootstrap_path)
+    sdir = Path(state_dir)
+    sdir.mkdir(parents=True, exist_ok=True)
+    ipr = IPRoute()
+    backend = select_backend(ipr, sdir, gre_backend)
+    log.info("GRE backend: %s", backend.name)
+    source = ParameterSource(make_client(boot), boot.parameter_path, boot.password_name)
+    cache = Cache(sdir)
+    poller = Poller(source, cache)
+    frr = None if no_frr else Frr(sdir, vty_socket=frr_vty_socket, confdir=frr_confdir)
+    sync = PairingSync(poller, TunnelReconciler(backend, PyrouteTunnels(ipr)), frr, cache, sdir,
+                       metrics=PairingMetrics(registry), status_path=Path(status_path) if status_path else None)
+    return sync
+
+
+def wait_config(sync: PairingSync, stop: threading.Event) -> config_mod.AgentConfig | None:
+    """Block until the agent document is known (SSM or cache), retrying with backoff; None if stopped."""
+    sync.start()
+    while sync.cfg is None and not stop.is_set():
+        delay = sync.poller.next_delay()
+        log.error("no usable agent parameter yet (%s); retry in %.0f s",
+                  sync.agent_error or sync.poller.state.last_error or "not published", delay)
+        if stop.wait(delay):
+            return None
+        sync.poll_now()
+    if sync.cfg is not None:
+        sync.poller.interval = sync.cfg.settings.poll_interval
+        sync.resync_interval = sync.cfg.settings.resync_interval
+    return sync.cfg

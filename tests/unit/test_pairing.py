@@ -1,0 +1,213 @@
+"""Pairing sync loop with in-memory fakes: poll/resync/SIGHUP, cache on SSM failure, FRR diff/reload/reject."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from overlay_agent.errors import CommandError, ParameterError
+from overlay_agent.frr import _parse_test, _reason, fill_password
+from overlay_agent.errors import ConfigError
+from overlay_agent.pairing import PairingMetrics, PairingSync
+from overlay_agent.ssm import Cache, Poller, Snapshot
+from overlay_agent.tunnels import TunnelReconciler
+from tests.unit.test_tunnels import BASE, FakeBackend, FakeNetlink
+
+AGENT = json.dumps({"schema": 1, "project": "overlay", "stack": "lab", "instance": "host-1", "role": "host",
+                    "asn": 65100, "underlay": {"address": "10.40.0.10"},
+                    "blocks": {"ipv4": "10.99.0.0/24", "ipv6": "fd10:99::/112"},
+                    "pools": {"ipv4": ["10.99.0.0/16"], "ipv6": ["fd10:99::/48"]},
+                    "settings": {"route_protocol": 149, "poll_interval": 2, "resync_interval": 10}})
+FRR = "router bgp 65100\n neighbor 169.254.64.0 password {{BGP_PASSWORD}}\n"
+
+
+def tunnel(name="gre-1", key=1, remote="10.40.128.10"):
+    return json.dumps(dict(BASE, name=name, key=key, remote=remote))
+
+
+class FakeSource:
+    def __init__(self):
+        self.rev = 1
+        self.down = False
+        self.tunnels = {"tunnels/router-1": tunnel()}
+        self.frr = FRR
+        self.agent = AGENT
+        self.fetches = 0
+
+    def revision(self):
+        if self.down:
+            raise ParameterError("get /overlay/lab/instances/host-1/revision: Could not connect")
+        return str(self.rev)
+
+    def fetch(self):
+        self.revision()
+        self.fetches += 1
+        return Snapshot(str(self.rev), self.agent, self.frr, dict(self.tunnels), "pw", 0.0)
+
+
+class FakeFrr:
+    """Running config as a set of lines; `residue` lines are accepted but never shown (like `hostname`)."""
+
+    def __init__(self):
+        self.running: set[str] = set()
+        self.residue = {"hostname host-1"}
+        self.reloads = 0
+        self.diffs = 0
+        self.reject = False
+
+    def diff(self, text):
+        self.diffs += 1
+        want = {ln for ln in text.splitlines() if ln}
+        return sorted(self.running - want), sorted(want - self.running)
+
+    def reload(self, text, previous=None):
+        if self.reject:
+            raise CommandError("frr-reload --reload: FRR rejected the config (exit 1): line 3: % Unknown command",
+                               cmd=["frr-reload.py"], returncode=1, stderr="line 3: % Unknown command")
+        self.reloads += 1
+        self.running = {ln for ln in text.splitlines() if ln} - self.residue
+
+
+@pytest.fixture
+def world(tmp_path):
+    src = FakeSource()
+    nl = FakeNetlink()
+    be = FakeBackend(nl)
+    frr = FakeFrr()
+    cache = Cache(tmp_path)
+    poller = Poller(src, cache, interval=2, backoff_min=1, backoff_max=30, rng=random.Random(3))
+    sync = PairingSync(poller, TunnelReconciler(be, nl), frr, cache, tmp_path, resync_interval=10,
+                       metrics=PairingMetrics())
+    return sync, src, be, frr, tmp_path
+
+
+def test_start_applies_tunnels_frr_and_caches(world):
+    sync, src, be, frr, tmp = world
+    sync.start()
+    assert sync.step(now=0.0)
+    assert set(be.links) == {"gre-1"} and frr.reloads == 1
+    assert "password pw" in " ".join(frr.running)
+    assert Cache(tmp).load().revision == "1"
+    doc = json.loads((tmp / "pairing.json").read_text())
+    assert doc["parameters"]["ok"] and doc["tunnels"]["tunnels"][0]["state"] == "up"
+
+
+def test_unchanged_revision_no_fetch_no_apply_until_resync(world):
+    sync, src, be, frr, tmp = world
+    sync.start()
+    sync.step(now=0.0)
+    diffs = frr.diffs
+    assert not sync.step(now=3.0)  # poll due, revision unchanged: nothing to do
+    assert src.fetches == 1 and frr.diffs == diffs
+    assert sync.step(now=11.0)  # resync: FRR diffed, in sync apart from the residue, no reload
+    assert frr.diffs == diffs + 1 and frr.reloads == 1
+
+
+def test_new_host_tunnel_applied_without_touching_frr(world):
+    sync, src, be, frr, tmp = world
+    sync.start()
+    sync.step(now=0.0)
+    diffs, reloads = frr.diffs, frr.reloads
+    src.tunnels["tunnels/router-2"] = tunnel("gre-129", 129, "10.40.144.10")
+    src.rev = 2
+    assert sync.step(now=3.0)
+    assert set(be.links) == {"gre-1", "gre-129"}
+    assert (frr.diffs, frr.reloads) == (diffs, reloads)  # same frr text: FRR not even asked
+
+
+def test_sighup_polls_at_once(world):
+    sync, src, be, frr, tmp = world
+    sync.start()
+    sync.step(now=0.0)
+    src.tunnels = {}
+    src.rev = 2
+    assert not sync.step(now=0.5)  # not due
+    sync.hup()
+    assert sync.step(now=0.6)
+    assert be.links == {}
+
+
+def test_ssm_down_keeps_state_backs_off_and_reports(world):
+    sync, src, be, frr, tmp = world
+    sync.start()
+    sync.step(now=0.0)
+    src.down = True
+    now = 0.0
+    delays = []
+    for _ in range(5):
+        now = sync.next_poll + 0.01
+        sync.step(now=now)
+        delays.append(sync.next_poll - now)
+    assert set(be.links) == {"gre-1"}  # nothing torn down
+    st = json.loads((tmp / "pairing.json").read_text())["parameters"]
+    assert st["ok"] is False and st["failures"] == 5 and "Could not connect" in st["error"]
+    assert delays[-1] > delays[0]
+    assert sync.metrics.parameters_ok._value.get() == 0
+
+
+def test_restart_without_ssm_uses_cache(world, tmp_path):
+    sync, src, be, frr, tmp = world
+    sync.start()
+    sync.step(now=0.0)
+    src.down = True
+    nl2 = FakeNetlink()
+    be2 = FakeBackend(nl2)
+    poller = Poller(src, Cache(tmp), interval=2, rng=random.Random(1))
+    sync2 = PairingSync(poller, TunnelReconciler(be2, nl2), FakeFrr(), Cache(tmp), tmp, metrics=PairingMetrics())
+    snap = sync2.start()
+    assert snap is not None and poller.state.source == "cache"
+    sync2.step(now=0.0)
+    assert set(be2.links) == {"gre-1"} and sync2.cfg.instance == "host-1"
+
+
+def test_frr_rejected_previous_stays_error_reported(world):
+    sync, src, be, frr, tmp = world
+    sync.start()
+    sync.step(now=0.0)
+    before = set(frr.running)
+    frr.reject = True
+    src.frr = FRR + " neighbor 169.254.64.0 remote-az 5\n"
+    src.rev = 2
+    sync.step(now=3.0)
+    assert frr.running == before
+    doc = json.loads((tmp / "pairing.json").read_text())
+    assert "Unknown command" in doc["frr"]["error"]
+    assert sync.frr_state.applied is not None and "remote-az" not in sync.frr_state.applied
+    frr.reject = False
+    sync.step(now=14.0)  # the resync retries the (now accepted) text
+    assert any("remote-az" in ln for ln in frr.running) and sync.frr_state.error is None
+
+
+def test_bad_agent_document_keeps_previous_settings(world):
+    sync, src, be, frr, tmp = world
+    sync.start()
+    sync.step(now=0.0)
+    src.agent = "{"
+    src.rev = 2
+    sync.step(now=3.0)
+    assert sync.cfg.settings.route_protocol == 149
+    assert "agent: not JSON" in json.loads((tmp / "pairing.json").read_text())["parameters"]["agent_error"]
+
+
+def test_fill_password():
+    assert fill_password("a {{BGP_PASSWORD}} b", "s3cret") == "a s3cret b"
+    assert fill_password("no placeholder", None) == "no placeholder"
+    with pytest.raises(ConfigError, match="bgp-password: unusable") as e:
+        fill_password("x {{BGP_PASSWORD}}", "two words\nneighbor 1.1.1.1 remote-as 1")
+    assert "two words" not in str(e.value)  # never echo the secret
+    with pytest.raises(ConfigError, match="was not read"):
+        fill_password("x {{BGP_PASSWORD}}", None)
+
+
+def test_parse_frr_reload_test_output():
+    out = "\nLines To Delete\n===============\nno hostname vm\n\nLines To Add\n============\nhostname t\nrouter bgp 1\n"
+    assert _parse_test(out) == (["no hostname vm"], ["hostname t", "router bgp 1"])
+    assert _parse_test("") == ([], [])
+
+
+def test_reason_is_one_clean_line():
+    raw = ("2026-11-26 10:35:59,812 \x1b[91m  ERROR\x1b[0m: vtysh failed to process new configuration: vtysh "
+           "(mark file) exited with status 2: | b\"% Can't open configuration file /tmp/x/vtysh.conf due to 'No such "
+           "file or directory'.\\nline 9: % Unknown command:  neighbor 10.0.0.3 remote-az 5\\n\\n\"")
+    assert _reason(raw) == "line 9: % Unknown command:  neighbor 10.0.0.3 remote-az 5"
