@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -24,26 +23,13 @@ from infra.config import PROJECT, SECRET_KEYS, ConfigError, StackConfig, parse
 from infra.parameters import ParameterError, build_parameters, instance_path, password_name, root
 from infra.plan import OverlayPlan, build_plan
 from infra.plan.report import to_mermaid
+from infra.render import RenderError, render_frr, render_onprem_frr, render_user_data
 
 AGENT_KEY = "agent/overlay-agent.tar.gz"
 # Debian's official AMIs are published by this account (wiki.debian.org/Cloud/AmazonEC2Image).
 DEBIAN_OWNER = "136693071363"
 # AWS allows at most 1,000 routes per VPC route table (the default quota is 50).
 MAX_ROUTES_PER_TABLE = 1000
-
-
-@dataclass(frozen=True)
-class Renderers:
-    """The userdata/ templates (infra.render), passed in so tests can count calls."""
-    frr: Callable[[OverlayPlan, str], str]
-    user_data: Callable[..., str]
-    onprem_frr: Callable[[OverlayPlan, str, dict], str]
-    errors: tuple[type[Exception], ...] = ()  # what they raise for input they cannot render
-
-
-def default_renderers() -> Renderers:
-    from infra.render import RenderError, render_frr, render_onprem_frr, render_user_data
-    return Renderers(render_frr, render_user_data, render_onprem_frr, (RenderError,))
 
 
 def read_config() -> tuple[dict[str, Any], str | None]:
@@ -118,9 +104,11 @@ def pairing_table(plan: OverlayPlan) -> list[dict[str, Any]]:
              "mtu": p.mtu, "router_asn": p.a.asn, "peer_asn": p.b.asn} for p in plan.pairings]
 
 
-def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str],
-           renderers: Renderers) -> dict[str, Any]:
-    """Every resource of the stack from the plan (and the one setting it lacks); returns the outputs."""
+def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str]) -> dict[str, Any]:
+    """Every resource of the stack from the plan; returns the stack outputs.
+
+    `cfg` supplies the one setting the plan does not carry (hosts' IPv6 /80 delegation).
+    """
     prod = plan.environment == "prod"
     provider = aws.Provider("aws", region=plan.region, default_tags={"tags": {
         "project": plan.project, "stack": plan.stack, "environment": plan.environment,
@@ -135,20 +123,22 @@ def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str],
     BgpPassword("bgp-password", BgpPasswordArgs(password_name(plan), password), opts)
     iam = InstanceRole("instances", InstanceRoleArgs(plan.region, root(plan), agent.object_arn), opts)
 
-    params = build_parameters(plan, lambda name: renderers.frr(plan, name))
+    params: dict[str | None, list] = {}
+    for p in build_parameters(plan, lambda name: render_frr(plan, name)).values():
+        params.setdefault(p.instance, []).append(p)
     amis = {arch: debian_ami(arch, provider) for arch in
             sorted({architecture(i.instance_type) for i in plan.instances})}
 
     def args_for(inst, role: str, sg_ids, **extra) -> InstanceArgs:
         path = instance_path(plan, inst.name)
-        user_data = agent.bucket.bucket.apply(lambda bucket, n=inst.name, p=path: renderers.user_data(
+        user_data = agent.bucket.bucket.apply(lambda bucket, n=inst.name, p=path: render_user_data(
             plan, n, bucket=bucket, agent_key=AGENT_KEY, parameter_path=p))
         return InstanceArgs(
             plan_stack=plan.stack, region=plan.region, role=role,
             subnet_id=network.subnets[(inst.az, "public" if role == "router" else "private")].id,
             private_ip=str(inst.private_ip), security_group_ids=sg_ids,
             ami_id=amis[architecture(inst.instance_type)], instance_type=inst.instance_type,
-            user_data=user_data, parameters=[p for p in params.values() if p.instance == inst.name],
+            user_data=user_data, parameters=params[inst.name],
             parameter_path=path, instance_profile=iam.profile.name, ipv6=plan.ipv6, **extra)
 
     router_sgs = [sgs.members.id] + ([sgs.onprem.id] if sgs.onprem else [])
@@ -168,7 +158,7 @@ def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str],
 
     eips = {n: r.public_ip for n, r in routers.items() if r.public_ip is not None}
     onprem_frr = pulumi.Output.all(**eips).apply(
-        lambda resolved: {o.name: renderers.onprem_frr(plan, o.name, dict(resolved)) for o in plan.onprem})
+        lambda resolved: {o.name: render_onprem_frr(plan, o.name, dict(resolved)) for o in plan.onprem})
     return {
         "vpcId": network.vpc.id,
         "agentBucket": agent.bucket.bucket,
@@ -180,7 +170,7 @@ def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str],
     }
 
 
-def main(renderers: Renderers | None = None) -> None:
+def main() -> None:
     """Entry point (infra/__main__.py): one-line config errors, no traceback."""
     try:
         cfg, password = load_config(pulumi.get_stack())
@@ -189,10 +179,9 @@ def main(renderers: Renderers | None = None) -> None:
     except ConfigError as exc:
         # RunError ends the program with this message alone (no Python traceback).
         raise pulumi.RunError(f"stack {pulumi.get_stack()}: {exc}") from None
-    renderers = renderers or default_renderers()
     try:
-        outputs = create(cfg, plan, password, renderers)
-    except (ParameterError, *renderers.errors) as exc:
+        outputs = create(cfg, plan, password)
+    except (ParameterError, RenderError) as exc:
         raise pulumi.RunError(f"stack {pulumi.get_stack()}: {exc}") from None
     for key, value in outputs.items():
         pulumi.export(key, value)
