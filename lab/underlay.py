@@ -41,6 +41,9 @@ FORWARDING = {"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1"}
 # Tunnels and the VPC route tables make paths asymmetric (in on one interface, out on
 # another); strict reverse-path filtering would drop them, as on a real EC2 router.
 RP_LOOSE = {"net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.default.rp_filter": "0"}
+# ECMP by flow (addresses and ports): Linux hashes IPv4 on addresses only by default
+# (policy 0), which sends every connection between two hosts down one path.
+ECMP_L4 = {"net.ipv4.fib_multipath_hash_policy": "1", "net.ipv6.fib_multipath_hash_policy": "1"}
 
 
 def sysctl(ns_name: str, values: dict[str, str]) -> None:
@@ -107,7 +110,7 @@ def build_underlay(plan: OverlayPlan, topo: LabTopology, underlay_mtu: int) -> N
         _route(inst.ns, dst="0.0.0.0/0", gateway=str(inst.segment.gateway))
         if inst.role != "native":
             # EC2 instances here have source/dest check off and forward.
-            sysctl(inst.ns, {**FORWARDING, **RP_LOOSE})
+            sysctl(inst.ns, {**FORWARDING, **RP_LOOSE, **ECMP_L4})
 
     # The VPC's route tables: per AZ, the container pools go to that AZ's router ENI.
     # Policy rules by ingress bridge stand in for "this subnet's route table".
@@ -149,7 +152,7 @@ def build_underlay(plan: OverlayPlan, topo: LabTopology, underlay_mtu: int) -> N
             _addr(site.ns, "lan", f"{site.router_lan_v6}/{site.lan_v6.prefixlen}")
             _addr(site.client_ns, "eth0", f"{site.client_v6}/{site.lan_v6.prefixlen}")
             _route(site.client_ns, dst="::/0", gateway=str(site.router_lan_v6))
-        sysctl(site.ns, {**FORWARDING, **RP_LOOSE})
+        sysctl(site.ns, {**FORWARDING, **RP_LOOSE, **ECMP_L4})
 
 
 def nat_ruleset(topo: LabTopology) -> str:

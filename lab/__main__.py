@@ -1,0 +1,46 @@
+"""`python -m lab up|status|demo|down [STACK]`: a whole stack on this machine, in network namespaces."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from infra.config import ConfigError
+from infra.stackfile import STACKS_DIR
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
+    p.add_argument("command", choices=("up", "status", "demo", "down"))
+    p.add_argument("stack", nargs="?", default="lab", help="stack name (stacks/Pulumi.STACK.yaml); default lab")
+    p.add_argument("--stacks-dir", type=Path, default=STACKS_DIR, help=argparse.SUPPRESS)
+    p.add_argument("--keep", action="store_true", help="demo: leave the demo containers running")
+    args = p.parse_args(argv)
+
+    from lab import demo, stack
+    from lab.underlay import LabError
+
+    try:
+        lab = stack.Lab.load(args.stack, args.stacks_dir, say=lambda line: print(line, flush=True))
+        if args.command == "up":
+            stack.up(lab)
+        elif args.command == "down":
+            stack.down(lab)
+        elif args.command == "status":
+            return demo.status(lab)
+        elif args.command == "demo":
+            return demo.run(lab, keep=args.keep)
+        return 0
+    except (ConfigError, LabError) as exc:
+        print(f"lab: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    if __import__("os").geteuid() != 0:
+        print("lab: must run as root (it creates network namespaces and runs FRR and dockerd)", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(main())

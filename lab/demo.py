@@ -1,0 +1,204 @@
+"""What a user wants to see in the lab: sessions, routes, containers reachable from on-prem, ECMP; plus the helpers tests reuse."""
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from lab.stack import Lab, expected_sessions, sessions
+from lab.underlay import LabError
+
+# Container command: serve a page naming the host, on port 80 (IPv4 and IPv6).
+SERVE = "echo $OVERLAY_HOST > /www/index.html && exec httpd -f -p 80 -h /www"
+
+
+# -- helpers shared with the end-to-end tests ---------------------------------------------
+
+def docker_client(lab: Lab, host: str):
+    import docker
+
+    return docker.DockerClient(base_url=lab.docker_url(host), timeout=60, version="1.41")
+
+
+def start_container(lab: Lab, host: str, name: str, labels: dict[str, str], **kw):
+    """A container on `host` (network none; the agent wires it) serving its host's name."""
+    from lab import image
+
+    client = docker_client(lab, host)
+    try:
+        return client.containers.run(image.ensure(client), ["sh", "-c", SERVE], name=name, detach=True,
+                                     network_mode="none", labels=labels,
+                                     environment={"OVERLAY_HOST": host}, **kw)
+    finally:
+        client.close()
+
+
+def remove_container(lab: Lab, host: str, name: str) -> None:
+    import docker.errors
+
+    client = docker_client(lab, host)
+    try:
+        client.containers.get(name).remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    finally:
+        client.close()
+
+
+def agent_status(lab: Lab, host: str) -> dict:
+    try:
+        return json.loads((lab.agent_dir(host) / "status.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def container_addresses(lab: Lab, host: str, name: str, timeout: float = 20) -> tuple[str, str]:
+    """The (IPv4, IPv6) the agent gave a container, from its status file."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for row in agent_status(lab, host).get("containers", []):
+            if row.get("name") == name and row.get("ipv4"):
+                return row["ipv4"], row.get("ipv6", "")
+        time.sleep(0.1)
+    raise LabError(f"container {name} on {host} was not wired within {timeout:.0f} s")
+
+
+def has_route(lab: Lab, speaker: str, prefix: str) -> bool:
+    family = 6 if ":" in prefix else 4
+    return str(ipaddress.ip_network(prefix)) in lab.frr_for(speaker).routes(family)
+
+
+def wait_route(lab: Lab, speaker: str, prefix: str, present: bool = True, timeout: float = 30) -> float:
+    """Seconds until `prefix` is (or is no longer) in `speaker`'s RIB."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if has_route(lab, speaker, prefix) == present:
+            return time.monotonic() - t0
+        time.sleep(0.05)
+    raise LabError(f"{prefix} {'never appeared' if present else 'never left'} at {speaker} within {timeout:.0f} s")
+
+
+def http_get(ns: str, address: str, timeout: float = 3) -> str | None:
+    """One HTTP GET from inside a namespace; the body, or None when it failed."""
+    host = f"[{address}]" if ":" in address else address
+    code = ("import sys,urllib.request;"
+            f"print(urllib.request.urlopen('http://{host}/', timeout={timeout}).read().decode().strip())")
+    proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=timeout + 10)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def spread(ns: str, address: str, count: int = 40, timeout: float = 3) -> Counter:
+    """`count` new TCP connections from `ns` to `address`; which host answered each."""
+    host = f"[{address}]" if ":" in address else address
+    code = ("import urllib.request,collections,json;c=collections.Counter()\n"
+            f"for i in range({count}):\n"
+            "  try:\n"
+            f"    c[urllib.request.urlopen('http://{host}/', timeout={timeout}).read().decode().strip()]+=1\n"
+            "  except Exception as e: c['error']+=1\n"
+            "print(json.dumps(c))")
+    proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=count * timeout + 30)
+    if proc.returncode != 0:
+        raise LabError(f"spread from {ns} to {address} failed: {proc.stderr.strip()[-300:]}")
+    return Counter(json.loads(proc.stdout))
+
+
+def anycast_addresses(lab: Lab) -> tuple[str, str]:
+    """Addresses for anycast demos: near the end of the first pools, outside every host block."""
+    v4 = lab.plan.pools_v4[0].broadcast_address - 5
+    v6 = lab.plan.pools_v6[0][-6] if lab.plan.pools_v6 else None
+    for h in lab.plan.hosts:
+        assert v4 not in h.block_v4 and (v6 is None or v6 not in h.block_v6)
+    return str(v4), str(v6) if v6 else ""
+
+
+# -- CLI ------------------------------------------------------------------------------------
+
+def status(lab: Lab) -> int:
+    if not lab.is_up():
+        print(f"lab {lab.plan.stack} is not up (python -m lab up {lab.plan.stack})")
+        return 1
+    want, have = expected_sessions(lab), sessions(lab)
+    print(f"lab {lab.plan.stack}: {len(lab.topo.namespaces)} namespaces under {lab.state}")
+    print("\nBGP sessions (Established / expected):")
+    for name in want:
+        mark = "ok" if have[name] >= want[name] else "DOWN"
+        print(f"  {name:<12} {have[name]:>3} / {want[name]:<3} {mark}")
+    router = lab.plan.routers[0].name
+    print(f"\nContainer routes at {router}:")
+    for family, pools in ((4, lab.plan.pools_v4), (6, lab.plan.pools_v6)):
+        for prefix, entries in sorted(lab.frr_for(router).routes(family).items()):
+            net = ipaddress.ip_network(prefix)
+            if any(net.subnet_of(p) for p in pools) and net.prefixlen in (32, 128):
+                hops = sum(len(e.get("nexthops", [])) for e in entries if e.get("selected"))
+                print(f"  {prefix:<28} {hops} next hop(s)")
+    for site in lab.topo.sites:
+        print(f"\nOn-prem {site.name}: routes into the stack")
+        for family in (4, 6):
+            for prefix, entries in sorted(lab.frr_for(site.name).routes(family).items()):
+                if any(e.get("protocol") == "bgp" for e in entries):
+                    hops = sum(len(e.get("nexthops", [])) for e in entries if e.get("selected"))
+                    print(f"  {prefix:<28} {hops} next hop(s)")
+    for h in lab.plan.hosts:
+        rows = agent_status(lab, h.name).get("containers", [])
+        print(f"\n{h.name}: {len(rows)} containers")
+        for row in rows[:20]:
+            print(f"  {row.get('name', '?'):<20} {row.get('ipv4', ''):<16} {row.get('ipv6', ''):<28} "
+                  f"{row.get('state', '')} {row.get('error', '') or ''}")
+    return 0 if all(have[n] >= want[n] for n in want) else 1
+
+
+def run(lab: Lab, keep: bool = False) -> int:
+    if not lab.is_up():
+        print(f"lab {lab.plan.stack} is not up: run `python -m lab up {lab.plan.stack}` first")
+        return 1
+    site = lab.topo.sites[0] if lab.topo.sites else None
+    v4_any, v6_any = anycast_addresses(lab)
+    made: list[tuple[str, str]] = []
+    try:
+        print("Starting one container per host (overlay=auto) and an anycast pair (same address on two hosts):")
+        for h in lab.plan.hosts:
+            name = f"demo-{h.name}"
+            start_container(lab, h.name, name, {"overlay": "auto"})
+            made.append((h.name, name))
+        for h in lab.plan.hosts[:2]:
+            labels = {"overlay.ipv4": v4_any, "overlay.anycast": "true"}
+            if v6_any:
+                labels["overlay.ipv6"] = v6_any
+            start_container(lab, h.name, f"demo-anycast-{h.name}", labels)
+            made.append((h.name, f"demo-anycast-{h.name}"))
+        addrs = {}
+        for host, name in made:
+            addrs[name] = container_addresses(lab, host, name)
+            print(f"  {name:<24} on {host}: {addrs[name][0]:<15} {addrs[name][1]}")
+        observer = site.name if site else lab.plan.routers[0].name
+        for name, (v4, v6) in addrs.items():
+            wait_route(lab, observer, f"{v4}/32" if not site else str(lab.plan.pools_v4[0]))
+        print()
+        status(lab)
+        if site:
+            print(f"\nFrom the on-prem client {site.client_v4} (namespace {site.client_ns}):")
+            for name, (v4, v6) in addrs.items():
+                for addr in filter(None, (v4, v6)):
+                    body = None
+                    for _ in range(20):  # routes propagate in well under a second; allow for BFD/ECMP settling
+                        body = http_get(site.client_ns, addr)
+                        if body:
+                            break
+                        time.sleep(0.25)
+                    print(f"  GET http://{addr}/ -> {body or 'FAILED'}")
+            for addr in filter(None, (v4_any, v6_any)):
+                counts = spread(site.client_ns, addr, 40)
+                print(f"  40 connections to anycast {addr}: " +
+                      ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    finally:
+        if not keep:
+            for host, name in made:
+                remove_container(lab, host, name)
+            print("\nDemo containers removed (use --keep to leave them).")
+    return 0

@@ -1,0 +1,268 @@
+"""Brings a whole stack up in namespaces and down again: underlay, SSM, FRR, dockerd, agents, on-prem."""
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from infra.plan import OverlayPlan, build_plan
+from infra.render import render_frr
+from infra.stackfile import STACKS_DIR, load_stack
+from lab import daemon, onprem, ssm, topology
+from lab.frr import FRR
+from lab.underlay import LabError, build_underlay, lab_namespaces, remove_namespaces
+
+STATE_ROOT = Path("/var/lib/overlay-lab")
+# FRR daemons every lab instance runs: staticd holds the underlay pins of the rendered
+# configs (`ip route ...`), bfdd the BFD sessions.
+FRR_DAEMONS = ("zebra", "bgpd", "staticd", "bfdd")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def state_dir(stack: str) -> Path:
+    return STATE_ROOT / stack
+
+
+@dataclass
+class Lab:
+    """A stack's lab: the plan, the topology, and handles on what runs."""
+
+    plan: OverlayPlan
+    topo: topology.LabTopology
+    state: Path
+    stacks_dir: Path = STACKS_DIR
+    say: Callable[[str], None] = print
+    frr: dict[str, FRR] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, stack: str, stacks_dir: Path = STACKS_DIR, say: Callable[[str], None] = print) -> "Lab":
+        plan = build_plan(load_stack(stack, stacks_dir))
+        return cls(plan, topology.build(plan), state_dir(stack), stacks_dir, say)
+
+    # -- handles on running parts ---------------------------------------------------------
+    def frr_for(self, name: str) -> FRR:
+        if name not in self.frr:
+            inst_ns = next((i.ns for i in self.topo.instances if i.name == name), None)
+            inst_ns = inst_ns or next(s.ns for s in self.topo.sites if s.name == name)
+            self.frr[name] = FRR(inst_ns, name, FRR_DAEMONS, workdir=self.state / "frr" / name)
+        return self.frr[name]
+
+    def docker_url(self, host: str) -> str:
+        return f"unix://{self.state / 'docker' / host / 'docker.sock'}"
+
+    def agent_dir(self, name: str) -> Path:
+        return self.state / "agent" / name
+
+    def is_up(self) -> bool:
+        marker = self.state / "up.json"
+        return marker.exists() and set(lab_namespaces(self.plan.stack)) >= set(self.topo.namespaces)
+
+
+def _step(lab: Lab, n: int, total: int, what: str, fn: Callable[[], str | None]) -> None:
+    t0 = time.monotonic()
+    lab.say(f"[{n}/{total}] {what} ...")
+    detail = fn()
+    lab.say(f"[{n}/{total}] {what}: {detail or 'done'} ({time.monotonic() - t0:.1f} s)")
+
+
+# -- up -----------------------------------------------------------------------------------
+
+def _password_filled(text: str) -> str:
+    return text.replace("{{BGP_PASSWORD}}", ssm.LAB_PASSWORD)
+
+
+def _start_frr(lab: Lab) -> str:
+    names = [r.name for r in lab.plan.routers] + [h.name for h in lab.plan.hosts]
+    for name in names:
+        # Start with the instance's own rendered config (the agent then finds nothing to
+        # reload), so sessions come up without waiting for the first parameter poll.
+        lab.frr_for(name).start(_password_filled(render_frr(lab.plan, name)), timeout=30)
+    return ", ".join(names)
+
+
+def _start_docker(lab: Lab) -> str:
+    from lab import image
+    from lab.dockerd import Dockerd
+
+    refs = set()
+    for h in lab.plan.hosts:
+        d = Dockerd(lab.topo.instance(h.name).ns, workdir=lab.state / "docker" / h.name, live_restore=True)
+        d.start(timeout=60)
+        client = d.client()
+        try:
+            refs.add(image.ensure(client))
+        finally:
+            client.close()
+    return f"{len(lab.plan.hosts)} daemons, image {', '.join(sorted(refs))}"
+
+
+def agent_command(lab: Lab, name: str) -> list[str]:
+    inst = lab.topo.instance(name)
+    adir = lab.agent_dir(name)
+    frr = lab.frr_for(name)
+    cmd = [str(Path(sys.executable).with_name("overlay-agent")), "run",
+           "--bootstrap", str(adir / "bootstrap.json"),
+           "--state-dir", str(adir / "state"),
+           "--status-file", str(adir / "status.json"),
+           "--frr-vty-socket", str(frr.vty_dir),
+           "--frr-confdir", str(frr.dir),
+           "--metrics-address", f"{inst.address}:9469",
+           "--log-format", "text"]
+    if inst.role == "host":
+        cmd += ["--docker-url", lab.docker_url(name)]
+    return cmd
+
+
+def _start_agents(lab: Lab) -> str:
+    for inst in lab.plan.instances:
+        topo_inst = lab.topo.instance(inst.name)
+        adir = lab.agent_dir(inst.name)
+        adir.mkdir(parents=True, exist_ok=True)
+        # The same bootstrap document user data writes on EC2, plus the lab's endpoint.
+        (adir / "bootstrap.json").write_text(json.dumps({
+            "schema": 1, "project": lab.plan.project, "stack": lab.plan.stack, "instance": inst.name,
+            "role": topo_inst.role, "region": lab.plan.region,
+            "parameter_path": f"/{lab.plan.project}/{lab.plan.stack}/instances/{inst.name}",
+            "endpoint_url": ssm.endpoint_for(topo_inst),
+        }, indent=1))
+        daemon.start(topo_inst.ns, agent_command(lab, inst.name), log=lab.state / "logs" / f"agent-{inst.name}.log",
+                     pidfile=adir / "agent.pid", env={"AWS_ACCESS_KEY_ID": "lab", "AWS_SECRET_ACCESS_KEY": "lab"})
+    return f"{len(lab.plan.instances)} agents"
+
+
+def _start_onprem(lab: Lab) -> str:
+    for site in lab.topo.sites:
+        report = onprem.apply_tunnels(site, onprem.tunnel_docs(lab.plan, lab.topo, site),
+                                      lab.state / "onprem" / site.name)
+        lab.frr_for(site.name).start(onprem.frr_config(lab.plan, lab.topo, site, ssm.LAB_PASSWORD), timeout=30)
+        lab.say(f"      {site.name}: {len(report['tunnels'])} tunnels ({report['backend']} GRE)")
+    return ", ".join(s.name for s in lab.topo.sites) or "no on-prem peers"
+
+
+def expected_sessions(lab: Lab) -> dict[str, int]:
+    """Established sessions each BGP speaker should have: v4 + v6 per pairing."""
+    per = 2 if lab.plan.ipv6 else 1
+    want: dict[str, int] = {}
+    for p in lab.plan.pairings:
+        want[p.a.name] = want.get(p.a.name, 0) + per
+        want[p.b.name] = want.get(p.b.name, 0) + per
+    return want
+
+
+def sessions(lab: Lab) -> dict[str, int]:
+    out = {}
+    for name in expected_sessions(lab):
+        try:
+            out[name] = lab.frr_for(name).bgp_established()
+        except Exception:  # noqa: BLE001 - a daemon not answering counts as no sessions
+            out[name] = 0
+    return out
+
+
+def wait_sessions(lab: Lab, timeout: float = 120) -> str:
+    want = expected_sessions(lab)
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        have = sessions(lab)
+        up, total = sum(min(have[n], want[n]) for n in want), sum(want.values())
+        line = f"{up}/{total} BGP sessions Established"
+        if line != last:
+            lab.say(f"      {line}")
+            last = line
+        if up == total:
+            return line
+        if time.monotonic() > deadline:
+            missing = ", ".join(f"{n} {have[n]}/{want[n]}" for n in want if have[n] < want[n])
+            raise LabError(f"BGP sessions not all Established after {timeout:.0f} s: {missing}")
+        time.sleep(0.5)
+
+
+def up(lab: Lab) -> None:
+    if lab.is_up():
+        lab.say(f"lab {lab.plan.stack} is already up ({lab.state / 'up.json'}); `down` first to rebuild")
+        return
+    down(lab, quiet=True)
+    lab.state.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    steps = [
+        ("underlay (namespaces, subnets, VPC route tables, IGW NAT, internet, on-prem LANs)",
+         lambda: build_underlay(lab.plan, lab.topo, underlay_mtu(lab.plan)) or f"{len(lab.topo.namespaces)} namespaces"),
+        ("parameter store (moto SSM in the VPC, seeded by the program's code path)",
+         lambda: (ssm.start(lab.topo, lab.state), f"{len(ssm.seed(lab.plan, lab.topo, lab.stacks_dir))} parameters")[1]),
+        ("FRR on every instance", lambda: _start_frr(lab)),
+        ("docker daemons on the hosts", lambda: _start_docker(lab)),
+        ("agents (pairing sync everywhere, container wiring on hosts)", lambda: _start_agents(lab)),
+        ("on-prem routers (GRE to the EIPs, FRR from the stack's on-prem config)", lambda: _start_onprem(lab)),
+        ("BGP sessions", lambda: wait_sessions(lab)),
+    ]
+    try:
+        for i, (what, fn) in enumerate(steps, 1):
+            _step(lab, i, len(steps), what, fn)
+    except BaseException:
+        lab.say("up failed; removing what was built")
+        down(lab, quiet=True)
+        raise
+    (lab.state / "up.json").write_text(json.dumps({"stack": lab.plan.stack, "up_seconds": time.monotonic() - t0,
+                                                   "namespaces": list(lab.topo.namespaces)}, indent=1))
+    lab.say(f"lab {lab.plan.stack} is up in {time.monotonic() - t0:.1f} s")
+
+
+def underlay_mtu(plan: OverlayPlan) -> int:
+    # The underlay carries the tunnels' packets plus GRE's 28 bytes (outer IPv4 + key).
+    return max(1500, max(plan.mtu, plan.onprem_mtu) + 28)
+
+
+# -- down -----------------------------------------------------------------------------------
+
+def down(lab: Lab, quiet: bool = False) -> None:
+    """Remove everything the lab made; safe to run on a half-built or absent lab."""
+    from lab.dockerd import Dockerd
+
+    names = lab_namespaces(lab.plan.stack)
+    for h in lab.plan.hosts:
+        ddir = lab.state / "docker" / h.name
+        if ddir.exists() and lab.topo.instance(h.name).ns in names:
+            # Containers live in their own PID and network namespaces: remove them through
+            # their daemon before it goes, or their processes would outlive it.
+            d = Dockerd(lab.topo.instance(h.name).ns, workdir=ddir)
+            d.remove_all_containers()
+            d.stop(remove_containers=False)
+    ssm.stop(lab.state)
+    removed = remove_namespaces(lab.plan.stack)
+    _kill_by_path(lab.state)
+    _unmount_under(lab.state)
+    shutil.rmtree(lab.state, ignore_errors=True)
+    if not quiet:
+        lab.say(f"lab {lab.plan.stack} is down ({len(removed)} namespaces removed)")
+
+
+def _kill_by_path(path: Path) -> None:
+    """Processes started for the lab outside its namespaces (none expected) are ended too."""
+    import os
+    import signal
+
+    mark = str(path).encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if mark in (entry / "cmdline").read_bytes():
+                    os.kill(int(entry.name), signal.SIGKILL)
+
+
+def _unmount_under(path: Path) -> None:
+    import subprocess
+
+    mounts = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            point = line.split()[4]
+            if point == str(path) or point.startswith(str(path) + "/"):
+                mounts.append(point)
+    for point in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
