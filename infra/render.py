@@ -24,6 +24,8 @@ ROUTE_PROTOCOL_NAME = "overlay"
 FORBIDDEN_PROTOCOLS = frozenset({3, 4, 11, 12, 17, 42, *range(186, 199)})
 # ECMP fan-out: 2-8 routers per stack, and anycast addresses on up to 16 hosts.
 MAX_PATHS = 16
+# Container pools per address family the filters are written for.
+MAX_POOLS = 16
 # bgpd's `bgp listen limit` accepts 1-65535 (default 100, too few for big stacks).
 LISTEN_LIMIT_MAX = 65535
 # After a max-prefix shutdown, bgpd re-opens the session after this many minutes.
@@ -131,6 +133,10 @@ class Policy:
     def __post_init__(self) -> None:
         _check(isinstance(self.pools_v4, tuple) and len(self.pools_v4) > 0, "pools_v4", self.pools_v4,
                "must be a non-empty tuple")
+        # The templates number prefix-list entries in steps of 5 below fixed entries at 100.
+        for name in ("pools_v4", "pools_v6"):
+            _check(len(getattr(self, name)) <= MAX_POOLS, name, getattr(self, name),
+                   f"at most {MAX_POOLS} pools per family")
         for i, p in enumerate(self.pools_v4):
             _check_net(f"pools_v4[{i}]", p, 4)
         _check(isinstance(self.pools_v6, tuple), "pools_v6", self.pools_v6, "must be a tuple")

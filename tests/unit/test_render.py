@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
 import re
 
@@ -12,10 +11,10 @@ import yaml
 from infra.config import parse
 from infra.parameters import ADVANCED_MAX
 from infra.plan import build_plan
-from infra.render import (PASSWORD_PLACEHOLDER, USER_DATA_LIMIT, BgpSettings, HostFrrContext, OnPremNeighbor,
-                          Policy, RenderError, RouterFrrContext, RouterNeighbor, UserDataContext, bgp_settings,
-                          host_context, policy, render_frr, render_onprem_frr, render_template,
-                          render_user_data, router_context, user_data_context)
+from infra.render import (PASSWORD_PLACEHOLDER, USER_DATA_LIMIT, HostFrrContext, OnPremNeighbor, RenderError,
+                          RouterFrrContext, RouterNeighbor, UserDataContext, bgp_settings, host_context, policy,
+                          render_frr, render_onprem_frr, render_template, render_user_data, router_context,
+                          user_data_context)
 from tests.support.render_plans import AGENT_KEY, BUCKET, GENERATED, all_plans, fake_eips, generated_plan
 
 PLANS = all_plans()
@@ -337,6 +336,7 @@ def test_router_context_rejects_onprem_with_own_asn():
     ({"pools_v6": ("10.99.0.0/16",)}, "pools_v6[0]"),
     ({"tunnel_v6": None}, "IPv6 pools and the IPv6 tunnel pool go together"),
     ({"announce": "everything"}, "announce = 'everything'"),
+    ({"pools_v4": tuple(f"10.{i}.0.0/16" for i in range(17))}, "at most 16 pools per family"),
 ])
 def test_policy_rejects(change, message):
     with pytest.raises(RenderError, match=re.escape(message)):
@@ -432,4 +432,3 @@ def test_ipv6_off_renders_ipv4_only():
         assert "ipv6" not in text.lower()
         for token in re.findall(r"\b[0-9a-f:]+::[0-9a-f:/]*", text):
             pytest.fail(f"IPv6 address {token} in an IPv4-only stack")
-    assert ipaddress.ip_network(plan.routers[0].listen_v4)
