@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import runpy
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +43,6 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict]] = []
         self.inputs: dict[tuple[str, str], dict] = {}
-        self._eips = 0
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         self.inputs[(args.typ, args.name)] = args.inputs
@@ -51,8 +51,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if args.typ == "aws:ec2/vpc:Vpc":
             outs["ipv6CidrBlock"] = VPC_IPV6 if args.inputs.get("assignGeneratedIpv6CidrBlock") else ""
         elif args.typ == "aws:ec2/eip:Eip":
-            self._eips += 1
-            outs["publicIp"] = f"203.0.113.{100 + self._eips}"
+            # From the name, not the call order: registration order varies between runs.
+            outs["publicIp"] = f"203.0.113.{zlib.crc32(args.name.encode()) % 250 + 1}"
             outs["allocationId"] = f"eipalloc-{args.name}"
         elif args.typ == "aws:s3/bucket:Bucket":
             outs["bucket"] = f"{args.name}-1a2b3c"

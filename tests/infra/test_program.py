@@ -326,7 +326,7 @@ def test_ipv4_only_stack_without_onprem_peers():
     (vpc,) = run.of_type("aws:ec2/vpc:Vpc")
     assert vpc.inputs["assignGeneratedIpv6CidrBlock"] is False
     assert not run.of_type("aws:ec2/egressOnlyInternetGateway:EgressOnlyInternetGateway")
-    assert [e.name for e in run.of_type(EIP)] == [n.name for n in run.of_type("aws:ec2/natGateway:NatGateway")]
+    assert sorted(e.name for e in run.of_type(EIP)) == sorted(n.name for n in run.of_type("aws:ec2/natGateway:NatGateway"))
     assert {s.name for s in run.of_type(SG)} == {"sg-members"}
     assert not [r.name for r in run.of_type(ROUTE) if "destinationIpv6CidrBlock" in r.inputs]
     assert len(run.of_type(ROUTE)) == 2 * len(run.of_type("aws:ec2/routeTable:RouteTable"))
