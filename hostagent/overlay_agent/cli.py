@@ -53,14 +53,32 @@ def tasks_for(cfg: config_mod.AgentConfig, args, metrics) -> list[Task]:
 def cmd_run(args) -> int:
     from .metrics import Metrics
 
-    cfg = config_mod.load(args.config)
+    if not args.config and not args.bootstrap:
+        raise config_mod.ConfigError("run: give --bootstrap (parameters from SSM) or --config (an agent JSON file)")
     metrics = Metrics()
     if args.metrics_address:
         metrics.serve(args.metrics_address)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    # -- pairing sync (tunnels + FRR from SSM): it also supplies the agent document ------
+    sync = None
+    if args.bootstrap:
+        from . import pairing
+
+        sync = pairing.build(args.bootstrap, state_dir=args.state_dir, registry=metrics.registry,
+                             gre_backend=args.gre_backend, frr_vty_socket=args.frr_vty_socket,
+                             frr_confdir=args.frr_confdir, status_path=args.pairing_status, no_frr=args.no_frr)
+        signal.signal(signal.SIGHUP, lambda *_: sync.hup())  # poll the parameters now
+        cfg = pairing.wait_config(sync, stop)
+        if cfg is None:
+            return 0
+    else:
+        cfg = config_mod.load(args.config)
+    # ------------------------------------------------------------------------------------
     tasks = tasks_for(cfg, args, metrics)
+    if sync is not None:
+        tasks.append(Task("pairing", sync.run))
     if not tasks:
         log.warning("nothing to do for role %s", cfg.role)
     failed: list[str] = []
@@ -90,12 +108,24 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
-    doc = status_mod.collect(args.status_file, live=not args.no_live, vty_socket=args.vty_socket)
+    from . import pairing
+
+    # Routers have no container wiring (no containers file); hosts show both parts.
+    pair = pairing.live_status(args.pairing_status or f"{args.state_dir}/pairing.json",
+                               vty_socket=args.vty_socket, live=not args.no_live)
+    try:
+        doc = status_mod.collect(args.status_file, live=not args.no_live, vty_socket=args.vty_socket)
+    except AgentError:
+        if pair is None:
+            raise
+        doc = None
     if args.json:
-        print(json.dumps(doc, indent=1))
+        print(json.dumps({**(doc or {}), "pairing": pair}, indent=1))
     else:
-        print(status_mod.table(doc))
-    return 1 if any(r["state"] == "error" for r in doc.get("containers", [])) else 0
+        print("\n\n".join(t for t in (status_mod.table(doc) if doc else "",
+                                        pairing.table(pair) if pair else "") if t))
+    bad = doc is not None and any(r["state"] == "error" for r in doc.get("containers", []))
+    return 1 if bad or pairing.unhealthy(pair) else 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -103,7 +133,15 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the agent's reconcilers until SIGTERM")
-    run.add_argument("--config", required=True, help="the instance's agent JSON document")
+    run.add_argument("--config", help="the instance's agent JSON document (without --bootstrap)")
+    run.add_argument("--bootstrap", help="bootstrap JSON (user data): read parameters from SSM, run the pairing sync")
+    run.add_argument("--state-dir", default="/var/lib/overlay-agent",
+                     help="pairing sync: parameter cache, GRE daemon socket, FRR work files")
+    run.add_argument("--pairing-status", default=None, help="pairing status file (default: <state-dir>/pairing.json)")
+    run.add_argument("--gre-backend", choices=("auto", "kernel", "userspace"), default="auto")
+    run.add_argument("--frr-vty-socket", default=None, help="FRR vty socket directory (default: FRR's own)")
+    run.add_argument("--frr-confdir", default="/etc/frr", help="FRR config directory (frr-reload --confdir)")
+    run.add_argument("--no-frr", action="store_true", help="tunnels only; leave FRR alone")
     run.add_argument("--docker-url", default="unix:///var/run/docker.sock")
     run.add_argument("--status-file", default=status_mod.DEFAULT_STATUS_FILE)
     run.add_argument("--metrics-address", default="0.0.0.0:9469",
@@ -118,6 +156,8 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--status-file", default=status_mod.DEFAULT_STATUS_FILE)
     st.add_argument("--vty-socket", default=None, help="FRR vty socket directory (vtysh --vty_socket)")
     st.add_argument("--no-live", action="store_true", help="do not check the kernel and FRR")
+    st.add_argument("--state-dir", default="/var/lib/overlay-agent", help="the agent's --state-dir")
+    st.add_argument("--pairing-status", default=None, help="pairing status file (default: <state-dir>/pairing.json)")
     st.set_defaults(func=cmd_status)
     return p
 

@@ -307,3 +307,84 @@ def wait_config(sync: PairingSync, stop: threading.Event) -> config_mod.AgentCon
         sync.poller.interval = sync.cfg.settings.poll_interval
         sync.resync_interval = sync.cfg.settings.resync_interval
     return sync.cfg
+
+
+# -- `overlay-agent status` ----------------------------------------------------------------
+
+DEFAULT_STATE_DIR = "/var/lib/overlay-agent"
+
+
+def live_status(path: str | Path, *, vty_socket: str | None = None, live: bool = True) -> dict | None:
+    """The running agent's pairing status file, with live link counters and BGP sessions; None if absent."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise AgentError(f"{path}: unreadable pairing status ({exc})") from exc
+    if not live:
+        return doc
+    tunnels = (doc.get("tunnels") or {}).get("tunnels") or []
+    try:
+        from pyroute2 import IPRoute
+
+        from .tunnels import PyrouteTunnels
+        with IPRoute() as ipr:
+            links = PyrouteTunnels(ipr).view().links
+        for t in tunnels:
+            link = links.get(t["name"])
+            if link is not None:
+                t["rx_bytes"], t["tx_bytes"] = link.rx_bytes, link.tx_bytes
+                if t["state"] != "error":
+                    t["state"] = "up" if link.up else "down"
+            elif t["state"] != "error":
+                t["state"] = "missing"
+    except (OSError, AgentError) as exc:
+        doc["live_error"] = f"kernel: {exc}"
+    try:
+        doc["sessions"] = [vars(s) for s in Frr(DEFAULT_STATE_DIR, vty_socket=vty_socket).sessions()]
+    except (CommandError, ValueError) as exc:
+        doc["sessions"] = None
+        doc["sessions_error"] = str(exc)
+    return doc
+
+
+def _table(head: tuple, rows: list[tuple]) -> list[str]:
+    rows = [head] + rows
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
+    return ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+
+
+def table(doc: dict) -> str:
+    lines = []
+    p = doc.get("parameters") or {}
+    src = "ok" if p.get("ok") else f"FAILING ({p.get('failures')}x: {p.get('error')}), using {p.get('source')}"
+    lines.append(f"parameters: revision {p.get('revision')} from {p.get('source')}: {src}")
+    if p.get("agent_error"):
+        lines.append(f"agent parameter: {p['agent_error']}")
+    tun = doc.get("tunnels") or {}
+    lines.append(f"tunnels ({tun.get('backend', '?')} GRE):" + (f" {tun['error']}" if tun.get("error") else ""))
+    rows = [(t["name"], t["peer"], t["kind"], t["remote"], t["key"], t["state"], t["rx_bytes"], t["tx_bytes"],
+             t.get("error") or "") for t in tun.get("tunnels") or []]
+    lines += _table(("TUNNEL", "PEER", "KIND", "REMOTE", "KEY", "STATE", "RX BYTES", "TX BYTES", "ERROR"), rows)
+    for r in tun.get("rejected") or []:
+        lines.append(f"rejected: {r['error']}")
+    frr = doc.get("frr") or {}
+    if frr.get("error"):
+        lines.append(f"frr: {frr['error']}")
+    sessions = doc.get("sessions")
+    if sessions is None:
+        lines.append(f"bgp sessions: unknown ({doc.get('sessions_error', 'not checked')})")
+    else:
+        rows = [(s["peer"], s["afi"], s["remote_as"], s["state"],
+                 f"{(s['uptime_ms'] or 0) // 1000}s", s["prefixes_in"], s["prefixes_out"]) for s in sessions]
+        lines += _table(("BGP PEER", "AFI", "AS", "STATE", "UP", "PFX IN", "PFX OUT"), rows)
+    return "\n".join(lines)
+
+
+def unhealthy(doc: dict | None) -> bool:
+    if not doc:
+        return False
+    tun = doc.get("tunnels") or {}
+    return (not (doc.get("parameters") or {}).get("ok") or bool(tun.get("rejected")) or bool(tun.get("error"))
+            or any(t["state"] == "error" for t in tun.get("tunnels") or []) or bool((doc.get("frr") or {}).get("error")))
