@@ -85,6 +85,11 @@ class FRR:
         self.config_path.write_text(config_text)
         try:
             for daemon in self.daemons:
+                # A socket left by an earlier run would make _wait_socket return at once.
+                for stale in (self.vty_dir / f"{daemon}.vty", self.vty_dir / f"{daemon}.pid"):
+                    stale.unlink(missing_ok=True)
+                if daemon == "zebra":
+                    self.zserv.unlink(missing_ok=True)
                 cmd = self._prefix() + [
                     str(FRR_BIN / daemon),
                     "-f", "/dev/null",  # config comes from vtysh below

@@ -140,12 +140,17 @@ def test_health_withdraw_follows_docker_health(site, agent):
 
 
 def test_anycast_duplicate_on_one_host_gets_ecmp(site, agent):
-    labels = {"overlay.ipv4": "100.64.13.1", "overlay.anycast": "true"}
+    labels = {"overlay.ipv4": "100.64.13.1", "overlay.ipv6": "fd00:64::13:1", "overlay.anycast": "true"}
     a = site.run(labels=labels, name="any-a")
     b = site.run(labels=labels, name="any-b")
-    wait_until(lambda: site.host_routes().get("100.64.13.1/32") == "multipath", 15, what="ECMP host route")
+    for p in ("100.64.13.1/32", "fd00:64::13:1/128"):
+        wait_until(lambda: site.host_routes().get(p) == "multipath", 15, what=f"ECMP host route {p}")
+    for addr in ("100.64.13.1", "fd00:64::13:1"):
+        wait_until(lambda: site.fetch(addr, timeout=2).strip() == "overlay-test", 20, what=f"HTTP to {addr}")
     a.remove(force=True)
-    wait_until(lambda: site.host_routes().get("100.64.13.1/32") == "ovc" + b.id[:12], 15, what="one path left")
+    for p in ("100.64.13.1/32", "fd00:64::13:1/128"):
+        wait_until(lambda: site.host_routes().get(p) == "ovc" + b.id[:12], 15, what=f"one path left for {p}")
+    assert site.fetch("fd00:64::13:1", timeout=3).strip() == "overlay-test"
 
 
 def test_status_table_and_metrics(site, agent):

@@ -1,0 +1,147 @@
+"""Agent wiring latency with real Docker and FRR: start event -> /32 in the host FIB and at the router; a 200-container burst (root).
+
+Run from the repository root:  .venv/bin/python bench/bench_agent_latency.py [--sequential N] [--burst N]
+
+Times: Docker's own `start` event timestamp (timeNano, same clock) to the moment
+`ip monitor route` in the host / router namespace prints the route (read by a thread here,
+so the figures include up to a millisecond or so of reading delay).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.agent.site import Site, wait_until  # noqa: E402
+
+
+class RouteWatch:
+    """`ip monitor route` in a namespace: first time each prefix was added (time.time_ns())."""
+
+    def __init__(self, netns: str):
+        self.seen: dict[str, int] = {}
+        self.proc = subprocess.Popen(["ip", "-n", netns, "monitor", "route"], stdout=subprocess.PIPE,
+                                     text=True, bufsize=1)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            now = time.time_ns()
+            if line.startswith("Deleted"):
+                continue
+            prefix = line.split()[0]
+            if prefix.count(".") == 3:
+                self.seen.setdefault(prefix if "/" in prefix else prefix + "/32", now)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=5)
+
+
+class StartEvents:
+    """Docker `start` events: container id -> timeNano."""
+
+    def __init__(self, client):
+        self.at: dict[str, int] = {}
+        self.stream = client.api.events(decode=True, filters={"type": "container", "event": "start"})
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            for ev in self.stream:
+                self.at[ev["Actor"]["ID"]] = int(ev["timeNano"])
+        except Exception:  # noqa: BLE001 - the stream is closed at the end
+            pass
+
+    def stop(self) -> None:
+        self.stream.close()
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def fmt(values: list[float]) -> str:
+    ms = [v * 1000 for v in values]
+    return (f"n={len(ms)} p50={pct(ms, .5):.1f} ms p90={pct(ms, .9):.1f} ms p99={pct(ms, .99):.1f} ms "
+            f"max={max(ms):.1f} ms mean={statistics.mean(ms):.1f} ms")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sequential", type=int, default=100, help="containers started one by one")
+    ap.add_argument("--burst", type=int, default=200, help="containers started together")
+    args = ap.parse_args()
+    print(f"machine: {os.cpu_count()} cpus, {platform.platform()}, kernel {platform.release()}")
+    site = Site(with_frr=True)
+    try:
+        site.start()
+        agent = site.agent().start()
+        agent.wait_ready()
+        host_watch, router_watch = RouteWatch(site.host), RouteWatch(site.router)
+        starts = StartEvents(site.docker)
+        time.sleep(0.5)
+
+        # 1. one at a time
+        ids = {}
+        for i in range(args.sequential):
+            addr = f"100.64.20.{i + 1}"
+            c = site.run("sleep", "3600", labels={"overlay.ipv4": addr})
+            ids[c.id] = addr + "/32"
+            wait_until(lambda: addr + "/32" in router_watch.seen, 30, interval=0.005, what=f"router learns {addr}")
+        host_lat = [(host_watch.seen[p] - starts.at[cid]) / 1e9 for cid, p in ids.items()]
+        router_lat = [(router_watch.seen[p] - starts.at[cid]) / 1e9 for cid, p in ids.items()]
+        print(f"start event -> /32 in host FIB   ({args.sequential} sequential): {fmt(host_lat)}")
+        print(f"start event -> /32 at the router ({args.sequential} sequential): {fmt(router_lat)}")
+        site.remove_all()
+        wait_until(lambda: not site.host_routes(), 60, what="routes gone")
+
+        # 2. a burst: N containers started together (8 client threads)
+        burst = {}
+
+        def start_one(i: int) -> None:
+            addr = f"100.64.{30 + i // 250}.{1 + i % 250}"
+            c = site.docker.containers.run(site.image, ["sleep", "3600"], labels={"overlay.ipv4": addr},
+                                           network_mode="none", detach=True)
+            burst[c.id] = addr + "/32"
+
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(start_one, range(args.burst)))
+        started = time.monotonic() - t0
+        wait_until(lambda: all(p in host_watch.seen for p in burst.values()), 120, interval=0.01,
+                   what="burst wired")
+        wait_until(lambda: all(cid in starts.at for cid in burst), 30, what="all start events")
+        last_start = max(starts.at[cid] for cid in burst)
+        last_route = max(host_watch.seen[p] for p in burst.values())
+        print(f"burst of {args.burst}: docker took {started:.1f} s to start them; last /32 in host FIB "
+              f"{(last_route - last_start) / 1e9 * 1000:.0f} ms after the last start event")
+        wait_until(lambda: all(p in router_watch.seen for p in burst.values()), 120, interval=0.05,
+                   what="burst at router")
+        last_router = max(router_watch.seen[p] for p in burst.values())
+        print(f"burst of {args.burst}: last /32 at the router {(last_router - last_start) / 1e9 * 1000:.0f} ms "
+              "after the last start event")
+        print(f"agent RSS: {agent.rss_kb() / 1024:.1f} MB")
+        starts.stop()
+        host_watch.stop()
+        router_watch.stop()
+    finally:
+        site.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
