@@ -9,6 +9,7 @@ import pytest
 from infra.config import parse
 from infra.plan import build_plan
 from infra.render import PASSWORD_PLACEHOLDER, render_frr
+from tests.support import frrcheck
 from tests.support import netns as nsutil
 
 pytestmark = [pytest.mark.root, pytest.mark.frr]
@@ -44,6 +45,8 @@ def _pair(netns_factory, host_password: str = PASSWORD):
     ns_r, ns_h = netns_factory("rtr"), netns_factory("hst")
     nsutil.veth(ns_r, p.ifname, ns_h, p.ifname)
     for ns, me in ((ns_r, p.a), (ns_h, p.b)):
+        # As the cloud-config's sysctls do on an instance.
+        nsutil.run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", ns=ns)
         nsutil.run("ip", "addr", "add", f"{me.inner_v4}/31", "dev", p.ifname, ns=ns)
         nsutil.run("ip", "-6", "addr", "add", f"{me.inner_v6}/127", "dev", p.ifname, "nodad", ns=ns)
     # Containers live behind a veth on the host, as the agent wires them.
@@ -151,6 +154,22 @@ def test_dynamic_neighbor_policy_and_max_prefix(pair):
     assert added > MAX_PREFIX, f"tripped after only {added} routes"
     # The IPv6 session, within its limit, was not touched.
     assert host_v6 in _established(router, "ipv6Unicast")
+
+
+@pytest.mark.skipif(not frrcheck.have_frr_reload(), reason="frr-reload.py (Debian frr-pythontools) not installed")
+def test_rendered_configs_round_trip_through_frr_reload(pair):
+    # The agent applies the `frr` parameter with frr-reload.py. Once applied, reloading the
+    # same text must change nothing: no line FRR would undo (e.g. `neighbor X bfd`, which
+    # FRR keeps apart from `bfd profile`), no default FRR hides from its running config.
+    plan, p, ns_h, router, host = pair
+    for frr, ns, name in ((router, router.netns, p.a.name), (host, ns_h, p.b.name)):
+        text = render_frr(plan, name).replace(PASSWORD_PLACEHOLDER, PASSWORD)
+        delete, add = frrcheck.reload_diff(ns, frr.vty_dir, frr.dir, text)
+        # `hostname` pushed through `vtysh -f` (how the test runner loads config) does not
+        # reach vtysh's own running config; on an instance `vtysh -b` sets it at boot.
+        delete = [line for line in delete if not line.startswith("no hostname")]
+        add = [line for line in add if not line.startswith("hostname ")]
+        assert (delete, add) == ([], []), f"{name}: frr-reload would change: delete {delete}, add {add}"
 
 
 def test_wrong_password_never_establishes(netns_factory):

@@ -68,3 +68,36 @@ def bgpd_check(text: str) -> CheckResult:
         proc = subprocess.run([str(BGPD), "-C", "-f", f.name], capture_output=True, text=True, timeout=60)
     output = (proc.stdout + proc.stderr).strip()
     return CheckResult(proc.returncode == 0 and not _BGPD_ERROR.search(output), "bgpd -C", output)
+
+
+FRR_RELOAD = FRR_DIR / "frr-reload.py"
+
+
+def have_frr_reload() -> bool:
+    return FRR_RELOAD.exists()
+
+
+def reload_diff(netns: str, vty_dir: Path, workdir: Path, text: str) -> tuple[list[str], list[str]]:
+    """What `frr-reload.py --test` would change to bring a running FRR to `text`: (delete, add).
+
+    The agent applies configs with frr-reload; a config that round-trips (empty diff once
+    applied) reloads without touching anything, and never has a line FRR would undo."""
+    path = workdir / "reload-test.conf"
+    path.write_text(text)
+    path.chmod(0o644)
+    proc = subprocess.run(["ip", "netns", "exec", netns, str(FRR_RELOAD), "--test", "--stdout",
+                           "--vty_socket", str(vty_dir), "--confdir", str(workdir), str(path)],
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"frr-reload.py --test failed ({proc.returncode}): {proc.stderr.strip()[-600:]}")
+    delete: list[str] = []
+    add: list[str] = []
+    current = None
+    for line in proc.stdout.splitlines():
+        if line.startswith("Lines To Delete"):
+            current = delete
+        elif line.startswith("Lines To Add"):
+            current = add
+        elif current is not None and line.strip() and not set(line.strip()) <= {"="}:
+            current.append(line)
+    return delete, add

@@ -132,13 +132,23 @@ def test_graceful_restart_follows_config():
     assert "bgp graceful-restart-disable" not in on
 
 
-def test_bfd_profile_from_config():
-    plan = PLANS["lab"]
+@pytest.mark.parametrize("interval, multiplier", [(100, 3), (300, 3), (300, 5), (50, 2)])
+def test_bfd_profile_from_config(interval, multiplier):
+    raw = {**_raw("lab"), "bgp": {"bfdInterval": interval, "bfdMultiplier": multiplier}}
+    plan = build_plan(parse(raw, "lab"))
     for inst in _sample(plan):
-        lines = _lines(render_frr(plan, inst.name))
-        assert f"detect-multiplier {plan.bgp.bfd_multiplier}" in lines
-        assert f"receive-interval {plan.bgp.bfd_interval_ms}" in lines
-        assert f"transmit-interval {plan.bgp.bfd_interval_ms}" in lines
+        text = render_frr(plan, inst.name)
+        lines = _lines(text)
+        assert "neighbor OVERLAY bfd" not in lines  # BFD is per peer group, both lines each
+        group = "HOSTS" if inst in plan.routers else "ROUTERS"
+        assert f"neighbor {group} bfd" in lines and f"neighbor {group} bfd profile OVERLAY" in lines
+        # FRR hides its defaults (3 x 300 ms) from its running config: written as comments.
+        assert (f"detect-multiplier {multiplier}" in lines) == (multiplier != 3)
+        assert (f"receive-interval {interval}" in lines) == (interval != 300)
+        assert (f"transmit-interval {interval}" in lines) == (interval != 300)
+        if multiplier == 3:
+            assert "! detect-multiplier 3 (FRR's default)" in text
+        assert f"detected in {interval * multiplier} ms" in text
 
 
 # -- hosts --------------------------------------------------------------------------
