@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -76,8 +79,7 @@ def _password_filled(text: str) -> str:
     return text.replace("{{BGP_PASSWORD}}", ssm.LAB_PASSWORD)
 
 
-def _start_frr(lab: Lab) -> str:
-    names = [r.name for r in lab.plan.routers] + [h.name for h in lab.plan.hosts]
+def _start_frr(lab: Lab, names: list[str]) -> str:
     for name in names:
         # Start with the instance's own rendered config (the agent then finds nothing to
         # reload), so sessions come up without waiting for the first parameter poll.
@@ -85,20 +87,20 @@ def _start_frr(lab: Lab) -> str:
     return ", ".join(names)
 
 
-def _start_docker(lab: Lab) -> str:
+def _start_docker(lab: Lab, hosts: list[str]) -> str:
     from lab import image
     from lab.dockerd import Dockerd
 
     refs = set()
-    for h in lab.plan.hosts:
-        d = Dockerd(lab.topo.instance(h.name).ns, workdir=lab.state / "docker" / h.name, live_restore=True)
+    for h in hosts:
+        d = Dockerd(lab.topo.instance(h).ns, workdir=lab.state / "docker" / h, live_restore=True)
         d.start(timeout=60)
         client = d.client()
         try:
             refs.add(image.ensure(client))
         finally:
             client.close()
-    return f"{len(lab.plan.hosts)} daemons, image {', '.join(sorted(refs))}"
+    return f"{len(hosts)} daemons, image {', '.join(sorted(refs))}"
 
 
 def agent_command(lab: Lab, name: str) -> list[str]:
@@ -118,8 +120,8 @@ def agent_command(lab: Lab, name: str) -> list[str]:
     return cmd
 
 
-def _start_agents(lab: Lab) -> str:
-    for inst in lab.plan.instances:
+def _start_agents(lab: Lab, names: list[str]) -> str:
+    for inst in (i for i in lab.plan.instances if i.name in names):
         topo_inst = lab.topo.instance(inst.name)
         adir = lab.agent_dir(inst.name)
         adir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +134,7 @@ def _start_agents(lab: Lab) -> str:
         }, indent=1))
         daemon.start(topo_inst.ns, agent_command(lab, inst.name), log=lab.state / "logs" / f"agent-{inst.name}.log",
                      pidfile=adir / "agent.pid", env={"AWS_ACCESS_KEY_ID": "lab", "AWS_SECRET_ACCESS_KEY": "lab"})
-    return f"{len(lab.plan.instances)} agents"
+    return f"{len(names)} agents"
 
 
 def _start_onprem(lab: Lab) -> str:
@@ -184,20 +186,25 @@ def wait_sessions(lab: Lab, timeout: float = 120) -> str:
 
 
 def up(lab: Lab) -> None:
-    if lab.is_up():
-        lab.say(f"lab {lab.plan.stack} is already up ({lab.state / 'up.json'}); `down` first to rebuild")
-        return
+    """Build the lab; on a lab that is up, bring it in line with the stack (instances added or removed)."""
+    if (lab.state / "up.json").exists() and lab.topo.vpc_ns in lab_namespaces(lab.plan.stack):
+        if lab.is_up() and not _stale_instances(lab):
+            lab.say(f"lab {lab.plan.stack} is already up ({lab.state / 'up.json'}); nothing to change")
+            return
+        return sync(lab)
     down(lab, quiet=True)
     lab.state.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
+    instances = [i.name for i in lab.plan.instances]
+    hosts = [h.name for h in lab.plan.hosts]
     steps = [
         ("underlay (namespaces, subnets, VPC route tables, IGW NAT, internet, on-prem LANs)",
          lambda: build_underlay(lab.plan, lab.topo, underlay_mtu(lab.plan)) or f"{len(lab.topo.namespaces)} namespaces"),
         ("parameter store (moto SSM in the VPC, seeded by the program's code path)",
          lambda: (ssm.start(lab.topo, lab.state), f"{len(ssm.seed(lab.plan, lab.topo, lab.stacks_dir))} parameters")[1]),
-        ("FRR on every instance", lambda: _start_frr(lab)),
-        ("docker daemons on the hosts", lambda: _start_docker(lab)),
-        ("agents (pairing sync everywhere, container wiring on hosts)", lambda: _start_agents(lab)),
+        ("FRR on every instance", lambda: _start_frr(lab, instances)),
+        ("docker daemons on the hosts", lambda: _start_docker(lab, hosts)),
+        ("agents (pairing sync everywhere, container wiring on hosts)", lambda: _start_agents(lab, instances)),
         ("on-prem routers (GRE to the EIPs, FRR from the stack's on-prem config)", lambda: _start_onprem(lab)),
         ("BGP sessions", lambda: wait_sessions(lab)),
     ]
@@ -208,9 +215,58 @@ def up(lab: Lab) -> None:
         lab.say("up failed; removing what was built")
         down(lab, quiet=True)
         raise
-    (lab.state / "up.json").write_text(json.dumps({"stack": lab.plan.stack, "up_seconds": time.monotonic() - t0,
-                                                   "namespaces": list(lab.topo.namespaces)}, indent=1))
+    _mark_up(lab, time.monotonic() - t0)
     lab.say(f"lab {lab.plan.stack} is up in {time.monotonic() - t0:.1f} s")
+
+
+def _mark_up(lab: Lab, seconds: float) -> None:
+    (lab.state / "up.json").write_text(json.dumps({"stack": lab.plan.stack, "up_seconds": round(seconds, 1),
+                                                   "namespaces": list(lab.topo.namespaces)}, indent=1))
+
+
+def _stale_instances(lab: Lab) -> list[str]:
+    """Namespaces of instances the plan no longer has (a host or router removed from the stack)."""
+    prefix = topology.ns_prefix(lab.plan.stack)
+    wanted = set(lab.topo.namespaces)
+    return [n for n in lab_namespaces(lab.plan.stack)
+            if n not in wanted and n[len(prefix):].startswith(("router-", "host-"))]
+
+
+def sync(lab: Lab) -> None:
+    """A running lab follows a changed stack, as `pulumi up` would: new instances join, removed ones go.
+
+    Existing instances are not touched: their agents see the new parameters at their next
+    poll (new tunnels on the routers) and nothing else changes, so no session resets.
+    """
+    from lab.underlay import apply_nat, kill_namespace_processes, wire_instance
+
+    t0 = time.monotonic()
+    present = set(lab_namespaces(lab.plan.stack))
+    new = [i for i in lab.topo.instances if i.ns not in present]
+    stale = _stale_instances(lab)
+    lab.say(f"lab {lab.plan.stack} is up; applying the stack: {len(new)} instances to add, {len(stale)} to remove")
+    for name in stale:
+        kill_namespace_processes(name)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+    for inst in new:
+        wire_instance(lab.topo, inst, underlay_mtu(lab.plan), create=True)
+    apply_nat(lab.topo)
+    lab.say(f"      {len(ssm.seed(lab.plan, lab.topo, lab.stacks_dir))} parameters published")
+    names = [i.name for i in new if i.role in ("router", "host")]
+    if any(i.role == "router" for i in new):
+        # On-prem routers learn of new routers only from their config (no SSM there).
+        for site in lab.topo.sites:
+            onprem.apply_tunnels(site, onprem.tunnel_docs(lab.plan, lab.topo, site), lab.state / "onprem" / site.name)
+            lab.frr_for(site.name).apply(onprem.frr_config(lab.plan, lab.topo, site, ssm.LAB_PASSWORD))
+    if names:
+        _start_frr(lab, names)
+        hosts = [i.name for i in new if i.role == "host"]
+        if hosts:
+            _start_docker(lab, hosts)
+        _start_agents(lab, names)
+    wait_sessions(lab)
+    _mark_up(lab, time.monotonic() - t0)
+    lab.say(f"lab {lab.plan.stack} now matches the stack ({time.monotonic() - t0:.1f} s)")
 
 
 def underlay_mtu(plan: OverlayPlan) -> int:
@@ -244,9 +300,6 @@ def down(lab: Lab, quiet: bool = False) -> None:
 
 def _kill_by_path(path: Path) -> None:
     """Processes started for the lab outside its namespaces (none expected) are ended too."""
-    import os
-    import signal
-
     mark = str(path).encode()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
@@ -256,8 +309,6 @@ def _kill_by_path(path: Path) -> None:
 
 
 def _unmount_under(path: Path) -> None:
-    import subprocess
-
     mounts = []
     with contextlib.suppress(OSError):
         for line in Path("/proc/self/mountinfo").read_text().splitlines():

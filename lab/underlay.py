@@ -102,15 +102,7 @@ def build_underlay(plan: OverlayPlan, topo: LabTopology, underlay_mtu: int) -> N
             n.link("set", index=idx, state="up")
 
     for inst in topo.instances:
-        _veth(inst.ns, "eth0", vpc, inst.vpc_port, underlay_mtu)
-        with ns(vpc) as n:
-            n.link("set", index=n.link_lookup(ifname=inst.vpc_port)[0],
-                   master=n.link_lookup(ifname=inst.segment.bridge)[0])
-        _addr(inst.ns, "eth0", f"{inst.address}/{inst.segment.cidr.prefixlen}")
-        _route(inst.ns, dst="0.0.0.0/0", gateway=str(inst.segment.gateway))
-        if inst.role != "native":
-            # EC2 instances here have source/dest check off and forward.
-            sysctl(inst.ns, {**FORWARDING, **RP_LOOSE, **ECMP_L4})
+        wire_instance(topo, inst, underlay_mtu)
 
     # The VPC's route tables: per AZ, the container pools go to that AZ's router ENI.
     # Policy rules by ingress bridge stand in for "this subnet's route table".
@@ -135,7 +127,7 @@ def build_underlay(plan: OverlayPlan, topo: LabTopology, underlay_mtu: int) -> N
     _route(topo.inet_ns, dst=f"{IGW_VPC_SIDE}/32", oif="vpc")
     _route(topo.inet_ns, dst=str(EIP_POOL), gateway=str(IGW_VPC_SIDE))
     sysctl(topo.inet_ns, {**FORWARDING, **RP_LOOSE})
-    sh(vpc, "nft", "-f", "-", input=nat_ruleset(topo))
+    apply_nat(topo)
 
     for site in topo.sites:
         _veth(topo.inet_ns, site.inet_port, site.ns, "wan")
@@ -153,6 +145,27 @@ def build_underlay(plan: OverlayPlan, topo: LabTopology, underlay_mtu: int) -> N
             _addr(site.client_ns, "eth0", f"{site.client_v6}/{site.lan_v6.prefixlen}")
             _route(site.client_ns, dst="::/0", gateway=str(site.router_lan_v6))
         sysctl(site.ns, {**FORWARDING, **RP_LOOSE, **ECMP_L4})
+
+
+def wire_instance(topo: LabTopology, inst, underlay_mtu: int, create: bool = False) -> None:
+    """One instance on its subnet: a veth into the subnet's bridge, its fixed address, the VPC router as gateway."""
+    if create:
+        _create_ns(inst.ns)
+    _veth(inst.ns, "eth0", topo.vpc_ns, inst.vpc_port, underlay_mtu)
+    with ns(topo.vpc_ns) as n:
+        n.link("set", index=n.link_lookup(ifname=inst.vpc_port)[0],
+               master=n.link_lookup(ifname=inst.segment.bridge)[0])
+    _addr(inst.ns, "eth0", f"{inst.address}/{inst.segment.cidr.prefixlen}")
+    _route(inst.ns, dst="0.0.0.0/0", gateway=str(inst.segment.gateway))
+    if inst.role != "native":
+        # EC2 instances here have source/dest check off and forward.
+        sysctl(inst.ns, {**FORWARDING, **RP_LOOSE, **ECMP_L4})
+
+
+def apply_nat(topo: LabTopology) -> None:
+    # Replace our table whole (add-then-delete makes the delete safe when it is absent).
+    sh(topo.vpc_ns, "nft", "-f", "-",
+       input="add table ip lab_igw\ndelete table ip lab_igw\n" + nat_ruleset(topo))
 
 
 def nat_ruleset(topo: LabTopology) -> str:

@@ -1,0 +1,326 @@
+"""The whole lab end to end: sessions, reachability, moves, anycast, failover, hijacks, growth (issue 7)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from infra.stackfile import stack_path
+from lab import demo, stack
+from lab.frr import available as frr_available
+from lab.underlay import lab_namespaces
+from tests.support.netns import have_root_netns
+
+pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.frr, pytest.mark.docker]
+
+NAME = f"e2e{os.getpid() % 1000}"
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def write_stack(directory: Path, hosts_delta: int = 0) -> None:
+    doc = yaml.safe_load(stack_path("lab").read_text())
+    doc["config"]["overlay:hosts"]["count"] += hosts_delta
+    (directory / f"Pulumi.{NAME}.yaml").write_text(yaml.safe_dump(doc))
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if not have_root_netns() or not frr_available() or not shutil.which("dockerd"):
+        pytest.skip("needs root, FRR and dockerd")
+    stacks_dir = tmp_path_factory.mktemp("stacks")
+    write_stack(stacks_dir)
+    the_lab = stack.Lab.load(NAME, stacks_dir, say=say)
+    try:
+        stack.up(the_lab)
+        yield the_lab
+    finally:
+        stack.down(the_lab)
+        assert lab_namespaces(NAME) == []
+        assert not the_lab.state.exists()
+
+
+@pytest.fixture
+def containers(lab):
+    """Containers a test starts; all removed afterwards, pass or fail."""
+    made: list[tuple[str, str]] = []
+
+    def start(host: str, name: str, labels: dict[str, str]):
+        demo.start_container(lab, host, name, labels)
+        made.append((host, name))
+        return demo.container_addresses(lab, host, name)
+
+    yield start
+    for host, name in made:
+        demo.remove_container(lab, host, name)
+
+
+def client(lab):
+    return lab.topo.sites[0].client_ns
+
+
+def ping(ns: str, address: str) -> bool:
+    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-c1", "-W2", address],
+                          capture_output=True).returncode == 0
+
+
+def reachable(ns: str, address: str, host: str, tries: int = 40) -> bool:
+    """Ping and one HTTP GET answered by `host`'s container (routes settle in well under 10 s)."""
+    for _ in range(tries):
+        if ping(ns, address) and demo.http_get(ns, address) == host:
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def uptimes(lab, router: str) -> dict[str, int]:
+    """Each BGP peer's session uptime in ms on a router (Established peers only)."""
+    doc = lab.frr_for(router).vtysh_json("show bgp summary json")
+    return {peer: info.get("peerUptimeMsec") for af in doc.values() if isinstance(af, dict)
+            for peer, info in af.get("peers", {}).items() if info.get("state") == "Established"}
+
+
+# 1 -----------------------------------------------------------------------------------------
+def test_every_session_established_over_gre(lab):
+    stack.wait_sessions(lab, timeout=60)
+    for r in lab.plan.routers:
+        links = subprocess.run(["ip", "netns", "exec", lab.topo.instance(r.name).ns, "ip", "-o", "link"],
+                               capture_output=True, text=True).stdout
+        for p in lab.plan.pairings_of(r.name):
+            assert f" {p.ifname}:" in links, f"{r.name} lacks {p.ifname}"
+        # every host session runs over its tunnel's inner addresses (dynamic neighbors)
+        peers = uptimes(lab, r.name)
+        for p in lab.plan.pairings_of(r.name):
+            assert str(p.b.inner_v4) in peers and str(p.b.inner_v6) in peers
+    site = lab.topo.sites[0]
+    summary = lab.frr_for(site.name).bgp_summary()
+    states = [i["state"] for af in summary.values() if isinstance(af, dict) for i in af.get("peers", {}).values()]
+    assert states and all(s == "Established" for s in states)
+
+
+# 2 and 7 (IPv6) ------------------------------------------------------------------------------
+def test_container_on_each_host_reachable_from_onprem_and_vpc(lab, containers):
+    native = lab.topo.instance("native").ns
+    for h in lab.plan.hosts:
+        v4, v6 = containers(h.name, f"reach-{h.name}", {"overlay": "auto"})
+        assert v4 and v6
+        assert reachable(client(lab), v4, h.name), f"{v4} on {h.name} from on-prem"
+        assert reachable(client(lab), v6, h.name), f"{v6} on {h.name} from on-prem"
+        # A VPC-native instance reaches it through the VPC route table (pools -> router ENI).
+        assert reachable(native, v4, h.name), f"{v4} on {h.name} from the VPC"
+
+
+# 4 and 7 --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", [4, 6])
+def test_move_loses_no_traffic(lab, containers, family):
+    h1, h2 = (h.name for h in lab.plan.hosts[:2])
+    addr = str(lab.plan.pools_v4[0].broadcast_address - 20) if family == 4 else str(lab.plan.pools_v6[0][-20])
+    key = "overlay.ipv4" if family == 4 else "overlay.ipv6"
+    containers(h1, f"move-{family}-old", {key: addr})
+    assert reachable(client(lab), addr, h1)
+    # 250 pings, 20 ms apart, while the address starts on h2 and then stops on h1.
+    pinger = subprocess.Popen(["ip", "netns", "exec", client(lab), "ping", "-n", "-q", "-i", "0.02", "-c", "250",
+                               "-W", "1", addr], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    containers(h2, f"move-{family}-new", {key: addr})
+    router = lab.plan.routers[0].name
+    prefix = f"{addr}/{32 if family == 4 else 128}"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # make before break: both paths in place first
+        entries = lab.frr_for(router).routes(family).get(prefix, [])
+        if sum(len(e.get("nexthops", [])) for e in entries if e.get("selected")) == 2:
+            break
+        time.sleep(0.05)
+    demo.remove_container(lab, h1, f"move-{family}-old")
+    out, _ = pinger.communicate(timeout=60)
+    sent, received = map(int, re.search(r"(\d+) packets transmitted, (\d+) received", out).groups())
+    loss = 100.0 * (sent - received) / sent
+    print(f"\nmove IPv{family} {addr} {h1} -> {h2}: {sent - received} of {sent} pings lost ({loss:.1f} %)")
+    assert reachable(client(lab), addr, h2)
+    assert loss <= 2.0, out
+
+
+# 5 and 7 --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", [4, 6])
+def test_anycast_spreads_and_survives_one_stop(lab, containers, family):
+    h1, h2 = (h.name for h in lab.plan.hosts[:2])
+    addr = str(lab.plan.pools_v4[0].broadcast_address - 30) if family == 4 else str(lab.plan.pools_v6[0][-30])
+    key = "overlay.ipv4" if family == 4 else "overlay.ipv6"
+    for h in (h1, h2):
+        containers(h, f"any-{family}-{h}", {key: addr, "overlay.anycast": "true"})
+    demo.wait_route(lab, lab.plan.routers[0].name, f"{addr}/{32 if family == 4 else 128}")
+    time.sleep(1)  # both hosts' announcements reach both routers
+    counts = demo.spread(client(lab), addr, 60)
+    print(f"\nanycast IPv{family} {addr}: {dict(counts)}")
+    assert counts[h1] > 0 and counts[h2] > 0 and counts["error"] == 0
+    demo.remove_container(lab, h1, f"any-{family}-{h1}")
+    time.sleep(1)
+    after = demo.spread(client(lab), addr, 20)
+    assert after == {h2: 20}, after
+
+
+# 6 --------------------------------------------------------------------------------------------
+def test_host_failure_moves_anycast_within_a_second(lab, containers):
+    h1, h2 = (h.name for h in lab.plan.hosts[:2])
+    addr = str(lab.plan.pools_v4[0].broadcast_address - 40)
+    for h in (h1, h2):
+        containers(h, f"fail-{h}", {"overlay.ipv4": addr, "overlay.anycast": "true"})
+    demo.wait_route(lab, lab.plan.routers[0].name, f"{addr}/32")
+    time.sleep(1)
+    assert demo.spread(client(lab), addr, 20)["error"] == 0
+    # Probe with new TCP connections every 20 ms while host-2 is cut off from the VPC.
+    code = ("import socket,time,json\nres=[]\nend=time.monotonic()+4\n"
+            "while time.monotonic()<end:\n t=time.monotonic()\n s=socket.socket()\n s.settimeout(0.15)\n"
+            f" try:\n  s.connect(('{addr}',80)); ok=1\n except OSError: ok=0\n"
+            " s.close(); res.append((t,ok)); time.sleep(0.02)\nprint(json.dumps(res))")
+    prober = subprocess.Popen(["ip", "netns", "exec", client(lab), "python3", "-c", code], stdout=subprocess.PIPE,
+                              text=True)
+    time.sleep(0.5)
+    cut_at = time.monotonic()
+    host_ns = lab.topo.instance(h2).ns
+    subprocess.run(["ip", "netns", "exec", host_ns, "ip", "link", "set", "eth0", "down"], check=True)
+    try:
+        results = json.loads(prober.communicate(timeout=30)[0])
+    finally:
+        subprocess.run(["ip", "netns", "exec", host_ns, "ip", "link", "set", "eth0", "up"], check=True)
+        subprocess.run(["ip", "netns", "exec", host_ns, "ip", "route", "replace", "default", "via",
+                        str(lab.topo.instance(h2).segment.gateway)], check=True)
+    failures = [t for t, ok in results if not ok and t >= cut_at - 0.2]
+    outage = (max(failures) - cut_at + 0.15) if failures else 0.0
+    print(f"\nhost {h2} cut off: anycast {addr} failed for {outage * 1000:.0f} ms "
+          f"({len(failures)} of {len(results)} connection attempts)")
+    assert results[-1][1] == 1
+    assert outage < 1.0
+    stack.wait_sessions(lab, timeout=60)
+
+
+# 3 --------------------------------------------------------------------------------------------
+def test_250_containers_on_one_host_all_reachable(lab):
+    host = lab.plan.hosts[0].name
+    names = [f"many-{i}" for i in range(250)]
+    client_docker = demo.docker_client(lab, host)
+    try:
+        from lab import image
+
+        ref = image.ensure(client_docker)
+        errors: list[str] = []
+
+        def run(chunk):
+            c = demo.docker_client(lab, host)
+            try:
+                for n in chunk:
+                    try:
+                        c.containers.run(ref, ["httpd", "-f", "-p", "80", "-h", "/www"], name=n, detach=True,
+                                         network_mode="none", labels={"overlay": "auto"})
+                    except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                        errors.append(f"{n}: {exc}")
+            finally:
+                c.close()
+
+        threads = [threading.Thread(target=run, args=(names[i::4],)) for i in range(4)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors[:3]
+        addrs = {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(addrs) < len(names):
+            for row in demo.agent_status(lab, host).get("containers", []):
+                if row.get("name") in names and row.get("state") == "routed":
+                    addrs[row["name"]] = row["ipv4"]
+            time.sleep(0.5)
+        assert len(addrs) == len(names), f"{len(addrs)} of {len(names)} wired"
+        print(f"\n250 containers started and wired in {time.monotonic() - t0:.1f} s")
+        # Every one answers a TCP connection from on-prem (one process, parallel connects).
+        code = ("import socket,json,sys,concurrent.futures as f\naddrs=json.load(sys.stdin)\n"
+                "def probe(a):\n for _ in range(20):\n  s=socket.socket(); s.settimeout(1)\n"
+                "  try:\n   s.connect((a,80)); return None\n  except OSError:\n   pass\n  finally: s.close()\n"
+                " return a\n"
+                "with f.ThreadPoolExecutor(32) as ex: bad=[a for a in ex.map(probe, addrs) if a]\n"
+                "print(json.dumps(bad))")
+        proc = subprocess.run(["ip", "netns", "exec", client(lab), "python3", "-c", code],
+                              input=json.dumps(sorted(addrs.values())), capture_output=True, text=True, timeout=300)
+        assert json.loads(proc.stdout) == [], proc.stderr
+    finally:
+        for n in names:
+            try:
+                client_docker.containers.get(n).remove(force=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        client_docker.close()
+
+
+# 8 --------------------------------------------------------------------------------------------
+def test_hijack_attempts_rejected(lab):
+    host = lab.plan.hosts[-1]
+    router = lab.plan.routers[0].name
+    site = lab.topo.sites[0].name
+    before_onprem = set(lab.frr_for(site).routes(4))
+    bogus = ["0.0.0.0/0", "10.99.200.0/24", "192.0.2.77/32"]
+    # A compromised host: its own export filter gone, announcing what it likes.
+    cmds = ["configure terminal"]
+    cmds += [f"ip route {p} blackhole" for p in bogus]
+    cmds += [f"router bgp {host.asn}", "address-family ipv4 unicast"]
+    cmds += [f"network {p}" for p in bogus]
+    cmds += ["no neighbor ROUTERS route-map ROUTERS-OUT out", "end", "clear bgp ipv4 unicast * soft out"]
+    lab.frr_for(host.name).vtysh(*cmds)
+    try:
+        deadline = time.monotonic() + 10
+        sent: set[str] = set()
+        while time.monotonic() < deadline and not set(bogus) <= sent:
+            peer = str(lab.plan.pairings_of(host.name)[0].a.inner_v4)
+            doc = lab.frr_for(host.name).vtysh_json(f"show bgp ipv4 unicast neighbors {peer} advertised-routes json")
+            sent = set((doc.get("advertisedRoutes") or {}).keys())
+            time.sleep(0.2)
+        assert set(bogus) <= sent, f"the host did not send them: {sent}"
+        time.sleep(1)
+        for r in lab.plan.routers:
+            routes = lab.frr_for(r.name).routes(4)
+            for p in bogus:
+                assert not any(e.get("protocol") == "bgp" for e in routes.get(p, [])), f"{r.name} took {p}"
+        assert set(lab.frr_for(site).routes(4)) == before_onprem
+    finally:
+        undo = ["configure terminal", f"router bgp {host.asn}", "address-family ipv4 unicast"]
+        undo += [f"no network {p}" for p in bogus]
+        undo += ["neighbor ROUTERS route-map ROUTERS-OUT out", "exit", "exit"]
+        undo += [f"no ip route {p} blackhole" for p in bogus] + ["end"]
+        lab.frr_for(host.name).vtysh(*undo)
+
+
+# 9 --------------------------------------------------------------------------------------------
+def test_growth_adds_a_host_live(lab, containers):
+    before = {r.name: uptimes(lab, r.name) for r in lab.plan.routers}
+    t0 = time.monotonic()
+    write_stack(lab.stacks_dir, hosts_delta=1)
+    grown = stack.Lab.load(NAME, lab.stacks_dir, say=say)
+    try:
+        stack.up(grown)  # a running lab follows the changed stack
+        new_host = grown.plan.hosts[-1].name
+        assert new_host not in {h.name for h in lab.plan.hosts}
+        for r in grown.plan.routers:
+            after = uptimes(grown, r.name)
+            elapsed_ms = (time.monotonic() - t0) * 1000
+            for peer, up_ms in before[r.name].items():
+                # uninterrupted: it has been up all along (FRR reports uptime to the second)
+                assert after.get(peer, 0) >= up_ms + elapsed_ms - 2000, f"{r.name}: session to {peer} was reset"
+        demo.start_container(grown, new_host, "grown", {"overlay": "auto"})
+        try:
+            v4, v6 = demo.container_addresses(grown, new_host, "grown")
+            assert reachable(client(grown), v4, new_host) and reachable(client(grown), v6, new_host)
+        finally:
+            demo.remove_container(grown, new_host, "grown")
+    finally:
+        write_stack(lab.stacks_dir)
+        stack.up(stack.Lab.load(NAME, lab.stacks_dir, say=say))  # and shrinks back
