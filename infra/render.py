@@ -114,8 +114,12 @@ class BgpSettings:
         _check_int("bgp.max_paths", self.max_paths, 1, 64)
         _check(isinstance(self.graceful_restart, bool), "bgp.graceful_restart", self.graceful_restart,
                "must be true or false")
-        _check_int("bgp.gr_restart_time", self.gr_restart_time, 1, 4095)
-        _check_int("bgp.gr_stalepath_time", self.gr_stalepath_time, 1, 4095)
+        # The templates state these as FRR's defaults (which FRR leaves out of its running
+        # config); other values would need the commands written out.
+        _check(self.gr_restart_time == 120, "bgp.gr_restart_time", self.gr_restart_time,
+               "must be 120 (FRR's default, which the templates assume)")
+        _check(self.gr_stalepath_time == 360, "bgp.gr_stalepath_time", self.gr_stalepath_time,
+               "must be 360 (FRR's default, which the templates assume)")
         _check(self.password == PASSWORD_PLACEHOLDER, "bgp.password", "<hidden>",
                f"must be the placeholder {PASSWORD_PLACEHOLDER} (the agent fills in the secret)")
 

@@ -184,3 +184,28 @@ def test_wrong_password_never_establishes(netns_factory):
 def _accepted(router, peer: str) -> int:
     peers = (router.bgp_summary().get("ipv4Unicast") or {}).get("peers") or {}
     return int((peers.get(peer) or {}).get("pfxRcd", 0))
+
+
+@pytest.mark.skipif(not frrcheck.have_frr_reload(), reason="frr-reload.py (Debian frr-pythontools) not installed")
+@pytest.mark.parametrize("stack, instance", [("gen-large", "router-1"), ("gen-large", "host-1000"),
+                                             ("gen-v4only", "router-1"), ("gen-v4only", "host-1"),
+                                             ("prod-euw1", "router-2")])
+def test_more_configs_round_trip_through_frr_reload(netns, stack, instance):
+    # Graceful restart on, on-prem peers, specifics, per-host ASNs, IPv4 only: each shape
+    # applied to a lone FRR, then diffed against itself.
+    from tests.support.render_plans import all_plans
+
+    if not frr_mod.available():
+        pytest.skip("FRR (zebra, bgpd, vtysh) not installed")
+    plan = all_plans()[stack]
+    nsutil.run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", ns=netns)
+    text = render_frr(plan, instance).replace(PASSWORD_PLACEHOLDER, PASSWORD)
+    frr = FRR(netns, instance, daemons=DAEMONS)
+    try:
+        frr.start(text)
+        delete, add = frrcheck.reload_diff(netns, frr.vty_dir, frr.dir, text)
+    finally:
+        frr.stop()
+    delete = [line for line in delete if not line.startswith("no hostname")]
+    add = [line for line in add if not line.startswith("hostname ")]
+    assert (delete, add) == ([], []), f"{stack} {instance}: delete {delete}, add {add}"

@@ -124,12 +124,17 @@ def test_onprem_neighbors_and_export_modes():
 
 
 def test_graceful_restart_follows_config():
-    off = render_frr(PLANS["lab"], "router-1")
-    assert "bgp graceful-restart-disable" in _lines(off)
-    assert "bgp graceful-restart restart-time" not in off
-    on = render_frr(PLANS["gen-large"], "router-1")
-    assert "bgp graceful-restart" in _lines(on)
-    assert "bgp graceful-restart-disable" not in on
+    for name in ("router-1", "host-1"):
+        off = _lines(render_frr(PLANS["lab"], name))
+        assert [line for line in off if "graceful-restart" in line] == ["bgp graceful-restart-disable"]
+        on = render_frr(PLANS["gen-large"], name)
+        assert [line for line in _lines(on) if "graceful-restart" in line] == ["bgp graceful-restart"]
+        assert "restart-time 120 s" in on
+
+
+def test_graceful_restart_timers_are_frr_defaults():
+    with pytest.raises(RenderError, match="must be 120"):
+        dataclasses.replace(bgp_settings(PLANS["lab"]), gr_restart_time=60)
 
 
 @pytest.mark.parametrize("interval, multiplier", [(100, 3), (300, 3), (300, 5), (50, 2)])
