@@ -1,6 +1,7 @@
 """AgentPackage: a private, encrypted S3 bucket holding the agent's source package for user data."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +36,17 @@ class AgentPackage(pulumi.ComponentResource):
             f"{name}-sse", bucket=self.bucket.id,
             rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms"},
                     "bucket_key_enabled": True}], opts=child)
+        # Instances fetch over TLS only (the S3 gateway endpoint keeps it inside the VPC).
+        tls_only = aws.s3.BucketPolicy(
+            f"{name}-tls-only", bucket=self.bucket.id,
+            policy=self.bucket.arn.apply(lambda arn: json.dumps({"Version": "2012-10-17", "Statement": [{
+                "Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]})),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[block]))
         self.object = aws.s3.BucketObjectv2(
             f"{name}-object", bucket=self.bucket.id, key=args.key,
             source=pulumi.FileAsset(str(args.archive)), content_type="application/gzip",
             server_side_encryption="aws:kms",
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[block, sse]))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[block, sse, tls_only]))
         self.object_arn = pulumi.Output.concat(self.bucket.arn, "/", args.key)
         self.register_outputs({"bucket": self.bucket.bucket, "key": args.key, "object_arn": self.object_arn})

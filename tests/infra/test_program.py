@@ -263,6 +263,9 @@ def test_agent_bucket_private_encrypted_with_the_package(run):
     assert sse.inputs["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "aws:kms"
     (own,) = run.of_type("aws:s3/bucketOwnershipControls:BucketOwnershipControls")
     assert own.inputs["rule"]["objectOwnership"] == "BucketOwnerEnforced"
+    (policy,) = run.of_type("aws:s3/bucketPolicy:BucketPolicy")
+    (stmt,) = json.loads(policy.inputs["policy"])["Statement"]
+    assert stmt["Effect"] == "Deny" and stmt["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     (obj,) = run.of_type("aws:s3/bucketObjectv2:BucketObjectv2")
     assert obj.inputs["key"] == "agent/overlay-agent.tar.gz" and obj.inputs["bucket"] == "agent-bucket-id"
     for i in run.of_type(INSTANCE):
