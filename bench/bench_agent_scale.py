@@ -43,6 +43,15 @@ def main() -> int:
     args = ap.parse_args()
     print(f"machine: {os.cpu_count()} cpus, {platform.platform()}, kernel {platform.release()}, "
           f"{mem_available_mb()} MB available")
+    # The ARP/ND tables are shared by all namespaces and each container costs two entries;
+    # the defaults (gc_thresh3 1024) overflow near 500 containers ("neighbor table
+    # overflow!", containers unreachable). A docker host needs these raised (user data); so
+    # does this machine for the run. Raising them only adds capacity; restored at the end.
+    keys = [f"/proc/sys/net/ipv{v}/neigh/default/gc_thresh{i}" for v in (4, 6) for i in (1, 2, 3)]
+    saved = {k: Path(k).read_text().strip() for k in keys}
+    want = {"1": 8192, "2": 32768, "3": 65536}
+    for k in keys:
+        Path(k).write_text(str(max(int(saved[k]), want[k[-1]])))
     site = Site(with_frr=True, resync_interval=args.resync_interval)
     try:
         site.start()
@@ -95,6 +104,8 @@ def main() -> int:
         print(f"removed all in {time.monotonic() - t2:.1f} s; no route of protocol 149 left")
     finally:
         site.stop()
+        for k, v in saved.items():
+            Path(k).write_text(v)
     return 0
 
 

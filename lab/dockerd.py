@@ -135,8 +135,10 @@ class Dockerd:
             self.remove_all_containers()
         if self.proc is not None and self.proc.poll() is None:
             try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=20)
+                # Only dockerd: it stops its own containerd (and, without live-restore, the
+                # containers) the way a `systemctl restart docker` does.
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(timeout=30)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
         if self.proc is not None:

@@ -34,10 +34,19 @@ def container_tasks(cfg: config_mod.AgentConfig, args, metrics) -> list[Task]:
 
     docker = DockerShim(args.docker_url)
     events_docker = DockerShim(args.docker_url)  # the event stream blocks its own connection
-    rec = ContainerReconciler(cfg, docker, Netlink(), metrics=metrics, status_path=args.status_file)
+    rec = ContainerReconciler(cfg, docker, None, metrics=metrics, status_path=args.status_file)
+
+    def run(stop: threading.Event) -> None:
+        # pyroute2 keeps an event loop per thread: open the socket in the thread that uses it.
+        rec.netlink = Netlink()
+        try:
+            rec.run(stop)
+        finally:
+            rec.netlink.close()
+
     return [
         Task("docker-events", lambda stop: pump_events(events_docker, rec.events, stop, metrics)),
-        Task("containers", rec.run),
+        Task("containers", run),
     ]
 
 

@@ -48,6 +48,7 @@ from .netlink import ContainerGone, KernelView, WireSpec
 
 log = logging.getLogger("overlay_agent.containers")
 
+EXIT_MEMORY = 300.0  # seconds an "exited before it was wired" stays in status
 VETH_PREFIX = "ovc"  # + 12 hex digits of the container id = 15 characters (IFNAMSIZ - 1)
 ALIAS_TAG = "overlay-agent"
 
@@ -373,7 +374,12 @@ class ContainerReconciler:
         self.actual: Actual | None = None
         self.desired = Desired()
         self.apply_problems: dict[str, Problem] = {}
+        # Containers that exited before we could wire them: gone from Docker's running set,
+        # so kept here (with the time) to stay visible in `status` for EXIT_MEMORY seconds.
+        self.exits: dict[str, tuple[Problem, float]] = {}
         self._reported: set[tuple[str, str]] = set()
+        self._neigh_limit = 0
+        self._neigh_warned = False
         self._started_ns: dict[str, int] = {}  # container id -> Docker start event time
         self.last_resync: float = 0.0
         self.events: "queue.Queue[Event | str]" = queue.Queue()
@@ -432,6 +438,9 @@ class ContainerReconciler:
                 return False
             if info is None or not info.running:
                 self.containers.pop(cid, None)
+                if ev.action == "start" and cid not in self.actual.wired:
+                    name = info.name if info else ev.labels.get("name", cid[:12])
+                    self._exited(cid, name, "exited before it was wired")
             else:
                 self.containers[cid] = info
                 if ev.action == "start":
@@ -500,7 +509,7 @@ class ContainerReconciler:
                 log.warning("cannot wire %s yet: %s", w.name, exc)
                 return False
             if fresh is None or not fresh.running or not fresh.pid:
-                self._fail(w, "exited", "exited before it was wired")
+                self._exited(w.container_id, w.name, "exited before it was wired")
                 self.containers.pop(w.container_id, None)
                 return False
             self.containers[w.container_id] = fresh
@@ -515,7 +524,7 @@ class ContainerReconciler:
         try:
             self.netlink.wire(spec, pid)
         except ContainerGone as exc:
-            self._fail(w, "exited", f"exited before it was wired ({exc})")
+            self._exited(w.container_id, w.name, f"exited before it was wired ({exc})")
             return False
         except NetlinkError as exc:
             self._fail(w, "wiring_failed", f"wiring failed: {exc}")
@@ -532,10 +541,20 @@ class ContainerReconciler:
     def _fail(self, w: Wiring, reason: str, message: str) -> None:
         self.apply_problems[w.container_id] = Problem(w.container_id, w.name, reason, message)
 
+    def _exited(self, cid: str, name: str, message: str) -> None:
+        self.exits[cid] = (Problem(cid, name, "exited", message), time.monotonic())
+
+    def _problems(self) -> dict[str, Problem]:
+        now = time.monotonic()
+        for cid, (_, at) in list(self.exits.items()):
+            if now - at > EXIT_MEMORY or (self.actual is not None and cid in self.actual.wired):
+                del self.exits[cid]
+        return {**{cid: p for cid, (p, _) in self.exits.items()}, **self.desired.problems, **self.apply_problems}
+
     def _report(self) -> None:
         act = self.actual
         assert act is not None
-        problems = {**self.desired.problems, **self.apply_problems}
+        problems = self._problems()
         current = {(cid, p.reason) for cid, p in problems.items()}
         for cid, p in problems.items():
             if (cid, p.reason) not in self._reported:
@@ -543,6 +562,7 @@ class ContainerReconciler:
                 self.metrics.errors.labels(p.reason).inc()
         self._reported = current
         self.metrics.containers_wired.set(len(act.wired))
+        self._check_neighbour_table(len(act.wired))
         v4 = sum(1 for d in act.routes if d.version == 4)
         self.metrics.routes_installed.labels("ipv4").set(v4)
         self.metrics.routes_installed.labels("ipv6").set(len(act.routes) - v4)
@@ -563,6 +583,25 @@ class ContainerReconciler:
         if self.status_path is not None:
             self._write_status(problems)
 
+    def _check_neighbour_table(self, wired: int) -> None:
+        # The kernel's ARP and ND tables are shared by all namespaces of the host and every
+        # container costs two entries (host -> container, container -> 169.254.1.1). Beyond
+        # gc_thresh3 (default 1024) new entries fail ("neighbor table overflow") and
+        # containers become unreachable. The limit is host setup (user data); say it loudly.
+        need = wired * 2 + 64
+        if self._neigh_warned or need <= self._neigh_limit:
+            return
+        try:
+            self._neigh_limit = int(Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3").read_text())
+        except (OSError, ValueError):
+            self._neigh_limit = 1 << 62  # only the initial namespace has it: nothing to check
+            return
+        if need > self._neigh_limit:
+            self._neigh_warned = True
+            log.warning("%d containers need about %d neighbour entries but net.ipv4.neigh.default.gc_thresh3 "
+                        "is %d (and likewise ipv6): raise gc_thresh1/2/3 or containers become unreachable",
+                        wired, need, self._neigh_limit, extra={"reason": "neighbour_table"})
+
     def _routed(self, w: Wiring) -> bool:
         act = self.actual
         assert act is not None
@@ -572,7 +611,7 @@ class ContainerReconciler:
         """One row per opted-in container: what it has, and whether it is announced."""
         act = self.actual or Actual()
         rows = []
-        problems = {**self.desired.problems, **self.apply_problems}
+        problems = self._problems()
         for cid, w in sorted(self.desired.wirings.items(), key=lambda kv: kv[1].name):
             if cid in problems:
                 continue

@@ -379,3 +379,19 @@ def test_status_file_is_written_atomically(world, tmp_path):
     doc = json.loads((tmp_path / "s.json").read_text())
     assert doc["route_protocol"] == PROTO and doc["containers"][0]["state"] == "routed"
     assert not (tmp_path / "s.tmp").exists()
+
+
+def test_start_event_of_a_container_already_gone_is_reported_and_stays_in_status(world):
+    kernel, docker = world
+    c = docker.add("quick", {"overlay": "auto"})
+    docker.containers[c.id] = ContainerInfo(**{**vars(c), "running": False})
+    kernel.alive.discard(c.pid)
+    rec = reconciler(kernel, docker)
+    rec.resync()
+    rec.handle_events([Event(c.id, "start", 0, {"overlay": "auto", "name": "quick"})])
+    rec.handle_events([Event(c.id, "die", 0, {"overlay": "auto", "name": "quick"})])
+    rec.resync()
+    rows = [r for r in rec.status_rows() if r["name"] == "quick"]
+    assert [(r["reason"], r["error"]) for r in rows] == [("exited", "exited before it was wired")]
+    assert rec.metrics.errors.labels("exited")._value.get() == 1
+    assert kernel.links == {} and kernel.our_routes() == {}
