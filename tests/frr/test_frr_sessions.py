@@ -108,7 +108,12 @@ def test_dynamic_neighbor_policy_and_max_prefix(pair):
     path6 = router.bgp_routes(6)["fd10:99::5/128"][0]
     assert path6.get("metric", 0) == 0, path6
 
-    # The router answers with the pool aggregates; the host accepts them (no default route).
+    # The router holds the pool aggregate as a blackhole (unannounced addresses die here)
+    # and answers hosts with it; the host accepts it (and no default route).
+    router.wait(lambda: router.has_route("10.99.0.0/16", "bgp"), timeout=30, what="aggregate in zebra")
+    agg = next(e for e in router.routes(4)["10.99.0.0/16"] if e.get("selected"))
+    assert any(nh.get("unreachable") or nh.get("blackhole") or nh.get("reject")
+               for nh in agg.get("nexthops", [])), agg
     host.wait(lambda: "10.99.0.0/16" in host.bgp_routes(4), timeout=30, what="aggregate at the host")
     assert "0.0.0.0/0" not in host.bgp_routes(4)
 
