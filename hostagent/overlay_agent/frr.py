@@ -121,22 +121,36 @@ class Frr:
         delete, add = self.diff(text)
         return bool(delete or add)
 
-    def reload(self, text: str, previous: str | None = None) -> None:
-        """Apply `text` with frr-reload.py --reload; on failure put `previous` back and raise CommandError."""
-        path = self._write("frr.desired.conf", text)
+    def _reload_once(self, path: Path) -> subprocess.CompletedProcess:
         cmd = ["python3", self.reload_script, "--reload", "--stdout", *self._paths(), str(path)]
         out = self._run(cmd, "frr-reload --reload")
+        out.args = cmd
+        return out
+
+    def reload(self, text: str, previous: str | None = None) -> str | None:
+        """Apply `text` with frr-reload.py --reload; on failure put `previous` back and raise CommandError.
+
+        Returns a warning when the first run failed but a second converged. frr-reload makes
+        two passes and re-sends pass one's lines in pass two; FRR 8.4 refuses some lines the
+        second time (`bgp graceful-restart-disable`: "not valid at this moment"), so a reload
+        from scratch exits 1 with everything applied. The second run sends only what is still
+        missing; a config FRR really rejects fails again, identically.
+        """
+        path = self._write("frr.desired.conf", text)
+        out = self._reload_once(path)
         if out.returncode == 0:
-            return
+            return None
+        first = _reason(out.stdout + out.stderr)
+        out = self._reload_once(path)
+        if out.returncode == 0:
+            return f"frr-reload needed a second run (first: {first})"
         err = CommandError(f"frr-reload --reload: FRR rejected the config (exit {out.returncode}): "
-                           f"{_reason(out.stdout + out.stderr)}", cmd=cmd, returncode=out.returncode,
+                           f"{_reason(out.stdout + out.stderr)}", cmd=out.args, returncode=out.returncode,
                            stderr=out.stderr + out.stdout)
         if previous is not None:
             # frr-reload checks the file before changing anything, but a failure half-way
             # through leaves a mix: put the previous config back (best effort).
-            back = self._write("frr.previous.conf", previous)
-            self._run(["python3", self.reload_script, "--reload", "--stdout", *self._paths(), str(back)],
-                      "frr-reload (restore)")
+            self._reload_once(self._write("frr.previous.conf", previous))
         raise err
 
     # -- sessions ------------------------------------------------------------------------

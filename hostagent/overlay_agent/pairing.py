@@ -199,10 +199,36 @@ class PairingSync:
                 log.error("cannot write parameter cache %s: %s", self.cache.path, exc)
         self.write_status()
 
+    def _frr_state_path(self) -> Path:
+        return self.state_dir / "frr-state.json"
+
+    def _load_frr_state(self) -> None:
+        """After a restart: what we applied last and FRR's residue, so an unchanged config is not reloaded."""
+        try:
+            doc = json.loads(self._frr_state_path().read_text())
+            self.frr_state.applied = doc["applied"]
+            self.frr_state.residue = frozenset(doc["residue"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+
+    def _save_frr_state(self) -> None:
+        st = self.frr_state
+        try:
+            path = self._frr_state_path()
+            tmp = path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the password
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"applied": st.applied, "residue": sorted(st.residue)}, fh)
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.error("cannot write %s: %s", self._frr_state_path(), exc)
+
     def _apply_frr(self, snap: Snapshot, resync: bool) -> None:
         if self.frr is None or snap.frr is None:
             return
         st = self.frr_state
+        if st.applied is None and st.reloads == 0:
+            self._load_frr_state()
         try:
             text = fill_password(snap.frr, snap.password)
         except ConfigError as exc:
@@ -217,9 +243,12 @@ class PairingSync:
             if text == st.applied and not (set(delete) | set(add)) - st.residue:
                 return  # in sync, apart from lines FRR never shows
             if text != st.applied and not (delete or add):
-                st.applied, st.error = text, None  # already running (an agent restart)
+                st.applied, st.error = text, None  # already running (started with it)
+                self._save_frr_state()
                 return
-            self.frr.reload(text, previous=st.applied)
+            warning = self.frr.reload(text, previous=st.applied)
+            if warning:
+                log.warning("frr: %s", warning)
             st.reloads += 1
             self.metrics.frr_reloads.labels("ok").inc()
             delete, add = self.frr.diff(text)
@@ -227,6 +256,7 @@ class PairingSync:
             if st.residue:
                 log.info("frr: applied; FRR keeps no trace of: %s", "; ".join(sorted(st.residue)))
             st.applied, st.error = text, None
+            self._save_frr_state()
             log.info("frr: configuration reloaded", extra={"revision": snap.revision})
         except CommandError as exc:
             st.error = str(exc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -240,7 +240,28 @@ def test_sessions_over_gre_routes_both_ways_and_a_host_added_live(site):
         assert after[peer]["state"] == "Established"
         # Uptime kept counting: the session was not reset by the change.
         assert after[peer]["peerUptimeMsec"] >= up + elapsed_ms - 2000, (
-            peer, up, after[peer]["peerUptimeMsec"], site.frr[r1].log_path("bgpd").read_text()[-3000:], site.logs())
+            peer, up, after[peer]["peerUptimeMsec"],
+            [ln for ln in site.frr[r1].log_path("bgpd").read_text().splitlines()
+             if "NOTIFICATION" in ln or "BFD" in ln or "Down" in ln][-10:], site.logs())
     assert site.frr[r1].procs["bgpd"].pid == bgpd_pid and site.frr[r1].running()
     h3 = site.status("host-3")
     assert {t["peer"] for t in h3["tunnels"]["tunnels"]} == {"router-1", "router-2"}
+
+    # SSM unreachable: the last applied state stays, status says so (SIGHUP: poll now).
+    site.moto.terminate()
+    site.moto.wait(timeout=10)
+    site.agents[r1].send_signal(signal.SIGHUP)
+    wait(lambda: site.status(r1)["parameters"]["ok"] is False, 30, "router-1 reporting the parameter failure")
+    st = site.status(r1)
+    assert "Could not connect" in st["parameters"]["error"] or "connect" in st["parameters"]["error"].lower()
+    assert {t["peer"]: t["state"] for t in st["tunnels"]["tunnels"]}["host-3"] == "up"
+    # An agent restart without SSM comes back from the disk cache: nothing torn down, FRR not reloaded.
+    site.agents[r1].terminate()
+    site.agents[r1].wait(timeout=15)
+    restarted = time.time()
+    site.start_agent(r1)
+    wait(lambda: site.status(r1)["generated"] > restarted, 60, "the restarted agent's first pass")
+    st = site.status(r1)
+    assert st["parameters"]["source"] == "cache" and st["frr"]["reloads"] == 0 and st["frr"]["error"] is None
+    assert all(t["state"] == "up" for t in st["tunnels"]["tunnels"] if t["kind"] == "host")
+    assert site.established(r1, {"host-1", "host-2", "host-3"})

@@ -211,3 +211,15 @@ def test_reason_is_one_clean_line():
            "(mark file) exited with status 2: | b\"% Can't open configuration file /tmp/x/vtysh.conf due to 'No such "
            "file or directory'.\\nline 9: % Unknown command:  neighbor 10.0.0.3 remote-az 5\\n\\n\"")
     assert _reason(raw) == "line 9: % Unknown command:  neighbor 10.0.0.3 remote-az 5"
+
+
+def test_restart_does_not_reload_an_unchanged_config(world):
+    sync, src, be, frr, tmp = world
+    sync.start()
+    sync.step(now=0.0)
+    assert frr.reloads == 1
+    poller = Poller(src, Cache(tmp), interval=2, rng=random.Random(1))
+    sync2 = PairingSync(poller, TunnelReconciler(be, be.kernel), frr, Cache(tmp), tmp, metrics=PairingMetrics())
+    sync2.start()
+    sync2.step(now=0.0)  # first pass diffs (resync) but finds only the residue
+    assert frr.reloads == 1 and sync2.frr_state.error is None
