@@ -21,6 +21,8 @@ AWS_RESERVED_LINK_LOCAL = tuple(
 RESERVED_ASNS = frozenset({0, 23456, 65535, 4294967295})
 
 ENVIRONMENTS = ("prod", "test")
+# A router's FRR config grows with its on-prem neighbors: 7 fit SSM's 8 KB limit (docs/frr.md).
+MAX_ONPREM_PEERS = 7
 ANNOUNCE_MODES = ("aggregates", "specifics")
 ROUTING_MODES = ("router", "static")
 
@@ -257,7 +259,9 @@ def parse(raw: Mapping[str, Any], stack: str) -> StackConfig:
     if max_routers & (max_routers - 1):
         raise ConfigError("overlay:routers.maxRouters", max_routers,
                           "must be a power of two (the tunnel pool is split in equal slices)")
-    router_count = routers.get("count", 2, _int(1, 64))
+    # Every host's FRR config lists every router (two sessions each): past 32 routers it
+    # outgrows SSM's 8 KB parameter limit.
+    router_count = routers.get("count", 2, _int(1, 32))
     if router_count > max_routers:
         raise ConfigError("overlay:routers.count", router_count,
                           f"exceeds routers.maxRouters ({max_routers})")
@@ -430,6 +434,10 @@ def _check_addressing(cfg: StackConfig) -> None:
         raise ConfigError("overlay:hosts.count", cfg.host_count,
                           f"too many hosts for overlay:tunnels.ipv4 {cfg.tunnel_v4}: each router's "
                           f"slice holds {per_slice} pairings (routers.maxRouters = {cfg.max_routers})")
+    if len(cfg.onprem) > MAX_ONPREM_PEERS:
+        raise ConfigError("overlay:onprem", len(cfg.onprem),
+                          f"at most {MAX_ONPREM_PEERS} on-prem peers (each router's FRR config must fit "
+                          "SSM's 8 KB parameter limit)")
     if len(cfg.onprem) > per_slice:
         raise ConfigError("overlay:onprem", len(cfg.onprem), f"more peers than a slice holds ({per_slice})")
     if cfg.tunnel_v6 is not None and cfg.tunnel_v6.prefixlen + slice_bits > 127:

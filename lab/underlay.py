@@ -40,9 +40,9 @@ def sh(ns_name: str | None, *args: str, input: str | None = None, check: bool = 
 FORWARDING = {"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1"}
 # Tunnels and the VPC route tables make paths asymmetric (in on one interface, out on
 # another); strict reverse-path filtering would drop them, as on a real EC2 router.
-RP_LOOSE = {"net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.default.rp_filter": "0"}
-# ECMP by flow (addresses and ports): Linux hashes IPv4 on addresses only by default
-# (policy 0), which sends every connection between two hosts down one path.
+RP_LOOSE = {"net.ipv4.conf.all.rp_filter": "2", "net.ipv4.conf.default.rp_filter": "2"}
+# ECMP by flow (addresses and ports), as the instances' cloud-config sets it: Linux hashes
+# IPv4 on addresses only by default (policy 0), sending every flow between two hosts one way.
 ECMP_L4 = {"net.ipv4.fib_multipath_hash_policy": "1", "net.ipv6.fib_multipath_hash_policy": "1"}
 
 

@@ -88,6 +88,7 @@ BAD = [
     (("bgp.announce", "all"), "overlay:bgp.announce", "aggregates, specifics"),
     (("bgp.hold", 5), "overlay:bgp.hold", "at least 3 x keepalive"),
     (("routers.count", 9), "overlay:routers.count", "exceeds routers.maxRouters"),
+    (("routers.count", 33), "overlay:routers.count", "between 1 and 32"),
     (("routers.maxRouters", 6), "overlay:routers.maxRouters", "power of two"),
     (("vpc.azs", ["a", "a"]), "overlay:vpc.azs", "duplicate availability zone 'a'"),
     (("vpc.ipv6", "yes"), "overlay:vpc.ipv6", "true or false"),
@@ -144,3 +145,10 @@ def test_cli_unknown_stack(capsys):
     assert main(["nope"]) == 1
     err = capsys.readouterr().err
     assert "stack = 'nope': no such stack file" in err and "lab" in err
+
+
+def test_too_many_onprem_peers():
+    raw = with_change("onprem", [{"name": f"dc{i}", "address": f"198.51.100.{i + 1}", "asn": 64700 + i}
+                                 for i in range(8)])
+    with pytest.raises(ConfigError, match="at most 7 on-prem peers"):
+        parse(raw, "t")
