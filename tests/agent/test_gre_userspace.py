@@ -164,3 +164,15 @@ def test_name_taken_by_foreign_link_is_that_tunnels_error(pair):
     by = {t.name: t for t in report.tunnels}
     assert by["gre-5"].state == "error" and "tunnels/peer" in by["gre-5"].error
     assert by["gre-9"].state in ("up", "down") and by["gre-9"].error is None
+
+
+def test_probe_chooses_userspace_without_ip_gre(netns, tmp_path):
+    from overlay_agent.gre import select_backend
+    from overlay_agent.gre.kernel import kernel_gre_available
+
+    if os.path.isdir("/sys/module/ip_gre"):
+        pytest.skip("this kernel has ip_gre: the probe picks kernel GRE")
+    with IPRoute(netns=netns) as ipr:
+        assert kernel_gre_available(ipr) is False
+        assert select_backend(ipr, tmp_path).name == "userspace"
+        assert [l.get("ifname") for l in ipr.get_links()] == ["lo"]  # the probe left nothing behind
