@@ -164,7 +164,9 @@ class Dockerd:
             pass
 
     def _kill_leftovers(self) -> None:
-        mark = str(self.dir)
+        # containerd and its shims name the exec-root in their command lines. Not the whole
+        # work directory: clients (the agent under test) name our socket in theirs.
+        mark = str(self.exec_root) + "/"
         for _ in range(3):
             found = []
             for entry in Path("/proc").iterdir():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import signal
@@ -68,6 +69,8 @@ def cmd_run(args) -> int:
     if args.metrics_address:
         metrics.serve(args.metrics_address)
     stop = threading.Event()
+    # `kill -USR1 <pid>` writes every thread's stack to the log: for a stuck loop in the field.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     # -- pairing sync (tunnels + FRR from SSM): it also supplies the agent document ------

@@ -8,11 +8,16 @@ from typing import Iterator, Mapping
 
 import docker
 import docker.errors
+import docker.types
+import docker.utils
 import requests.exceptions
+import urllib3.exceptions
 
 from .errors import DockerError
 
 log = logging.getLogger(__name__)
+
+EVENT_IDLE = 600.0  # seconds without any container event before the stream is renewed
 
 # Events that can change what a container needs from us. health_status arrives as
 # "health_status: healthy"; exec_* and the like are ignored.
@@ -149,11 +154,22 @@ class DockerShim:
 
         The returned iterator ends or raises DockerError when the daemon goes away.
         """
+        # Not APIClient.events(): it waits for the response headers without a timeout, and a
+        # daemon that is shutting down can accept the connection and never answer, which
+        # hung the agent's event pump for good. Here the headers must come within 5 s; then
+        # the stream may idle for EVENT_IDLE seconds (Docker sends no keepalives) before we
+        # reconnect, which costs one full resync.
+        api = self._client()
         try:
-            stream = self._client().events(decode=True, filters={"type": "container"})
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            response = api._get(api._url("/events"),
+                                params={"filters": docker.utils.convert_filters({"type": "container"})},
+                                stream=True, timeout=(5, 5))
+            api._raise_for_status(response)
+            raw = api._get_raw_response_socket(response)
+            getattr(raw, "_sock", raw).settimeout(EVENT_IDLE)  # a SocketIO over a unix socket
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
             raise DockerError(f"docker at {self.base_url}: events: {exc}") from exc
-        return self._decode(stream)
+        return self._decode(docker.types.CancellableStream(api._stream_helper(response, decode=True), response))
 
     def _decode(self, stream) -> Iterator[Event]:
         try:
@@ -167,7 +183,8 @@ class DockerShim:
                     continue
                 attrs = actor.get("Attributes") or {}
                 yield Event(cid, action, int(raw.get("timeNano") or 0), attrs)
-        except (docker.errors.DockerException, requests.exceptions.RequestException, ValueError) as exc:
+        except (docker.errors.DockerException, requests.exceptions.RequestException, ValueError, OSError,
+                urllib3.exceptions.HTTPError) as exc:
             raise DockerError(f"docker at {self.base_url}: event stream broke: {exc}") from exc
         finally:
             try:

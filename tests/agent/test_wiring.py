@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -184,3 +185,59 @@ def test_frr_restart_and_docker_events_reconnect(site, agent):
     site.run(labels={"overlay.ipv4": "100.64.15.2"}, name="after-restart")
     wait_until(lambda: "100.64.15.2/32" in site.host_routes(), 30, what="wired after docker restart")
     assert agent.proc.poll() is None
+
+
+def test_docker_live_restore_restart_withdraws_nothing(site, agent):
+    # Switch the daemon to live-restore (no containers run yet in this test).
+    site.docker.close()
+    site.dockerd.stop(remove_containers=True, keep_dir=True)
+    site.dockerd.live_restore = True
+    site.dockerd.start()
+    site.docker = site.dockerd.client()
+    c = site.run(labels={"overlay.ipv4": "100.64.16.1", "overlay.ipv6": "fd00:64::16:1"}, name="lives-on")
+    want = {"100.64.16.1/32", "fd00:64::16:1/128"}
+    wait_until(lambda: want <= site.router_fib(), 30, what="router learns lives-on")
+    c.reload()
+    pid = c.attrs["State"]["Pid"]
+    watchers = [subprocess.Popen(["ip", "-n", n, "monitor", "route"], stdout=subprocess.PIPE, text=True)
+                for n in (site.host, site.router)]
+    try:
+        time.sleep(0.3)
+        site.docker.close()
+        site.dockerd.stop(remove_containers=False, keep_dir=True)
+        time.sleep(3)  # the agent sees the event stream break and keeps retrying
+        assert os.path.exists(f"/proc/{pid}"), "live-restore should keep the container running"
+        site.dockerd.start()
+        site.docker = site.dockerd.client()
+        site.run(labels={"overlay.ipv4": "100.64.16.2"}, name="after-live-restore")
+        wait_until(lambda: "100.64.16.2/32" in site.host_routes(), 30, what="agent reconnected and wires again")
+        time.sleep(1)
+    finally:
+        for w in watchers:
+            w.terminate()
+    seen = "".join(w.communicate(timeout=5)[0] for w in watchers)
+    deleted = [ln for ln in seen.splitlines() if ln.startswith("Deleted") and ("100.64.16.1 " in ln or
+                                                                               "fd00:64::16:1 " in ln)]
+    assert deleted == []
+    assert want <= set(site.host_routes()) and want <= site.router_fib()
+    assert site.docker.containers.get(c.id).status == "running"
+
+
+def test_containers_that_exit_before_they_are_wired(site, agent):
+    site.run(labels={"overlay.ipv4": "100.64.17.1"}, name="steady")
+    quick = [site.run("true", labels={"overlay": "auto"}, name=f"quick{i}") for i in range(5)]
+    wait_until(lambda: (r := _row(agent, "steady")) and r["route"], 20, what="steady routed")
+
+    def exited():
+        doc = json.loads(agent.status().stdout)
+        return [r["name"] for r in doc["containers"] if r["reason"] == "exited"]
+    names = wait_until(exited, 20, what="an 'exited' row in status")
+    assert set(names) <= {f"quick{i}" for i in range(5)}
+    logged = [r for r in agent.log_records() if r.get("reason") == "exited"]
+    assert {r["container"] for r in logged} == set(names)
+    assert all("exited before it was wired" in r["msg"] for r in logged)
+    assert f'overlay_container_errors_total{{reason="exited"}} {float(len(names))}' in agent.metrics()
+    # Nothing of theirs is left, and the steady container is untouched.
+    wait_until(lambda: set(site.host_routes()) == {"100.64.17.1/32", _row(agent, "steady")["ipv6"] + "/128"}, 10,
+               what="only steady's routes")
+    assert not any("ovc" + c.id[:12] in site.host_links() for c in quick)
