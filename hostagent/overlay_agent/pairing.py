@@ -121,6 +121,9 @@ class PairingSync:
             try:
                 self.cfg = config_mod.parse(json.loads(snap.agent), "agent")
                 self.agent_error = None
+                # The program may change the intervals (docs/contracts.md settings).
+                self.poller.interval = self.cfg.settings.poll_interval
+                self.resync_interval = self.cfg.settings.resync_interval
             except (ValueError, ConfigError) as exc:
                 # Keep the previous settings; a bad document must not reset the route protocol.
                 self.agent_error = str(exc) if isinstance(exc, ConfigError) else f"agent: not JSON ({exc})"
@@ -333,9 +336,6 @@ def wait_config(sync: PairingSync, stop: threading.Event) -> config_mod.AgentCon
         if stop.wait(delay):
             return None
         sync.poll_now()
-    if sync.cfg is not None:
-        sync.poller.interval = sync.cfg.settings.poll_interval
-        sync.resync_interval = sync.cfg.settings.resync_interval
     return sync.cfg
 
 
