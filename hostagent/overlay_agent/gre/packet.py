@@ -24,18 +24,6 @@ def header(proto: int, key: int | None) -> bytes:
     return _HDR_KEY.pack(FLAG_KEY, proto, key)
 
 
-def inner_proto(packet: bytes | memoryview) -> int | None:
-    """The GRE protocol type for an inner IP packet read from a TUN device, by its version nibble."""
-    if not packet:
-        return None
-    version = packet[0] >> 4
-    if version == 4:
-        return PROTO_IPV4
-    if version == 6:
-        return PROTO_IPV6
-    return None
-
-
 def decode(datagram: bytes, offset: int = 0) -> tuple[int | None, int, int] | None:
     """Parse the GRE header at `offset`: (key, protocol type, payload offset), or None if unusable.
 
@@ -63,10 +51,3 @@ def decode(datagram: bytes, offset: int = 0) -> tuple[int | None, int, int] | No
         return None
     return key, proto, pos
 
-
-def ipv4_header_length(datagram: bytes) -> int | None:
-    """Length of the outer IPv4 header a raw socket hands us (IHL * 4), or None if it is not IPv4."""
-    if len(datagram) < 20 or datagram[0] >> 4 != 4:
-        return None
-    ihl = (datagram[0] & 0x0F) * 4
-    return ihl if 20 <= ihl <= len(datagram) else None
