@@ -119,7 +119,10 @@ class Site:
         out = nsup.run(sys.executable, "-m", "overlay_agent.cli", "status", "--json", "--state-dir",
                        str(adir / "state"), "--vty-socket", str(self.frr[name].vty_dir), ns=self.ns[name],
                        check=False)
-        return json.loads(out.stdout)["pairing"]
+        try:
+            return json.loads(out.stdout)["pairing"]
+        except ValueError:
+            raise AssertionError(f"status of {name} (exit {out.returncode}): {out.stderr.strip()[-800:]}") from None
 
     def sessions(self, name: str) -> dict[str, dict]:
         out = {}
@@ -251,8 +254,10 @@ def test_sessions_over_gre_routes_both_ways_and_a_host_added_live(site):
             [ln for ln in site.frr[r1].log_path("bgpd").read_text().splitlines()
              if "NOTIFICATION" in ln or "BFD" in ln or "Down" in ln][-10:], site.logs())
     assert site.frr[r1].procs["bgpd"].pid == bgpd_pid and site.frr[r1].running()
-    h3 = site.status("host-3")
-    assert {t["peer"] for t in h3["tunnels"]["tunnels"]} == {"router-1", "router-2"}
+    # host-3's agent writes its status after its FRR reload and the diff that follows it;
+    # its sessions can be up a moment before that.
+    wait(lambda: {t["peer"] for t in site.status("host-3")["tunnels"]["tunnels"]} == {"router-1", "router-2"},
+         30, "host-3's status with its two tunnels")
 
     # SSM unreachable: the last applied state stays, status says so (SIGHUP: poll now).
     site.moto.terminate()
