@@ -180,8 +180,10 @@ class PairingSync:
             self.tunnels.proto = self.cfg.settings.route_protocol
             self.tunnels.pools = self.cfg.pools_ipv4
         good, rejected = parse_tunnels(snap.tunnels)
+        previous = self.report.rejected if self.report else {}
         for param, err in sorted(rejected.items()):
-            log.error("%s", err, extra={"parameter": param})
+            if previous.get(param) != err:  # once per new error, not on every resync
+                log.error("%s", err, extra={"parameter": param})
         try:
             self.report = self.tunnels.apply(good, rejected)
         except AgentError as exc:

@@ -223,3 +223,18 @@ def test_restart_does_not_reload_an_unchanged_config(world):
     sync2.start()
     sync2.step(now=0.0)  # first pass diffs (resync) but finds only the residue
     assert frr.reloads == 1 and sync2.frr_state.error is None
+
+
+def test_malformed_tunnel_rejected_others_applied_logged_once(world, caplog):
+    sync, src, be, frr, tmp = world
+    src.tunnels["tunnels/router-2"] = json.dumps(dict(BASE, name="gre-129", key="x", remote="10.40.144.10"))
+    sync.start()
+    with caplog.at_level("ERROR"):
+        sync.step(now=0.0)
+        sync.step(now=11.0)  # resync: same error, not logged again
+    assert set(be.links) == {"gre-1"}
+    msgs = [r.getMessage() for r in caplog.records if "tunnels/router-2" in r.getMessage()]
+    assert msgs == ["tunnels/router-2: key 'x' is not an integer in 0..4294967295 (RFC 2890 key field)"]
+    doc = json.loads((tmp / "pairing.json").read_text())
+    assert doc["tunnels"]["rejected"][0]["parameter"] == "tunnels/router-2"
+    assert sync.metrics.tunnels_rejected._value.get() == 1
