@@ -179,16 +179,20 @@ def site(netns_factory, tmp_path):
         s.stop()
 
 
-def add_container(site: Site, host: str, addr: str) -> str:
-    """What the container wiring does for a container, reduced: a namespace behind a veth, its /32 routed
-    to the veth with the agent's protocol, proxy ARP answering for the host side."""
+def add_container(site: Site, host: str, addr: str, addr6: str) -> str:
+    """What the container wiring does for a container, reduced: a namespace behind a veth, its /32 and /128
+    routed to the veth with the agent's protocol, proxy ARP and fe80::1 as the gateways on the host side."""
     ns = site.make_ns(f"c{host[-1]}")
     veth = f"ovc{host[-1]}"
     nsup.veth(site.ns[host], veth, ns, "eth0")
     nsup.run("ip", "addr", "add", f"{addr}/32", "dev", "eth0", ns=ns)
+    nsup.run("ip", "-6", "addr", "add", f"{addr6}/128", "dev", "eth0", "nodad", ns=ns)
     nsup.run("ip", "route", "add", "default", "dev", "eth0", ns=ns)
+    nsup.run("ip", "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0", ns=ns)
     nsup.run("sysctl", "-qw", f"net.ipv4.conf.{veth}.proxy_arp=1", ns=site.ns[host])
+    nsup.run("ip", "-6", "addr", "add", "fe80::1/64", "dev", veth, "nodad", ns=site.ns[host])
     nsup.run("ip", "route", "add", f"{addr}/32", "dev", veth, "proto", "149", ns=site.ns[host])
+    nsup.run("ip", "-6", "route", "add", f"{addr6}/128", "dev", veth, "proto", "149", ns=site.ns[host])
     return ns
 
 
@@ -218,17 +222,20 @@ def test_sessions_over_gre_routes_both_ways_and_a_host_added_live(site):
     pin = nsup.run("ip", "-4", "route", "show", "10.40.0.10/32", "proto", "149", ns=site.ns[r1]).stdout
     assert "via 10.40.128.1 dev eth0" in pin, pin
 
-    # Routes both ways: host-1's container /32 reaches the router; the router's pool
-    # aggregate reaches host-2; traffic host-2 -> host-1's container crosses both tunnels.
-    h1_addr = str(next(h for h in site.plan.hosts if h.name == "host-1").block_v4.network_address + 5)
-    h2_addr = str(next(h for h in site.plan.hosts if h.name == "host-2").block_v4.network_address + 5)
-    add_container(site, "host-1", h1_addr)
-    c2 = add_container(site, "host-2", h2_addr)
-    wait(lambda: site.frr[r1].has_route(f"{h1_addr}/32", "bgp"), 30, "host-1's /32 on router-1")
-    pool = str(site.plan.pools_v4[0])
-    wait(lambda: site.frr["host-2"].has_route(pool, "bgp"), 30, "the pool aggregate on host-2")
-    wait(lambda: nsup.run("ping", "-c", "1", "-W", "1", h1_addr, ns=c2, check=False).returncode == 0, 30,
-         "container on host-2 -> container on host-1 (ping)")
+    # Routes both ways: host-1's container /32 and /128 reach the router; the router's pool
+    # aggregates reach host-2; traffic host-2 -> host-1's container (v4, v6) crosses both tunnels.
+    hosts = {h.name: h for h in site.plan.hosts}
+    h1, h1_6 = (str(hosts["host-1"].block_v4.network_address + 5), str(hosts["host-1"].block_v6.network_address + 5))
+    h2, h2_6 = (str(hosts["host-2"].block_v4.network_address + 5), str(hosts["host-2"].block_v6.network_address + 5))
+    add_container(site, "host-1", h1, h1_6)
+    c2 = add_container(site, "host-2", h2, h2_6)
+    wait(lambda: site.frr[r1].has_route(f"{h1}/32", "bgp"), 30, "host-1's /32 on router-1")
+    wait(lambda: site.frr[r1].has_route(f"{h1_6}/128", "bgp"), 30, "host-1's /128 on router-1")
+    for pool in (str(site.plan.pools_v4[0]), str(site.plan.pools_v6[0])):
+        wait(lambda: site.frr["host-2"].has_route(pool, "bgp"), 30, f"the pool aggregate {pool} on host-2")
+    for dst in (h1, h1_6):
+        wait(lambda: nsup.run("ping", "-c", "1", "-W", "1", dst, ns=c2, check=False).returncode == 0, 30,
+             f"container on host-2 -> container on host-1 {dst} (ping)")
 
     # Live change: the stack gains a host. Nothing restarts: same bgpd, sessions keep their uptime.
     bgpd_pid = site.frr[r1].procs["bgpd"].pid
