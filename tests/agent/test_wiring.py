@@ -241,3 +241,15 @@ def test_containers_that_exit_before_they_are_wired(site, agent):
     wait_until(lambda: set(site.host_routes()) == {"100.64.17.1/32", _row(agent, "steady")["ipv6"] + "/128"}, 10,
                what="only steady's routes")
     assert not any("ovc" + c.id[:12] in site.host_links() for c in quick)
+
+
+def test_oom_killed_container_is_withdrawn(site, agent):
+    # Wired during the first second, then the shell doubles a string until the 16 MB
+    # memory limit kills it.
+    c = site.run("sh", "-c", "sleep 1; a=xxxxxxxx; while true; do a=$a$a; done",
+                 labels={"overlay.ipv4": "100.64.18.1"}, name="hog", mem_limit="16m", memswap_limit="16m")
+    wait_until(lambda: "100.64.18.1/32" in site.host_routes(), 10, what="hog wired")
+    wait_until(lambda: site.docker.containers.get(c.id).status == "exited", 30, what="hog OOM-killed")
+    assert site.docker.containers.get(c.id).attrs["State"]["OOMKilled"] is True
+    wait_until(lambda: "100.64.18.1/32" not in site.host_routes(), 10, what="hog's routes gone")
+    assert "ovc" + c.id[:12] not in site.host_links()
