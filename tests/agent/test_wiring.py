@@ -253,3 +253,28 @@ def test_oom_killed_container_is_withdrawn(site, agent):
     assert site.docker.containers.get(c.id).attrs["State"]["OOMKilled"] is True
     wait_until(lambda: "100.64.18.1/32" not in site.host_routes(), 10, what="hog's routes gone")
     assert "ovc" + c.id[:12] not in site.host_links()
+
+
+def test_container_with_a_docker_network_gets_ovl0_and_routes_for_the_pools(site, agent):
+    net = site.docker.networks.create("ovt-backend", driver="bridge",
+                                      ipam={"Driver": "default", "Config": [{"Subnet": "10.201.0.0/24"}]},
+                                      options={"com.docker.network.bridge.name": "ovtbr0"})
+    try:
+        c = site.run(labels={"overlay.ipv4": "100.64.19.1"}, name="two-nets", network_mode="ovt-backend")
+        wait_until(lambda: "100.64.19.1/32" in site.router_fib(), 30, what="router learns two-nets")
+        c.reload()
+        pid = c.attrs["State"]["Pid"]
+        addrs = subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "-o", "addr"], capture_output=True,
+                               text=True, check=True).stdout
+        routes = subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "route"], capture_output=True,
+                                text=True, check=True).stdout
+        assert any("ovl0" in ln and "100.64.19.1/32" in ln for ln in addrs.splitlines())
+        assert "100.64.0.0/16 via 169.254.1.1 dev ovl0" in routes
+        assert "default via 10.201.0.1 dev eth0" in routes  # Docker's own default route is kept
+        # The router reaches the overlay address; the answer leaves by Docker's network
+        # (the pools only are routed over ovl0) and the host forwards it back.
+        wait_until(lambda: site.fetch("100.64.19.1", timeout=2).strip() == "overlay-test", 20,
+                   what="HTTP over the overlay address")
+        c.remove(force=True)
+    finally:
+        net.remove()
