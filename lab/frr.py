@@ -102,6 +102,10 @@ class FRR:
                 ]
                 if daemon == "bgpd":
                     cmd += ["-p", "179"]
+                if daemon == "bfdd":
+                    # Its control socket defaults to /var/run/frr/bfdd.sock, shared by every
+                    # instance on the machine; each instance gets its own.
+                    cmd += ["--bfdctl", str(self.vty_dir / "bfdd.sock")]
                 self.procs[daemon] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                                       stderr=open(self.dir / f"{daemon}.stderr", "wb"),
                                                       start_new_session=True)
