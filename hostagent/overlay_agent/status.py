@@ -5,6 +5,7 @@ import ipaddress
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from .errors import AgentError
@@ -89,6 +90,10 @@ def table(doc: dict) -> str:
     lines = ["  ".join(str(v).ljust(w) for v, w in zip(row[:-1], widths)) + "  " + str(row[-1]) for row in rows]
     n = len(doc.get("containers", []))
     errors = sum(1 for r in doc.get("containers", []) if r["state"] == "error")
-    lines.append(f"{n} containers, {errors} with errors; route protocol {doc.get('route_protocol')}")
+    age = time.time() - float(doc.get("generated") or 0)
+    # The agent rewrites the file after every pass and at least every resync interval; an
+    # old file means the agent is not running (the routes stay, nothing reconciles them).
+    lines.append(f"{n} containers, {errors} with errors; route protocol {doc.get('route_protocol')}; "
+                 f"agent view {age:.0f} s old")
     return "\n".join(lines)
 

@@ -395,3 +395,20 @@ def test_start_event_of_a_container_already_gone_is_reported_and_stays_in_status
     assert [(r["reason"], r["error"]) for r in rows] == [("exited", "exited before it was wired")]
     assert rec.metrics.errors.labels("exited")._value.get() == 1
     assert kernel.links == {} and kernel.our_routes() == {}
+
+
+def test_status_table_reads_the_agent_file(world, tmp_path):
+    from overlay_agent import status
+
+    kernel, docker = world
+    docker.add("web", {"overlay.ipv4": "100.64.5.5"})
+    docker.add("bad", {"overlay.ipv4": "192.0.2.9"})
+    ContainerReconciler(cfg(), docker, kernel, status_path=tmp_path / "s.json").resync()
+    out = status.table(status.collect(str(tmp_path / "s.json"), live=False))
+    lines = out.splitlines()
+    assert lines[0].split() == ["CONTAINER", "IPV4", "IPV6", "VETH", "ROUTE", "ANNOUNCED", "STATE"]
+    web = next(ln for ln in lines if ln.startswith("web"))
+    assert "100.64.5.5" in web and "routed" in web and "ovc" in web
+    bad = next(ln for ln in lines if ln.startswith("bad"))
+    assert "error outside_pools: address 192.0.2.9 is outside the pools" in bad
+    assert lines[-1].startswith("2 containers, 1 with errors; route protocol 149; agent view 0 s old")
