@@ -36,7 +36,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from . import labels as labels_mod
 from .allocator import BlockAllocator, Exhausted
@@ -120,7 +120,14 @@ class Actual:
                 del self.routes[dst]
 
 
-def actual_from_kernel(view: KernelView, proto: int) -> Actual:
+def actual_from_kernel(view: KernelView, proto: int,
+                       owns: Callable[[Address], bool] = lambda addr: True) -> Actual:
+    """Our wirings, strays and routes from one kernel view.
+
+    Our route protocol has two writers: this reconciler owns its /32s and /128s inside the
+    container pools (`owns`); the tunnel reconciler's underlay pins (tunnel remotes, which
+    the plan keeps outside the pools) are not ours to judge, and are left out entirely.
+    """
     names = {link.index: link.name for link in view.links}
     act = Actual()
     for link in view.links:
@@ -133,7 +140,8 @@ def actual_from_kernel(view: KernelView, proto: int) -> Actual:
     foreign = set()
     for route in view.routes:
         if route.proto == proto:
-            act.routes[route.dst] = frozenset(names.get(i, f"#{i}") for i in route.oifs)
+            if owns(route.dst.network_address):
+                act.routes[route.dst] = frozenset(names.get(i, f"#{i}") for i in route.oifs)
         else:
             foreign.add(route.dst.network_address)
     act.foreign = frozenset(foreign)
@@ -402,7 +410,7 @@ class ContainerReconciler:
             self.metrics.resyncs.labels("netlink_error").inc()
             return False
         self.containers = {c.id: c for c in listing if c.running}
-        self.actual = actual_from_kernel(view, self.proto)
+        self.actual = actual_from_kernel(view, self.proto, self.cfg.in_pools)
         self._reconcile()
         self.last_resync = time.monotonic()
         self.metrics.resync_seconds.observe(time.perf_counter() - t0)

@@ -412,3 +412,20 @@ def test_status_table_reads_the_agent_file(world, tmp_path):
     bad = next(ln for ln in lines if ln.startswith("bad"))
     assert "error outside_pools: address 192.0.2.9 is outside the pools" in bad
     assert lines[-1].startswith("2 containers, 1 with errors; route protocol 149; agent view 0 s old")
+
+
+def test_tunnel_pins_of_our_protocol_outside_the_pools_are_left_alone(world):
+    """The tunnel reconciler pins tunnel remotes with the same protocol; those are not ours to delete."""
+    kernel, docker = world
+    docker.add("a", {"overlay": "auto"})
+    pin = ipaddress.ip_network("10.40.128.10/32")  # a router's address: outside the pools
+    kernel.routes[pin] = (frozenset({1}), PROTO)
+    rec = reconciler(kernel, docker)
+    assert rec.resync()
+    assert kernel.routes[pin] == (frozenset({1}), PROTO)
+    assert not any(str(pin) in str(op) for op in kernel.ops)
+    # and a stale container route of ours inside the pools still goes
+    stale = ipaddress.ip_network("100.64.0.50/32")
+    kernel.routes[stale] = (frozenset({1}), PROTO)
+    assert rec.resync()
+    assert stale not in kernel.routes and pin in kernel.routes
