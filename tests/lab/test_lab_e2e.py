@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -263,28 +264,35 @@ def test_250_containers_on_one_host_all_reachable(lab):
 
 
 # 8 --------------------------------------------------------------------------------------------
-def test_hijack_attempts_rejected(lab):
+def advertised(lab, host) -> set[str]:
+    peer = str(lab.plan.pairings_of(host.name)[0].a.inner_v4)
+    doc = lab.frr_for(host.name).vtysh_json(f"show bgp ipv4 unicast neighbors {peer} advertised-routes json")
+    return set((doc.get("advertisedRoutes") or {}).keys())
+
+
+def test_hijack_attempts_rejected_and_the_agent_restores_the_host(lab, containers):
     host = lab.plan.hosts[-1]
-    router = lab.plan.routers[0].name
     site = lab.topo.sites[0].name
+    # A container keeps the pools' aggregate announced, so on-prem's table is steady.
+    containers(host.name, "hijack-witness", {"overlay": "auto"})
+    demo.wait_route(lab, site, str(lab.plan.pools_v4[0]))
     before_onprem = set(lab.frr_for(site).routes(4))
     bogus = ["0.0.0.0/0", "10.99.200.0/24", "192.0.2.77/32"]
-    # A compromised host: its own export filter gone, announcing what it likes.
-    cmds = ["configure terminal"]
-    cmds += [f"ip route {p} blackhole" for p in bogus]
-    cmds += [f"router bgp {host.asn}", "address-family ipv4 unicast"]
-    cmds += [f"network {p}" for p in bogus]
-    cmds += ["no neighbor ROUTERS route-map ROUTERS-OUT out", "end", "clear bgp ipv4 unicast * soft out"]
-    lab.frr_for(host.name).vtysh(*cmds)
+    # A compromised host: its export filter gone, announcing what it likes. Its agent is
+    # paused meanwhile, or its resync would restore the config before the routers see it.
+    agent_pid = int((lab.agent_dir(host.name) / "agent.pid").read_text())
+    os.kill(agent_pid, signal.SIGSTOP)
     try:
+        cmds = ["configure terminal"]
+        cmds += [f"ip route {p} blackhole" for p in bogus]
+        cmds += [f"router bgp {host.asn}", "address-family ipv4 unicast"]
+        cmds += [f"network {p}" for p in bogus]
+        cmds += ["no neighbor ROUTERS route-map ROUTERS-OUT out", "end", "clear bgp ipv4 unicast * soft out"]
+        lab.frr_for(host.name).vtysh(*cmds)
         deadline = time.monotonic() + 10
-        sent: set[str] = set()
-        while time.monotonic() < deadline and not set(bogus) <= sent:
-            peer = str(lab.plan.pairings_of(host.name)[0].a.inner_v4)
-            doc = lab.frr_for(host.name).vtysh_json(f"show bgp ipv4 unicast neighbors {peer} advertised-routes json")
-            sent = set((doc.get("advertisedRoutes") or {}).keys())
+        while time.monotonic() < deadline and not set(bogus) <= advertised(lab, host):
             time.sleep(0.2)
-        assert set(bogus) <= sent, f"the host did not send them: {sent}"
+        assert set(bogus) <= advertised(lab, host), "the host did not send them"
         time.sleep(1)
         for r in lab.plan.routers:
             routes = lab.frr_for(r.name).routes(4)
@@ -292,11 +300,12 @@ def test_hijack_attempts_rejected(lab):
                 assert not any(e.get("protocol") == "bgp" for e in routes.get(p, [])), f"{r.name} took {p}"
         assert set(lab.frr_for(site).routes(4)) == before_onprem
     finally:
-        undo = ["configure terminal", f"router bgp {host.asn}", "address-family ipv4 unicast"]
-        undo += [f"no network {p}" for p in bogus]
-        undo += ["neighbor ROUTERS route-map ROUTERS-OUT out", "exit", "exit"]
-        undo += [f"no ip route {p} blackhole" for p in bogus] + ["end"]
-        lab.frr_for(host.name).vtysh(*undo)
+        os.kill(agent_pid, signal.SIGCONT)
+    # The agent's resync finds FRR's running config differs from its parameter and reloads it.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and set(bogus) & advertised(lab, host):
+        time.sleep(0.5)
+    assert not set(bogus) & advertised(lab, host), "the agent did not restore the host's FRR config"
 
 
 # 9 --------------------------------------------------------------------------------------------
