@@ -183,6 +183,15 @@ class OnPremNeighbor:
         _check_int(f"onprem[{self.name}].mtu", self.mtu, 1280, 8973)
 
 
+def _check_speaker(ctx) -> None:
+    """The fields every BGP speaker's context shares: names, router id, ASN."""
+    _check_name("project", ctx.project)
+    _check_name("stack", ctx.stack)
+    _check_name("hostname", ctx.hostname)
+    _check_addr("router_id", ctx.router_id, 4)
+    _check_asn("asn", ctx.asn)
+
+
 @dataclass(frozen=True)
 class RouterFrrContext:
     """Everything userdata/frr-router.conf.j2 reads. No host appears here, by design."""
@@ -201,11 +210,7 @@ class RouterFrrContext:
     onprem: tuple[OnPremNeighbor, ...]
 
     def __post_init__(self) -> None:
-        _check_name("project", self.project)
-        _check_name("stack", self.stack)
-        _check_name("hostname", self.hostname)
-        _check_addr("router_id", self.router_id, 4)
-        _check_asn("asn", self.asn)
+        _check_speaker(self)
         _check_net("listen_v4", self.listen_v4, 4)
         _check(ipaddress.ip_network(self.listen_v4).subnet_of(ipaddress.ip_network(self.policy.tunnel_v4)),
                "listen_v4", self.listen_v4, f"must lie inside the tunnel pool {self.policy.tunnel_v4}")
@@ -256,11 +261,7 @@ class HostFrrContext:
     routers: tuple[RouterNeighbor, ...]
 
     def __post_init__(self) -> None:
-        _check_name("project", self.project)
-        _check_name("stack", self.stack)
-        _check_name("hostname", self.hostname)
-        _check_addr("router_id", self.router_id, 4)
-        _check_asn("asn", self.asn)
+        _check_speaker(self)
         _check_addr("underlay_gateway", self.underlay_gateway, 4)
         _check(isinstance(self.routers, tuple) and len(self.routers) > 0, "routers", self.routers,
                "a docker host needs at least one router")

@@ -29,3 +29,17 @@ def netns_factory():
 def netns(netns_factory) -> str:
     """One fresh namespace for this test."""
     return netns_factory("t")
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """moto's AWS APIs in server mode on loopback (real HTTP), one per test module."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()

@@ -8,7 +8,6 @@ import urllib.request
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from infra.parameters import build_parameters
 from infra.plan import build_plan
@@ -23,14 +22,8 @@ CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AW
 
 
 @pytest.fixture(scope="module")
-def endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+def endpoint(moto_endpoint):
+    return moto_endpoint
 
 
 def _tags(plan, kind, name):

@@ -6,7 +6,6 @@ import random
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from infra.parameters import build_parameters, instance_path, password_name
 from infra.plan import build_plan
@@ -21,14 +20,8 @@ PASSWORD = "unit-test-md5"
 
 
 @pytest.fixture(scope="module")
-def moto_url():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+def moto_url(moto_endpoint):
+    return moto_endpoint
 
 
 def client(url):
