@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from infra.plan import OverlayPlan
+from infra.plan import OverlayPlan, nth_subnet
 
 # Lab-only addressing, outside anything a stack may use for its VPC or pools:
 # TEST-NET-1 for the IGW and the internet's transfer addresses, TEST-NET-3 for EIPs.
@@ -19,6 +19,9 @@ ONPREM_LAN_V6 = ipaddress.ip_network("fd10:250::/48")
 # The VPC-native instance (in the VPC, not part of the overlay) takes this offset in
 # the first private subnet, far above the plan's fixed slots (10 + k div #AZ).
 NATIVE_OFFSET = 200
+# The VPC's IPv6 /56 comes from AWS at creation; the lab stands in with a ULA /56 and
+# gives subnet i the /64 the plan assigns it (Subnet.ipv6_netnum), as AWS would.
+LAB_VPC_V6 = ipaddress.ip_network("fd4c:ab00::/56")
 # AWS route tables are per subnet; the lab's VPC namespace models one per AZ with a
 # policy rule per bridge; table ids start here.
 AZ_TABLE_BASE = 100
@@ -32,6 +35,11 @@ class Segment:
     gateway: ipaddress.IPv4Address
     az_index: int
     kind: str
+    cidr_v6: ipaddress.IPv6Network | None = None
+
+    @property
+    def gateway_v6(self) -> ipaddress.IPv6Address | None:
+        return self.cidr_v6.network_address + 1 if self.cidr_v6 else None
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,13 @@ class Instance:
     address: ipaddress.IPv4Address
     vpc_port: str  # its veth's end in the VPC namespace (a bridge port)
     eip: ipaddress.IPv4Address | None
+
+    @property
+    def address_v6(self) -> ipaddress.IPv6Address | None:
+        """The same host part as its IPv4 address, in its subnet's /64 (None without IPv6)."""
+        if self.segment.cidr_v6 is None:
+            return None
+        return self.segment.cidr_v6.network_address + (int(self.address) - int(self.segment.cidr.network_address))
 
 
 @dataclass(frozen=True)
@@ -68,7 +83,7 @@ class LabTopology:
     segments: tuple[Segment, ...]
     instances: tuple[Instance, ...]
     sites: tuple[OnPremSite, ...]
-    az_tables: tuple[tuple[int, ipaddress.IPv4Address], ...]  # (table, router ENI) per AZ
+    az_tables: tuple[tuple[int, str], ...]  # (table, router name) per AZ
 
     @property
     def namespaces(self) -> tuple[str, ...]:
@@ -93,7 +108,8 @@ def build(plan: OverlayPlan) -> LabTopology:
     for s in plan.subnets:
         # bridge names live in the VPC namespace only; 15-character limit
         bridge = f"br-{'pub' if s.kind == 'public' else 'prv'}{s.az_index}"
-        segments.append(Segment(bridge, s.cidr, s.cidr.network_address + 1, s.az_index, s.kind))
+        v6 = nth_subnet(LAB_VPC_V6, 64, s.ipv6_netnum) if s.ipv6_netnum is not None else None
+        segments.append(Segment(bridge, s.cidr, s.cidr.network_address + 1, s.az_index, s.kind, v6))
     seg = {(s.az_index, s.kind): s for s in segments}
     az_index = {az: i for i, az in enumerate(plan.azs)}
 
@@ -126,7 +142,7 @@ def build(plan: OverlayPlan) -> LabTopology:
     for i, az in enumerate(plan.azs):
         in_az = [r for r in plan.routers if r.az == az]
         router = in_az[0] if in_az else plan.routers[i % len(plan.routers)]
-        tables.append((AZ_TABLE_BASE + i, router.private_ip))
+        tables.append((AZ_TABLE_BASE + i, router.name))
 
     return LabTopology(stack=plan.stack, vpc_ns=prefix + "vpc", inet_ns=prefix + "inet",
                        segments=tuple(segments), instances=tuple(instances), sites=tuple(sites),

@@ -16,6 +16,9 @@ from infra.plan import OverlayPlan
 from lab.topology import (IGW_INET_SIDE, IGW_VPC_SIDE, INET_PEER_GW, EIP_POOL, LabTopology, ns_prefix)
 
 
+IFA_F_NODAD = 0x02  # include/uapi/linux/if_addr.h
+
+
 class LabError(RuntimeError):
     """A lab step failed; the message names the step and the object."""
 
@@ -73,7 +76,7 @@ def _addr(ns_name: str, ifname: str, cidr: str) -> None:
     with ns(ns_name) as n:
         kw = {}
         if iface.version == 6:
-            kw["flags"] = 0x80  # IFA_F_NODAD: lab links are point-to-point; DAD only delays
+            kw["flags"] = IFA_F_NODAD  # addresses are unique by plan; DAD only delays them a second
         n.addr("add", index=n.link_lookup(ifname=ifname)[0], address=str(iface.ip),
                prefixlen=iface.network.prefixlen, **kw)
 
@@ -99,6 +102,8 @@ def build_underlay(plan: OverlayPlan, topo: LabTopology, underlay_mtu: int) -> N
             n.link("add", ifname=seg.bridge, kind="bridge", mtu=underlay_mtu)
             idx = n.link_lookup(ifname=seg.bridge)[0]
             n.addr("add", index=idx, address=str(seg.gateway), prefixlen=seg.cidr.prefixlen)
+            if seg.cidr_v6 is not None:
+                n.addr("add", index=idx, address=str(seg.gateway_v6), prefixlen=64, flags=IFA_F_NODAD)
             n.link("set", index=idx, state="up")
 
     for inst in topo.instances:
@@ -107,13 +112,17 @@ def build_underlay(plan: OverlayPlan, topo: LabTopology, underlay_mtu: int) -> N
     # The VPC's route tables: per AZ, the container pools go to that AZ's router ENI.
     # Policy rules by ingress bridge stand in for "this subnet's route table".
     with ns(vpc) as n:
-        for table, router_ip in topo.az_tables:
+        for table, router_name in topo.az_tables:
+            router = topo.instance(router_name)
             for pool in plan.pools_v4:
-                n.route("replace", dst=str(pool), gateway=str(router_ip), table=table)
+                n.route("replace", dst=str(pool), gateway=str(router.address), table=table)
+            for pool in plan.pools_v6 if router.address_v6 else ():
+                n.route("replace", dst=str(pool), gateway=str(router.address_v6), table=table)
         for seg in topo.segments:
             table = topo.az_tables[seg.az_index][0]
-            n.rule("add", table=table, priority=1000 + seg.az_index * 10 + (seg.kind == "public"),
-                   iifname=seg.bridge)
+            for family in (2, 10) if seg.cidr_v6 is not None else (2,):  # AF_INET, AF_INET6
+                n.rule("add", table=table, priority=1000 + seg.az_index * 10 + (seg.kind == "public"),
+                       iifname=seg.bridge, family=family)
         if plan.routing_mode == "static":
             for h in plan.hosts:
                 n.route("replace", dst=str(h.block_v4), gateway=str(h.private_ip))
@@ -157,6 +166,9 @@ def wire_instance(topo: LabTopology, inst, underlay_mtu: int, create: bool = Fal
                master=n.link_lookup(ifname=inst.segment.bridge)[0])
     _addr(inst.ns, "eth0", f"{inst.address}/{inst.segment.cidr.prefixlen}")
     _route(inst.ns, dst="0.0.0.0/0", gateway=str(inst.segment.gateway))
+    if inst.address_v6 is not None:
+        _addr(inst.ns, "eth0", f"{inst.address_v6}/64")
+        _route(inst.ns, dst="::/0", gateway=str(inst.segment.gateway_v6))
     if inst.role != "native":
         # EC2 instances here have source/dest check off and forward.
         sysctl(inst.ns, {**FORWARDING, **RP_LOOSE, **ECMP_L4})

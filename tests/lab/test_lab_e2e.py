@@ -117,8 +117,9 @@ def test_container_on_each_host_reachable_from_onprem_and_vpc(lab, containers):
         assert v4 and v6
         assert reachable(client(lab), v4, h.name), f"{v4} on {h.name} from on-prem"
         assert reachable(client(lab), v6, h.name), f"{v6} on {h.name} from on-prem"
-        # A VPC-native instance reaches it through the VPC route table (pools -> router ENI).
+        # A VPC-native instance reaches it through the VPC route tables (pools -> router ENI).
         assert reachable(native, v4, h.name), f"{v4} on {h.name} from the VPC"
+        assert reachable(native, v6, h.name), f"{v6} on {h.name} from the VPC"
 
 
 # 4 and 7 --------------------------------------------------------------------------------------

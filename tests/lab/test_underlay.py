@@ -52,9 +52,15 @@ def test_underlay_paths(underlay):
     assert not ping(h1.ns, str(site.public))
     assert ping(site.client_ns, str(site.router_lan_v4))
     # the VPC route tables send the pools to the AZ's router ENI
-    for table, router_ip in topo.az_tables:
+    for table, router_name in topo.az_tables:
+        router = topo.instance(router_name)
         out = sh(topo.vpc_ns, "ip", "route", "show", "table", str(table))
-        assert f"{plan.pools_v4[0]} via {router_ip}" in out
+        assert f"{plan.pools_v4[0]} via {router.address}" in out
+        out6 = sh(topo.vpc_ns, "ip", "-6", "route", "show", "table", str(table))
+        assert f"{plan.pools_v6[0]} via {router.address_v6}" in out6
+    # the VPC is dual-stack: each subnet has its /64, instances an address in it
+    assert native.address_v6 in native.segment.cidr_v6
+    assert ping(native.ns, str(r2.address_v6)) and ping(h1.ns, str(r1.address_v6))
 
 
 def test_nat_ruleset_names_every_eip():
