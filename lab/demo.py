@@ -56,6 +56,16 @@ def agent_status(lab: Lab, host: str) -> dict:
         return {}
 
 
+def agent_status_text(lab: Lab, name: str) -> str:
+    """`overlay-agent status` run inside the instance's namespace, with the lab's paths."""
+    adir, frr = lab.agent_dir(name), lab.frr_for(name)
+    cmd = ["ip", "netns", "exec", lab.topo.instance(name).ns, str(Path(sys.executable).with_name("overlay-agent")),
+           "status", "--status-file", str(adir / "status.json"), "--state-dir", str(adir / "state"),
+           "--vty-socket", str(frr.vty_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    return (proc.stdout + proc.stderr).rstrip()
+
+
 def container_addresses(lab: Lab, host: str, name: str, timeout: float = 20) -> tuple[str, str]:
     """The (IPv4, IPv6) the agent gave a container, from its status file."""
     deadline = time.monotonic() + timeout
@@ -144,12 +154,10 @@ def status(lab: Lab) -> int:
                 if any(e.get("protocol") == "bgp" for e in entries):
                     hops = sum(len(e.get("nexthops", [])) for e in entries if e.get("selected"))
                     print(f"  {prefix:<28} {hops} next hop(s)")
-    for h in lab.plan.hosts:
-        rows = agent_status(lab, h.name).get("containers", [])
-        print(f"\n{h.name}: {len(rows)} containers")
-        for row in rows[:20]:
-            print(f"  {row.get('name', '?'):<20} {row.get('ipv4', ''):<16} {row.get('ipv6', ''):<28} "
-                  f"{row.get('state', '')} {row.get('error', '') or ''}")
+    for inst in lab.plan.instances:
+        # What an operator on that instance sees: the agent's own status command.
+        print(f"\n{inst.name}: overlay-agent status")
+        print("\n".join("  " + line for line in agent_status_text(lab, inst.name).splitlines()))
     return 0 if all(have[n] >= want[n] for n in want) else 1
 
 

@@ -103,6 +103,13 @@ def test_every_session_established_over_gre(lab):
         peers = uptimes(lab, r.name)
         for p in lab.plan.pairings_of(r.name):
             assert str(p.b.inner_v4) in peers and str(p.b.inner_v6) in peers
+    # what an operator sees on an instance: the agent's own status (tunnels, sessions)
+    for inst in lab.plan.instances:
+        text = demo.agent_status_text(lab, inst.name)
+        assert "from ssm: ok" in text and "Established" in text, text
+        assert re.search(r"tunnels \((userspace|kernel) GRE\)", text), text
+        assert text.count(" up ") >= len(lab.plan.pairings_of(inst.name)), text
+    assert demo.status(lab) == 0
     site = lab.topo.sites[0]
     summary = lab.frr_for(site.name).bgp_summary()
     states = [i["state"] for af in summary.values() if isinstance(af, dict) for i in af.get("peers", {}).values()]
