@@ -66,7 +66,10 @@ def build_plan(cfg: StackConfig) -> OverlayPlan:
         routers.append(Router(
             name=f"router-{j + 1}", index=j, az=cfg.azs[az], subnet=subnet,
             private_ip=_fixed_ip(subnet, j // n_az), asn=cfg.router_asn,
-            instance_type=cfg.router_instance_type, eip=bool(cfg.onprem),
+            # Every router gets an EIP: on-prem peers need a stable public address, and
+            # without one a router in a public subnet has no IPv4 egress at all (SSM,
+            # packages at boot), since a pre-made ENI cannot take an auto-assigned one.
+            instance_type=cfg.router_instance_type, eip=True,
             listen_v4=nth_subnet(cfg.tunnel_v4, slice_prefix4, j),
             listen_v6=nth_subnet(cfg.tunnel_v6, slice_prefix6, j) if cfg.tunnel_v6 else None,
         ))

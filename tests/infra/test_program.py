@@ -130,16 +130,15 @@ def test_instances_imdsv2_encrypted_gp3_kept_eni_and_no_forced_replacement(run, 
         assert not [u for u in rec.dependencies if "-tunnels-" in u]
 
 
-def test_eips_only_where_onprem_peers_exist(run, plan):
+def test_every_router_has_an_eip_and_nothing_else_does(run, plan):
     eips = {e.name: e.inputs for e in run.of_type(EIP) if not e.name.startswith("net-nat-")}
-    want = {f"{r.name}-eip" for r in plan.routers if plan.onprem}
+    want = {f"{r.name}-eip" for r in plan.routers}
     assert set(eips) == want
     igw = run.named("net-igw").urn
     for r in plan.routers:
-        if plan.onprem:
-            assert eips[f"{r.name}-eip"]["networkInterface"] == f"{r.name}-eni-id"
-            # EC2 associates an EIP only once the VPC's internet gateway is attached.
-            assert igw in run.named(f"{r.name}-eip").dependencies
+        assert eips[f"{r.name}-eip"]["networkInterface"] == f"{r.name}-eni-id"
+        # EC2 associates an EIP only once the VPC's internet gateway is attached.
+        assert igw in run.named(f"{r.name}-eip").dependencies
     assert all(igw in n.dependencies for n in run.of_type("aws:ec2/natGateway:NatGateway"))
 
 
@@ -147,7 +146,7 @@ def test_prod_protects_router_enis_and_eips_test_protects_nothing(run, plan):
     protected = {r.name for r in run.resources if r.protect}
     if plan.environment == "prod":
         assert protected == {f"{r.name}-eni" for r in plan.routers} | \
-            ({f"{r.name}-eip" for r in plan.routers} if plan.onprem else set())
+            {f"{r.name}-eip" for r in plan.routers}
     else:
         assert protected == set()
         (bucket,) = run.of_type("aws:s3/bucket:Bucket")
@@ -329,12 +328,16 @@ def test_ipv4_only_stack_without_onprem_peers():
     (vpc,) = run.of_type("aws:ec2/vpc:Vpc")
     assert vpc.inputs["assignGeneratedIpv6CidrBlock"] is False
     assert not run.of_type("aws:ec2/egressOnlyInternetGateway:EgressOnlyInternetGateway")
-    assert sorted(e.name for e in run.of_type(EIP)) == sorted(n.name for n in run.of_type("aws:ec2/natGateway:NatGateway"))
+    # routers still get an EIP (their only IPv4 egress); the rest are the NAT gateways'
+    routers = [e.name for e in run.of_type(EIP) if e.name.startswith("router-")]
+    assert sorted(e.name for e in run.of_type(EIP) if e.name not in routers) == \
+        sorted(n.name for n in run.of_type("aws:ec2/natGateway:NatGateway"))
+    assert routers == ["router-1-eip"]
     assert {s.name for s in run.of_type(SG)} == {"sg-members"}
     assert not [r.name for r in run.of_type(ROUTE) if "destinationIpv6CidrBlock" in r.inputs]
     assert len(run.of_type(ROUTE)) == 2 * len(run.of_type("aws:ec2/routeTable:RouteTable"))
     assert all("ipv6AddressCount" not in e.inputs for e in run.of_type(ENI))
-    assert run.outputs["routerEips"] == {} and run.outputs["onpremFrr"] == {}
+    assert set(run.outputs["routerEips"]) == {"router-1"} and run.outputs["onpremFrr"] == {}
 
 
 @pytest.mark.parametrize("instance_type,arch", [
