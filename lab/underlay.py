@@ -58,6 +58,9 @@ def _create_ns(name: str) -> None:
     pr_netns.create(name)
     with ns(name) as n:
         n.link("set", index=n.link_lookup(ifname="lo")[0], state="up")
+    # Every lab address is unique by plan: duplicate address detection only holds new
+    # IPv6 addresses (link-locals included) tentative for a second after each link appears.
+    sysctl(name, {"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0"})
 
 
 def _veth(ns_a: str, if_a: str, ns_b: str, if_b: str, mtu: int = 1500) -> None:
