@@ -168,6 +168,7 @@ def run(lab: Lab, keep: bool = False) -> int:
     site = lab.topo.sites[0] if lab.topo.sites else None
     v4_any, v6_any = anycast_addresses(lab)
     made: list[tuple[str, str]] = []
+    failures = 0
     try:
         print("Starting one container per host (overlay=auto) and an anycast pair (same address on two hosts):")
         for h in lab.plan.hosts:
@@ -181,12 +182,15 @@ def run(lab: Lab, keep: bool = False) -> int:
             start_container(lab, h.name, f"demo-anycast-{h.name}", labels)
             made.append((h.name, f"demo-anycast-{h.name}"))
         addrs = {}
+        addr_host = {name: host for host, name in made}
         for host, name in made:
             addrs[name] = container_addresses(lab, host, name)
             print(f"  {name:<24} on {host}: {addrs[name][0]:<15} {addrs[name][1]}")
         observer = site.name if site else lab.plan.routers[0].name
+        # On-prem sees the pools (aggregates mode) or each /32 (specifics mode).
+        aggregates = site is not None and lab.plan.bgp.announce == "aggregates"
         for name, (v4, v6) in addrs.items():
-            wait_route(lab, observer, f"{v4}/32" if not site else str(lab.plan.pools_v4[0]))
+            wait_route(lab, observer, str(lab.plan.pools_v4[0]) if aggregates else f"{v4}/32")
         print()
         status(lab)
         if site:
@@ -199,9 +203,13 @@ def run(lab: Lab, keep: bool = False) -> int:
                         if body:
                             break
                         time.sleep(0.25)
+                    # the anycast pair answers from either host; the others from their own
+                    failures += body is None or (not name.startswith("demo-anycast") and body != addr_host[name])
                     print(f"  GET http://{addr}/ -> {body or 'FAILED'}")
             for addr in filter(None, (v4_any, v6_any)):
                 counts = spread(site.client_ns, addr, 40)
+                # ECMP by flow: 40 connections reach both hosts of the anycast pair
+                failures += counts["error"] > 0 or len(counts) < min(2, len(lab.plan.hosts))
                 print(f"  40 connections to anycast {addr}: " +
                       ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     finally:
@@ -209,4 +217,6 @@ def run(lab: Lab, keep: bool = False) -> int:
             for host, name in made:
                 remove_container(lab, host, name)
             print("\nDemo containers removed (use --keep to leave them).")
-    return 0
+    if failures:
+        print(f"\n{failures} check(s) failed")
+    return 1 if failures else 0
