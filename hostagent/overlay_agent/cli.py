@@ -27,8 +27,8 @@ class Task:
     target: Callable[[threading.Event], None]
 
 
-def container_tasks(cfg: config_mod.AgentConfig, args, metrics) -> list[Task]:
-    """The container-wiring reconciler and its Docker event pump (docker hosts only)."""
+def container_tasks(cfg: config_mod.AgentConfig, args, metrics):
+    """The container-wiring reconciler and the tasks running it and its Docker event pump (docker hosts only)."""
     from .containers import ContainerReconciler, pump_events
     from .docker_shim import DockerShim
     from .netlink import Netlink
@@ -45,19 +45,18 @@ def container_tasks(cfg: config_mod.AgentConfig, args, metrics) -> list[Task]:
         finally:
             rec.netlink.close()
 
-    return [
+    return rec, [
         Task("docker-events", lambda stop: pump_events(events_docker, rec.events, stop, metrics)),
         Task("containers", run),
     ]
 
 
-def tasks_for(cfg: config_mod.AgentConfig, args, metrics) -> list[Task]:
-    # Each reconciler owns its own route class and its own loop; the pairing sync (tunnels,
-    # FRR) adds its tasks here next to the container wiring.
-    tasks: list[Task] = []
+def tasks_for(cfg: config_mod.AgentConfig, args, metrics):
+    """(the container reconciler or None, its tasks). Each reconciler owns its own route class
+    and its own loop; the pairing sync (tunnels, FRR) adds its task next to these."""
     if cfg.role == "host" and not args.no_containers:
-        tasks += container_tasks(cfg, args, metrics)
-    return tasks
+        return container_tasks(cfg, args, metrics)
+    return None, []
 
 
 def cmd_run(args) -> int:
@@ -88,8 +87,10 @@ def cmd_run(args) -> int:
     else:
         cfg = config_mod.load(args.config)
     # ------------------------------------------------------------------------------------
-    tasks = tasks_for(cfg, args, metrics)
+    rec, tasks = tasks_for(cfg, args, metrics)
     if sync is not None:
+        if rec is not None:
+            sync.on_config = rec.update_config  # the wiring follows new pools and blocks live
         tasks.append(Task("pairing", sync.run))
     if not tasks:
         log.warning("nothing to do for role %s", cfg.role)

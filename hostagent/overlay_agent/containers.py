@@ -390,7 +390,7 @@ class ContainerReconciler:
         self._neigh_warned = False
         self._started_ns: dict[str, int] = {}  # container id -> Docker start event time
         self.last_resync: float = 0.0
-        self.events: "queue.Queue[Event | str]" = queue.Queue()
+        self.events: "queue.Queue[Event | AgentConfig | str]" = queue.Queue()
 
     # -- passes ----------------------------------------------------------------------
     def resync(self) -> bool:
@@ -653,6 +653,22 @@ class ContainerReconciler:
         except OSError as exc:
             log.warning("cannot write status file %s: %s", self.status_path, exc)
 
+    def update_config(self, cfg: AgentConfig) -> None:
+        """A new `agent` document (from the pairing sync's thread): applied by the loop at its next pass."""
+        self.events.put(cfg)
+
+    def _take_config(self, cfg: AgentConfig) -> None:
+        if cfg.settings.route_protocol != self.proto:
+            # Our routes are found by their protocol: switching it live would orphan every
+            # route installed so far. A restart adopts the new number (and a resync then
+            # removes nothing it does not own).
+            log.error("agent parameter changes the route protocol %d -> %d: restart the agent to apply it",
+                      self.proto, cfg.settings.route_protocol)
+            cfg = replace(cfg, settings=replace(cfg.settings, route_protocol=self.proto))
+        if cfg != self.cfg:
+            log.info("agent configuration changed (pools, block or settings): full resync")
+            self.cfg = cfg
+
     # -- loop ------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Event fast path plus a periodic full resync, until `stop` is set."""
@@ -668,6 +684,9 @@ class ContainerReconciler:
                 while True:
                     if isinstance(item, Event):
                         batch.append(item)
+                    elif isinstance(item, AgentConfig):
+                        self._take_config(item)
+                        want_resync = True
                     else:
                         want_resync = True  # "resync": the event stream (re)connected
                     item = self.events.get_nowait()

@@ -28,6 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -80,6 +81,8 @@ class PairingSync:
     resync_interval: float = 30.0
     metrics: PairingMetrics = field(default_factory=PairingMetrics)
     status_path: Path | None = None
+    # Told of every new valid `agent` document (the container wiring follows pools/blocks).
+    on_config: Callable[[config_mod.AgentConfig], None] | None = None
 
     def __post_init__(self):
         self.snapshot: Snapshot | None = None
@@ -119,8 +122,11 @@ class PairingSync:
         self.dirty = True
         if snap.agent is not None:
             try:
-                self.cfg = config_mod.parse(json.loads(snap.agent), "agent")
+                cfg = config_mod.parse(json.loads(snap.agent), "agent")
+                changed, self.cfg = cfg != self.cfg, cfg
                 self.agent_error = None
+                if changed and self.on_config is not None:
+                    self.on_config(cfg)
                 # The program may change the intervals (docs/contracts.md settings).
                 self.poller.interval = self.cfg.settings.poll_interval
                 self.resync_interval = self.cfg.settings.resync_interval

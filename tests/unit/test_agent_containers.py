@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import ipaddress
+import threading
+import time
 
 import pytest
 
@@ -429,3 +431,33 @@ def test_tunnel_pins_of_our_protocol_outside_the_pools_are_left_alone(world):
     kernel.routes[stale] = (frozenset({1}), PROTO)
     assert rec.resync()
     assert stale not in kernel.routes and pin in kernel.routes
+
+
+def test_new_agent_document_reaches_the_running_loop(world):
+    """A pool added to the stack: a container asking for an address in it is wired without a restart."""
+    kernel, docker = world
+    rec = reconciler(kernel, docker, cfg(resync=3600))
+    stop = threading.Event()
+    loop = threading.Thread(target=rec.run, args=(stop,), daemon=True)
+    loop.start()
+    try:
+        c = docker.add("newpool", {"overlay.ipv4": "100.65.0.7"})
+        rec.events.put("resync")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(r.get("state") == "error" for r in rec.status_rows()):
+            time.sleep(0.02)
+        assert "100.65.0.7/32" not in kernel.our_routes()  # outside the pools: refused
+        wider = config_mod.parse({
+            "schema": 1, "project": "overlay", "stack": "t", "instance": "host-1", "role": "host", "asn": 65101,
+            "blocks": {"ipv4": "100.64.0.0/26", "ipv6": "fd00:64::/112"},
+            "pools": {"ipv4": ["100.64.0.0/16", "100.65.0.0/16"], "ipv6": ["fd00:64::/48"]},
+            "settings": {"route_protocol": PROTO, "resync_interval": 3600},
+        })
+        rec.update_config(wider)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and "100.65.0.7/32" not in kernel.our_routes():
+            time.sleep(0.02)
+        assert kernel.our_routes()["100.65.0.7/32"] == (veth_name(c.id),)
+    finally:
+        stop.set()
+        loop.join(timeout=5)

@@ -238,3 +238,20 @@ def test_malformed_tunnel_rejected_others_applied_logged_once(world, caplog):
     doc = json.loads((tmp / "pairing.json").read_text())
     assert doc["tunnels"]["rejected"][0]["parameter"] == "tunnels/router-2"
     assert sync.metrics.tunnels_rejected._value.get() == 1
+
+
+def test_a_changed_agent_document_is_handed_to_the_container_wiring(world):
+    sync, src, be, frr, tmp = world
+    seen = []
+    sync.on_config = seen.append
+    sync.start()
+    sync.step(now=0.0)
+    assert len(seen) == 1  # the first document
+    src.rev = 2  # revision moves, same document: nothing to hand over
+    sync.step(now=3.0)
+    assert len(seen) == 1
+    doc = json.loads(src.agent)
+    doc["pools"]["ipv4"].append("100.65.0.0/16")
+    src.agent, src.rev = json.dumps(doc), 3
+    sync.step(now=6.0)
+    assert len(seen) == 2 and any(str(p) == "100.65.0.0/16" for p in seen[-1].pools_ipv4)
