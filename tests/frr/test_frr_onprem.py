@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from infra.config import parse
-from infra.plan import build_plan
 from infra.render import PASSWORD_PLACEHOLDER, render_frr, render_onprem_frr
 from tests.support import netns as nsutil
+from tests.support.render_plans import one_router_one_host
 
 pytestmark = [pytest.mark.root, pytest.mark.frr]
 
@@ -20,16 +19,8 @@ DC_BAD = ("0.0.0.0/0", "10.40.1.0/24", "10.99.7.0/24")  # default, inside the VP
 
 
 def _plan(announce: str):
-    return build_plan(parse({
-        "region": "eu-west-1",
-        "vpc": {"cidr": "10.40.0.0/16", "azs": ["lab-a"]},
-        "routers": {"count": 1, "asn": 65000},
-        "hosts": {"count": 1, "asn": 65100},
-        "pools": {"ipv4": ["10.99.0.0/16"], "ipv6": ["fd10:99::/48"]},
-        "tunnels": {"ipv4": "169.254.64.0/20", "ipv6": "fd10:7e::/64", "mtu": 1472},
-        "bgp": {"announce": announce},
-        "onprem": [{"name": "dc1", "address": "198.51.100.1", "asn": 64600}],
-    }, "frrtest"))
+    return one_router_one_host({"announce": announce},
+                               onprem=[{"name": "dc1", "address": "198.51.100.1", "asn": 64600}])
 
 
 def _link(ns_a, ns_b, p):

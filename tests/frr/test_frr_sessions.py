@@ -6,11 +6,10 @@ import ipaddress
 
 import pytest
 
-from infra.config import parse
-from infra.plan import build_plan
 from infra.render import PASSWORD_PLACEHOLDER, render_frr
 from tests.support import frrcheck
 from tests.support import netns as nsutil
+from tests.support.render_plans import one_router_one_host
 
 pytestmark = [pytest.mark.root, pytest.mark.frr]
 
@@ -24,15 +23,7 @@ PROTO = "149"  # the agent's route protocol (docs/contracts.md)
 
 def _plan():
     # One router, one host, IPv6 on, a small max-prefix so the test can trip it.
-    return build_plan(parse({
-        "region": "eu-west-1",
-        "vpc": {"cidr": "10.40.0.0/16", "azs": ["lab-a"]},
-        "routers": {"count": 1, "asn": 65000},
-        "hosts": {"count": 1, "asn": 65100},
-        "pools": {"ipv4": ["10.99.0.0/16"], "ipv6": ["fd10:99::/48"]},
-        "tunnels": {"ipv4": "169.254.64.0/20", "ipv6": "fd10:7e::/64", "mtu": 1472},
-        "bgp": {"maxPrefix": MAX_PREFIX, "bfdInterval": 100},
-    }, "frrtest"))
+    return one_router_one_host({"maxPrefix": MAX_PREFIX, "bfdInterval": 100})
 
 
 @contextlib.contextmanager

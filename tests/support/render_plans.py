@@ -86,3 +86,19 @@ def random_raw(routers: int, hosts: int, n_az: int, onprem: int, ipv6: bool, per
         raw["pools"]["ipv6"] = [f"fd10:{96 + i}::/48" for i in range(pools)]
         raw["tunnels"]["ipv6"] = "fd10:7e::/64"
     return raw
+
+
+def one_router_one_host(bgp: dict[str, Any], onprem: list[dict[str, Any]] | None = None) -> OverlayPlan:
+    """The smallest plan with real FRR on both ends: one router, one host, IPv6 on (tests/frr)."""
+    raw: dict[str, Any] = {
+        "region": "eu-west-1",
+        "vpc": {"cidr": "10.40.0.0/16", "azs": ["lab-a"]},
+        "routers": {"count": 1, "asn": 65000},
+        "hosts": {"count": 1, "asn": 65100},
+        "pools": {"ipv4": ["10.99.0.0/16"], "ipv6": ["fd10:99::/48"]},
+        "tunnels": {"ipv4": "169.254.64.0/20", "ipv6": "fd10:7e::/64", "mtu": 1472},
+        "bgp": bgp,
+    }
+    if onprem is not None:
+        raw["onprem"] = onprem
+    return build_plan(parse(raw, "frrtest"))
