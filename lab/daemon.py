@@ -79,4 +79,22 @@ def wait_tcp(ns_name: str, host: str, port: int, timeout: float, what: str) -> N
         time.sleep(0.1)
 
 
-__all__ = ["start", "alive", "stop", "wait_tcp", "ns"]
+def kill_matching(mark: str, rounds: int = 3) -> None:
+    """SIGKILL every process (but this one) whose command line contains `mark` (a lab path)."""
+    needle = mark.encode()
+    for _ in range(rounds):
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != os.getpid():
+                with contextlib.suppress(OSError):
+                    if needle in (entry / "cmdline").read_bytes():
+                        found.append(int(entry.name))
+        if not found:
+            return
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+
+
+__all__ = ["start", "alive", "stop", "wait_tcp", "kill_matching", "ns"]

@@ -25,6 +25,8 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from lab.daemon import kill_matching
+
 
 class DockerdError(RuntimeError):
     """dockerd did not come up; the message carries the end of its log."""
@@ -166,26 +168,7 @@ class Dockerd:
     def _kill_leftovers(self) -> None:
         # containerd and its shims name the exec-root in their command lines. Not the whole
         # work directory: clients (the agent under test) name our socket in theirs.
-        mark = str(self.exec_root) + "/"
-        for _ in range(3):
-            found = []
-            for entry in Path("/proc").iterdir():
-                if not entry.name.isdigit():
-                    continue
-                try:
-                    cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                except OSError:
-                    continue
-                if mark in cmdline:
-                    found.append(int(entry.name))
-            if not found:
-                return
-            for pid in found:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.2)
+        kill_matching(str(self.exec_root) + "/")
 
     def __enter__(self) -> "Dockerd":
         return self.start()

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -291,21 +289,12 @@ def down(lab: Lab, quiet: bool = False) -> None:
             d.stop(remove_containers=False)
     ssm.stop(lab.state)
     removed = remove_namespaces(lab.plan.stack)
-    _kill_by_path(lab.state)
+    # Processes started for the lab outside its namespaces (none expected) end too.
+    daemon.kill_matching(str(lab.state))
     _unmount_under(lab.state)
     shutil.rmtree(lab.state, ignore_errors=True)
     if not quiet:
         lab.say(f"lab {lab.plan.stack} is down ({len(removed)} namespaces removed)")
-
-
-def _kill_by_path(path: Path) -> None:
-    """Processes started for the lab outside its namespaces (none expected) are ended too."""
-    mark = str(path).encode()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            with contextlib.suppress(OSError):
-                if mark in (entry / "cmdline").read_bytes():
-                    os.kill(int(entry.name), signal.SIGKILL)
 
 
 def _unmount_under(path: Path) -> None:
