@@ -19,16 +19,21 @@ def _skip_unless_ready(with_frr: bool) -> None:
         pytest.skip("needs FRR (zebra, bgpd, vtysh)")
 
 
-@pytest.fixture(scope="module")
-def site():
-    """Host + router namespaces with FRR peering, dockerd in the host; removed at module end."""
-    _skip_unless_ready(with_frr=True)
-    s = Site(with_frr=True)
+def running_site(with_frr: bool):
+    """A started Site for a module fixture to yield from; always stopped."""
+    _skip_unless_ready(with_frr=with_frr)
+    s = Site(with_frr=with_frr)
     try:
         s.start()
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture(scope="module")
+def site():
+    """Host + router namespaces with FRR peering, dockerd in the host; removed at module end."""
+    yield from running_site(with_frr=True)
 
 
 @pytest.fixture

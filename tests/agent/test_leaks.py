@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from tests.agent.conftest import _skip_unless_ready
-from tests.agent.site import Site, wait_until
+from tests.agent.conftest import running_site
+from tests.agent.site import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
 
@@ -17,13 +17,7 @@ WORKERS = 4
 
 @pytest.fixture(scope="module")
 def bare_site():
-    _skip_unless_ready(with_frr=False)
-    s = Site(with_frr=False)
-    try:
-        s.start()
-        yield s
-    finally:
-        s.stop()
+    yield from running_site(with_frr=False)
 
 
 def test_500_start_stop_cycles_leak_nothing(bare_site):

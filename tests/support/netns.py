@@ -4,9 +4,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import signal
 import subprocess
-import time
 
 PREFIX = "ovt"
 _counter = itertools.count()
@@ -35,25 +33,12 @@ def create(name: str) -> str:
     return name
 
 
-def pids(name: str) -> list[int]:
-    out = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
-
-
 def destroy(name: str) -> None:
     """Kill every process in the namespace, then delete it; never raises."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        found = pids(name)
-        if not found:
-            break
-        for pid in found:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and pids(name):
-            time.sleep(0.05)
+    # The lab's own teardown step: TERM, then KILL what is left, for each namespace.
+    from lab.underlay import kill_namespace_processes
+
+    kill_namespace_processes(name)
     subprocess.run(["ip", "netns", "del", name], capture_output=True, text=True)
 
 
