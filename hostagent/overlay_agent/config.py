@@ -3,17 +3,29 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
 
-# Route protocol numbers FRR's zebra claims for its own daemons (rtnetlink.h + zebra's
-# rt_netlink.h: 11 zebra, 42 babel/ospf range, 186-198 bgp..eigrp) and the kernel's own
-# (3 boot, 4 static, 12 ra, 17 dhcp). A number from these sets would make zebra treat our
-# routes as its own or hide them from `redistribute kernel`.
-FORBIDDEN_PROTOCOLS = frozenset({3, 4, 11, 12, 17, 42, *range(186, 199)})
+# Route protocol numbers with an owner (include/uapi/linux/rtnetlink.h: 0 unspec, 1 redirect,
+# 2 kernel, 3 boot, 4 static, 8 gated, 9 ra, 10 mrt, 11 zebra, 12 bird, 13 dnrouted, 14 xorp,
+# 15 ntk, 16 dhcp, 17 mrouted, 18 keepalived, 42 babel, 99 openr, 186 bgp, 187 isis, 188 ospf,
+# 189 rip, 192 eigrp; FRR's zebra/rt_netlink.h adds 190-198 for its other daemons: nhrp, ldp,
+# sharp, pbr, static, openfabric, srte). A number from this set would make zebra treat our
+# routes as its own, the kernel or dhcpcd/keepalived/bird delete or replace them, or hide them
+# from FRR's `redistribute kernel`.
+FORBIDDEN_PROTOCOLS = frozenset({*range(0, 19), 42, 99, *range(186, 199)})
+_FORBIDDEN_TEXT = "0-18, 42, 99, 186-198"
+# Bounds of the settings: an interval below a second turns the agent into a busy loop (and
+# an SSM throttle), one above a day means it never notices a change.
+INTERVAL_MIN, INTERVAL_MAX = 1.0, 86400.0
+MAX_NESTING = 32  # JSON depth: the agent document is 3 levels deep
+MAX_POOLS = 64
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 
 IPv4Net = ipaddress.IPv4Network
 IPv6Net = ipaddress.IPv6Network
@@ -54,17 +66,86 @@ def _need(doc: dict, key: str, kind: type | tuple, where: str) -> Any:
     value = doc[key]
     # bool is an int subclass; a JSON true where a number belongs is a mistake.
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise ConfigError(f"{where}: {key!r} is {value!r}, expected {getattr(kind, '__name__', kind)}")
+        raise ConfigError(f"{where}: {key!r} is {_show(value)}, expected {getattr(kind, '__name__', kind)}")
     return value
+
+
+def _show(value: Any) -> str:
+    try:
+        r = repr(value)
+    except ValueError:  # an int beyond sys.get_int_max_str_digits()
+        r = f"<{type(value).__name__} too large to show>"
+    return r if len(r) <= 64 else r[:64] + "..."
+
+
+def _list(doc: dict, key: str, where: str) -> list:
+    value = doc.get(key) or []
+    if not isinstance(value, list) or len(value) > MAX_POOLS:
+        raise ConfigError(f"{where}.{key} must be a list of at most {MAX_POOLS} networks, got {_show(value)}")
+    return value
+
+
+def _setting(raw: dict, key: str, default: Any, kind: type | tuple, where: str) -> Any:
+    value = raw.get(key, default)
+    # bool is an int subclass: `true` is no protocol number; "15" (a string) is no interval.
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{where}.{key} is {_show(value)}, expected "
+                          f"{'a number' if kind == (int, float) else getattr(kind, '__name__', kind)}")
+    return value
+
+
+def _depth(doc: Any, limit: int) -> bool:
+    """True when `doc` nests deeper than `limit` (iterative: no recursion on hostile input)."""
+    stack = [(doc, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, (dict, list)):
+            if level > limit:
+                return True
+            stack.extend((v, level + 1) for v in (node.values() if isinstance(node, dict) else node))
+    return False
+
+
+def loads(text: str | bytes, source: str) -> Any:
+    """Decode an agent JSON document (file or SSM value); ConfigError with one line for anything wrong.
+
+    Python's json refuses nesting beyond the interpreter's recursion limit with a
+    RecursionError rather than a JSONDecodeError, accepts NaN and Infinity (not JSON), and a
+    file may not be UTF-8: all of those are bad input, not crashes.
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{source}: not UTF-8 (byte {exc.start})") from None
+    if len(text) > 1 << 20:
+        raise ConfigError(f"{source}: {len(text)} characters is too large for an agent document")
+
+    def constant(name: str) -> Any:
+        raise ConfigError(f"{source}: {name} is not a JSON number")
+
+    try:
+        doc = json.loads(text, parse_constant=constant)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{source}: not JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply (at most {MAX_NESTING} levels)") from None
+    except ValueError as exc:  # e.g. an integer beyond sys.get_int_max_str_digits()
+        raise ConfigError(f"{source}: not JSON ({_show(str(exc))[1:-1]})") from None
+    if _depth(doc, MAX_NESTING):
+        raise ConfigError(f"{source}: nested too deeply (at most {MAX_NESTING} levels)")
+    return doc
 
 
 def _net(text: Any, version: int, where: str) -> Any:
     try:
+        if not isinstance(text, str):  # ip_network(5) would be 0.0.0.5/32
+            raise TypeError(f"a {type(text).__name__}, not a string")
         net = ipaddress.ip_network(text, strict=True)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{where}: {text!r} is not a network ({exc})") from exc
+        raise ConfigError(f"{where}: {_show(text)} is not a network ({_show(str(exc))[1:-1]})") from exc
     if net.version != version:
-        raise ConfigError(f"{where}: {text!r} is not an IPv{version} network")
+        raise ConfigError(f"{where}: {_show(text)} is not an IPv{version} network")
     return net
 
 
@@ -74,25 +155,29 @@ def parse(doc: Any, source: str = "agent") -> AgentConfig:
         raise ConfigError(f"{source}: expected a JSON object, got {type(doc).__name__}")
     schema = _need(doc, "schema", int, source)
     if schema != 1:
-        raise ConfigError(f"{source}: schema {schema} not supported (this agent reads schema 1)")
+        raise ConfigError(f"{source}: schema {_show(schema)} not supported (this agent reads schema 1)")
     role = _need(doc, "role", str, source)
     if role not in ("host", "router"):
         raise ConfigError(f"{source}: role {role!r} must be 'host' or 'router'")
     asn = _need(doc, "asn", int, source)
     if not 1 <= asn <= 4294967295:
-        raise ConfigError(f"{source}: asn {asn} out of range")
+        raise ConfigError(f"{source}: asn {_show(asn)} out of range")
 
     underlay = doc.get("underlay") or {}
+    if not isinstance(underlay, dict):
+        raise ConfigError(f"{source}: underlay must be an object, got {_show(underlay)}")
     underlay_address = None
     if underlay.get("address"):
         try:
+            if not isinstance(underlay["address"], str):  # IPv4Address(5) would be 0.0.0.5
+                raise TypeError(underlay["address"])
             underlay_address = ipaddress.IPv4Address(underlay["address"])
-        except ValueError as exc:
-            raise ConfigError(f"{source}: underlay.address {underlay['address']!r} is not IPv4") from exc
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{source}: underlay.address {_show(underlay['address'])} is not IPv4") from exc
 
     pools = _need(doc, "pools", dict, source)
-    pools4 = tuple(_net(p, 4, f"{source}: pools.ipv4") for p in pools.get("ipv4") or [])
-    pools6 = tuple(_net(p, 6, f"{source}: pools.ipv6") for p in pools.get("ipv6") or [])
+    pools4 = tuple(_net(p, 4, f"{source}: pools.ipv4") for p in _list(pools, "ipv4", f"{source}: pools"))
+    pools6 = tuple(_net(p, 6, f"{source}: pools.ipv6") for p in _list(pools, "ipv6", f"{source}: pools"))
 
     blocks = doc.get("blocks")
     block4 = block6 = None
@@ -112,17 +197,26 @@ def parse(doc: Any, source: str = "agent") -> AgentConfig:
     raw = doc.get("settings") or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: settings must be an object")
-    settings = Settings(
-        route_protocol=int(raw.get("route_protocol", 149)),
-        route_protocol_name=str(raw.get("route_protocol_name", "overlay")),
-        poll_interval=float(raw.get("poll_interval", 15)),
-        resync_interval=float(raw.get("resync_interval", 30)),
-    )
-    if not 1 <= settings.route_protocol <= 255 or settings.route_protocol in FORBIDDEN_PROTOCOLS:
-        raise ConfigError(f"{source}: settings.route_protocol {settings.route_protocol} is reserved or out of "
-                          "range (1-255, not 3, 4, 11, 12, 17, 42, 186-198)")
-    if settings.resync_interval <= 0 or settings.poll_interval <= 0:
-        raise ConfigError(f"{source}: settings intervals must be positive")
+    where = f"{source}: settings"
+    proto = _setting(raw, "route_protocol", 149, int, where)
+    if not 1 <= proto <= 255 or proto in FORBIDDEN_PROTOCOLS:
+        raise ConfigError(f"{where}.route_protocol {_show(proto)} is reserved or out of "
+                          f"range (1-255, not {_FORBIDDEN_TEXT})")
+    name = _setting(raw, "route_protocol_name", "overlay", str, where)
+    if not _NAME.match(name):
+        raise ConfigError(f"{where}.route_protocol_name {_show(name)} must be a short name (letters, digits, _.-)")
+    intervals = {}
+    for key, default in (("poll_interval", 15.0), ("resync_interval", 30.0)):
+        value = float(_setting(raw, key, default, (int, float), where))
+        if not math.isfinite(value) or not INTERVAL_MIN <= value <= INTERVAL_MAX:
+            raise ConfigError(f"{where}.{key} {_show(value)} must be between {INTERVAL_MIN:g} and "
+                              f"{INTERVAL_MAX:g} seconds")
+        intervals[key] = value
+    settings = Settings(route_protocol=proto, route_protocol_name=name, **intervals)
+
+    for key in ("project", "stack", "instance"):
+        if key in doc and (not isinstance(doc[key], str) or len(doc[key]) > 128):
+            raise ConfigError(f"{source}: {key!r} is {_show(doc[key])}, expected a name")
 
     return AgentConfig(
         project=str(doc.get("project", "overlay")),
@@ -142,11 +236,7 @@ def parse(doc: Any, source: str = "agent") -> AgentConfig:
 def load(path: str | Path) -> AgentConfig:
     """Read and validate an agent JSON file."""
     try:
-        text = Path(path).read_text()
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not JSON (line {exc.lineno}: {exc.msg})") from exc
-    return parse(doc, str(path))
+    return parse(loads(data, str(path)), str(path))

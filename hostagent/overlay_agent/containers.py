@@ -51,6 +51,7 @@ log = logging.getLogger("overlay_agent.containers")
 EXIT_MEMORY = 300.0  # seconds an "exited before it was wired" stays in status
 VETH_PREFIX = "ovc"  # + 12 hex digits of the container id = 15 characters (IFNAMSIZ - 1)
 ALIAS_TAG = "overlay-agent"
+MESSAGE_MAX = 400  # characters of a problem message in logs and status rows
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -176,6 +177,11 @@ class Problem:
     reason: str  # metric label: bad_label, outside_pools, duplicate, host_network, ...
     message: str
 
+    def __post_init__(self):
+        # Messages quote label values and kernel errors; a status row stays readable.
+        if len(self.message) > MESSAGE_MAX:
+            object.__setattr__(self, "message", self.message[:MESSAGE_MAX] + "...")
+
     def line(self) -> str:
         return f"container {self.name} ({self.container_id[:12]}): {self.message}"
 
@@ -200,25 +206,16 @@ def desire(containers: Iterable[ContainerInfo], actual: Actual, cfg: AgentConfig
     ordered = sorted((c for c in containers if c.running and labels_mod.opted_in(c.labels)),
                      key=lambda c: (c.id not in actual.wired, c.created, c.id))
     for c in ordered:
-        if c.network_mode == "host":
-            refuse(c, "host_network", "runs in the host network namespace; nothing to wire")
-            continue
-        if c.network_mode.startswith("container:"):
-            refuse(c, "shared_netns", f"shares the network namespace of {c.network_mode[10:22]}; "
-                                      "label that container instead")
-            continue
         try:
-            req = labels_mod.parse(c.labels)
-        except labels_mod.LabelError as exc:
-            refuse(c, exc.reason, str(exc))
+            checked = _check(c, cfg)
+        except Exception as exc:  # noqa: BLE001 - one container's input must never stop the pass
+            log.exception("container %s: unexpected error while reading its labels", c.id[:12])
+            refuse(c, "bad_label", f"labels could not be read ({type(exc).__name__}: {labels_mod.show(str(exc))})")
             continue
-        bad = next((a for a in (req.ipv4, req.ipv6) if a is not None and not cfg.in_pools(a)), None)
-        if bad is not None:
-            pools = cfg.pools_ipv4 if bad.version == 4 else cfg.pools_ipv6
-            refuse(c, "outside_pools", f"address {bad} is outside the pools "
-                                       f"({', '.join(map(str, pools)) or 'none'})")
-            continue
-        candidates.append((c, req))
+        if isinstance(checked, Problem):
+            out.problems[c.id] = checked
+        else:
+            candidates.append((c, checked))
 
     # Explicit addresses first: an auto container must never take an address that a
     # labelled container (wired or about to be) asks for.
@@ -273,6 +270,36 @@ def desire(containers: Iterable[ContainerInfo], actual: Actual, cfg: AgentConfig
                     dst = host_prefix(addr)
                     out.routes[dst] = out.routes.get(dst, frozenset()) | {w.veth}
     return out
+
+
+def _check(c: ContainerInfo, cfg: AgentConfig) -> labels_mod.Request | Problem:
+    """One opted-in container's request, or the Problem that refuses it (its input only)."""
+    if c.network_mode == "host":
+        return Problem(c.id, c.name, "host_network", "runs in the host network namespace; nothing to wire")
+    if c.network_mode.startswith("container:"):
+        return Problem(c.id, c.name, "shared_netns", f"shares the network namespace of {c.network_mode[10:22]}; "
+                                                     "label that container instead")
+    try:
+        req = labels_mod.parse(c.labels)
+    except labels_mod.LabelError as exc:
+        return Problem(c.id, c.name, exc.reason, str(exc))
+    for addr in (req.ipv4, req.ipv6):
+        if addr is None:
+            continue
+        pools = cfg.pools_ipv4 if addr.version == 4 else cfg.pools_ipv6
+        if not cfg.in_pools(addr):
+            return Problem(c.id, c.name, "outside_pools", f"address {addr} is outside the pools "
+                                                          f"({', '.join(map(str, pools)) or 'none'})")
+        block = cfg.block_ipv4 if addr.version == 4 else cfg.block_ipv6
+        for net in (*pools, *((block,) if block is not None else ())):
+            # The network address of a pool or block (for IPv6 the subnet-router anycast
+            # address, RFC 4291 2.6.1) and the IPv4 broadcast address are never handed out by
+            # the allocator either: routers and middleboxes treat them specially.
+            if addr in net and net.num_addresses > 2 and (
+                    addr == net.network_address or (addr.version == 4 and addr == net.broadcast_address)):
+                kind = "network" if addr == net.network_address else "broadcast"
+                return Problem(c.id, c.name, "bad_label", f"address {addr} is the {kind} address of {net}")
+    return req
 
 
 def _auto(previous: Address | None, alloc: BlockAllocator | None, block) -> Address | None:
@@ -506,6 +533,9 @@ class ContainerReconciler:
                 log.error("netlink change %s failed: %s", type(a).__name__, exc,
                           extra={"reason": "netlink", "errno": exc.errno})
                 self.metrics.errors.labels("netlink").inc()
+            except Exception as exc:  # noqa: BLE001 - one change must not stop the pass (see _wire)
+                log.exception("netlink change %s failed unexpectedly", a)
+                self.metrics.errors.labels("netlink").inc()
 
     def _wire(self, w: Wiring) -> bool:
         info = self.containers.get(w.container_id)
@@ -536,6 +566,13 @@ class ContainerReconciler:
             return False
         except NetlinkError as exc:
             self._fail(w, "wiring_failed", f"wiring failed: {exc}")
+            return False
+        except Exception as exc:  # noqa: BLE001 - see below
+            # Anything else (an encoding error in pyroute2, an OSError from a sysctl) is this
+            # container's failure, never the reconciler's: a crash here would restart the
+            # agent into the same container, in a loop, and no other container would be wired.
+            log.exception("wiring %s (%s) raised", w.name, w.container_id[:12])
+            self._fail(w, "wiring_failed", f"wiring failed: {type(exc).__name__}: {labels_mod.show(str(exc))}")
             return False
         assert self.actual is not None
         self.actual.wired[w.container_id] = Wired(w.container_id, w.veth, w.ipv4, w.ipv6, pid)

@@ -345,6 +345,10 @@ class Netlink:
                     cns.route("replace", dst=dst, gateway=GATEWAY6, oif=idx)
         except _PyNetlinkError as exc:
             raise _err(exc, f"configure {spec.ifname} in the container") from exc
+        except (OSError, ValueError) as exc:
+            # pyroute2 encodes addresses with inet_pton: a value it cannot encode is a
+            # failed wiring of this container (the caller removes the half-made veth).
+            raise NetlinkError(f"configure {spec.ifname} in the container: {exc}", request="encode") from exc
         finally:
             cns.close()
 

@@ -58,6 +58,8 @@ class PairingMetrics:
         self.tunnels_rejected = Gauge("overlay_tunnel_parameters_rejected",
                                       "Tunnel parameters refused as malformed", registry=r)
         self.frr_reloads = Counter("overlay_frr_reloads", "frr-reload runs, by result", ["result"], registry=r)
+        self.agent_refused = Counter("overlay_agent_document_refused",
+                                     "Agent documents refused as invalid (the last good one stays)", registry=r)
         self.apply_seconds = Histogram("overlay_pairing_apply_seconds", "Duration of one pairing apply",
                                        buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10), registry=r)
 
@@ -122,7 +124,7 @@ class PairingSync:
         self.dirty = True
         if snap.agent is not None:
             try:
-                cfg = config_mod.parse(json.loads(snap.agent), "agent")
+                cfg = config_mod.parse(config_mod.loads(snap.agent, "agent"), "agent")
                 changed, self.cfg = cfg != self.cfg, cfg
                 self.agent_error = None
                 if changed and self.on_config is not None:
@@ -130,9 +132,15 @@ class PairingSync:
                 # The program may change the intervals (docs/contracts.md settings).
                 self.poller.interval = self.cfg.settings.poll_interval
                 self.resync_interval = self.cfg.settings.resync_interval
-            except (ValueError, ConfigError) as exc:
-                # Keep the previous settings; a bad document must not reset the route protocol.
-                self.agent_error = str(exc) if isinstance(exc, ConfigError) else f"agent: not JSON ({exc})"
+            except Exception as exc:  # noqa: BLE001 - any bad document is a refused update, never a crash
+                # Keep the previous (last good) document; a bad one must not reset the route
+                # protocol, nor stop the pairing thread (tunnels and FRR keep being applied).
+                if isinstance(exc, ConfigError):
+                    self.agent_error = f"{exc} (keeping the last good agent document)"
+                else:
+                    log.exception("agent document refused")
+                    self.agent_error = f"agent: refused ({type(exc).__name__}: {str(exc)[:200]}); keeping the last good one"
+                self.metrics.agent_refused.inc()
                 log.error("%s", self.agent_error)
 
     def poll_now(self) -> None:

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import loads as config_loads
 from .errors import ConfigError, ParameterError
 
 CACHE_NAME = "parameters.json"
@@ -48,11 +49,10 @@ class Bootstrap:
 
 def load_bootstrap(path: str | Path) -> Bootstrap:
     try:
-        doc = json.loads(Path(path).read_text())
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not JSON (line {exc.lineno}: {exc.msg})") from None
+    doc = config_loads(data, str(path))
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: expected a JSON object")
     missing = [k for k in ("project", "stack", "instance", "role", "region", "parameter_path")
@@ -160,7 +160,7 @@ class Cache:
             return Snapshot.from_json(json.loads(self.path.read_text()))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return None  # a damaged cache is no cache; SSM is the truth
 
 

@@ -146,6 +146,9 @@ def parse_tunnels(raw: dict[str, str]) -> tuple[dict[str, Tunnel], dict[str, str
         except ConfigError as exc:
             errors[param] = str(exc)
             continue
+        except Exception as exc:  # noqa: BLE001 - one bad parameter fails only its own tunnel
+            errors[param] = f"{param}: refused ({type(exc).__name__}: {str(exc)[:200]})"
+            continue
         if t.name in tunnels:
             errors[param] = f"{param}: name {t.name!r} is already used by {tunnels[t.name].param}"
             continue
