@@ -96,6 +96,8 @@ class StackConfig:
     onprem: tuple[OnPremPeer, ...]
     routing_mode: str
     route_protocol: int = 149
+    # Docker hosts keep images and container layers on the root volume (GiB).
+    host_root_volume_gb: int = 50
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -109,7 +111,7 @@ SECTION_KEYS = {
     "vpc": ("cidr", "ipv6", "azs"),
     "routers": ("count", "asn", "instanceType", "maxRouters"),
     "hosts": ("count", "asn", "asnMode", "instanceType", "blockPrefix", "ipv6BlockPrefix",
-              "ipv6Delegation"),
+              "ipv6Delegation", "rootVolumeGb"),
     "pools": ("ipv4", "ipv6"),
     "tunnels": ("ipv4", "ipv6", "mtu", "onpremMtu"),
     "bgp": ("keepalive", "hold", "bfdInterval", "bfdMultiplier", "maxPrefix", "announce",
@@ -285,6 +287,8 @@ def parse(raw: Mapping[str, Any], stack: str) -> StackConfig:
     block_prefix = hosts.get("blockPrefix", 24, _int(16, 30))
     block6_prefix = hosts.get("ipv6BlockPrefix", 112, _int(64, 124))
     delegation = hosts.get("ipv6Delegation", False, _bool)
+    # Debian's AMI snapshot is 8 GiB (the floor); gp3 volumes go up to 16 TiB.
+    root_volume = hosts.get("rootVolumeGb", 50, _int(8, 16384))
     if delegation and not ipv6:
         raise ConfigError("overlay:hosts.ipv6Delegation", True, "needs overlay:vpc.ipv6 = true")
 
@@ -336,7 +340,7 @@ def parse(raw: Mapping[str, Any], stack: str) -> StackConfig:
         host_block_prefix=block_prefix, host_ipv6_block_prefix=block6_prefix,
         host_ipv6_delegation=delegation, pools_v4=pools_v4, pools_v6=pools_v6,
         tunnel_v4=tunnel_v4, tunnel_v6=tunnel_v6, mtu=mtu, onprem_mtu=onprem_mtu, bgp=bgp,
-        onprem=onprem, routing_mode=routing_mode,
+        onprem=onprem, routing_mode=routing_mode, host_root_volume_gb=root_volume,
     )
     _check_addressing(cfg)
     return cfg

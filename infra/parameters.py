@@ -18,9 +18,15 @@ RESYNC_INTERVAL = 30
 # GRE outer TTL: the default Linux TTL; tunnels cross the VPC or the internet.
 TUNNEL_TTL = 64
 # SSM String parameter value limits: 4 KB in the standard tier, 8 KB in the advanced
-# tier (which is billed per parameter), so the advanced tier is used only when needed.
+# tier (billed per parameter, $0.05 a month).
 STANDARD_MAX = 4096
 ADVANCED_MAX = 8192
+# One tier per parameter kind, never chosen by size: SSM cannot move a parameter from
+# Advanced back to Standard, so pulumi-aws replaces it, and with a fixed name the
+# replacement's create fails (ParameterAlreadyExists) or its delete removes the new one
+# (review F12). `frr` texts cross 4 KB as routers or on-prem peers are added (and drop
+# back when removed), so they are always Advanced; the JSON documents stay far below 4 KB.
+TIERS = {"agent": "Standard", "frr": "Advanced", "tunnels": "Standard", "revision": "Standard"}
 # The placeholder the `frr` parameter carries where the BGP password goes; the agent
 # fills it in on the instance from the SecureString parameter.
 PASSWORD_PLACEHOLDER = "{{BGP_PASSWORD}}"
@@ -122,11 +128,17 @@ def revision(params: list[Parameter]) -> str:
     return h.hexdigest()[:16]
 
 
-def _string(name: str, value: str, instance: str) -> Parameter:
-    if len(value.encode()) > ADVANCED_MAX:
-        raise ParameterError(f"{name}: value is {len(value.encode())} bytes; SSM holds at most "
-                             f"{ADVANCED_MAX} (advanced tier)")
-    tier = "Standard" if len(value.encode()) <= STANDARD_MAX else "Advanced"
+def kind_of(name: str, instance_base: str) -> str:
+    """agent, frr, tunnels or revision: the part of an instance parameter's name after its path."""
+    return name[len(instance_base) + 1:].split("/", 1)[0]
+
+
+def _string(name: str, value: str, instance: str, kind: str) -> Parameter:
+    tier = TIERS[kind]
+    limit = STANDARD_MAX if tier == "Standard" else ADVANCED_MAX
+    if len(value.encode()) > limit:
+        raise ParameterError(f"{name}: value is {len(value.encode())} bytes; {tier}-tier parameters "
+                             f"hold at most {limit}")
     return Parameter(name=name, type="String", value=value, instance=instance, tier=tier)
 
 
@@ -138,14 +150,14 @@ def instance_parameters(plan: OverlayPlan, inst: Router | Host, frr_text: FrrRen
     frr = frr_text(inst.name)
     out = [
         _string(f"{base}/agent", _dump(agent_doc(plan, inst, poll_interval=poll_interval,
-                                                 resync_interval=resync_interval)), inst.name),
-        _string(f"{base}/frr", frr, inst.name),
+                                                 resync_interval=resync_interval)), inst.name, "agent"),
+        _string(f"{base}/frr", frr, inst.name, "frr"),
     ]
     side = "a" if isinstance(inst, Router) else "b"
     for p in plan.pairings_of(inst.name):
         peer = p.b.name if side == "a" else p.a.name
-        out.append(_string(f"{base}/tunnels/{peer}", _dump(tunnel_doc(p, side)), inst.name))
-    out.append(_string(f"{base}/revision", revision(out), inst.name))
+        out.append(_string(f"{base}/tunnels/{peer}", _dump(tunnel_doc(p, side)), inst.name, "tunnels"))
+    out.append(_string(f"{base}/revision", revision(out), inst.name, "revision"))
     return out
 
 

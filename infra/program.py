@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 
 import pulumi
 import pulumi_aws as aws
@@ -104,15 +104,29 @@ def pairing_table(plan: OverlayPlan) -> list[dict[str, Any]]:
              "mtu": p.mtu, "router_asn": p.a.asn, "peer_asn": p.b.asn} for p in plan.pairings]
 
 
+def one_line_errors(stack: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` for an `apply`: its RenderError/ParameterError becomes the one-line RunError main()
+    gives for errors outside apply. An exception inside an apply escapes main()'s handler and
+    reaches the CLI wrapped in "While processing input ..." lines; RunError passes through
+    unwrapped and the CLI prints its message alone (review F17)."""
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ParameterError, RenderError) as exc:
+            raise pulumi.RunError(f"stack {stack}: {exc}") from None
+    return wrapped
+
+
 def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str]) -> dict[str, Any]:
     """Every resource of the stack from the plan; returns the stack outputs.
 
-    `cfg` supplies the one setting the plan does not carry (hosts' IPv6 /80 delegation).
+    `cfg` supplies the settings the plan does not carry (hosts' IPv6 /80 delegation, their
+    root volume size).
     """
     prod = plan.environment == "prod"
-    provider = aws.Provider("aws", region=plan.region, default_tags={"tags": {
-        "project": plan.project, "stack": plan.stack, "environment": plan.environment,
-        "managed-by": "pulumi"}})
+    stack_tags = {"project": plan.project, "stack": plan.stack, "environment": plan.environment,
+                  "managed-by": "pulumi"}
+    provider = aws.Provider("aws", region=plan.region, default_tags={"tags": stack_tags})
     opts = pulumi.ResourceOptions(providers=[provider])
 
     network = Network("net", NetworkArgs(plan), opts)
@@ -131,15 +145,19 @@ def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str]) -> 
 
     def args_for(inst, role: str, sg_ids, **extra) -> InstanceArgs:
         path = instance_path(plan, inst.name)
-        user_data = agent.bucket.bucket.apply(lambda bucket, n=inst.name, p=path: render_user_data(
-            plan, n, bucket=bucket, agent_key=AGENT_KEY, parameter_path=p))
+        kind = "public" if role == "router" else "private"
+        user_data = agent.bucket.bucket.apply(one_line_errors(
+            plan.stack, lambda bucket, n=inst.name, p=path: render_user_data(
+                plan, n, bucket=bucket, agent_key=AGENT_KEY, parameter_path=p)))
         return InstanceArgs(
             plan_stack=plan.stack, region=plan.region, role=role,
-            subnet_id=network.subnets[(inst.az, "public" if role == "router" else "private")].id,
+            subnet_id=network.subnets[(inst.az, kind)].id,
             private_ip=str(inst.private_ip), security_group_ids=sg_ids,
             ami_id=amis[architecture(inst.instance_type)], instance_type=inst.instance_type,
             user_data=user_data, parameters=params[inst.name],
-            parameter_path=path, instance_profile=iam.profile.name, ipv6=plan.ipv6, **extra)
+            parameter_path=path, instance_profile=iam.profile.name, ipv6=plan.ipv6,
+            boot_after=[*network.egress[(inst.az, kind)], iam.policy, agent.object],
+            volume_tags=stack_tags, **extra)
 
     router_sgs = [sgs.members.id] + ([sgs.onprem.id] if sgs.onprem else [])
     routers = {}
@@ -153,12 +171,13 @@ def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str]) -> 
         static = None
         if plan.routing_mode == "static":
             static = StaticRoutes(tables, str(h.block_v4), str(h.block_v6) if h.block_v6 else None)
-        DockerHost(h.name, args_for(h, "host", [sgs.members.id], ipv6_prefix=cfg.host_ipv6_delegation),
+        DockerHost(h.name, args_for(h, "host", [sgs.members.id], ipv6_prefix=cfg.host_ipv6_delegation,
+                                    root_volume_gb=cfg.host_root_volume_gb),
                    static, opts)
 
     eips = {n: r.public_ip for n, r in routers.items() if r.public_ip is not None}
-    onprem_frr = pulumi.Output.all(**eips).apply(
-        lambda resolved: {o.name: render_onprem_frr(plan, o.name, dict(resolved)) for o in plan.onprem})
+    onprem_frr = pulumi.Output.all(**eips).apply(one_line_errors(
+        plan.stack, lambda resolved: {o.name: render_onprem_frr(plan, o.name, dict(resolved)) for o in plan.onprem}))
     return {
         "vpcId": network.vpc.id,
         "agentBucket": agent.bucket.bucket,

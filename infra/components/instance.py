@@ -1,7 +1,7 @@
 """OverlayInstance: the parts routers and docker hosts share (fixed ENI, instance, SSM parameters)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import pulumi
@@ -31,6 +31,12 @@ class InstanceArgs:
     root_volume_gb: int = 20
     # An EIP associates only once the VPC has its internet gateway (AWS: "Gateway.NotAttached").
     eip_after: Sequence[pulumi.Resource] = ()
+    # What the instance's first boot needs to exist already: its subnet's route table
+    # association and default routes (NAT/EIGW/IGW), the S3 endpoint, the role's policy and
+    # the agent package. cloud-init installs packages within a minute of launch; a NAT
+    # gateway takes minutes to become available (review F6).
+    boot_after: Sequence[pulumi.Resource] = ()
+    volume_tags: dict = field(default_factory=dict)  # the stack's tags (project, stack, ...)
 
 
 def _parameter_suffix(p: Parameter, path: str) -> str:
@@ -83,6 +89,9 @@ class OverlayInstance(pulumi.ComponentResource):
                 associate_with_private_ip=args.private_ip, tags=tags,
                 opts=pulumi.ResourceOptions(parent=self, protect=args.protect, depends_on=list(args.eip_after)))
 
+        # The router's EIP is its only IPv4 egress (public subnet): it must be associated
+        # before cloud-init reaches for the package mirrors.
+        after = [*boot, *args.boot_after, *([self.eip] if self.eip else [])]
         self.instance = aws.ec2.Instance(
             f"{name}-instance", ami=args.ami_id, instance_type=args.instance_type,
             iam_instance_profile=args.instance_profile,
@@ -93,13 +102,29 @@ class OverlayInstance(pulumi.ComponentResource):
                               "http_put_response_hop_limit": 1},
             root_block_device={"encrypted": True, "volume_type": "gp3",
                                "volume_size": args.root_volume_gb, "delete_on_termination": True},
+            # The provider's default_tags do not reach volumes; the stack's tags go on the
+            # root volume here so cost reports and `infra.verify` find it.
+            volume_tags={**args.volume_tags, **tags},
             user_data=args.user_data, user_data_replace_on_change=False, tags=tags,
-            # Changes reach running instances through the parameters; a new AMI or user data
-            # applies to instances replaced deliberately, never as a side effect.
-            # It boots after its agent and frr parameters exist, but does not depend on its
-            # tunnels: a new host's tunnel must not touch a router instance.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami", "userData"],
-                                        depends_on=boot))
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                # Changes reach running instances through the parameters; a new AMI or user
+                # data applies to instances replaced deliberately, never as a side effect.
+                # sourceDestCheck: the provider reads the instance's value from the primary
+                # ENI but diffs it against its schema default (true), so every later `up`
+                # would plan `false -> true` and write it through to the ENI, turning
+                # forwarding off on every router and host (terraform-provider-aws#44768;
+                # the argument itself conflicts with primary_network_interface). The ENI
+                # owns the setting; the instance must never touch it (review F5).
+                ignore_changes=["ami", "userData", "sourceDestCheck"],
+                # The new instance takes the same fixed ENI as its primary interface, which
+                # EC2 attaches to one instance only: replacing create-before-delete fails
+                # with the ENI in use, so the old instance goes first (review F7). The ENI,
+                # its address and EIP stay (delete_on_termination false, not replaced).
+                delete_before_replace=True,
+                # It boots after its agent and frr parameters exist and its egress works, but
+                # does not depend on its tunnels: a new host's tunnel must not touch a router.
+                depends_on=after))
         self.private_ip = args.private_ip
         self.public_ip = self.eip.public_ip if self.eip else None
 

@@ -40,7 +40,7 @@ class InstanceRole(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         self.role = aws.iam.Role(f"{name}-role", assume_role_policy=ASSUME_EC2, opts=child)
         aws.iam.RolePolicyAttachment(f"{name}-ssm-core", role=self.role.name, policy_arn=SSM_CORE, opts=child)
-        aws.iam.RolePolicy(f"{name}-read", role=self.role.id, policy=pulumi.Output.from_input(
+        self.policy = aws.iam.RolePolicy(f"{name}-read", role=self.role.id, policy=pulumi.Output.from_input(
             args.agent_object_arn).apply(lambda a: read_policy(args.region, args.parameter_root, a)),
             opts=child)
         self.profile = aws.iam.InstanceProfile(f"{name}-profile", role=self.role.name, opts=child)

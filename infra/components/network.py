@@ -52,6 +52,9 @@ class Network(pulumi.ComponentResource):
                 tags={"Name": f"{plan.stack}-{s.kind}-{s.az}"}, opts=child)
 
         self.route_tables: dict[tuple[str, str], aws.ec2.RouteTable] = {}
+        # Per subnet, what makes its egress work: the table association and the default
+        # routes (and, behind them, the NAT gateway). Instances wait for these (review F6).
+        self.egress: dict[tuple[str, str], list[pulumi.Resource]] = {}
         for az in plan.azs:
             # One NAT gateway per AZ: hosts reach SSM and package mirrors without a
             # cross-AZ dependency (AWS's recommendation for zone-independent egress).
@@ -64,28 +67,38 @@ class Network(pulumi.ComponentResource):
                 table = aws.ec2.RouteTable(f"{name}-{kind}-{az}", vpc_id=self.vpc.id,
                                            tags={"Name": f"{plan.stack}-{kind}-{az}"}, opts=child)
                 self.route_tables[(az, kind)] = table
-                aws.ec2.RouteTableAssociation(f"{name}-{kind}-{az}", route_table_id=table.id,
-                                              subnet_id=self.subnets[(az, kind)].id, opts=child)
+                egress = self.egress[(az, kind)] = []
+                egress.append(aws.ec2.RouteTableAssociation(
+                    f"{name}-{kind}-{az}", route_table_id=table.id,
+                    subnet_id=self.subnets[(az, kind)].id, opts=child))
                 if kind == "public":
-                    aws.ec2.Route(f"{name}-{kind}-{az}-default4", route_table_id=table.id,
-                                  destination_cidr_block="0.0.0.0/0", gateway_id=self.igw.id, opts=child)
+                    egress.append(aws.ec2.Route(
+                        f"{name}-{kind}-{az}-default4", route_table_id=table.id,
+                        destination_cidr_block="0.0.0.0/0", gateway_id=self.igw.id, opts=child))
                     if plan.ipv6:
-                        aws.ec2.Route(f"{name}-{kind}-{az}-default6", route_table_id=table.id,
-                                      destination_ipv6_cidr_block="::/0", gateway_id=self.igw.id,
-                                      opts=child)
+                        egress.append(aws.ec2.Route(
+                            f"{name}-{kind}-{az}-default6", route_table_id=table.id,
+                            destination_ipv6_cidr_block="::/0", gateway_id=self.igw.id, opts=child))
                 else:
-                    aws.ec2.Route(f"{name}-{kind}-{az}-default4", route_table_id=table.id,
-                                  destination_cidr_block="0.0.0.0/0", nat_gateway_id=nat.id, opts=child)
+                    # The route exists as soon as the NAT gateway does, but the NAT gateway is
+                    # created `available` only after its provisioning (minutes): pulumi-aws
+                    # waits for that on create, so depending on the route waits for it too.
+                    egress.append(aws.ec2.Route(
+                        f"{name}-{kind}-{az}-default4", route_table_id=table.id,
+                        destination_cidr_block="0.0.0.0/0", nat_gateway_id=nat.id, opts=child))
                     if plan.ipv6:
-                        aws.ec2.Route(f"{name}-{kind}-{az}-default6", route_table_id=table.id,
-                                      destination_ipv6_cidr_block="::/0",
-                                      egress_only_gateway_id=self.eigw.id, opts=child)
+                        egress.append(aws.ec2.Route(
+                            f"{name}-{kind}-{az}-default6", route_table_id=table.id,
+                            destination_ipv6_cidr_block="::/0",
+                            egress_only_gateway_id=self.eigw.id, opts=child))
         # The agent package comes from S3: a gateway endpoint keeps that traffic off the
         # NAT gateways (and costs nothing).
         self.s3_endpoint = aws.ec2.VpcEndpoint(
             f"{name}-s3", vpc_id=self.vpc.id, service_name=f"com.amazonaws.{plan.region}.s3",
             vpc_endpoint_type="Gateway", route_table_ids=[t.id for t in self.route_tables.values()],
             opts=child)
+        for egress in self.egress.values():
+            egress.append(self.s3_endpoint)
         self.register_outputs({
             "vpc_id": self.vpc.id,
             "ipv6_cidr_block": self.vpc.ipv6_cidr_block,

@@ -34,6 +34,7 @@ class Recorded:
     protect: bool
     ignore_changes: list[str]
     dependencies: list[str]
+    delete_before_replace: bool = False
     outputs: dict = field(default_factory=dict)  # registered (components)
 
 
@@ -88,7 +89,8 @@ class RecordingMonitor(pmocks.MockMonitor):
                 urn=response.urn, type=request.type, name=request.name, inputs=inputs,
                 parent=request.parent, provider=request.provider, custom=request.custom,
                 protect=request.protect, ignore_changes=list(request.ignoreChanges),
-                dependencies=list(request.dependencies))
+                dependencies=list(request.dependencies),
+                delete_before_replace=request.deleteBeforeReplace)
         return response
 
     def RegisterResourceOutputs(self, request):

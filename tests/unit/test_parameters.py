@@ -12,6 +12,7 @@ from infra.parameters import (
     ParameterError,
     build_parameters,
     instance_path,
+    kind_of,
     password_name,
 )
 from infra.plan import build_plan
@@ -159,10 +160,22 @@ def test_adding_a_host_touches_only_its_set_and_the_routers_tunnels(stack, label
     assert changed == {f"{instance_path(plan, r.name)}/revision" for r in plan.routers}
 
 
-def test_oversized_values_use_the_advanced_tier_and_too_large_ones_fail():
+@pytest.mark.parametrize("size", [10, 4096, 4097, 8192])
+def test_the_tier_is_the_kinds_never_the_size(size):
+    # A parameter that shrinks must keep its tier: SSM cannot go Advanced -> Standard, and
+    # the replacement pulumi-aws would make of a named parameter fails (review F12).
     plan = build_plan(load_stack("lab"))
-    params = build_parameters(plan, lambda name: "x" * 5000 if name == "router-1" else "small")
-    assert params["/overlay/lab/instances/router-1/frr"].tier == "Advanced"
-    assert params["/overlay/lab/instances/router-2/frr"].tier == "Standard"
-    with pytest.raises(ParameterError, match="router-1/frr: value is 8193 bytes"):
+    params = build_parameters(plan, lambda name: "x" * size)
+    tiers = {}
+    for p in params.values():
+        if p.instance is not None:
+            tiers.setdefault(kind_of(p.name, instance_path(plan, p.instance)), set()).add(p.tier)
+    assert tiers == {"agent": {"Standard"}, "frr": {"Advanced"}, "tunnels": {"Standard"},
+                     "revision": {"Standard"}}
+
+
+def test_too_large_values_fail_with_their_tiers_limit():
+    plan = build_plan(load_stack("lab"))
+    with pytest.raises(ParameterError, match="router-1/frr: value is 8193 bytes; Advanced-tier parameters "
+                                             "hold at most 8192"):
         build_parameters(plan, lambda name: "x" * (ADVANCED_MAX + 1))

@@ -267,8 +267,12 @@ def test_user_data_shape(stack):
         assert daemons["defer"] is True and daemons["owner"] == "frr:frr"
         enabled = {line.split("=")[0] for line in daemons["content"].splitlines() if line.endswith("=yes")}
         assert enabled == {"zebra", "bgpd", "bfdd", "staticd", "vtysh_enable"}
+        # The datacenter profile from the daemons' first start, not only after a reboot.
+        assert 'frr_profile="datacenter"' in daemons["content"].splitlines()
         install = files["/usr/local/sbin/overlay-agent-install"]["content"]
         assert f"s3://{BUCKET}/{AGENT_KEY}" in install and "python3 -m venv /opt/overlay-agent" in install
+        # `overlay-agent status` works from an operator's shell (PATH has /usr/local/bin).
+        assert "ln -sf /opt/overlay-agent/bin/overlay-agent /usr/local/bin/overlay-agent" in install
         assert "overlay-agent.service" in " ".join(" ".join(c) for c in doc["runcmd"])
         assert "frr" in doc["packages"] and "frr-pythontools" in doc["packages"]
         sysctl = files["/etc/sysctl.d/90-overlay.conf"]["content"]
