@@ -134,8 +134,18 @@ def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str]) -> 
                                                   network.vpc.ipv6_cidr_block if plan.ipv6 else None), opts)
     agent = AgentPackage("agent", AgentPackageArgs(plan.stack, build_archive(), AGENT_KEY,
                                                    force_destroy=not prod), opts)
-    BgpPassword("bgp-password", BgpPasswordArgs(password_name(plan), password), opts)
-    iam = InstanceRole("instances", InstanceRoleArgs(plan.region, root(plan), agent.object_arn), opts)
+    account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(provider=provider)).account_id
+    # One role per instance kind: the kinds read different secrets (docs/deploy.md).
+    secrets = {"router": [password_name(plan)], "host": [password_name(plan)]}
+    roles = {kind: InstanceRole(f"{kind}s", InstanceRoleArgs(
+        region=plan.region, account=account, project=plan.project, stack=plan.stack,
+        parameter_root=root(plan), secrets=secrets[kind], agent_object_arn=agent.object_arn), opts)
+        for kind in ("router", "host")}
+    passwords = BgpPassword("bgp-password", BgpPasswordArgs(
+        region=plan.region, account=account, stack=plan.stack, values={password_name(plan): password},
+        readers=[(roles[kind].role.arn, secrets[kind]) for kind in ("router", "host")], prod=prod), opts)
+    for role in roles.values():
+        role.grant(passwords.key.arn)
 
     params: dict[str | None, list] = {}
     for p in build_parameters(plan, lambda name: render_frr(plan, name)).values():
@@ -155,8 +165,8 @@ def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str]) -> 
             private_ip=str(inst.private_ip), security_group_ids=sg_ids,
             ami_id=amis[architecture(inst.instance_type)], instance_type=inst.instance_type,
             user_data=user_data, parameters=params[inst.name],
-            parameter_path=path, instance_profile=iam.profile.name, ipv6=plan.ipv6,
-            boot_after=[*network.egress[(inst.az, kind)], iam.policy, agent.object],
+            parameter_path=path, instance_profile=roles[role].profile.name, ipv6=plan.ipv6,
+            boot_after=[*network.egress[(inst.az, kind)], roles[role].policy, agent.object],
             volume_tags=stack_tags, **extra)
 
     router_sgs = [sgs.members.id] + ([sgs.onprem.id] if sgs.onprem else [])

@@ -7,12 +7,13 @@ from infra.parameters import Parameter
 
 
 def put_parameters(client: Any, params: Mapping[str, Parameter], password: str, *,
-                   prune: bool = False) -> list[str]:
+                   prune: bool = False, key_id: str | None = None) -> list[str]:
     """Put every parameter (the SecureString gets `password`); return the names written.
 
     Each instance's `revision` goes last, after the rest of its set, so an agent that sees
     a new revision always finds the parameters it describes. With `prune`, parameters
     under the stack's root that are not in the set (a removed host's) are deleted.
+    `key_id` is the KMS key of the SecureStrings (default: SSM's aws/ssm).
     """
     ordered = sorted(params.values(), key=lambda p: (p.name.endswith("/revision"), p.name))
     written = []
@@ -20,7 +21,8 @@ def put_parameters(client: Any, params: Mapping[str, Parameter], password: str, 
         value = password if p.type == "SecureString" else p.value
         if value is None:
             raise ValueError(f"{p.name}: no value for a {p.type} parameter")
-        client.put_parameter(Name=p.name, Value=value, Type=p.type, Overwrite=True, Tier=p.tier)
+        extra = {"KeyId": key_id} if key_id and p.type == "SecureString" else {}
+        client.put_parameter(Name=p.name, Value=value, Type=p.type, Overwrite=True, Tier=p.tier, **extra)
         written.append(p.name)
     if prune and params:
         root = "/".join(next(iter(params)).split("/")[:3])

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from infra.config import PROJECT, ConfigError
+from infra.iam import policy_problems
 from infra.parameters import build_parameters, password_name
 from infra.plan import OverlayPlan, build_plan
 from infra.rules import Rule, members_ingress, normalize, onprem_ingress, router_for_az
@@ -52,8 +55,8 @@ def _describe_rules(rules: set[tuple]) -> str:
 class Verifier:
     """Each check appends Check rows; nothing raises for a wrong resource, only for API errors."""
 
-    def __init__(self, plan: OverlayPlan, ec2: Any, ssm: Any, frr_text: Callable[[str], str]):
-        self.plan, self.ec2, self.ssm, self.frr_text = plan, ec2, ssm, frr_text
+    def __init__(self, plan: OverlayPlan, ec2: Any, ssm: Any, frr_text: Callable[[str], str], iam: Any = None):
+        self.plan, self.ec2, self.ssm, self.frr_text, self.iam = plan, ec2, ssm, frr_text, iam
         self.rows: list[Check] = []
         self.eni_ids: dict[str, str] = {}
 
@@ -65,6 +68,8 @@ class Verifier:
         self.routes()
         self.security_groups()
         self.parameters()
+        if self.iam is not None:
+            self.instance_roles()
         return self.rows
 
     def instances_and_enis(self) -> None:
@@ -175,6 +180,41 @@ class Verifier:
         self.add("bgp password is a SecureString", password_name(self.plan),
                  got.get(password_name(self.plan), {}).get("Type") == "SecureString",
                  "present" if password_name(self.plan) in got else "missing")
+        self.password_key()
+
+
+    def instance_roles(self) -> None:
+        """The stack's roles (IAM path /<project>/<stack>/): no managed policy attached (the
+        review's F9: AmazonSSMManagedInstanceCore reads every parameter of the account), and
+        no inline statement reading parameters or decrypting beyond the stack (infra.iam)."""
+        path = f"/{self.plan.project}/{self.plan.stack}/"
+        roles = [r for page in self.iam.get_paginator("list_roles").paginate(PathPrefix=path)
+                 for r in page["Roles"]]
+        if not roles:
+            self.add("instance role policies", path, False, "no roles under this IAM path")
+            return
+        for role in sorted(roles, key=lambda r: r["RoleName"]):
+            name = role["RoleName"]
+            attached = [p["PolicyArn"] for page in self.iam.get_paginator("list_attached_role_policies").paginate(
+                RoleName=name) for p in page["AttachedPolicies"]]
+            problems = [f"managed policy attached: {arn}" for arn in attached]
+            inline = [n for page in self.iam.get_paginator("list_role_policies").paginate(RoleName=name)
+                      for n in page["PolicyNames"]]
+            for pname in inline:
+                doc = self.iam.get_role_policy(RoleName=name, PolicyName=pname)["PolicyDocument"]
+                if isinstance(doc, str):  # boto3 decodes it; a raw endpoint may not
+                    doc = json.loads(urllib.parse.unquote(doc))
+                problems += [f"{pname}: {p}" for p in policy_problems(doc, f"/{self.plan.project}/{self.plan.stack}")]
+            self.add("instance role policies", name, not problems,
+                     f"{len(inline)} inline, none too broad" if not problems else "; ".join(problems[:4]))
+
+    def password_key(self) -> None:
+        """The BGP password(s) under a customer-managed key, not the account-wide aws/ssm."""
+        name = password_name(self.plan)
+        found = self.ssm.describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [name]}])["Parameters"]
+        key = found[0].get("KeyId") if found else None
+        self.add("bgp password under the stack's key", name, bool(key) and key != "alias/aws/ssm",
+                 f"KeyId={key}")
 
 
 def table(rows: list[Check]) -> str:
@@ -206,8 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     session = boto3.session.Session(region_name=plan.region)
     ec2 = session.client("ec2", endpoint_url=args.endpoint_url)
     ssm = session.client("ssm", endpoint_url=args.endpoint_url)
+    iam = session.client("iam", endpoint_url=args.endpoint_url)
     try:
-        rows = Verifier(plan, ec2, ssm, lambda name: render_frr(plan, name)).run()
+        rows = Verifier(plan, ec2, ssm, lambda name: render_frr(plan, name), iam).run()
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         print(f"error: stack {plan.stack} ({plan.region}): {exc}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ from infra.stackfile import REPO_ROOT, stack_path
 PASSWORD = "not-a-real-password-7f3a"
 AMI = {"x86_64": "ami-0debian12amd64", "arm64": "ami-0debian12arm64"}
 VPC_IPV6 = "2600:1f18:4a3:6c00::/56"
+ACCOUNT = "123456789012"
 
 
 @dataclass
@@ -63,6 +64,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outs["arn"] = f"arn:aws:iam::123456789012:role/{args.name}-5e6f"
         elif args.typ == "aws:iam/instanceProfile:InstanceProfile":
             outs["name"] = f"{args.name}-7a8b"
+        elif args.typ == "aws:kms/key:Key":
+            outs["keyId"] = f"{args.name}-0f1e2d"
+            outs["arn"] = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/{args.name}-0f1e2d"
         return rid, outs
 
     def call(self, args: pulumi.runtime.MockCallArgs):
@@ -70,6 +74,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if args.token == "aws:ec2/getAmi:getAmi":
             arch = next(f["values"][0] for f in args.args["filters"] if f["name"] == "architecture")
             return {"id": AMI[arch], "architecture": arch}
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/deployer", "userId": "AIDA0EXAMPLE",
+                    "id": ACCOUNT}
         return {}
 
 

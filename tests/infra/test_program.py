@@ -11,6 +11,7 @@ import pytest
 from pulumi.runtime import settings
 
 from infra.config import ConfigError
+from infra.iam import policy_problems
 
 from infra.parameters import build_parameters, password_name
 from infra.plan import build_plan
@@ -18,7 +19,7 @@ from infra.plan.report import to_mermaid
 from infra.program import architecture, read_config
 from infra.render import render_frr
 from infra.stackfile import list_stacks, load_stack
-from tests.infra.mockrun import AMI, PASSWORD, VPC_IPV6, RecordingMocks, cli_config, run_program
+from tests.infra.mockrun import ACCOUNT, AMI, PASSWORD, VPC_IPV6, RecordingMocks, cli_config, run_program
 
 STACKS = list_stacks()
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # pulumi's marker for a secret value
@@ -122,7 +123,8 @@ def test_instances_imdsv2_encrypted_gp3_kept_eni_and_no_forced_replacement(run, 
         assert i["userDataReplaceOnChange"] is False
         assert set(rec.ignore_changes) >= {"ami", "userData"}
         assert i["ami"] == AMI["x86_64"] and i["instanceType"] == inst.instance_type
-        assert i["iamInstanceProfile"] == "instances-profile-7a8b"
+        kind = "routers" if inst in plan.routers else "hosts"
+        assert i["iamInstanceProfile"] == f"{kind}-profile-7a8b"
         assert i["userData"].startswith("#cloud-config")
         assert "keyName" not in i  # no SSH key: access is through SSM
         # Boots after its agent and frr parameters exist; tunnels are no dependency.
@@ -241,17 +243,56 @@ def test_no_secret_outside_the_secure_string(run, plan):
         assert PASSWORD not in i.inputs["userData"]
 
 
-def test_instance_role_reads_only_its_stack_and_the_agent_package(run, plan):
-    (policy,) = run.of_type("aws:iam/rolePolicy:RolePolicy")
-    doc = json.loads(policy.inputs["policy"])
-    stmts = {s["Sid"]: s for s in doc["Statement"]}
-    arn = f"arn:aws:ssm:{plan.region}:*:parameter/overlay/{run.stack}"
-    assert stmts["StackParameters"]["Resource"] == [arn, f"{arn}/*"]
-    assert all(a.startswith("ssm:Get") for a in stmts["StackParameters"]["Action"])
-    assert stmts["AgentPackage"] == {"Sid": "AgentPackage", "Effect": "Allow", "Action": "s3:GetObject",
-                                     "Resource": "arn:aws:s3:::agent-bucket-1a2b3c/agent/overlay-agent.tar.gz"}
-    (attach,) = run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-    assert attach.inputs["policyArn"] == "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+def test_instance_roles_read_only_their_stack_and_the_agent_package(run, plan):
+    # Review F9: no AmazonSSMManagedInstanceCore (ssm:GetParameter on "*"), nothing managed.
+    assert not run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    policies = {p.name: json.loads(p.inputs["policy"]) for p in run.of_type("aws:iam/rolePolicy:RolePolicy")}
+    assert set(policies) == {"routers-read", "hosts-read"}
+    (key,) = run.of_type("aws:kms/key:Key")
+    key_arn = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/bgp-password-key-0f1e2d"
+    for name, doc in policies.items():
+        assert policy_problems(doc) == [], name
+        stmts = {s["Sid"]: s for s in doc["Statement"]}
+        arn = f"arn:aws:ssm:{plan.region}:{ACCOUNT}:parameter/overlay/{run.stack}/instances"
+        assert stmts["StackParameters"]["Resource"] == [arn, f"{arn}/*"]
+        assert all(a.startswith("ssm:Get") for a in stmts["StackParameters"]["Action"])
+        assert stmts["Passwords"]["Resource"] == [
+            f"arn:aws:ssm:{plan.region}:{ACCOUNT}:parameter{password_name(plan)}"]
+        assert stmts["PasswordKey"] == {
+            "Sid": "PasswordKey", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": key_arn,
+            "Condition": {"StringEquals": {"kms:ViaService": f"ssm.{plan.region}.amazonaws.com"}}}
+        assert stmts["AgentPackage"] == {
+            "Sid": "AgentPackage", "Effect": "Allow", "Action": "s3:GetObject",
+            "Resource": "arn:aws:s3:::agent-bucket-1a2b3c/agent/overlay-agent.tar.gz"}
+        assert set(stmts["SessionManager"]["Action"]) == {
+            "ssm:UpdateInstanceInformation", "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
+            "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel"}
+        assert all(a.startswith("ec2messages:") for a in stmts["RunCommand"]["Action"])
+        assert set(stmts) == {"StackParameters", "Passwords", "PasswordKey", "AgentPackage", "SessionManager",
+                              "RunCommand"}
+    for role in run.of_type("aws:iam/role:Role"):
+        assert role.inputs["path"] == f"/overlay/{run.stack}/"
+
+
+def test_password_key_decrypts_for_this_stacks_roles_through_ssm_only(run, plan):
+    (key,) = run.of_type("aws:kms/key:Key")
+    assert key.inputs["enableKeyRotation"] is True
+    doc = json.loads(key.inputs["policy"])
+    admin, *readers = doc["Statement"]
+    assert admin["Principal"] == {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}
+    assert {r["Principal"]["AWS"] for r in readers} == {
+        f"arn:aws:iam::{ACCOUNT}:role/{k}-role-5e6f" for k in ("routers", "hosts")}
+    for r in readers:
+        assert r["Action"] == "kms:Decrypt"
+        assert r["Condition"]["StringEquals"] == {"kms:ViaService": f"ssm.{plan.region}.amazonaws.com"}
+        assert r["Condition"]["ForAnyValue:StringEquals"]["kms:EncryptionContext:PARAMETER_ARN"] == [
+            f"arn:aws:ssm:{plan.region}:{ACCOUNT}:parameter{password_name(plan)}"]
+    (param,) = [p for p in run.of_type(PARAM) if p.inputs["type"] == "SecureString"]
+    assert param.inputs["keyId"] == key_arn_of(key)
+
+
+def key_arn_of(key):
+    return f"arn:aws:kms:us-east-1:{ACCOUNT}:key/{key.name}-0f1e2d"
 
 
 def test_agent_bucket_private_encrypted_with_the_package(run):

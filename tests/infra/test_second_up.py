@@ -114,7 +114,7 @@ def test_instances_boot_after_their_egress_role_policy_and_agent_package(two_run
         deps = {run.by_urn(u).name for u in rec.dependencies}
         kind = "public" if inst in plan.routers else "private"
         want = {f"net-{kind}-{inst.az}", f"net-{kind}-{inst.az}-default4", "net-s3",
-                "instances-read", "agent-object", f"{inst.name}-agent", f"{inst.name}-frr"}
+                "routers-read" if inst in plan.routers else "hosts-read", "agent-object", f"{inst.name}-agent", f"{inst.name}-frr"}
         if plan.ipv6:
             want.add(f"net-{kind}-{inst.az}-default6")
         if kind == "public":

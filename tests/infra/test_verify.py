@@ -1,6 +1,7 @@
 """`python -m infra.verify` against a local moto server (real HTTP), seeded as built, then seeded wrong."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +10,9 @@ import urllib.request
 import boto3
 import pytest
 
-from infra.parameters import build_parameters
+from infra.components.instance_role import ASSUME_EC2
+from infra.iam import SSM_CORE, role_policy
+from infra.parameters import build_parameters, password_name
 from infra.plan import build_plan
 from infra.publish import put_parameters
 from infra.render import render_frr
@@ -18,12 +21,21 @@ from infra.stackfile import REPO_ROOT, load_stack
 
 pytestmark = pytest.mark.aws
 STACK = "test-use2"
+ACCOUNT = "123456789012"  # moto's default account
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
 
 
 @pytest.fixture(scope="module")
 def endpoint(moto_endpoint):
-    return moto_endpoint
+    # AWS's managed policies (AmazonSSMManagedInstanceCore) exist in moto only when asked
+    # for; the server runs in this process and reads this at each reset.
+    saved = os.environ.get("MOTO_IAM_LOAD_MANAGED_POLICIES")
+    os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
+    yield moto_endpoint
+    if saved is None:
+        os.environ.pop("MOTO_IAM_LOAD_MANAGED_POLICIES", None)
+    else:
+        os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = saved
 
 
 def _tags(plan, kind, name):
@@ -96,8 +108,25 @@ def seed(endpoint, plan, *, wrong: bool) -> None:
                 if wrong and (kind, az) == ("private", plan.azs[-1]):
                     continue
                 ec2.create_route(RouteTableId=table, DestinationIpv6CidrBlock=str(pool), NetworkInterfaceId=target)
+    kms = boto3.client("kms", region_name=plan.region, endpoint_url=endpoint, **_lower(CREDS))
+    key = kms.create_key(Description="bgp passwords")["KeyMetadata"]
     params = build_parameters(plan, lambda n: render_frr(plan, n))
-    put_parameters(ssm, params, "seeded-password")
+    put_parameters(ssm, params, "seeded-password", key_id=key["Arn"])
+    iam_client = boto3.client("iam", region_name=plan.region, endpoint_url=endpoint, **_lower(CREDS))
+    for kind in ("routers", "hosts"):
+        role = iam_client.create_role(RoleName=f"{plan.stack}-{kind}", Path=f"/overlay/{plan.stack}/",
+                                      AssumeRolePolicyDocument=ASSUME_EC2)["Role"]
+        iam_client.put_role_policy(RoleName=role["RoleName"], PolicyName=f"{kind}-read", PolicyDocument=role_policy(
+            region=plan.region, account=ACCOUNT, parameter_root=f"/overlay/{plan.stack}",
+            secrets=[password_name(plan)], key_arn=key["Arn"], object_arn="arn:aws:s3:::bucket/agent/x"))
+    # Another stack's role with the broad managed policy: verify looks only at its own path.
+    iam_client.create_role(RoleName="someone-else", Path="/other/", AssumeRolePolicyDocument=ASSUME_EC2)
+    iam_client.attach_role_policy(RoleName="someone-else", PolicyArn=SSM_CORE)
+    if wrong:
+        iam_client.attach_role_policy(RoleName=f"{plan.stack}-hosts", PolicyArn=SSM_CORE)
+        iam_client.put_role_policy(RoleName=f"{plan.stack}-routers", PolicyName="debugging", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Sid": "Debug", "Effect": "Allow", "Action": "ssm:GetParameter*",
+                                                     "Resource": "*"}]}))
     if wrong:
         ssm.put_parameter(Name=f"/overlay/{plan.stack}/instances/router-1/tunnels/host-2", Value="{}",
                           Type="String", Overwrite=True)
@@ -127,8 +156,9 @@ def test_seeded_right_all_pass(endpoint, plan):
     assert lines[0].split() == ["result", "check", "subject", "detail"]
     rows = [line for line in lines[2:] if line.startswith(("PASS", "FAIL"))]
     # Per instance: address, source/dest, on its ENI, IMDSv2, no key, root volume; a route
-    # row per table; two groups; two parameter rows.
-    assert len(rows) == 6 * len(plan.instances) + 2 * len(plan.azs) + 2 + 2
+    # row per table; two groups; three parameter rows (set, SecureString, its key); a row
+    # per instance role.
+    assert len(rows) == 6 * len(plan.instances) + 2 * len(plan.azs) + 2 + 3 + 2
     assert all(r.startswith("PASS") for r in rows)
     assert f"{len(rows)} passed, 0 failed" in result.stdout
 
@@ -139,16 +169,20 @@ def test_seeded_wrong_names_each_failure(endpoint, plan):
     assert result.returncode == 1, result.stdout + result.stderr
     failed = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
     text = "\n".join(failed)
-    assert len(failed) == 5, text
+    assert len(failed) == 7, text
     pool6 = str(plan.pools_v6[0])
     assert any("pool routes" in f and f"private-{plan.azs[-1]}" in f and f"{pool6} -> nothing (want router-1)" in f
                for f in failed), text
     assert any("eni source/dest check off" in f and "host-1" in f for f in failed), text
     assert any("imdsv2 required" in f and "router-1" in f and "HttpTokens=optional" in f for f in failed), text
     assert any("security group rules" in f and "unexpected: tcp 22-22 from 0.0.0.0/0" in f for f in failed), text
+    assert any("instance role policies" in f and f"{STACK}-hosts" in f
+               and f"managed policy attached: {SSM_CORE}" in f for f in failed), text
+    assert any("instance role policies" in f and f"{STACK}-routers" in f
+               and "debugging: Debug: ssm:GetParameter* on *" in f for f in failed), text
     params = next(f for f in failed if "parameters equal the plan" in f)
     assert "host-2/agent missing" in params and "router-1/tunnels/host-2 differs from the plan" in params
-    assert "5 failed" in result.stdout
+    assert "7 failed" in result.stdout
 
 
 def test_unknown_stack_is_one_line_error():
