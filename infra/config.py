@@ -16,6 +16,44 @@ AWS_RESERVED_LINK_LOCAL = tuple(
     for n in ("169.254.0.0/21", "169.254.168.0/22", "169.254.169.0/24", "169.254.170.0/24")
 )
 
+# Special-purpose ranges (RFC 6890 registries, and AWS's own IPv6 service range) that no
+# container pool, tunnel pool or on-prem peer may use: the kernel or the VPC treats them
+# specially (loopback, multicast, "this network", reserved 240/4 incl. broadcast), every
+# interface already has them (IPv6 link-local), or AWS serves instance metadata, DNS and NTP
+# there (fd00:ec2::254, ::253, ::123). 169.254.0.0/16 is refused for pools (the containers'
+# gateway is 169.254.1.1) but is where tunnels belong. Documentation ranges stay allowed:
+# the examples and the lab use them for on-prem peers.
+SPECIAL_V4 = {
+    "0.0.0.0/8": "'this network' (RFC 1122)",
+    "127.0.0.0/8": "loopback",
+    "224.0.0.0/4": "multicast",
+    "240.0.0.0/4": "reserved (RFC 1112) and broadcast",
+}
+LINK_LOCAL_V4 = ipaddress.ip_network("169.254.0.0/16")
+SPECIAL_V6 = {
+    "::/96": "unspecified, loopback and IPv4-compatible (RFC 4291)",
+    "::ffff:0:0/96": "IPv4-mapped (RFC 4291)",
+    "64:ff9b::/96": "NAT64 (RFC 6052)",
+    "fe80::/10": "link-local",
+    "fec0::/10": "deprecated site-local (RFC 3879)",
+    "ff00::/8": "multicast",
+    "fd00:ec2::/32": "AWS instance metadata, DNS and NTP (fd00:ec2::254, ::253, ::123)",
+}
+
+
+def special_range(net: Any, *, link_local_ok: bool = False) -> str | None:
+    """The special-purpose range `net` (a network or an address) touches, described, or None."""
+    table = SPECIAL_V4 if net.version == 4 else SPECIAL_V6
+    probe = ipaddress.ip_network(net) if not hasattr(net, "prefixlen") else net
+    for cidr, what in table.items():
+        special = ipaddress.ip_network(cidr)
+        if probe.overlaps(special):
+            return f"{special} is {what}"
+    if net.version == 4 and not link_local_ok and probe.overlaps(LINK_LOCAL_V4):
+        return f"{LINK_LOCAL_V4} is link-local (the containers' gateway is 169.254.1.1)"
+    return None
+
+
 # ASNs that may not be used on a BGP session: 0 and 65535 / 4294967295 are reserved
 # (RFC 7607, RFC 7300), 23456 is AS_TRANS (RFC 6793).
 RESERVED_ASNS = frozenset({0, 23456, 65535, 4294967295})
@@ -43,7 +81,10 @@ class ConfigError(ValueError):
 
 
 def _show(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else str(value)
+    try:
+        text = repr(value) if isinstance(value, str) else str(value)
+    except ValueError:  # an int beyond sys.get_int_max_str_digits()
+        text = f"<{type(value).__name__} too large to show>"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -119,6 +160,28 @@ SECTION_KEYS = {
     "routing": ("mode",),
 }
 ONPREM_KEYS = ("name", "address", "asn")
+
+
+def foreign_key_problem(key: str) -> str | None:
+    """Why a stack config key outside `overlay:` looks like one of ours (a typo), or None.
+
+    Pulumi passes every namespace through and the program reads only `overlay:`; a key
+    under `overlya:` or `Overlay:`, or `pools` without a namespace, would silently fall back
+    to the defaults. `aws:region` is the AWS provider's own key and stays allowed.
+    """
+    namespace, colon, name = str(key).partition(":")
+    if not colon:
+        if namespace in TOP_KEYS:
+            return f"has no namespace; write {PROJECT}:{namespace}"
+        return None
+    if namespace == PROJECT:
+        return None
+    if namespace.lower() == PROJECT or difflib.get_close_matches(namespace.lower(), [PROJECT], cutoff=0.75):
+        return f"namespace '{namespace}' looks like a typo of '{PROJECT}'"
+    top = name.split(".", 1)[0]
+    if top in TOP_KEYS and top != "region":
+        return f"'{top}' is an {PROJECT}: key; write {PROJECT}:{name}"
+    return None
 
 
 def _unknown(key: str, valid: tuple[str, ...], prefix: str, value: Any) -> ConfigError:
@@ -372,6 +435,9 @@ def _onprem(value: Any) -> tuple[OnPremPeer, ...]:
             address = ipaddress.IPv4Address(addr_raw)
         except ValueError:
             raise ConfigError(f"{prefix}address", addr_raw, "is not a valid IPv4 address") from None
+        why = special_range(address)
+        if why is not None:
+            raise ConfigError(f"{prefix}address", addr_raw, f"is not a usable peer address: {why}")
         if any(p.address == address for p in peers):
             raise ConfigError(f"{prefix}address", addr_raw, "duplicate on-prem peer address")
         asn = sec.get("asn", None, _asn)
@@ -396,6 +462,13 @@ def _check_addressing(cfg: StackConfig) -> None:
     if cfg.tunnel_v6 is not None:
         named_v6.append(("overlay:tunnels.ipv6", cfg.tunnel_v6))
     _no_overlap(named_v6)
+
+    for key, net in [*named_v4, *named_v6]:
+        if key == "overlay:vpc.cidr":
+            continue
+        why = special_range(net, link_local_ok=key == "overlay:tunnels.ipv4")
+        if why is not None:
+            raise ConfigError(key, str(net), f"overlaps a special-purpose range: {why}")
 
     for reserved in AWS_RESERVED_LINK_LOCAL:
         if cfg.tunnel_v4.overlaps(reserved):
@@ -467,6 +540,12 @@ def _check_addressing(cfg: StackConfig) -> None:
         if peer.asn == cfg.router_asn:
             raise ConfigError(f"overlay:onprem[{i}].asn", peer.asn,
                               "must differ from overlay:routers.asn (on-prem peering is eBGP)")
+        if cfg.host_asn <= peer.asn < cfg.host_asn + (cfg.host_count if cfg.host_asn_mode == "per-host" else 1):
+            # Hosts drop every route whose AS path holds their own ASN (BGP loop prevention):
+            # the on-prem routes would never reach them.
+            raise ConfigError(f"overlay:onprem[{i}].asn", peer.asn,
+                              "must differ from the docker hosts' ASNs (overlay:hosts.asn; hosts would drop "
+                              "on-prem routes as AS-path loops)")
 
 
 def _no_overlap(named: list[tuple[str, Any]]) -> None:

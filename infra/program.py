@@ -19,7 +19,7 @@ from infra.components.network import Network, NetworkArgs
 from infra.components.router import RoutingInstance
 from infra.components.routes import PoolRoutes, PoolRoutesArgs
 from infra.components.security import SecurityGroups, SecurityGroupsArgs
-from infra.config import PROJECT, SECRET_KEYS, ConfigError, StackConfig, parse
+from infra.config import PROJECT, SECRET_KEYS, ConfigError, StackConfig, foreign_key_problem, parse
 from infra.parameters import ParameterError, build_parameters, instance_path, password_name, root
 from infra.plan import OverlayPlan, build_plan
 from infra.plan.report import to_mermaid
@@ -42,6 +42,9 @@ def read_config() -> tuple[dict[str, Any], str | None]:
     raw: dict[str, Any] = {}
     password = None
     for key in sorted(values):
+        problem = foreign_key_problem(key)
+        if problem is not None:
+            raise ConfigError(key, values[key], problem)
         namespace, _, name = key.partition(":")
         if namespace != PROJECT or not name:
             continue
@@ -56,6 +59,8 @@ def read_config() -> tuple[dict[str, Any], str | None]:
                 value = json.loads(value)
             except json.JSONDecodeError as exc:
                 raise ConfigError(key, value, f"is not valid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise ConfigError(key, value, "is nested too deeply") from None
         raw[name] = value
     return raw, password
 

@@ -6,12 +6,11 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
 
 from infra.config import ConfigError, parse
 from infra.plan import build_plan
 from infra.plan.report import diff, plan_data, to_json, to_markdown, to_mermaid
-from infra.stackfile import STACKS_DIR, load_stack, overlay_values
+from infra.stackfile import STACKS_DIR, load_stack, load_yaml, overlay_values
 
 FORMATS = {"markdown": to_markdown, "json": to_json, "mermaid": to_mermaid}
 
@@ -20,19 +19,27 @@ def _load_other(path: Path, stack: str) -> dict:
     """A previous plan to diff against: a plan JSON, or a stack YAML file (planned here)."""
     if not path.exists():
         raise ConfigError("--diff", str(path), "no such file")
-    text = path.read_text()
+    try:
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+    except OSError as exc:  # a directory, no permission
+        raise ConfigError("--diff", str(path), f"cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("--diff", str(path), f"is not UTF-8 (byte {exc.start})") from None
     if path.suffix == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError("--diff", str(path), f"is not valid JSON (line {exc.lineno})") from None
+        except RecursionError:
+            raise ConfigError("--diff", str(path), "is nested too deeply for a plan JSON") from None
         if not isinstance(data, dict) or "pairings" not in data:
             raise ConfigError("--diff", str(path), "is not a plan JSON (python -m infra.plan STACK --format json)")
         return data
     try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ConfigError("--diff", str(path), "is neither plan JSON nor valid stack YAML") from None
+        document = load_yaml(text, str(path))
+    except ConfigError as exc:
+        raise ConfigError("--diff", str(path), f"is neither plan JSON nor valid stack YAML ({exc.reason})") from None
     try:
         return plan_data(build_plan(parse(overlay_values(document, str(path)), stack)))
     except ConfigError as exc:
