@@ -9,7 +9,7 @@ import pulumi
 import pulumi_aws as aws
 from pulumi.runtime import config as runtime_config
 
-from infra.agent_archive import build_archive
+from infra.agent_archive import BUNDLE_NAME, build_bundle
 from infra.components.agent_package import AgentPackage, AgentPackageArgs
 from infra.components.bgp_password import BgpPassword, BgpPasswordArgs
 from infra.components.host import DockerHost, StaticRoutes
@@ -25,7 +25,8 @@ from infra.plan import OverlayPlan, build_plan
 from infra.plan.report import to_mermaid
 from infra.render import RenderError, render_frr, render_onprem_frr, render_user_data
 
-AGENT_KEY = "agent/overlay-agent.tar.gz"
+# The agent wheel and its hashed wheelhouse in one object (infra/agent_archive.py).
+AGENT_KEY = f"agent/{BUNDLE_NAME}"
 # Debian's official AMIs are published by this account (wiki.debian.org/Cloud/AmazonEC2Image).
 DEBIAN_OWNER = "136693071363"
 # AWS allows at most 1,000 routes per VPC route table (the default quota is 50).
@@ -137,7 +138,7 @@ def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str]) -> 
     network = Network("net", NetworkArgs(plan), opts)
     sgs = SecurityGroups("sg", SecurityGroupsArgs(plan, network.vpc.id,
                                                   network.vpc.ipv6_cidr_block if plan.ipv6 else None), opts)
-    agent = AgentPackage("agent", AgentPackageArgs(plan.stack, build_archive(), AGENT_KEY,
+    agent = AgentPackage("agent", AgentPackageArgs(plan.stack, build_bundle(), AGENT_KEY,
                                                    force_destroy=not prod), opts)
     account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(provider=provider)).account_id
     # One role per instance kind: the kinds read different secrets (docs/deploy.md).

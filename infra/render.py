@@ -38,6 +38,16 @@ USER_DATA_LIMIT = 16384
 AGENT_VENV = "/opt/overlay-agent"
 AGENT_ETC = "/etc/overlay-agent"
 FRR_DAEMONS = ("zebra", "bgpd", "bfdd", "staticd")
+# EC2's Debian kernel has ip_gre (CONFIG_NET_IPGRE=m): instances use kernel GRE, proven on
+# that kernel by the lab's VMs (tests/vm). "userspace" is for kernels without it.
+GRE_BACKEND = "kernel"
+# Debian packages each role installs at first boot (overlay-agent-install). No recommends:
+# what a role needs is listed (apparmor: Debian's kernel enables AppArmor, and Docker
+# refuses to start containers when it cannot load its docker-default profile).
+PACKAGES = {
+    "router": ("frr", "frr-pythontools", "nftables", "python3-venv", "awscli"),
+    "host": ("frr", "frr-pythontools", "docker.io", "apparmor", "python3-venv", "awscli"),
+}
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -356,8 +366,11 @@ class UserDataContext:
     agent_venv: str
     agent_etc: str
     mss_clamp: bool  # routers: clamp TCP MSS to the route MTU where it shrinks (on-prem tunnels)
+    gre_backend: str = GRE_BACKEND
 
     def __post_init__(self) -> None:
+        _check(self.gre_backend in ("kernel", "userspace"), "gre_backend", self.gre_backend,
+               "must be 'kernel' or 'userspace'")
         _check_name("project", self.project)
         _check_name("stack", self.stack)
         _check_name("instance", self.instance)
@@ -367,9 +380,9 @@ class UserDataContext:
         _check(isinstance(self.bucket, str) and bool(_BUCKET.match(self.bucket)), "bucket", self.bucket,
                "must be an S3 bucket name (3-63 characters of a-z, 0-9, '.', '-')")
         _check(isinstance(self.agent_key, str) and bool(_KEY.match(self.agent_key))
-               and self.agent_key.endswith((".whl", ".tar.gz")) and not self.agent_key.startswith("/"),
+               and self.agent_key.endswith(".tar") and not self.agent_key.startswith("/"),
                "agent_key", self.agent_key,
-               "must be an S3 key of a wheel (.whl) or sdist (.tar.gz) with a pip-installable file name")
+               "must be the S3 key of the agent bundle (a .tar: the agent wheel and its wheelhouse)")
         _check(isinstance(self.parameter_path, str) and bool(_PARAM.match(self.parameter_path)),
                "parameter_path", self.parameter_path, "must be an SSM path such as /overlay/lab/instances/host-1")
         _check_int("route_protocol", self.route_protocol, 1, 255)
@@ -381,6 +394,10 @@ class UserDataContext:
                "must include zebra and bgpd, from zebra, bgpd, bfdd, staticd")
         _check(self.mss_clamp == (self.role == "router"), "mss_clamp", self.mss_clamp,
                "routers clamp MSS, docker hosts do not")
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        return PACKAGES[self.role]
 
     @property
     def agent_file(self) -> str:

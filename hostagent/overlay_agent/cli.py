@@ -78,7 +78,7 @@ def cmd_run(args) -> int:
         from . import pairing
 
         sync = pairing.build(args.bootstrap, state_dir=args.state_dir, registry=metrics.registry,
-                             gre_backend=args.gre_backend, frr_vty_socket=args.frr_vty_socket,
+                             gre_backend=args.gre_backend, gre_daemon=args.gre_daemon, frr_vty_socket=args.frr_vty_socket,
                              frr_confdir=args.frr_confdir, status_path=args.pairing_status, no_frr=args.no_frr)
         signal.signal(signal.SIGHUP, lambda *_: sync.hup())  # poll the parameters now
         cfg = pairing.wait_config(sync, stop)
@@ -120,8 +120,21 @@ def cmd_run(args) -> int:
     return 1 if failed else 0
 
 
+def install_state(state_dir: str) -> dict | None:
+    """What overlay-agent-install (user data) last recorded in <state-dir>/install.json, if anything."""
+    from pathlib import Path
+
+    try:
+        doc = json.loads(Path(state_dir, "install.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def cmd_status(args) -> int:
     from . import pairing
+
+    install = install_state(args.state_dir)
 
     # Routers have no container wiring (no containers file); hosts show both parts.
     pair = pairing.live_status(args.pairing_status or f"{args.state_dir}/pairing.json",
@@ -129,16 +142,21 @@ def cmd_status(args) -> int:
     try:
         doc = status_mod.collect(args.status_file, live=not args.no_live, vty_socket=args.vty_socket)
     except AgentError:
-        if pair is None:
+        if pair is None and install is None:
             raise
         doc = None
     if args.json:
-        print(json.dumps({**(doc or {}), "pairing": pair}, indent=1))
+        print(json.dumps({**(doc or {}), "pairing": pair, "install": install}, indent=1))
     else:
-        print("\n\n".join(t for t in (status_mod.table(doc) if doc else "",
+        line = ""
+        if install is not None:
+            line = (f"install: {install.get('state')} ({install.get('detail')}) at {install.get('at')}, "
+                    f"attempt {install.get('attempt')}")
+        print("\n\n".join(t for t in (line, status_mod.table(doc) if doc else "",
                                         pairing.table(pair) if pair else "") if t))
     bad = doc is not None and any(r["state"] == "error" for r in doc.get("containers", []))
-    return 1 if bad or pairing.unhealthy(pair) else 0
+    not_installed = install is not None and install.get("state") != "installed"
+    return 1 if bad or not_installed or pairing.unhealthy(pair) else 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -152,6 +170,9 @@ def parser() -> argparse.ArgumentParser:
                      help="pairing sync: parameter cache, GRE daemon socket, FRR work files")
     run.add_argument("--pairing-status", default=None, help="pairing status file (default: <state-dir>/pairing.json)")
     run.add_argument("--gre-backend", choices=("auto", "kernel", "userspace"), default="auto")
+    run.add_argument("--gre-daemon", choices=("spawn", "systemd"), default="spawn",
+                     help="userspace GRE: start its daemon when none answers (spawn), or wait for the "
+                          "one systemd runs (overlay-gre.service), so agent restarts never touch it")
     run.add_argument("--frr-vty-socket", default=None, help="FRR vty socket directory (default: FRR's own)")
     run.add_argument("--frr-confdir", default="/etc/frr", help="FRR config directory (frr-reload --confdir)")
     run.add_argument("--no-frr", action="store_true", help="tunnels only; leave FRR alone")

@@ -319,7 +319,7 @@ class PairingSync:
 
 def build(bootstrap_path: str, *, state_dir: str, registry: CollectorRegistry | None = None,
           gre_backend: str = "auto", frr_vty_socket: str | None = None, frr_confdir: str = "/etc/frr",
-          status_path: str | None = None, no_frr: bool = False) -> PairingSync:
+          status_path: str | None = None, no_frr: bool = False, gre_daemon: str = "spawn") -> PairingSync:
     """Wire the real shims: boto3, pyroute2 in this namespace, the chosen GRE backend, frr-reload."""
     from pyroute2 import IPRoute
 
@@ -331,7 +331,7 @@ def build(bootstrap_path: str, *, state_dir: str, registry: CollectorRegistry | 
     sdir = Path(state_dir)
     sdir.mkdir(parents=True, exist_ok=True)
     ipr = IPRoute()
-    backend = select_backend(ipr, sdir, gre_backend)
+    backend = select_backend(ipr, sdir, gre_backend, spawn_daemon=gre_daemon == "spawn")
     log.info("GRE backend: %s", backend.name)
     source = ParameterSource(make_client(boot), boot.parameter_path, boot.password_name)
     cache = Cache(sdir)

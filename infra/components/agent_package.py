@@ -1,4 +1,4 @@
-"""AgentPackage: a private, encrypted S3 bucket holding the agent's source package for user data."""
+"""AgentPackage: a private, encrypted S3 bucket holding the agent bundle (wheel + hashed wheelhouse) that user data installs."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ import pulumi_aws as aws
 @dataclass
 class AgentPackageArgs:
     stack: str
-    archive: Path  # infra.agent_archive.build_archive's output
+    archive: Path  # infra.agent_archive.build_bundle's output
     key: str
     force_destroy: bool  # test stacks: `pulumi destroy` empties the bucket too
 
@@ -45,7 +45,7 @@ class AgentPackage(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[block]))
         self.object = aws.s3.BucketObjectv2(
             f"{name}-object", bucket=self.bucket.id, key=args.key,
-            source=pulumi.FileAsset(str(args.archive)), content_type="application/gzip",
+            source=pulumi.FileAsset(str(args.archive)), content_type="application/x-tar",
             server_side_encryption="aws:kms",
             opts=pulumi.ResourceOptions(parent=self, depends_on=[block, sse, tls_only]))
         self.object_arn = pulumi.Output.concat(self.bucket.arn, "/", args.key)

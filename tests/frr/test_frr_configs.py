@@ -140,6 +140,28 @@ def test_cloud_init_schema_accepts_user_data(stack):
 
 
 @needs_cloud_init
+@pytest.mark.parametrize("role", ["router-1", "host-1"])
+def test_cloud_init_schema_accepts_userspace_gre_variant(role):
+    """The variant for kernels without ip_gre: overlay-gre.service beside the agent."""
+    import dataclasses
+
+    from infra.render import render_template, user_data_context
+
+    ctx = dataclasses.replace(user_data_context(PLANS["lab"], role, bucket=BUCKET, agent_key=AGENT_KEY,
+                                                parameter_path=f"/overlay/lab/instances/{role}"),
+                              gre_backend="userspace")
+    text = render_template(f"{ctx.role}.cloud-config.j2", ctx)
+    proc = _schema(text)
+    assert proc.returncode == 0 and "Valid cloud-config" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    files = {f["path"]: f["content"] for f in yaml.safe_load(text)["write_files"]}
+    gre = files["/etc/systemd/system/overlay-gre.service"]
+    assert "-m overlay_agent.gre --state-dir /var/lib/overlay-agent" in gre and "Restart=always" in gre
+    agent = files["/etc/systemd/system/overlay-agent.service"]
+    assert "Wants=network-online.target frr.service" in agent and "overlay-gre.service" in agent
+    assert "--gre-backend userspace --gre-daemon systemd" in agent and "KillMode" not in agent
+
+
+@needs_cloud_init
 def test_cloud_init_schema_check_can_fail():
     text = render_user_data(PLANS["lab"], "host-1", bucket=BUCKET, agent_key=AGENT_KEY,
                             parameter_path="/overlay/lab/instances/host-1")

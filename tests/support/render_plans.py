@@ -9,7 +9,7 @@ from infra.plan.model import OverlayPlan
 from infra.stackfile import list_stacks, load_stack
 
 BUCKET = "overlay-artifacts-123456789012"
-AGENT_KEY = "agent/overlay_agent-0.1.0-py3-none-any.whl"
+AGENT_KEY = "agent/overlay-agent-bundle.tar"
 
 GENERATED: dict[str, dict[str, Any]] = {
     # The largest stack the renderer must handle: 1,000 hosts, 8 routers, per-host ASNs,

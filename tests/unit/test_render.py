@@ -263,26 +263,44 @@ def test_user_data_shape(stack):
         assert boot == {"schema": 1, "project": plan.project, "stack": plan.stack, "instance": inst.name,
                         "role": "router" if inst in plan.routers else "host", "region": plan.region,
                         "parameter_path": f"/{plan.project}/{plan.stack}/instances/{inst.name}"}
-        daemons = files["/etc/frr/daemons"]
-        assert daemons["defer"] is True and daemons["owner"] == "frr:frr"
+        daemons = files["/etc/overlay-agent/frr-daemons"]
         enabled = {line.split("=")[0] for line in daemons["content"].splitlines() if line.endswith("=yes")}
         assert enabled == {"zebra", "bgpd", "bfdd", "staticd", "vtysh_enable"}
         # The datacenter profile from the daemons' first start, not only after a reboot.
         assert 'frr_profile="datacenter"' in daemons["content"].splitlines()
         install = files["/usr/local/sbin/overlay-agent-install"]["content"]
+        # The bundle from the stack's bucket, installed without PyPI and by hash only.
         assert f"s3://{BUCKET}/{AGENT_KEY}" in install and "python3 -m venv /opt/overlay-agent" in install
         # `overlay-agent status` works from an operator's shell (PATH has /usr/local/bin).
         assert "ln -sf /opt/overlay-agent/bin/overlay-agent /usr/local/bin/overlay-agent" in install
-        assert "overlay-agent.service" in " ".join(" ".join(c) for c in doc["runcmd"])
-        assert "frr" in doc["packages"] and "frr-pythontools" in doc["packages"]
+        assert "--no-index --require-hashes" in install
+        assert "install -o frr -g frr -m 0640 /etc/overlay-agent/frr-daemons /etc/frr/daemons" in install
+        # No one-shot installs by cloud-init: the retrying unit does them (F4, F6).
+        assert "packages" not in doc and "package_update" not in doc
+        unit = files["/etc/systemd/system/overlay-agent-install.service"]["content"]
+        assert "Restart=on-failure" in unit and "StartLimitIntervalSec=0" in unit and "journal+console" in unit
+        agent = files["/etc/systemd/system/overlay-agent.service"]["content"]
+        assert "--gre-backend kernel" in agent and "KillMode" not in agent
+        assert "/etc/systemd/system/overlay-gre.service" not in files  # kernel GRE: no daemon
+        ssm = files["/etc/systemd/system/overlay-ssm-agent-install.service"]["content"]
+        assert (f"https://s3.{plan.region}.amazonaws.com/amazon-ssm-{plan.region}/latest/debian_$a/"
+                "amazon-ssm-agent.deb") in ssm
+        runcmd = " ".join(" ".join(c) for c in doc["runcmd"])
+        assert "overlay-agent-install.service" in runcmd and "overlay-ssm-agent-install.service" in runcmd
+        pkgs = install.split('pkgs="', 1)[1].split('"', 1)[0].split()
+        assert "frr" in pkgs and "frr-pythontools" in pkgs and "awscli" in pkgs
         sysctl = files["/etc/sysctl.d/90-overlay.conf"]["content"]
         assert "net.ipv4.ip_forward = 1" in sysctl and "net.ipv4.conf.all.rp_filter = 2" in sysctl
         if inst in plan.routers:
             assert "tcp option maxseg size set rt mtu" in files["/etc/overlay-agent/mss-clamp.nft"]["content"]
-            assert "docker.io" not in doc["packages"]
+            assert "docker.io" not in pkgs and "nftables" in pkgs
+            assert "systemctl enable --now overlay-mss-clamp.service" in install
         else:
-            assert "docker.io" in doc["packages"]
+            assert "docker.io" in pkgs and "apparmor" in pkgs
             assert not any(p.endswith(".nft") for p in files)
+            # F3: dockerd must find forwarding on, or it sets FORWARD to DROP.
+            dropin = files["/etc/systemd/system/docker.service.d/10-overlay-forwarding.conf"]["content"]
+            assert "ExecStartPre=/usr/sbin/sysctl --quiet --load=/etc/sysctl.d/90-overlay.conf" in dropin
 
 
 def test_user_data_fits_ec2_limit_for_every_instance_of_the_largest_stack():
@@ -380,7 +398,8 @@ def test_host_context_rejects():
 @pytest.mark.parametrize("kwargs, message", [
     ({"bucket": "Bad_Bucket"}, "bucket = 'Bad_Bucket'"),
     ({"agent_key": "agent/overlay.zip"}, "agent_key = 'agent/overlay.zip'"),
-    ({"agent_key": "/abs/overlay_agent-0.1.0.tar.gz"}, "agent_key"),
+    ({"agent_key": "agent/overlay_agent-0.1.0.tar.gz"}, "agent bundle"),
+    ({"agent_key": "/abs/overlay-agent-bundle.tar"}, "agent_key"),
     ({"parameter_path": "overlay/lab"}, "parameter_path = 'overlay/lab'"),
 ])
 def test_user_data_arguments_rejected(kwargs, message):
@@ -451,3 +470,11 @@ def test_ipv6_off_renders_ipv4_only():
         assert "ipv6" not in text.lower()
         for token in re.findall(r"\b[0-9a-f:]+::[0-9a-f:/]*", text):
             pytest.fail(f"IPv6 address {token} in an IPv4-only stack")
+
+
+def test_user_data_gre_backend_is_checked():
+    ctx = user_data_context(PLANS["lab"], "host-1", bucket=BUCKET, agent_key=AGENT_KEY,
+                            parameter_path="/overlay/lab/instances/host-1")
+    assert ctx.gre_backend == "kernel"
+    with pytest.raises(RenderError, match="gre_backend = 'tun'"):
+        dataclasses.replace(ctx, gre_backend="tun")

@@ -8,11 +8,12 @@ from .base import Backend, LinkCounters, LinkSpec
 __all__ = ["Backend", "LinkCounters", "LinkSpec", "select_backend"]
 
 
-def select_backend(ipr, state_dir: str | Path, prefer: str = "auto") -> Backend:
-    """`prefer`: "auto" (probe the kernel), "kernel" or "userspace"."""
+def select_backend(ipr, state_dir: str | Path, prefer: str = "auto", *, spawn_daemon: bool = True) -> Backend:
+    """`prefer`: "auto" (probe the kernel), "kernel" or "userspace". `spawn_daemon`: start the
+    userspace daemon when none answers (the lab); False where systemd runs it (overlay-gre.service)."""
     from .kernel import KernelBackend, PyrouteGre, kernel_gre_available
     from .userspace import UserspaceBackend
 
     if prefer == "kernel" or (prefer == "auto" and kernel_gre_available(ipr)):
         return KernelBackend(PyrouteGre(ipr))
-    return UserspaceBackend(state_dir)
+    return UserspaceBackend(state_dir, spawn=spawn_daemon, timeout=5.0 if spawn_daemon else 30.0)

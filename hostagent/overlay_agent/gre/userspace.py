@@ -459,7 +459,12 @@ class UserspaceBackend:
             except (FileNotFoundError, ConnectionRefusedError) as exc:
                 s.close()
                 if not self.spawn:
-                    raise AgentError(f"userspace GRE daemon not running at {self.socket_path}") from exc
+                    # Its own unit (overlay-gre.service) may still be starting: wait, then give up.
+                    if time.monotonic() > deadline:
+                        raise AgentError(f"userspace GRE daemon not running at {self.socket_path} "
+                                         "(systemctl status overlay-gre)") from exc
+                    time.sleep(0.1)
+                    continue
                 if not started:
                     self._start_daemon()
                     started = True
