@@ -263,7 +263,7 @@ def test_instance_roles_read_only_their_stack_and_the_agent_package(run, plan):
             "Condition": {"StringEquals": {"kms:ViaService": f"ssm.{plan.region}.amazonaws.com"}}}
         assert stmts["AgentPackage"] == {
             "Sid": "AgentPackage", "Effect": "Allow", "Action": "s3:GetObject",
-            "Resource": "arn:aws:s3:::agent-bucket-1a2b3c/agent/overlay-agent.tar.gz"}
+            "Resource": "arn:aws:s3:::agent-bucket-1a2b3c/agent/overlay-agent-bundle.tar"}
         assert set(stmts["SessionManager"]["Action"]) == {
             "ssm:UpdateInstanceInformation", "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
             "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel"}
@@ -307,9 +307,9 @@ def test_agent_bucket_private_encrypted_with_the_package(run):
     (stmt,) = json.loads(policy.inputs["policy"])["Statement"]
     assert stmt["Effect"] == "Deny" and stmt["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     (obj,) = run.of_type("aws:s3/bucketObjectv2:BucketObjectv2")
-    assert obj.inputs["key"] == "agent/overlay-agent.tar.gz" and obj.inputs["bucket"] == "agent-bucket-id"
+    assert obj.inputs["key"] == "agent/overlay-agent-bundle.tar" and obj.inputs["bucket"] == "agent-bucket-id"
     for i in run.of_type(INSTANCE):
-        assert "agent-bucket-1a2b3c" in i.inputs["userData"] and "agent/overlay-agent.tar.gz" in i.inputs["userData"]
+        assert "agent-bucket-1a2b3c" in i.inputs["userData"] and "agent/overlay-agent-bundle.tar" in i.inputs["userData"]
 
 
 def test_stack_outputs(run, plan):
