@@ -1,6 +1,7 @@
 """Security group rules and VPC route targets as plain data: the program creates them, verify checks them; pure."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from infra.plan import OverlayPlan
@@ -12,6 +13,15 @@ GRE = "47"  # IP protocol number; security groups take it as a string protocol
 FRAG_NEEDED = ("icmp", 3, 4)
 TOO_BIG = ("icmpv6", 2, 0)
 WORLD4 = "0.0.0.0/0"
+# EC2's API reference (CreateSecurityGroup, GroupDescription; botocore's ec2 service-2.json
+# carries the same text): "Constraints: Up to 255 characters in length. Valid characters:
+# a-z, A-Z, 0-9, spaces, and ._-:/()#,@[]+=&;{}!$*". Anything else (an apostrophe, say) is
+# refused with InvalidParameterValue at `pulumi up`; the provider checks only the length.
+EC2_DESCRIPTION = re.compile(r"[a-zA-Z0-9. _\-:/()#,@\[\]+=&;{}!$*]{0,255}")
+# Rule descriptions: the same for CIDR sources (IpRange, Ipv6Range), but without "&" for a
+# rule naming a security group or prefix list (UserIdGroupPair, PrefixListId in the same
+# reference). An inline rule may hold both kinds, so rules get the narrower set.
+EC2_RULE_DESCRIPTION = re.compile(r"[a-zA-Z0-9. _\-:/()#,@\[\]+=;{}!$*]{0,255}")
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ class SecurityGroups(pulumi.ComponentResource):
             peers = [_ingress(r) for r in onprem_ingress(plan)]
             self.onprem = aws.ec2.SecurityGroup(
                 f"{name}-onprem", vpc_id=args.vpc_id,
-                description=f"{plan.project} {plan.stack}: routers' on-prem GRE peers",
+                description=f"{plan.project} {plan.stack}: on-prem GRE peers of the routers",
                 ingress=peers, egress=egress, tags={"Name": f"{plan.stack}-onprem"}, opts=child)
         self.register_outputs({"members_id": self.members.id,
                                "onprem_id": self.onprem.id if self.onprem else None})

@@ -18,6 +18,7 @@ from infra.plan import build_plan
 from infra.plan.report import to_mermaid
 from infra.program import architecture, read_config
 from infra.render import render_frr
+from infra.rules import EC2_DESCRIPTION, EC2_RULE_DESCRIPTION
 from infra.stackfile import list_stacks, load_stack
 from tests.infra.mockrun import ACCOUNT, AMI, PASSWORD, VPC_IPV6, RecordingMocks, cli_config, run_program
 
@@ -192,6 +193,14 @@ def test_security_group_rules_exactly(run, plan):
             assert not (proto in ("tcp", "-1") and lo <= 22 <= hi and not set(v4) <= set(vpc4))
             if proto == "47":
                 assert rule[5] or all(c in {f"{o.address}/32" for o in plan.onprem} for c in v4)
+
+
+def test_security_group_and_rule_descriptions_are_what_ec2_accepts(run):
+    # Review F1: EC2 refuses an apostrophe (any character outside its set) at `pulumi up`.
+    for sg in run.of_type(SG):
+        assert EC2_DESCRIPTION.fullmatch(sg.inputs["description"]), (sg.name, sg.inputs["description"])
+        for rule in sg.inputs.get("ingress", []) + sg.inputs.get("egress", []):
+            assert EC2_RULE_DESCRIPTION.fullmatch(rule["description"]), (sg.name, rule["description"])
 
 
 def test_pools_routed_to_the_router_in_each_az(run, plan):
