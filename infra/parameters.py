@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from infra import placeholders
 from infra.plan.model import Host, OverlayPlan, Pairing, Router
 
 SCHEMA = 1
@@ -28,8 +30,13 @@ ADVANCED_MAX = 8192
 # back when removed), so they are always Advanced; the JSON documents stay far below 4 KB.
 TIERS = {"agent": "Standard", "frr": "Advanced", "tunnels": "Standard", "revision": "Standard"}
 # The placeholder the `frr` parameter carries where the BGP password goes; the agent
-# fills it in on the instance from the SecureString parameter.
-PASSWORD_PLACEHOLDER = "{{BGP_PASSWORD}}"
+# fills it in on the instance from the SecureString parameter (infra/placeholders.py).
+PASSWORD_PLACEHOLDER = placeholders.BGP_PASSWORD
+# SSM PutParameter API reference (botocore's ssm service-2.json, PutParameterRequest.Value):
+# "Parameters can't be referenced or nested in the values of other parameters. You can't
+# include values wrapped in double brackets {{}} or {{ssm:parameter-name}} in a parameter
+# value."
+SSM_NESTED = re.compile(r"\{\{.*?\}\}", re.S)
 
 FrrRenderer = Callable[[str], str]
 
@@ -134,6 +141,10 @@ def kind_of(name: str, instance_base: str) -> str:
 
 
 def _string(name: str, value: str, instance: str, kind: str) -> Parameter:
+    nested = SSM_NESTED.search(value)
+    if nested:
+        raise ParameterError(f"{name}: value contains {nested.group(0)[:40]!r}; SSM refuses values "
+                             "wrapped in double brackets {{...}} (PutParameter)")
     tier = TIERS[kind]
     limit = STANDARD_MAX if tier == "Standard" else ADVANCED_MAX
     if len(value.encode()) > limit:

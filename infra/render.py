@@ -11,14 +11,15 @@ from typing import Any, Mapping
 
 import jinja2
 
+from infra import placeholders
 from infra.plan.model import Host, OverlayPlan, Pairing, Router
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "userdata"
 
 # The literal text the `frr` parameter carries where the BGP password goes; the agent
-# substitutes the SecureString on the instance. Emitted through a context value so that
-# jinja never sees it as an expression.
-PASSWORD_PLACEHOLDER = "{{BGP_PASSWORD}}"
+# substitutes the SecureString on the instance (infra/placeholders.py says why this form).
+# Emitted through a context value, so the template never holds it.
+PASSWORD_PLACEHOLDER = placeholders.BGP_PASSWORD
 ROUTE_PROTOCOL_NAME = "overlay"
 # The kernel route protocols FRR's zebra and the kernel claim (see docs/contracts.md).
 FORBIDDEN_PROTOCOLS = frozenset({3, 4, 11, 12, 17, 42, *range(186, 199)})

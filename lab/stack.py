@@ -17,6 +17,7 @@ from infra.stackfile import STACKS_DIR, load_stack
 from lab import daemon, onprem, ssm, topology
 from lab.frr import FRR
 from lab.underlay import LabError, build_underlay, lab_namespaces, remove_namespaces
+from overlay_agent.frr import fill_password
 
 STATE_ROOT = Path("/var/lib/overlay-lab")
 # FRR daemons every lab instance runs: staticd holds the underlay pins of the rendered
@@ -74,7 +75,8 @@ def _step(lab: Lab, n: int, total: int, what: str, fn: Callable[[], str | None])
 # -- up -----------------------------------------------------------------------------------
 
 def _password_filled(text: str) -> str:
-    return text.replace("{{BGP_PASSWORD}}", ssm.LAB_PASSWORD)
+    # The agent's own fill (and its refusals), as on an instance.
+    return fill_password(text, ssm.LAB_PASSWORD)
 
 
 def _start_frr(lab: Lab, names: list[str]) -> str:

@@ -14,6 +14,8 @@ Hazards:
 - The password is put into `neighbor ... password` lines: whitespace or a newline in it
   would inject configuration, and TCP MD5 keys hold at most 80 bytes
   (TCP_MD5SIG_MAXKEYLEN); such a password is refused.
+- A config that still holds a placeholder (hostagent/overlay_agent/placeholders.py) is
+  never applied: diff and reload refuse it with a ConfigError naming the line.
 - The filled-in file holds the password: written 0600 in the agent's state directory.
 - frr-reload.py writes the result to <confdir>/frr.conf (`write`) so an FRR restart comes
   back with the applied config.
@@ -29,16 +31,31 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import placeholders
 from .errors import CommandError, ConfigError
 
-PLACEHOLDER = "{{BGP_PASSWORD}}"
+PLACEHOLDER = placeholders.BGP_PASSWORD
 RELOAD = "/usr/lib/frr/frr-reload.py"
 TCP_MD5SIG_MAXKEYLEN = 80
 
 
+def refuse_placeholders(text: str, *, source: str = "frr") -> None:
+    """ConfigError when `text` still holds a placeholder (a secret never filled in)."""
+    m = placeholders.PATTERN.search(text)
+    if m:
+        line = text.count("\n", 0, m.start()) + 1
+        raise ConfigError(f"{source}: line {line} still holds the placeholder {m.group(0)}; "
+                          "refusing to apply a config without its secret")
+
+
 def fill_password(text: str, password: str | None, *, source: str = "frr") -> str:
-    """The `frr` parameter with the placeholder replaced; ConfigError when it cannot be."""
+    """The `frr` parameter with the placeholder replaced; ConfigError when it cannot be.
+
+    Refuses, too, a text that still holds any placeholder afterwards (one this agent does
+    not know, from a newer program): FRR would refuse it anyway, but say why here.
+    """
     if PLACEHOLDER not in text:
+        refuse_placeholders(text, source=source)
         return text
     if password is None:
         raise ConfigError(f"{source}: needs the BGP password but the bgp-password parameter was not read")
@@ -47,7 +64,9 @@ def fill_password(text: str, password: str | None, *, source: str = "frr") -> st
         # Never echo the password itself into a log line.
         raise ConfigError(f"bgp-password: unusable as a TCP MD5 key ({len(password)} characters; needs 1-80 "
                           "printable characters without spaces)")
-    return text.replace(PLACEHOLDER, password)
+    filled = text.replace(PLACEHOLDER, password)
+    refuse_placeholders(filled, source=source)
+    return filled
 
 
 @dataclass(frozen=True)
@@ -109,6 +128,7 @@ class Frr:
     # -- diff and apply ------------------------------------------------------------------
     def diff(self, text: str) -> tuple[list[str], list[str]]:
         """FRR's own delta from the running config to `text`: (lines to delete, lines to add)."""
+        refuse_placeholders(text)
         path = self._write("frr.desired.conf", text)
         cmd = ["python3", self.reload_script, "--test", *self._paths(), str(path)]
         out = self._run(cmd, "frr-reload --test")
@@ -136,6 +156,7 @@ class Frr:
         from scratch exits 1 with everything applied. The second run sends only what is still
         missing; a config FRR really rejects fails again, identically.
         """
+        refuse_placeholders(text)
         path = self._write("frr.desired.conf", text)
         out = self._reload_once(path)
         if out.returncode == 0:

@@ -277,7 +277,7 @@ class PairingSync:
             st.applied, st.error = text, None
             self._save_frr_state()
             log.info("frr: configuration reloaded", extra={"revision": snap.revision})
-        except CommandError as exc:
+        except (CommandError, ConfigError) as exc:
             st.error = str(exc)
             self.metrics.frr_reloads.labels("error").inc()
             log.error("frr: %s", exc)

@@ -9,16 +9,17 @@ import pytest
 from lab import frr as frr_mod
 from overlay_agent.errors import CommandError
 from overlay_agent.frr import Frr, fill_password
+from overlay_agent.placeholders import BGP_PASSWORD
 
 pytestmark = [pytest.mark.root, pytest.mark.frr]
 
-BASE = """frr defaults datacenter
+BASE = f"""frr defaults datacenter
 hostname r
 !
 router bgp 65000
  bgp router-id 10.0.0.1
  neighbor 10.0.0.2 remote-as 65001
- neighbor 10.0.0.2 password {{BGP_PASSWORD}}
+ neighbor 10.0.0.2 password {BGP_PASSWORD}
 exit
 !
 """

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from infra.config import parse
 from infra.plan import build_plan
 
-from infra.render import render_frr, render_onprem_frr, render_user_data
+from infra.render import PASSWORD_PLACEHOLDER, render_frr, render_onprem_frr, render_user_data
+from overlay_agent.frr import fill_password
 from tests.support.frrcheck import bgpd_check, bgpd_view, have_frr, vtysh_check
 from tests.support.render_plans import AGENT_KEY, BUCKET, all_plans, fake_eips, random_raw
 
@@ -22,16 +23,21 @@ PLANS = all_plans()
 needs_frr = pytest.mark.skipif(not have_frr(), reason="FRR (bgpd, vtysh) not installed")
 
 
-def _configs(plan):
-    """(label, text): every router, up to four hosts, every on-prem side (with and without networks)."""
+PASSWORD = "frr-check-secret"
+
+
+def _configs(plan, filled=True):
+    """(label, text): every router, up to four hosts, every on-prem side (with and without networks),
+    the password filled in with the agent's own fill (as on an instance), or left as the placeholder."""
+    fill = (lambda text: fill_password(text, PASSWORD)) if filled else (lambda text: text)
     hosts = plan.hosts if len(plan.hosts) <= 4 else plan.hosts[:2] + plan.hosts[-2:]
     for inst in plan.routers + hosts:
-        yield inst.name, render_frr(plan, inst.name)
+        yield inst.name, fill(render_frr(plan, inst.name))
     for peer in plan.onprem:
-        yield f"onprem {peer.name}", render_onprem_frr(plan, peer.name, fake_eips(plan))
+        yield f"onprem {peer.name}", fill(render_onprem_frr(plan, peer.name, fake_eips(plan)))
         nets6 = ("2001:db8:100::/48",) if plan.ipv6 else ()
-        yield f"onprem {peer.name} +networks", render_onprem_frr(
-            plan, peer.name, fake_eips(plan), networks_v4=("192.168.0.0/16",), networks_v6=nets6)
+        yield f"onprem {peer.name} +networks", fill(render_onprem_frr(
+            plan, peer.name, fake_eips(plan), networks_v4=("192.168.0.0/16",), networks_v6=nets6))
 
 
 @needs_frr
@@ -58,9 +64,36 @@ def test_generated_plans_pass_both_checks(knobs):
     plan = build_plan(parse(random_raw(**knobs), "prop"))
     texts = [render_frr(plan, plan.routers[-1].name), render_frr(plan, plan.hosts[-1].name)]
     texts += [render_onprem_frr(plan, p.name, fake_eips(plan)) for p in plan.onprem[:1]]
-    for text in texts:
+    for text in (fill_password(t, PASSWORD) for t in texts):
         for result in (vtysh_check(text), bgpd_check(text)):
             assert result.ok, f"{knobs}: {result.tool}: {result.output[-600:]}"
+
+
+@needs_frr
+@pytest.mark.frr
+@pytest.mark.parametrize("stack", sorted(PLANS))
+def test_frr_refuses_every_config_whose_placeholder_was_left_in(stack):
+    # Review F2: the placeholder is never a valid FRR token. Were the password never filled
+    # in (an old agent, a bug), FRR must refuse the config, not take the placeholder as the
+    # TCP MD5 key. `neighbor X password LINE` takes one word; the placeholder has two.
+    for label, text in _configs(PLANS[stack], filled=False):
+        holders = [n for n, line in enumerate(text.splitlines(), 1)
+                   if PASSWORD_PLACEHOLDER in line and not line.startswith("!")]
+        assert holders, f"{stack} {label}: no placeholder"
+        for result in (vtysh_check(text), bgpd_check(text)):
+            assert not result.ok, f"{stack} {label}: {result.tool} accepted the placeholder as a password"
+        # vtysh names the first placeholder line (comments aside).
+        assert f"line {holders[0]}: % Unknown command" in vtysh_check(text).output
+
+
+@needs_frr
+@pytest.mark.frr
+def test_a_one_word_placeholder_would_be_taken_as_the_password():
+    # Why the placeholder has a space: both the old `{{BGP_PASSWORD}}` and the review's
+    # `@@BGP_PASSWORD@@` pass FRR's checks, so a config left unfilled would run with them.
+    text = render_frr(PLANS["lab"], "router-1")
+    for one_word in ("{{BGP_PASSWORD}}", "@@BGP_PASSWORD@@"):
+        assert vtysh_check(text.replace(PASSWORD_PLACEHOLDER, one_word)).ok
 
 
 # Both checks are needed: each catches a fault the other lets through.
@@ -71,7 +104,7 @@ VTYSH_ONLY_FAULT = ("  receive-interval ", "  receive-intervall ")  # a typo ins
 @needs_frr
 @pytest.mark.frr
 def test_bgpd_catches_what_vtysh_lets_through():
-    text = render_frr(PLANS["lab"], "router-1").replace(*BGPD_ONLY_FAULT)
+    text = fill_password(render_frr(PLANS["lab"], "router-1"), PASSWORD).replace(*BGPD_ONLY_FAULT)
     assert vtysh_check(text).ok, "vtysh -C now catches this fault; pick another"
     result = bgpd_check(text)
     assert not result.ok
@@ -81,7 +114,7 @@ def test_bgpd_catches_what_vtysh_lets_through():
 @needs_frr
 @pytest.mark.frr
 def test_vtysh_catches_what_bgpd_lets_through():
-    text = render_frr(PLANS["lab"], "router-1").replace(*VTYSH_ONLY_FAULT)
+    text = fill_password(render_frr(PLANS["lab"], "router-1"), PASSWORD).replace(*VTYSH_ONLY_FAULT)
     assert bgpd_check(text).ok, "bgpd -C now sees this fault; pick another"
     result = vtysh_check(text)
     assert not result.ok
@@ -92,7 +125,7 @@ def test_vtysh_catches_what_bgpd_lets_through():
 @pytest.mark.frr
 def test_bgpd_check_reads_its_output_not_its_exit_status():
     # bgpd -C exits 0 on an unknown command; the checker still fails it.
-    text = render_frr(PLANS["lab"], "host-1").replace("maximum-paths", "maximum-pathz")
+    text = fill_password(render_frr(PLANS["lab"], "host-1"), PASSWORD).replace("maximum-paths", "maximum-pathz")
     proc_ok = bgpd_check(text)
     assert not proc_ok.ok and "No such command" in proc_ok.output
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from infra.render import PASSWORD_PLACEHOLDER, render_frr, render_onprem_frr
+from infra.render import render_frr, render_onprem_frr
+from overlay_agent.frr import fill_password
 from tests.support import netns as nsutil
 from tests.support.render_plans import one_router_one_host
 
@@ -58,7 +59,7 @@ def test_onprem_export_and_import(netns_factory, announce):
                                (ns_d, "dc", dc_text + careless)):
             f = FRR(ns, name, daemons=DAEMONS)
             frrs.append(f)
-            f.start(text.replace(PASSWORD_PLACEHOLDER, PASSWORD))
+            f.start(fill_password(text, PASSWORD))
         router, host, dc = frrs
 
         # The datacenter hears about the container per the stack's export mode.

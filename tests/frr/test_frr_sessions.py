@@ -6,7 +6,8 @@ import ipaddress
 
 import pytest
 
-from infra.render import PASSWORD_PLACEHOLDER, render_frr
+from infra.render import render_frr
+from overlay_agent.frr import fill_password
 from tests.support import frrcheck
 from tests.support import netns as nsutil
 from tests.support.render_plans import one_router_one_host
@@ -47,8 +48,8 @@ def _pair(netns_factory, host_password: str = PASSWORD):
     router = FRR(ns_r, "router", daemons=DAEMONS)
     host = FRR(ns_h, "host", daemons=DAEMONS)
     try:
-        router.start(render_frr(plan, p.a.name).replace(PASSWORD_PLACEHOLDER, PASSWORD))
-        host.start(render_frr(plan, p.b.name).replace(PASSWORD_PLACEHOLDER, host_password))
+        router.start(fill_password(render_frr(plan, p.a.name), PASSWORD))
+        host.start(fill_password(render_frr(plan, p.b.name), host_password))
         yield plan, p, ns_h, router, host
     finally:
         host.stop()
@@ -159,7 +160,7 @@ def test_rendered_configs_round_trip_through_frr_reload(pair):
     # FRR keeps apart from `bfd profile`), no default FRR hides from its running config.
     plan, p, ns_h, router, host = pair
     for frr, ns, name in ((router, router.netns, p.a.name), (host, ns_h, p.b.name)):
-        text = render_frr(plan, name).replace(PASSWORD_PLACEHOLDER, PASSWORD)
+        text = fill_password(render_frr(plan, name), PASSWORD)
         delete, add = frrcheck.reload_diff(ns, frr.vty_dir, frr.dir, text)
         # `hostname` pushed through `vtysh -f` (how the test runner loads config) does not
         # reach vtysh's own running config; on an instance `vtysh -b` sets it at boot.
@@ -195,7 +196,7 @@ def test_more_configs_round_trip_through_frr_reload(netns, stack, instance):
         pytest.skip("FRR (zebra, bgpd, vtysh) not installed")
     plan = all_plans()[stack]
     nsutil.run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", ns=netns)
-    text = render_frr(plan, instance).replace(PASSWORD_PLACEHOLDER, PASSWORD)
+    text = fill_password(render_frr(plan, instance), PASSWORD)
     frr = FRR(netns, instance, daemons=DAEMONS)
     try:
         frr.start(text)

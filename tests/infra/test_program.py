@@ -13,7 +13,7 @@ from pulumi.runtime import settings
 from infra.config import ConfigError
 from infra.iam import policy_problems
 
-from infra.parameters import build_parameters, password_name
+from infra.parameters import SSM_NESTED, build_parameters, password_name
 from infra.plan import build_plan
 from infra.plan.report import to_mermaid
 from infra.program import architecture, read_config
@@ -201,6 +201,14 @@ def test_security_group_and_rule_descriptions_are_what_ec2_accepts(run):
         assert EC2_DESCRIPTION.fullmatch(sg.inputs["description"]), (sg.name, sg.inputs["description"])
         for rule in sg.inputs.get("ingress", []) + sg.inputs.get("egress", []):
             assert EC2_RULE_DESCRIPTION.fullmatch(rule["description"]), (sg.name, rule["description"])
+
+
+def test_no_parameter_value_has_what_ssm_refuses(run):
+    # Review F2: SSM refuses "{{...}}" in a parameter value (the old password placeholder).
+    for p in run.of_type(PARAM):
+        value = p.inputs.get("insecureValue")
+        if value is not None:
+            assert not SSM_NESTED.search(value), (p.name, SSM_NESTED.search(value).group(0))
 
 
 def test_pools_routed_to_the_router_in_each_az(run, plan):

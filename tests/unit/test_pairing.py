@@ -7,8 +7,9 @@ import random
 import pytest
 
 from overlay_agent.errors import CommandError, ParameterError
-from overlay_agent.frr import _parse_test, _reason, fill_password
+from overlay_agent.frr import Frr, _parse_test, _reason, fill_password
 from overlay_agent.errors import ConfigError
+from overlay_agent.placeholders import BGP_PASSWORD
 from overlay_agent.pairing import PairingMetrics, PairingSync
 from overlay_agent.ssm import Cache, Poller, Snapshot
 from overlay_agent.tunnels import TunnelReconciler
@@ -19,7 +20,7 @@ AGENT = json.dumps({"schema": 1, "project": "overlay", "stack": "lab", "instance
                     "blocks": {"ipv4": "10.99.0.0/24", "ipv6": "fd10:99::/112"},
                     "pools": {"ipv4": ["10.99.0.0/16"], "ipv6": ["fd10:99::/48"]},
                     "settings": {"route_protocol": 149, "poll_interval": 2, "resync_interval": 10}})
-FRR = "router bgp 65100\n neighbor 169.254.64.0 password {{BGP_PASSWORD}}\n"
+FRR = f"router bgp 65100\n neighbor 169.254.64.0 password {BGP_PASSWORD}\n"
 
 
 def tunnel(name="gre-1", key=1, remote="10.40.128.10"):
@@ -191,13 +192,54 @@ def test_bad_agent_document_keeps_previous_settings(world):
 
 
 def test_fill_password():
-    assert fill_password("a {{BGP_PASSWORD}} b", "s3cret") == "a s3cret b"
+    assert fill_password(f"a {BGP_PASSWORD} b", "s3cret") == "a s3cret b"
     assert fill_password("no placeholder", None) == "no placeholder"
     with pytest.raises(ConfigError, match="bgp-password: unusable") as e:
-        fill_password("x {{BGP_PASSWORD}}", "two words\nneighbor 1.1.1.1 remote-as 1")
+        fill_password(f"x {BGP_PASSWORD}", "two words\nneighbor 1.1.1.1 remote-as 1")
     assert "two words" not in str(e.value)  # never echo the secret
     with pytest.raises(ConfigError, match="was not read"):
-        fill_password("x {{BGP_PASSWORD}}", None)
+        fill_password(f"x {BGP_PASSWORD}", None)
+
+
+def test_fill_password_refuses_a_placeholder_it_cannot_fill():
+    # One the agent does not know (a newer program's) stays in: refused, naming the line.
+    text = f"router bgp 1\n neighbor A password {BGP_PASSWORD}\n neighbor B password <<ONPREM BGP PASSWORD>>\n"
+    with pytest.raises(ConfigError, match=r"frr: line 3 still holds the placeholder <<ONPREM BGP PASSWORD>>"):
+        fill_password(text, "s3cret")
+    with pytest.raises(ConfigError, match="line 1 still holds"):
+        fill_password("neighbor B password <<ONPREM BGP PASSWORD>>\n", None)
+
+
+def test_frr_shim_never_runs_frr_reload_on_a_config_with_a_placeholder(tmp_path):
+    # The last guard before FRR: diff and reload refuse before writing or running anything.
+    frr = Frr(tmp_path / "state", reload_script="/nonexistent/frr-reload.py", bindir="/nonexistent")
+    for call in (frr.diff, frr.reload):
+        with pytest.raises(ConfigError, match=f"line 2 still holds the placeholder {BGP_PASSWORD}"):
+            call(FRR)
+    assert not (tmp_path / "state").exists()
+
+
+def test_agent_keeps_the_previous_frr_config_when_a_placeholder_is_left(world):
+    sync, src, be, frr, tmp = world
+    sync.start()
+    sync.step(now=0.0)
+    before, reloads = set(frr.running), frr.reloads
+    src.frr = FRR + " neighbor 10.0.0.9 password <<ONPREM BGP PASSWORD>>\n"
+    src.rev = 2
+    sync.step(now=3.0)
+    assert frr.running == before and frr.reloads == reloads
+    assert "still holds the placeholder" in json.loads((tmp / "pairing.json").read_text())["frr"]["error"]
+
+
+def test_agent_and_program_placeholders_are_the_same():
+    from infra import placeholders as program
+    from overlay_agent import placeholders as agent
+
+    assert (agent.BGP_PASSWORD, agent.ALL, agent.PATTERN.pattern) == \
+        (program.BGP_PASSWORD, program.ALL, program.PATTERN.pattern)
+    for p in agent.ALL:
+        # SSM refuses {{...}} in a value; FRR's `password LINE` takes one word.
+        assert "{{" not in p and "}}" not in p and " " in p and agent.PATTERN.fullmatch(p)
 
 
 def test_parse_frr_reload_test_output():

@@ -179,3 +179,11 @@ def test_too_large_values_fail_with_their_tiers_limit():
     with pytest.raises(ParameterError, match="router-1/frr: value is 8193 bytes; Advanced-tier parameters "
                                              "hold at most 8192"):
         build_parameters(plan, lambda name: "x" * (ADVANCED_MAX + 1))
+
+
+@pytest.mark.parametrize("value", ["password {{BGP_PASSWORD}}", "{{ssm:/other/parameter}}", "a {{\n}} b"])
+def test_a_value_ssm_refuses_for_its_double_brackets_is_an_error(value):
+    plan = build_plan(load_stack("lab"))
+    with pytest.raises(ParameterError, match=r"router-1/frr: value contains .*SSM refuses values wrapped in double"):
+        build_parameters(plan, lambda name: value)
+    build_parameters(plan, lambda name: "one { brace } is fine")

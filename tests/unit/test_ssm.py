@@ -7,7 +7,7 @@ import random
 import boto3
 import pytest
 
-from infra.parameters import build_parameters, instance_path, password_name
+from infra.parameters import PASSWORD_PLACEHOLDER, build_parameters, instance_path, password_name
 from infra.plan import build_plan
 from infra.publish import put_parameters
 from infra.render import render_frr
@@ -47,7 +47,7 @@ def test_fetch_is_the_programs_set(moto_url, lab):
     base = instance_path(plan, "router-1")
     assert snap.revision == params[f"{base}/revision"].value
     assert snap.agent == params[f"{base}/agent"].value
-    assert snap.frr == params[f"{base}/frr"].value and "{{BGP_PASSWORD}}" in snap.frr
+    assert snap.frr == params[f"{base}/frr"].value and PASSWORD_PLACEHOLDER in snap.frr
     assert snap.tunnels == {k[len(base) + 1:]: p.value for k, p in params.items() if k.startswith(f"{base}/tunnels/")}
     assert snap.password == PASSWORD  # the SecureString, decrypted
 

@@ -1,0 +1,27 @@
+"""Placeholders: the literal text an SSM parameter value carries where a secret goes; pure.
+
+The agent replaces them on the instance with the SecureString parameters it reads, so
+no secret is ever in user data, in a String parameter or in `pulumi preview`. The agent
+has the same constants (hostagent/overlay_agent/placeholders.py; a test pins them equal).
+Add a new one here and there, in the same form.
+
+The form `<<WORDS WITH SPACES>>` is chosen for two rules:
+- SSM (PutParameter API reference, botocore's ssm service-2.json, PutParameterRequest.Value):
+  "You can't include values wrapped in double brackets {{}} or {{ssm:parameter-name}} in a
+  parameter value." So no `{{...}}`.
+- FRR 8.4's `neighbor <peer> password LINE` takes exactly one word. A placeholder with a
+  space that was never filled in leaves two words there, and `vtysh -C` / bgpd refuse the
+  line ("% Unknown command") instead of taking the placeholder as the TCP MD5 key. For
+  the same reason it can never equal a real password: the agent refuses whitespace in one.
+"""
+from __future__ import annotations
+
+import re
+
+# The stack's BGP (TCP MD5) password: SSM SecureString /<project>/<stack>/bgp-password.
+BGP_PASSWORD = "<<BGP PASSWORD>>"
+
+ALL = (BGP_PASSWORD,)
+# What any placeholder looks like, known or not: the agent refuses a config that still
+# has one after filling in the ones it knows.
+PATTERN = re.compile(r"<<[A-Z0-9][A-Z0-9 _-]*>>")
