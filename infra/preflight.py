@@ -134,10 +134,20 @@ CFN: dict[str, tuple[str, dict[str, str]]] = {
     "aws:ssm/parameter:Parameter": ("AWS::SSM::Parameter", {
         "name": "Name", "type": "Type", "tier": "Tier", "description": "Description", "dataType": "DataType",
         "allowedPattern": "AllowedPattern", "tags": "Tags"}),
+    # VPC Route Server (its endpoints peer with the routers).
+    "aws:vpc/routeServer:RouteServer": ("AWS::EC2::RouteServer", {
+        "amazonSideAsn": "AmazonSideAsn", "persistRoutes": "PersistRoutes",
+        "persistRoutesDuration": "PersistRoutesDuration", "tags": "Tags"}),
+    "aws:vpc/routeServerEndpoint:RouteServerEndpoint": ("AWS::EC2::RouteServerEndpoint", {"tags": "Tags"}),
+    "aws:vpc/routeServerPeer:RouteServerPeer": ("AWS::EC2::RouteServerPeer", {
+        "bgpOptions.peerAsn": "BgpOptions.PeerAsn", "bgpOptions.peerLivenessDetection": "BgpOptions.PeerLivenessDetection",
+        "peerAddress": "PeerAddress", "tags": "Tags"}),
+    "aws:vpc/routeServerPropagation:RouteServerPropagation": ("AWS::EC2::RouteServerPropagation", {}),
+    "aws:vpc/routeServerVpcAssociation:RouteServerVpcAssociation": ("AWS::EC2::RouteServerAssociation", {}),
     "aws:kms/key:Key": ("AWS::KMS::Key", {
         "description": "Description", "keyUsage": "KeyUsage", "customerMasterKeySpec": "KeySpec",
         "deletionWindowInDays": "PendingWindowInDays", "rotationPeriodInDays": "RotationPeriodInDays",
-        "tags": "Tags"}),
+        "policy": "KeyPolicy", "tags": "Tags"}),
     "aws:kms/alias:Alias": ("AWS::KMS::Alias", {"name": "AliasName", "targetKeyId": "TargetKeyId"}),
 }
 
