@@ -407,10 +407,22 @@ def _effective_tags(res: Resource, default_tags: dict[str, str], taggable: bool)
     return {**default_tags, **own}
 
 
+# Names Pulumi generates when the program sets none: the logical name, a dash and 7 random
+# hex characters (Pulumi's auto-naming). The longest such name is what AWS will see.
+AUTONAMED = {
+    "aws:iam/role:Role": "name", "aws:iam/instanceProfile:InstanceProfile": "name",
+    "aws:iam/rolePolicy:RolePolicy": "name", "aws:iam/policy:Policy": "name",
+    "aws:ec2/securityGroup:SecurityGroup": "name", "aws:s3/bucket:Bucket": "bucket",
+}
+
+
 def schema_findings(res: Resource, region: str, report: Report) -> list[Finding]:
     cfn_type, props = CFN[res.type]
     out = []
     inputs = unsecret(res.inputs)
+    auto = AUTONAMED.get(res.type)
+    if auto and inputs.get(auto) is None and inputs.get(f"{auto}Prefix") is None:
+        inputs = {**inputs, auto: f"{res.name}-0123abc"}
     for pulumi_path, cfn_path in props.items():
         if pulumi_path == "tags":
             continue  # tags: one rule set for all types (tag_findings), not per schema
@@ -418,13 +430,17 @@ def schema_findings(res: Resource, region: str, report: Report) -> list[Finding]
         target_type = target_type or cfn_type
         schema = cfn_schema(region, target_type)
         if schema is None:
+            out.append(Finding("warning", res.name, res.type, "(type)", target_type,
+                               f"CloudFormation has no {target_type} in {region}: not checked (is the "
+                               "service offered in this Region?)"))
             continue
         node = dict(cfn_property(schema, target_path))
         node.update(OVERRIDES.get((target_type, target_path), {}))
         for where, value in values_at(inputs, pulumi_path):
             report.checked_values += 1
+            label = f"{where} (auto-named)" if pulumi_path == auto and res.inputs.get(auto) is None else where
             for problem in check_value(value, node, f"{target_type} {target_path}"):
-                out.append(Finding("violation", res.name, res.type, where, value, problem))
+                out.append(Finding("violation", res.name, res.type, label, value, problem))
     return out
 
 

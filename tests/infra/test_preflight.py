@@ -120,6 +120,15 @@ def test_over_long_description_and_name(captured):
     assert "hosts-role" in line and "name =" in line and "AWS::IAM::Role RoleName maxLength is 64" in line
 
 
+def test_an_auto_generated_name_past_the_limit(captured):
+    # Pulumi names the role `<logical>-<7 hex>` when the program sets no name: 57 + 8 > 64.
+    resources, region = fresh(captured)
+    role = named(resources, "hosts-role")
+    role.name = "r" * 57
+    line = only_violation(resources, region)
+    assert "name (auto-named) = '" + "r" * 57 + "-0123abc'" in line and "RoleName maxLength is 64" in line
+
+
 @pytest.mark.parametrize("resource,path,bad,cfn", [
     ("test-use2:host-1-instance", ("metadataOptions", "httpTokens"), "requierd",
      "AWS::EC2::Instance MetadataOptions.HttpTokens enum"),
