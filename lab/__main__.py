@@ -15,14 +15,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("stack", nargs="?", default="lab", help="stack name (stacks/Pulumi.STACK.yaml); default lab")
     p.add_argument("--stacks-dir", type=Path, default=STACKS_DIR, help=argparse.SUPPRESS)
     p.add_argument("--keep", action="store_true", help="demo: leave the demo containers running")
-    args = p.parse_args(argv)
+    p.add_argument("--vms", action="store_true",
+                   help="up: routers and docker hosts as Debian 12 VMs booted with the program's user data")
+    args = p.parse_intermixed_args(argv)  # `up --vms STACK` as well as `up STACK --vms`
 
     from lab import demo, stack
     from lab.underlay import LabError
 
     try:
         lab = stack.Lab.load(args.stack, args.stacks_dir, say=lambda line: print(line, flush=True))
-        if args.command == "up":
+        if args.command == "up" and args.vms:
+            from lab.vm import stack as vmstack
+
+            vmstack.up(lab)
+        elif args.command == "up":
             stack.up(lab)
         elif args.command == "down":
             stack.down(lab)

@@ -290,6 +290,9 @@ def down(lab: Lab, quiet: bool = False) -> None:
             d.remove_all_containers()
             d.stop(remove_containers=False)
     ssm.stop(lab.state)
+    from lab.vm import machine
+
+    machine.stop_all(lab.state)  # `up --vms`: the qemu processes (their taps go with them)
     removed = remove_namespaces(lab.plan.stack)
     # Processes started for the lab outside its namespaces (none expected) end too.
     daemon.kill_matching(str(lab.state))

@@ -1,0 +1,183 @@
+"""The lab's "AMI": a Debian 12 disk image built from Debian packages only, cached by a hash of its recipe.
+
+What the image holds is what Debian's own EC2 AMI starts from (the cloud kernel, cloud-init,
+systemd, ifupdown, curl, python3), and nothing the overlay needs: FRR, docker.io,
+python3-venv and awscli come at first boot from Debian's archive, installed by the user data
+the program renders (userdata/*.cloud-config.j2), exactly as on EC2. So the VM test runs the
+production install path and there is no image pipeline to keep in step with the program.
+
+Lab-only additions, none of which the user data relies on: a root password for the serial
+console (debugging), `datasource_list: [NoCloud]` (the lab's seed ISO stands in for IMDS), and
+lab-guestcmd (lab/vm/guestcmd.py), the lab's stand-in for SSM Run Command over virtio-serial.
+
+The image lives in /var/cache/overlay-vm/<recipe hash>/ (base.raw, vmlinuz, initrd.img) and is
+rebuilt when the recipe (recipe_hash: packages, mirror, guestcmd.py, RECIPE_VERSION) changes. Build: ~2-3 min.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.underlay import LabError
+
+CACHE_ROOT = Path(os.environ.get("OVERLAY_VM_CACHE", "/var/cache/overlay-vm"))
+MIRROR = os.environ.get("OVERLAY_VM_MIRROR", "http://deb.debian.org/debian")
+SUITE = "bookworm"
+# python3-cffi-backend must be listed: debootstrap does not resolve python3-cryptography's
+# virtual dependency (python3-cffi-backend-api-*), and cloud-init would stay unconfigured.
+PACKAGES = ("systemd-sysv", "udev", "dbus", "cloud-init", "python3-cffi-backend", "iproute2", "ifupdown",
+            "isc-dhcp-client", "kmod", "initramfs-tools", "linux-image-cloud-amd64", "iputils-ping",
+            "procps", "ca-certificates", "netbase", "curl", "gnupg", "less", "python3")
+DISK_SIZE = "4G"
+RECIPE_VERSION = 1
+# Host tools the build and the VMs need (Debian packages).
+HOST_PACKAGES = {"qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils",
+                 "debootstrap": "debootstrap", "mkfs.ext4": "e2fsprogs", "cloud-localds": "cloud-image-utils"}
+_HERE = Path(__file__).resolve().parent
+
+GUESTCMD_UNIT = """[Unit]
+Description=Lab only: command channel over virtio-serial (stand-in for SSM Run Command)
+After=systemd-udevd.service
+[Service]
+ExecStart=/usr/bin/python3 /usr/local/lib/lab-guestcmd.py /dev/virtio-ports/lab.cmd
+Restart=always
+RestartSec=1
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+@dataclass(frozen=True)
+class Image:
+    dir: Path
+
+    @property
+    def disk(self) -> Path:
+        return self.dir / "base.raw"
+
+    @property
+    def kernel(self) -> Path:
+        return self.dir / "vmlinuz"
+
+    @property
+    def initrd(self) -> Path:
+        return self.dir / "initrd.img"
+
+    def ready(self) -> bool:
+        return all(p.exists() for p in (self.disk, self.kernel, self.initrd, self.dir / "done"))
+
+
+def recipe_hash() -> str:
+    """What the image is made of; bump RECIPE_VERSION when _build_into changes what it writes."""
+    h = hashlib.sha256()
+    for part in (str(RECIPE_VERSION), SUITE, MIRROR, ",".join(PACKAGES), DISK_SIZE, GUESTCMD_UNIT,
+                 (_HERE / "guestcmd.py").read_text()):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def current() -> Image:
+    return Image(CACHE_ROOT / recipe_hash())
+
+
+def missing_host_tools() -> list[str]:
+    return sorted({pkg for tool, pkg in HOST_PACKAGES.items() if shutil.which(tool) is None})
+
+
+def _run(cmd: list[str], log: Path, what: str, timeout: float = 900) -> None:
+    with open(log, "ab") as out:
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        raise LabError(f"VM image: {what} failed (exit {proc.returncode}): {' / '.join(tail)}")
+
+
+def _unmount_under(root: Path) -> None:
+    points = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            p = line.split()[4]
+            if p == str(root) or p.startswith(str(root) + "/"):
+                points.append(p)
+    for p in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", p], capture_output=True)
+
+
+def build(say=print) -> Image:
+    """The current image, built if the cache has none for this recipe. One build at a time (flock)."""
+    img = current()
+    if img.ready():
+        return img
+    missing = missing_host_tools()
+    if missing:
+        raise LabError(f"VM image: host packages missing: {' '.join(missing)} (scripts/setup.sh installs them)")
+    CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_ROOT / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if img.ready():
+            return img
+        t0 = time.monotonic()
+        say(f"      building the VM image {img.dir} (debootstrap {SUITE}, ~2-3 min) ...")
+        work = img.dir.with_name(img.dir.name + ".build")
+        _unmount_under(work)
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        try:
+            _build_into(work)
+        except BaseException:
+            _unmount_under(work)
+            raise
+        shutil.rmtree(img.dir, ignore_errors=True)
+        work.rename(img.dir)
+        # Older recipes' images are of no further use.
+        for old in CACHE_ROOT.iterdir():
+            if old.is_dir() and old != img.dir and not old.name.endswith(".build"):
+                shutil.rmtree(old, ignore_errors=True)
+        say(f"      VM image built in {time.monotonic() - t0:.0f} s")
+    return img
+
+
+def _build_into(work: Path) -> None:
+    rootfs, log = work / "rootfs", work / "build.log"
+    _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(rootfs), MIRROR],
+         log, "debootstrap")
+    base = MIRROR.rsplit("/debian", 1)[0]
+    (rootfs / "etc/apt/sources.list").write_text(
+        f"deb {MIRROR} {SUITE} main\ndeb {MIRROR} {SUITE}-updates main\n"
+        f"deb {base}/debian-security {SUITE}-security main\n")
+    (rootfs / "etc/hostname").write_text("debian\n")
+    (rootfs / "etc/fstab").write_text("/dev/vda / ext4 defaults,errors=remount-ro 0 1\n")
+    (rootfs / "etc/cloud/cloud.cfg.d/90-lab.cfg").write_text("datasource_list: [ NoCloud, None ]\n")
+    subprocess.run(["chroot", str(rootfs), "sh", "-c", "echo root:root | chpasswd"], check=True)
+    shutil.copyfile(_HERE / "guestcmd.py", rootfs / "usr/local/lib/lab-guestcmd.py")
+    (rootfs / "etc/systemd/system/lab-guestcmd.service").write_text(GUESTCMD_UNIT)
+    (rootfs / "etc/systemd/system/multi-user.target.wants").mkdir(parents=True, exist_ok=True)
+    os.symlink("/etc/systemd/system/lab-guestcmd.service",
+               rootfs / "etc/systemd/system/multi-user.target.wants/lab-guestcmd.service")
+    # The cloud kernel has virtio_blk/virtio_pci as modules: a small initramfs with just those.
+    conf = rootfs / "etc/initramfs-tools/initramfs.conf"
+    conf.write_text(conf.read_text().replace("MODULES=most", "MODULES=list"))
+    with open(rootfs / "etc/initramfs-tools/modules", "a") as f:
+        f.write("virtio_pci\nvirtio_blk\nvirtio_net\nvirtio_console\next4\n")
+    _run(["chroot", str(rootfs), "update-initramfs", "-u", "-k", "all"], log, "update-initramfs")
+    _run(["chroot", str(rootfs), "apt-get", "clean"], log, "apt-get clean")
+    if not list(rootfs.glob("lib/modules/*/kernel/net/ipv4/ip_gre.ko")):
+        raise LabError("VM image: the cloud kernel has no ip_gre module")
+    shutil.copyfile(next(rootfs.glob("boot/vmlinuz-*")), work / "vmlinuz")
+    shutil.copyfile(next(rootfs.glob("boot/initrd.img-*")), work / "initrd.img")
+    _unmount_under(rootfs)
+    _run(["mkfs.ext4", "-q", "-F", "-L", "vmroot", "-d", str(rootfs), str(work / "base.raw"), DISK_SIZE],
+         log, "mkfs.ext4")
+    shutil.rmtree(rootfs)
+    (work / "done").write_text("ok\n")
+
+
+if __name__ == "__main__":
+    print(build().dir)
