@@ -25,7 +25,11 @@ from lab.vm import machine
 from lab.vm import stack as vmstack
 
 STACKS = Path(__file__).resolve().parent / "stacks"
+# Opt-in for now: a first boot installs FRR, docker.io and the agent under software
+# emulation, 10-20 min per run on a shared 2-core machine (see README, measured figures).
+ENABLED = os.environ.get("OVERLAY_VM") == "1"
 pytestmark = [
+    pytest.mark.skipif(not ENABLED, reason="vm tier: set OVERLAY_VM=1 (boots Debian VMs, 10-20 min)"),
     pytest.mark.vm, pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, taps, qemu)"),
     pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None or shutil.which("debootstrap") is None,
@@ -76,10 +80,11 @@ def test_first_boot_runs_the_user_data_to_the_end(vmlab):
         assert "installed overlay-agent 0.1.0 (bundle sha256" in journal
         # Operator access: the SSM agent's install ran the documented download; AWS is not
         # reachable from this machine, so it fails here and systemd keeps retrying it.
-        ssm = _ok(ch, "journalctl -b -u overlay-ssm-agent-install --no-pager -o cat; "
-                      "systemctl show -p ActiveState,SubState overlay-ssm-agent-install")
-        assert "amazon-ssm-agent.deb" in ssm or "s3.eu-west-1.amazonaws.com" in ssm
-        assert "ActiveState=failed" not in ssm  # retried, never given up
+        ssm = _ok(ch, "journalctl -b -u overlay-ssm-agent-install --no-pager -o cat")
+        assert "s3.eu-west-1.amazonaws.com" in ssm, ssm
+        state = _ok(ch, ["systemctl", "show", "-p", "SubState,NRestarts", "overlay-ssm-agent-install"])
+        props = dict(line.split("=", 1) for line in state.split())
+        assert props["SubState"] in ("auto-restart", "start") and int(props["NRestarts"]) >= 1, props
     print(f"\nboot to BGP Established (both VMs in parallel): {vmlab.boot_seconds:.0f} s")
 
 
