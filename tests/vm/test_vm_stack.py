@@ -26,10 +26,10 @@ from lab.vm import stack as vmstack
 
 STACKS = Path(__file__).resolve().parent / "stacks"
 # Opt-in for now: a first boot installs FRR, docker.io and the agent under software
-# emulation, 10-20 min per run on a shared 2-core machine (see README, measured figures).
+# emulation: about 30 min per first boot on a shared 2-core machine (README).
 ENABLED = os.environ.get("OVERLAY_VM") == "1"
 pytestmark = [
-    pytest.mark.skipif(not ENABLED, reason="vm tier: set OVERLAY_VM=1 (boots Debian VMs, 10-20 min)"),
+    pytest.mark.skipif(not ENABLED, reason="vm tier: set OVERLAY_VM=1 (boots Debian VMs; 30+ min on a shared 2-core machine)"),
     pytest.mark.vm, pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, taps, qemu)"),
     pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None or shutil.which("debootstrap") is None,
