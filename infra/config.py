@@ -63,6 +63,9 @@ ENVIRONMENTS = ("prod", "test")
 MAX_ONPREM_PEERS = 7
 ANNOUNCE_MODES = ("aggregates", "specifics")
 ROUTING_MODES = ("router", "static")
+# How the VPC route tables follow a router's loss (docs/vpc-failover.md): VPC Route Server
+# re-points every table at a live router; static keeps one fixed router ENI per AZ.
+FAILOVER_MODES = ("routeServer", "static")
 
 
 class ConfigError(ValueError):
@@ -139,6 +142,8 @@ class StackConfig:
     route_protocol: int = 149
     # Docker hosts keep images and container layers on the root volume (GiB).
     host_root_volume_gb: int = 50
+    vpc_failover: str = "static"
+    route_server_asn: int = 64512
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -149,7 +154,7 @@ TOP_KEYS = ("region", "environment", "vpc", "routers", "hosts", "pools", "tunnel
 # Read by the Pulumi program as a secret; the plan never sees it.
 SECRET_KEYS = ("bgpPassword",)
 SECTION_KEYS = {
-    "vpc": ("cidr", "ipv6", "azs"),
+    "vpc": ("cidr", "ipv6", "azs", "failover", "routeServerAsn"),
     "routers": ("count", "asn", "instanceType", "maxRouters"),
     "hosts": ("count", "asn", "asnMode", "instanceType", "blockPrefix", "ipv6BlockPrefix",
               "ipv6Delegation", "rootVolumeGb"),
@@ -318,6 +323,8 @@ def parse(raw: Mapping[str, Any], stack: str) -> StackConfig:
     azs = vpc.get("azs", None, _azs)
     if azs is None:
         raise ConfigError("overlay:vpc.azs", None, "is required (a list of availability zones)")
+    vpc_failover = vpc.get("failover", "static", _choice(FAILOVER_MODES))
+    route_server_asn = vpc.get("routeServerAsn", 64512, _asn)
 
     routers = _Section(raw.get("routers"), "overlay:routers.", SECTION_KEYS["routers"])
     max_routers = routers.get("maxRouters", 8, _int(1, 64))
@@ -404,6 +411,7 @@ def parse(raw: Mapping[str, Any], stack: str) -> StackConfig:
         host_ipv6_delegation=delegation, pools_v4=pools_v4, pools_v6=pools_v6,
         tunnel_v4=tunnel_v4, tunnel_v6=tunnel_v6, mtu=mtu, onprem_mtu=onprem_mtu, bgp=bgp,
         onprem=onprem, routing_mode=routing_mode, host_root_volume_gb=root_volume,
+        vpc_failover=vpc_failover, route_server_asn=route_server_asn,
     )
     _check_addressing(cfg)
     return cfg
@@ -531,6 +539,17 @@ def _check_addressing(cfg: StackConfig) -> None:
                           f"holds {per_subnet} fixed addresses")
     if -(-cfg.router_count // n_az) > per_subnet:
         raise ConfigError("overlay:routers.count", cfg.router_count, "too many routers for the VPC subnets")
+
+    if cfg.vpc_failover == "routeServer":
+        # The routers peer eBGP with the route server: its ASN must be nobody else's.
+        host_asns = range(cfg.host_asn, cfg.host_asn + (cfg.host_count if cfg.host_asn_mode == "per-host" else 1))
+        clash = ("overlay:routers.asn" if cfg.route_server_asn == cfg.router_asn else
+                 "overlay:hosts.asn" if cfg.route_server_asn in host_asns else
+                 next((f"overlay:onprem[{i}].asn" for i, o in enumerate(cfg.onprem)
+                       if o.asn == cfg.route_server_asn), None))
+        if clash:
+            raise ConfigError("overlay:vpc.routeServerAsn", cfg.route_server_asn,
+                              f"must differ from {clash} (the routers peer eBGP with the route server)")
 
     for i, peer in enumerate(cfg.onprem):
         for key, net in named_v4:

@@ -29,6 +29,11 @@ VPC_IPV6 = "2600:1f18:4a3:6c00::/56"
 ACCOUNT = "123456789012"
 
 
+def route_server_endpoint_address(name: str) -> str:
+    """What AWS would pick for a route server endpoint, from its name (stable across runs)."""
+    return f"198.18.{zlib.crc32(name.encode()) % 250}.{zlib.crc32(name.encode()[::-1]) % 250 + 1}"
+
+
 def mock_id(name: str) -> str:
     """The id the mocks give the resource named `name` (what other resources' inputs hold)."""
     return f"{name}-id"
@@ -75,6 +80,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outs["arn"] = f"arn:aws:iam::123456789012:role/{args.name}-5e6f"
         elif args.typ == "aws:iam/instanceProfile:InstanceProfile":
             outs["name"] = f"{args.name}-7a8b"
+        elif args.typ == "aws:vpc/routeServer:RouteServer":
+            outs["routeServerId"] = f"rs-{args.name}"
+        elif args.typ == "aws:vpc/routeServerEndpoint:RouteServerEndpoint":
+            outs["routeServerEndpointId"] = f"rse-{args.name}"
+            outs["eniAddress"] = route_server_endpoint_address(args.name)
+            outs["eniId"] = f"eni-{args.name}"
+        elif args.typ == "aws:vpc/routeServerPeer:RouteServerPeer":
+            outs["routeServerPeerId"] = f"rsp-{args.name}"
         elif args.typ == "aws:kms/key:Key":
             outs["keyId"] = f"{args.name}-0f1e2d"
             outs["arn"] = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/{args.name}-0f1e2d"

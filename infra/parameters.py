@@ -28,7 +28,8 @@ ADVANCED_MAX = 8192
 # replacement's create fails (ParameterAlreadyExists) or its delete removes the new one
 # (review F12). `frr` texts cross 4 KB as routers or on-prem peers are added (and drop
 # back when removed), so they are always Advanced; the JSON documents stay far below 4 KB.
-TIERS = {"agent": "Standard", "frr": "Advanced", "tunnels": "Standard", "revision": "Standard"}
+TIERS = {"agent": "Standard", "frr": "Advanced", "tunnels": "Standard", "revision": "Standard",
+         "route-server": "Standard"}
 # The placeholder the `frr` parameter carries where the BGP password goes; the agent
 # fills it in on the instance from the SecureString parameter (infra/placeholders.py).
 PASSWORD_PLACEHOLDER = placeholders.BGP_PASSWORD
@@ -127,6 +128,12 @@ def tunnel_doc(p: Pairing, side: str) -> dict[str, Any]:
     }
 
 
+def route_server_doc(plan: OverlayPlan, endpoints: list[str]) -> str:
+    """A router's `route-server` parameter (routeServer mode): the route server's ASN and the
+    addresses of its endpoints in the router's subnet, which AWS assigns at creation."""
+    return _dump({"schema": SCHEMA, "asn": plan.route_server_asn, "endpoints": sorted(endpoints)})
+
+
 def revision(params: list[Parameter]) -> str:
     """A stable hash over one instance's parameters (names and values, order-free)."""
     h = hashlib.sha256()
@@ -155,8 +162,13 @@ def _string(name: str, value: str, instance: str, kind: str) -> Parameter:
 
 def instance_parameters(plan: OverlayPlan, inst: Router | Host, frr_text: FrrRenderer, *,
                         poll_interval: float = POLL_INTERVAL,
-                        resync_interval: float = RESYNC_INTERVAL) -> list[Parameter]:
-    """agent, frr, tunnels/<peer> and revision (last) for one instance."""
+                        resync_interval: float = RESYNC_INTERVAL,
+                        route_server: str | None = None) -> list[Parameter]:
+    """agent, frr, tunnels/<peer>, route-server (routers, when given) and revision (last) for one instance.
+
+    `route_server` is the router's route_server_doc text, known only once AWS has created
+    the endpoints: the program computes this set again with it inside an apply (values only).
+    """
     base = instance_path(plan, inst.name)
     frr = frr_text(inst.name)
     out = [
@@ -168,22 +180,27 @@ def instance_parameters(plan: OverlayPlan, inst: Router | Host, frr_text: FrrRen
     for p in plan.pairings_of(inst.name):
         peer = p.b.name if side == "a" else p.a.name
         out.append(_string(f"{base}/tunnels/{peer}", _dump(tunnel_doc(p, side)), inst.name, "tunnels"))
+    if route_server is not None and isinstance(inst, Router):
+        out.append(_string(f"{base}/route-server", route_server, inst.name, "route-server"))
     out.append(_string(f"{base}/revision", revision(out), inst.name, "revision"))
     return out
 
 
 def build_parameters(plan: OverlayPlan, frr_text: FrrRenderer, *, poll_interval: float = POLL_INTERVAL,
-                     resync_interval: float = RESYNC_INTERVAL) -> dict[str, Parameter]:
+                     resync_interval: float = RESYNC_INTERVAL,
+                     route_server: Callable[[str], str | None] | None = None) -> dict[str, Parameter]:
     """Every parameter of the stack by name: each instance's set, then the BGP password.
 
     `frr_text(instance_name)` renders that instance's frr.conf (infra.render.render_frr)
-    with the password placeholder. The password parameter's value is None: the caller
+    with the password placeholder; `route_server(router_name)`, when given, that router's
+    route-server parameter text (None: none). The password parameter's value is None: the caller
     supplies it (a Pulumi secret, or the lab's own).
     """
     params: dict[str, Parameter] = {}
     for inst in plan.instances:
         for p in instance_parameters(plan, inst, frr_text, poll_interval=poll_interval,
-                                     resync_interval=resync_interval):
+                                     resync_interval=resync_interval,
+                                     route_server=route_server(inst.name) if route_server else None):
             params[p.name] = p
     params[password_name(plan)] = Parameter(password_name(plan), "SecureString", None, None)
     return params

@@ -16,11 +16,13 @@ from infra.components.host import DockerHost, StaticRoutes
 from infra.components.instance import InstanceArgs
 from infra.components.instance_role import InstanceRole, InstanceRoleArgs
 from infra.components.network import Network, NetworkArgs
+from infra.components.route_server import RouteServer, RouteServerArgs
 from infra.components.router import RoutingInstance
 from infra.components.routes import PoolRoutes, PoolRoutesArgs
 from infra.components.security import SecurityGroups, SecurityGroupsArgs
 from infra.config import PROJECT, SECRET_KEYS, ConfigError, StackConfig, foreign_key_problem, parse
-from infra.parameters import ParameterError, build_parameters, instance_path, password_name, root
+from infra.parameters import (ParameterError, build_parameters, instance_path, password_name, root,
+                              route_server_doc)
 from infra.plan import OverlayPlan, build_plan
 from infra.plan.report import to_mermaid
 from infra.render import RenderError, render_frr, render_onprem_frr, render_user_data
@@ -176,12 +178,30 @@ def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str]) -> 
             volume_tags=stack_tags, **extra)
 
     router_sgs = [sgs.members.id] + ([sgs.onprem.id] if sgs.onprem else [])
+    route_server = None
+    if plan.vpc_failover == "routeServer":
+        route_server = RouteServer("route-server", RouteServerArgs(
+            plan, network.vpc.id, {k: s.id for k, s in network.subnets.items()},
+            {k: t.id for k, t in network.route_tables.items()}), opts)
+        router_sgs.append(sgs.route_server_group(route_server.endpoint_addresses()).id)
     routers = {}
     for r in plan.routers:
-        args = args_for(r, "router", router_sgs, eip=r.eip, protect=prod, eip_after=[network.igw])
+        late = {}
+        if route_server is not None:
+            # The endpoints' addresses reach the router as a parameter the agent reads
+            # (docs/vpc-failover.md); the value is an Output, the resource is not in an apply.
+            late[f"{instance_path(plan, r.name)}/route-server"] = pulumi.Output.all(
+                *route_server.router_doc_inputs(r.name)).apply(lambda ips: route_server_doc(plan, list(ips)))
+        args = args_for(r, "router", router_sgs, eip=r.eip, protect=prod, eip_after=[network.igw],
+                        late_parameters=late)
         routers[r.name] = RoutingInstance(r.name, args, opts)
-    PoolRoutes("pools", PoolRoutesArgs(plan, {k: t.id for k, t in network.route_tables.items()},
-                                       {n: r.eni.id for n, r in routers.items()}), opts)
+        if route_server is not None:
+            route_server.peer(r.name, after=[routers[r.name].eni])
+    if route_server is None:
+        # static: one fixed router ENI per AZ's tables; with routeServer the route server
+        # writes the pool routes (one route per prefix per table either way).
+        PoolRoutes("pools", PoolRoutesArgs(plan, {k: t.id for k, t in network.route_tables.items()},
+                                           {n: r.eni.id for n, r in routers.items()}), opts)
     tables = {f"{kind}-{az}": t.id for (az, kind), t in network.route_tables.items()}
     for h in plan.hosts:
         static = None
@@ -202,6 +222,8 @@ def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str]) -> 
         "pairings": pairing_table(plan),
         "onpremFrr": onprem_frr,
         "topology": to_mermaid(plan),
+        **({"routeServerEndpoints": {az: e.eni_address for az, e in route_server.endpoints.items()}}
+           if route_server is not None else {}),
     }
 
 

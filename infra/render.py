@@ -49,6 +49,12 @@ PACKAGES = {
     "router": ("frr", "frr-pythontools", "nftables", "python3-venv", "awscli"),
     "host": ("frr", "frr-pythontools", "docker.io", "apparmor", "python3-venv", "awscli"),
 }
+# The line of a router's frr.conf (routeServer mode) where the agent puts one
+# `neighbor <endpoint> peer-group ROUTE-SERVER` per route server endpoint: AWS assigns the
+# endpoints' addresses at creation, so the program publishes them in the router's
+# `route-server` parameter and the text here stays known before anything exists.
+# hostagent/overlay_agent/frr.py carries the same string (tests/unit check they match).
+ROUTE_SERVER_MARKER = "! route-server neighbors: filled in by the agent from the route-server parameter"
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -204,6 +210,20 @@ def _check_speaker(ctx) -> None:
 
 
 @dataclass(frozen=True)
+class RouteServerPeering:
+    """A router's BGP toward the VPC route server (docs/vpc-failover.md)."""
+    asn: int
+    med: int
+    prepend: int  # how many times the router's ASN is prepended
+    marker: str = ROUTE_SERVER_MARKER
+
+    def __post_init__(self) -> None:
+        _check_asn("route_server.asn", self.asn)
+        _check_int("route_server.med", self.med, 0, 4294967295)
+        _check_int("route_server.prepend", self.prepend, 0, 10)
+
+
+@dataclass(frozen=True)
 class RouterFrrContext:
     """Everything userdata/frr-router.conf.j2 reads. No host appears here, by design."""
     project: str
@@ -219,9 +239,13 @@ class RouterFrrContext:
     policy: Policy
     bgp: BgpSettings
     onprem: tuple[OnPremNeighbor, ...]
+    route_server: RouteServerPeering | None = None
 
     def __post_init__(self) -> None:
         _check_speaker(self)
+        if self.route_server is not None:
+            _check(self.route_server.asn != self.asn, "route_server.asn", self.route_server.asn,
+                   "must differ from the router's ASN (the route server peers eBGP)")
         _check_net("listen_v4", self.listen_v4, 4)
         _check(ipaddress.ip_network(self.listen_v4).subnet_of(ipaddress.ip_network(self.policy.tunnel_v4)),
                "listen_v4", self.listen_v4, f"must lie inside the tunnel pool {self.policy.tunnel_v4}")
@@ -474,8 +498,16 @@ def router_context(plan: OverlayPlan, router: Router) -> RouterFrrContext:
         # and with one shared host ASN it changes nothing. Deciding it from the current
         # hosts would change the router's text when a host is added.
         multipath_relax=True,
-        policy=pol, bgp=bgp_settings(plan), onprem=onprem,
+        policy=pol, bgp=bgp_settings(plan), onprem=onprem, route_server=_route_server(plan, router),
     )
+
+
+def _route_server(plan: OverlayPlan, router: Router) -> RouteServerPeering | None:
+    if plan.vpc_failover != "routeServer":
+        return None
+    from infra.rules import route_server_announcements
+    a = next(a for a in route_server_announcements(plan) if a.router == router.name)
+    return RouteServerPeering(asn=plan.route_server_asn, med=a.med, prepend=a.prepend)
 
 
 def host_context(plan: OverlayPlan, host: Host) -> HostFrrContext:

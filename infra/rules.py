@@ -89,3 +89,50 @@ def router_for_az(plan: OverlayPlan, az: str) -> str:
     if local:
         return local[0].name
     return plan.routers[plan.azs.index(az) % len(plan.routers)].name
+
+
+# -- VPC failover (docs/vpc-failover.md) ------------------------------------------------
+BGP_PORT = 179
+# BFD control packets: UDP 3784 single-hop (RFC 5881), 4784 multi-hop (RFC 5883). The
+# route server endpoint sits in the router's own subnet, so single-hop is what runs;
+# 4784 is admitted too because AWS does not document which one its endpoints use.
+BFD_PORTS = (3784, 4784)
+# MED step between routers' announcements to the route server: router j announces the
+# pools with MED 100 * j and its ASN prepended j times, so router-1 is preferred, then
+# router-2, and so on. Both attributes point the same way; AWS's example selects by MED.
+MED_STEP = 100
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """What one router tells the route server about the pools."""
+    router: str
+    az: str
+    med: int
+    prepend: int
+
+
+def route_server_announcements(plan: OverlayPlan) -> list[Announcement]:
+    """Preference order of the routers for the route server, most preferred first.
+
+    A route server has ONE FIB and writes the same best route into every table it
+    propagates to, so a per-AZ preference cannot be expressed: every table prefers the
+    same router, and the next takes over when it goes.
+    """
+    return [Announcement(r.name, r.az, MED_STEP * r.index, r.index) for r in plan.routers]
+
+
+def failover_targets(plan: OverlayPlan) -> list[tuple[str, str, list[str]]]:
+    """(AZ, preferred router, routers that take over in order) for each AZ's tables."""
+    if plan.vpc_failover == "routeServer":
+        order = [a.router for a in route_server_announcements(plan)]
+        return [(az, order[0], order[1:]) for az in plan.azs]
+    return [(az, router_for_az(plan, az), []) for az in plan.azs]
+
+
+def route_server_ingress(endpoint_ips: list[str]) -> list[Rule]:
+    """On routers, routeServer mode: BGP and BFD from the route server endpoints only."""
+    cidrs = tuple(sorted(f"{ip}/32" for ip in endpoint_ips))
+    rules = [Rule("BGP from the VPC route server endpoints", "tcp", BGP_PORT, BGP_PORT, cidrs)]
+    rules += [Rule(f"BFD from the VPC route server endpoints (udp {p})", "udp", p, p, cidrs) for p in BFD_PORTS]
+    return rules

@@ -11,9 +11,10 @@ from typing import Any, Callable
 
 from infra.config import PROJECT, ConfigError
 from infra.iam import policy_problems
-from infra.parameters import build_parameters, password_name
+from infra.parameters import build_parameters, password_name, route_server_doc
 from infra.plan import OverlayPlan, build_plan
-from infra.rules import Rule, members_ingress, normalize, onprem_ingress, router_for_az
+from infra.rules import (Rule, failover_targets, members_ingress, normalize, onprem_ingress, route_server_ingress,
+                         router_for_az)
 from infra.stackfile import load_stack
 
 
@@ -59,12 +60,17 @@ class Verifier:
         self.plan, self.ec2, self.ssm, self.frr_text, self.iam = plan, ec2, ssm, frr_text, iam
         self.rows: list[Check] = []
         self.eni_ids: dict[str, str] = {}
+        self.eni_subnets: dict[str, str] = {}
+        # routeServer mode: endpoint addresses by subnet id (from DescribeRouteServerEndpoints).
+        self.endpoints_by_subnet: dict[str, list[str]] = {}
 
     def add(self, check: str, subject: str, ok: bool, detail: str = "") -> None:
         self.rows.append(Check(check, subject, ok, detail))
 
     def run(self) -> list[Check]:
         self.instances_and_enis()
+        if self.plan.vpc_failover == "routeServer":
+            self.route_server()
         self.routes()
         self.security_groups()
         self.parameters()
@@ -81,6 +87,7 @@ class Verifier:
                 continue
             eni = enis[0]
             self.eni_ids[inst.name] = eni["NetworkInterfaceId"]
+            self.eni_subnets[inst.name] = eni.get("SubnetId", "")
             self.add("eni address", inst.name, eni["PrivateIpAddress"] == str(inst.private_ip),
                      f"{eni['PrivateIpAddress']} (plan {inst.private_ip})")
             self.add("eni source/dest check off", inst.name, eni.get("SourceDestCheck") is False,
@@ -121,7 +128,9 @@ class Verifier:
                     continue
                 have = {(r.get("DestinationCidrBlock") or r.get("DestinationIpv6CidrBlock")):
                         r.get("NetworkInterfaceId") for r in tables[0]["Routes"]}
-                router = router_for_az(plan, az)
+                # routeServer: the route server's FIB puts the preferred router in every table.
+                router = router_for_az(plan, az) if plan.vpc_failover != "routeServer" else \
+                    next(pref for a, pref, _ in failover_targets(plan) if a == az)
                 want = {str(p): (router, self.eni_ids.get(router)) for p in plan.pools_v4 + plan.pools_v6}
                 if plan.routing_mode == "static":
                     for h in plan.hosts:
@@ -131,11 +140,71 @@ class Verifier:
                 self.add("pool routes", subject, not wrong,
                          f"{len(want)} routes as planned" if not wrong else "; ".join(wrong[:4]))
 
+    def route_server(self) -> None:
+        """The route server, its VPC association, an endpoint per router subnet, one peer per
+        router with BGP and BFD up, and propagation to every route table."""
+        plan, stack = self.plan, self.plan.stack
+        servers = self.ec2.describe_route_servers(Filters=_tagged(stack, "route-server"))["RouteServers"]
+        servers = [rs for rs in servers if rs.get("State") != "deleted"]
+        if len(servers) != 1:
+            self.add("route server", f"{stack}-route-server", False, f"{len(servers)} route servers (want 1)")
+            return
+        rs = servers[0]
+        rs_id = rs["RouteServerId"]
+        ok = rs.get("State") == "available" and rs.get("AmazonSideAsn") == plan.route_server_asn \
+            and rs.get("PersistRoutesState") == "disabled"
+        self.add("route server", rs_id, ok, f"State={rs.get('State')} AmazonSideAsn={rs.get('AmazonSideAsn')} "
+                 f"(plan {plan.route_server_asn}) PersistRoutesState={rs.get('PersistRoutesState')}")
+        assocs = self.ec2.get_route_server_associations(RouteServerId=rs_id)["RouteServerAssociations"]
+        self.add("route server associated", rs_id, any(a.get("State") == "associated" for a in assocs),
+                 "; ".join(f"{a.get('VpcId')} {a.get('State')}" for a in assocs) or "no association")
+
+        rs_filter = [{"Name": "route-server-id", "Values": [rs_id]}]
+        endpoints = self.ec2.describe_route_server_endpoints(Filters=rs_filter)["RouteServerEndpoints"]
+        endpoints = [e for e in endpoints if e.get("State") not in ("deleted", "deleting")]
+        for e in endpoints:
+            self.endpoints_by_subnet.setdefault(e["SubnetId"], []).append(e.get("EniAddress", ""))
+        for r in plan.routers:
+            subnet = self.eni_subnets.get(r.name)
+            mine = [e for e in endpoints if e["SubnetId"] == subnet]
+            self.add("route server endpoint", f"{r.name} subnet {subnet}",
+                     bool(mine) and all(e.get("State") == "available" for e in mine),
+                     "; ".join(f"{e['RouteServerEndpointId']} {e.get('EniAddress')} {e.get('State')}"
+                               for e in mine) or "no endpoint in the router's subnet")
+        peers = self.ec2.describe_route_server_peers(Filters=rs_filter)["RouteServerPeers"]
+        peers = [p for p in peers if p.get("State") not in ("deleted", "deleting")]
+        for r in plan.routers:
+            mine = [p for p in peers if p.get("PeerAddress") == str(r.private_ip)]
+            if len(mine) != 1:
+                self.add("route server peer up", r.name, False, f"{len(mine)} peers for {r.private_ip} (want 1)")
+                continue
+            p = mine[0]
+            bgp = (p.get("BgpStatus") or {}).get("Status")
+            bfd = (p.get("BfdStatus") or {}).get("Status")
+            opts = p.get("BgpOptions") or {}
+            ok = p.get("State") == "available" and bgp == "up" and bfd == "up" and \
+                opts.get("PeerAsn") == r.asn and opts.get("PeerLivenessDetection") == "bfd"
+            self.add("route server peer up", r.name, ok,
+                     f"{p['RouteServerPeerId']} State={p.get('State')} BGP={bgp} BFD={bfd} "
+                     f"PeerAsn={opts.get('PeerAsn')} liveness={opts.get('PeerLivenessDetection')}"
+                     + (f" ({p['FailureReason']})" if p.get("FailureReason") else ""))
+        props = self.ec2.get_route_server_propagations(RouteServerId=rs_id)["RouteServerPropagations"]
+        propagated = {p["RouteTableId"] for p in props if p.get("State") == "available"}
+        for az in plan.azs:
+            for kind in ("public", "private"):
+                tables = self.ec2.describe_route_tables(Filters=_tagged(stack, f"{kind}-{az}"))["RouteTables"]
+                tid = tables[0]["RouteTableId"] if len(tables) == 1 else None
+                self.add("route server propagation", f"{stack}-{kind}-{az}", tid in propagated,
+                         f"{tid} {'propagated' if tid in propagated else 'not propagated'}")
+
     def security_groups(self) -> None:
         stack = self.plan.stack
         wanted = {"members": lambda v6: members_ingress(self.plan, v6)}
         if self.plan.onprem:
             wanted["onprem"] = lambda v6: onprem_ingress(self.plan)
+        if self.plan.vpc_failover == "routeServer":
+            wanted["route-server"] = lambda v6: route_server_ingress(
+                [a for addrs in self.endpoints_by_subnet.values() for a in addrs])
         for name, rules_for in wanted.items():
             groups = self.ec2.describe_security_groups(Filters=_tagged(stack, name))["SecurityGroups"]
             if len(groups) != 1:
@@ -156,7 +225,13 @@ class Verifier:
             self.add("security group rules", f"{stack}-{name}", want == got, detail)
 
     def parameters(self) -> None:
-        want = build_parameters(self.plan, self.frr_text)
+        route_server = None
+        if self.plan.vpc_failover == "routeServer":
+            def route_server(name: str) -> str | None:
+                if name not in {r.name for r in self.plan.routers}:
+                    return None
+                return route_server_doc(self.plan, self.endpoints_by_subnet.get(self.eni_subnets.get(name, ""), []))
+        want = build_parameters(self.plan, self.frr_text, route_server=route_server)
         root = f"/{self.plan.project}/{self.plan.stack}"
         got: dict[str, dict] = {}
         for page in self.ssm.get_paginator("get_parameters_by_path").paginate(Path=root, Recursive=True):

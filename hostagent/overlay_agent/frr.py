@@ -24,6 +24,7 @@ Hazards:
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -35,6 +36,10 @@ from . import placeholders
 from .errors import CommandError, ConfigError
 
 PLACEHOLDER = placeholders.BGP_PASSWORD
+# The line of a router's frr.conf where the route server's endpoints go (routeServer
+# mode); infra/render.py writes the same string. AWS assigns the endpoint addresses at
+# creation, so they arrive in the `route-server` parameter, not in the rendered text.
+ROUTE_SERVER_MARKER = "! route-server neighbors: filled in by the agent from the route-server parameter"
 RELOAD = "/usr/lib/frr/frr-reload.py"
 TCP_MD5SIG_MAXKEYLEN = 80
 
@@ -67,6 +72,31 @@ def fill_password(text: str, password: str | None, *, source: str = "frr") -> st
     filled = text.replace(PLACEHOLDER, password)
     refuse_placeholders(filled, source=source)
     return filled
+
+
+def fill_route_server(text: str, doc: str | None, *, source: str = "route-server") -> str:
+    """The marker line replaced by one `neighbor <endpoint> peer-group ROUTE-SERVER` per endpoint.
+
+    Without the marker (hosts, static mode) the text is unchanged; without the parameter
+    (not written yet: the endpoints are created after the router's parameters) the marker
+    stays a comment and the ROUTE-SERVER peer group has no member yet.
+    """
+    if ROUTE_SERVER_MARKER not in text or doc is None:
+        return text
+    try:
+        data = json.loads(doc)
+        endpoints = [ipaddress.IPv4Address(e) for e in data["endpoints"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{source}: not a route-server document ({exc})") from None
+    lines = [f"neighbor {e} peer-group ROUTE-SERVER" for e in sorted(set(endpoints))]
+    out = []
+    for line in text.splitlines(keepends=True):
+        if line.strip() == ROUTE_SERVER_MARKER:
+            indent = line[:len(line) - len(line.lstrip())]
+            out += [f"{indent}{n}\n" for n in lines]
+        else:
+            out.append(line)
+    return "".join(out)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from . import config as config_mod
 from .errors import AgentError, CommandError, ConfigError, ParameterError
-from .frr import Frr, fill_password
+from .frr import Frr, fill_password, fill_route_server
 from .ssm import Cache, Poller, Snapshot
 from .tunnels import Report, TunnelReconciler, parse_tunnels
 
@@ -249,7 +249,7 @@ class PairingSync:
         if st.applied is None and st.reloads == 0:
             self._load_frr_state()
         try:
-            text = fill_password(snap.frr, snap.password)
+            text = fill_route_server(fill_password(snap.frr, snap.password), snap.route_server)
         except ConfigError as exc:
             st.error = str(exc)
             log.error("%s", exc)

@@ -76,6 +76,8 @@ class Snapshot:
     tunnels: dict[str, str]  # "tunnels/<peer>" -> JSON text
     password: str | None
     fetched_at: float = 0.0
+    # Routers in routeServer mode: the route server's ASN and endpoint addresses (JSON).
+    route_server: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -83,7 +85,7 @@ class Snapshot:
     @classmethod
     def from_json(cls, doc: dict) -> "Snapshot":
         return cls(doc["revision"], doc.get("agent"), doc.get("frr"), dict(doc.get("tunnels") or {}),
-                   doc.get("password"), float(doc.get("fetched_at") or 0))
+                   doc.get("password"), float(doc.get("fetched_at") or 0), doc.get("route_server"))
 
 
 def _error(exc: Exception, what: str) -> ParameterError:
@@ -138,7 +140,8 @@ class ParameterSource:
             except Exception as exc:  # noqa: BLE001
                 raise _error(exc, f"get {self.password_name}") from exc
         tunnels = {k: v for k, v in values.items() if k.startswith("tunnels/")}
-        return Snapshot(values["revision"], values.get("agent"), values.get("frr"), tunnels, password, time.time())
+        return Snapshot(values["revision"], values.get("agent"), values.get("frr"), tunnels, password, time.time(),
+                        values.get("route-server"))
 
 
 class Cache:

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pulumi
 import pulumi_aws as aws
 
-from infra.parameters import Parameter
+from infra.parameters import Parameter, revision
 
 
 @dataclass
@@ -37,6 +37,9 @@ class InstanceArgs:
     # gateway takes minutes to become available (review F6).
     boot_after: Sequence[pulumi.Resource] = ()
     volume_tags: dict = field(default_factory=dict)  # the stack's tags (project, stack, ...)
+    # Parameters whose value AWS decides at creation (a router's `route-server`: the
+    # endpoint addresses), name -> value; the revision then covers them too.
+    late_parameters: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
 def _parameter_suffix(p: Parameter, path: str) -> str:
@@ -64,12 +67,25 @@ class OverlayInstance(pulumi.ComponentResource):
                 f"{name}-{_parameter_suffix(p, args.parameter_path)}", name=p.name, type=p.type,
                 insecure_value=p.value, tier=p.tier, opts=child)
             content.append(self.parameters[p.name])
+        for pname, value in sorted(args.late_parameters.items()):
+            # Small JSON documents: always the standard tier.
+            self.parameters[pname] = aws.ssm.Parameter(
+                f"{name}-{pname[len(args.parameter_path) + 1:].replace('/', '-')}", name=pname, type="String",
+                insecure_value=value, tier="Standard", opts=child)
+            content.append(self.parameters[pname])
         boot = [self.parameters[p.name] for p in args.parameters
                 if p.name.endswith(("/agent", "/frr"))]
         for p in args.parameters:
             if p.name.endswith("/revision"):
+                value: pulumi.Input[str] = p.value
+                if args.late_parameters:
+                    known = [q for q in args.parameters if not q.name.endswith("/revision")]
+                    names = sorted(args.late_parameters)
+                    value = pulumi.Output.all(*[args.late_parameters[n] for n in names]).apply(
+                        lambda vals, known=known, names=names: revision(
+                            known + [Parameter(n, "String", v, None) for n, v in zip(names, vals)]))
                 self.parameters[p.name] = aws.ssm.Parameter(
-                    f"{name}-revision", name=p.name, type=p.type, insecure_value=p.value, tier=p.tier,
+                    f"{name}-revision", name=p.name, type=p.type, insecure_value=value, tier=p.tier,
                     opts=pulumi.ResourceOptions(parent=self, depends_on=content))
 
         # A fixed ENI carries the plan's private address and survives instance replacement;

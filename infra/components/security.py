@@ -7,7 +7,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.plan import OverlayPlan
-from infra.rules import Rule, members_ingress, onprem_ingress
+from infra.rules import Rule, members_ingress, onprem_ingress, route_server_ingress
 
 
 @dataclass
@@ -30,10 +30,12 @@ def _ingress(r: Rule) -> dict:
 
 
 class SecurityGroups(pulumi.ComponentResource):
-    """`members` on every router and host; `onprem` on routers when on-prem peers exist."""
+    """`members` on every router and host; `onprem` on routers when on-prem peers exist;
+    `route-server` on routers in routeServer mode."""
 
     def __init__(self, name: str, args: SecurityGroupsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("overlay:security:SecurityGroups", name, None, opts)
+        self.sg_name, self.args = name, args
         plan = args.plan
         child = pulumi.ResourceOptions(parent=self)
         ingress = [_ingress(r) for r in members_ingress(plan, None)]
@@ -58,3 +60,17 @@ class SecurityGroups(pulumi.ComponentResource):
                 ingress=peers, egress=egress, tags={"Name": f"{plan.stack}-onprem"}, opts=child)
         self.register_outputs({"members_id": self.members.id,
                                "onprem_id": self.onprem.id if self.onprem else None})
+
+    def route_server_group(self, endpoint_ips: list[pulumi.Input[str]]) -> aws.ec2.SecurityGroup:
+        """BGP and BFD from the route server endpoints only (their addresses come from AWS)."""
+        plan = self.args.plan
+        ingress = pulumi.Output.all(*endpoint_ips).apply(
+            lambda ips: [_ingress(r) for r in route_server_ingress(list(ips))])
+        egress = [{"description": "BGP and BFD replies to the route server endpoints", "protocol": "-1",
+                   "from_port": 0, "to_port": 0, "cidr_blocks": [str(plan.vpc_cidr)]}]
+        self.route_server = aws.ec2.SecurityGroup(
+            f"{self.sg_name}-route-server", vpc_id=self.args.vpc_id,
+            description=f"{plan.project} {plan.stack}: BGP and BFD from the VPC route server endpoints",
+            ingress=ingress, egress=egress, tags={"Name": f"{plan.stack}-route-server"},
+            opts=pulumi.ResourceOptions(parent=self))
+        return self.route_server

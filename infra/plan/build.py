@@ -128,4 +128,5 @@ def build_plan(cfg: StackConfig) -> OverlayPlan:
         pools_v4=cfg.pools_v4, pools_v6=cfg.pools_v6, tunnel_v4=cfg.tunnel_v4,
         tunnel_v6=cfg.tunnel_v6, bgp=cfg.bgp, routing_mode=cfg.routing_mode,
         route_protocol=cfg.route_protocol, mtu=cfg.mtu, onprem_mtu=cfg.onprem_mtu,
+        vpc_failover=cfg.vpc_failover, route_server_asn=cfg.route_server_asn,
     )

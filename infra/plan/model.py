@@ -108,6 +108,9 @@ class OverlayPlan:
     route_protocol: int
     mtu: int
     onprem_mtu: int
+    # docs/vpc-failover.md: "routeServer" (VPC Route Server re-points the tables) or "static".
+    vpc_failover: str = "static"
+    route_server_asn: int = 64512
 
     def router(self, name: str) -> Router:
         return next(r for r in self.routers if r.name == name)

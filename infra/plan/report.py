@@ -67,12 +67,33 @@ def to_markdown(plan: OverlayPlan) -> str:
                   f"{p.a.inner_v6} / {p.b.inner_v6}" if p.inner_net_v6 else "", p.mtu,
                   f"{p.a.asn} / {p.b.asn}"] for p in plan.pairings]),
     ]
+    lines += ["", "## VPC failover", "", *_failover(plan)]
     if plan.onprem:
         lines += ["", "## On-prem peers", "",
                   *_table(["name", "public address", "ASN", "routers"],
                           [[o.name, o.address, o.asn, ", ".join(r.name for r in plan.routers)]
                            for o in plan.onprem])]
     return "\n".join(lines) + "\n"
+
+
+def _failover(plan: OverlayPlan) -> list[str]:
+    # Imported here: infra.rules imports the plan package.
+    from infra.rules import failover_targets, route_server_announcements
+    rows = [[az, pref, " -> ".join(takeover) or "nothing (the route stays on a dead router)"]
+            for az, pref, takeover in failover_targets(plan)]
+    if plan.vpc_failover == "routeServer":
+        head = [f"VPC Route Server (AS{plan.route_server_asn}), BFD liveness: one FIB, so every route table "
+                "prefers the same router; the pools move to the next live router when it goes.", ""]
+        head += _table(["router", "AZ", "MED", "AS-path prepends"],
+                       [[a.router, a.az, a.med, a.prepend] for a in route_server_announcements(plan)])
+        cross = [az for az, pref, _ in failover_targets(plan) if plan.router(pref).az != az]
+        if cross:
+            head += ["", f"Cross-AZ: the tables of {', '.join(cross)} send pool traffic to another AZ's router."]
+        head.append("")
+    else:
+        head = ["static: each AZ's tables send the pools to one router ENI; nothing moves the route when "
+                "that router fails.", ""]
+    return head + _table(["AZ tables", "prefer", "takeover order"], rows)
 
 
 def _mid(name: str) -> str:
@@ -135,7 +156,8 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """What a config change does to the plan, one line per instance, pairing or setting."""
     lines: list[str] = []
     settings = ("region", "environment", "vpc_cidr", "ipv6", "azs", "pools_v4", "pools_v6", "tunnel_v4",
-                "tunnel_v6", "bgp", "routing_mode", "route_protocol", "mtu", "onprem_mtu")
+                "tunnel_v6", "bgp", "routing_mode", "route_protocol", "mtu", "onprem_mtu", "vpc_failover",
+                "route_server_asn")
     for key in settings:
         if old.get(key) != new.get(key):
             if isinstance(new.get(key), dict):

@@ -221,3 +221,23 @@ def test_mss_clamp_rules_load_in_nftables(netns):
                                  check=True, capture_output=True, text=True).stdout
     assert "maxseg size set rt mtu" in listing
     assert listing.count("chain forward") == 1
+
+
+@needs_frr
+@pytest.mark.frr
+@pytest.mark.parametrize("stack", ["prod-euw1", "gen-large", "gen-v4only"])
+def test_route_server_config_with_its_endpoints_filled_in_passes_both_checks(stack):
+    """A router's text as the agent applies it in routeServer mode (docs/vpc-failover.md)."""
+    import dataclasses
+
+    from infra.parameters import route_server_doc
+    from overlay_agent.frr import fill_route_server
+    plan = dataclasses.replace(PLANS[stack], vpc_failover="routeServer")
+    failures = []
+    for r in plan.routers:
+        text = fill_route_server(render_frr(plan, r.name), route_server_doc(plan, ["10.20.128.5", "10.20.128.6"]))
+        assert "neighbor 10.20.128.6 peer-group ROUTE-SERVER" in text
+        for result in (vtysh_check(text), bgpd_check(text)):
+            if not result.ok:
+                failures.append(f"{stack} {r.name}: {result.tool}: {result.output[-600:]}")
+    assert not failures, "\n".join(failures)

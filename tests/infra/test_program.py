@@ -13,14 +13,15 @@ from pulumi.runtime import settings
 from infra.config import ConfigError
 from infra.iam import policy_problems
 
-from infra.parameters import SSM_NESTED, build_parameters, password_name
+from infra.parameters import SSM_NESTED, build_parameters, password_name, route_server_doc
 from infra.plan import build_plan
 from infra.plan.report import to_mermaid
 from infra.program import architecture, read_config
 from infra.render import render_frr
 from infra.rules import EC2_DESCRIPTION, EC2_RULE_DESCRIPTION
 from infra.stackfile import list_stacks, load_stack
-from tests.infra.mockrun import ACCOUNT, AMI, PASSWORD, VPC_IPV6, RecordingMocks, cli_config, run_program
+from tests.infra.mockrun import (ACCOUNT, AMI, PASSWORD, VPC_IPV6, RecordingMocks, cli_config,
+                                 route_server_endpoint_address, run_program)
 
 STACKS = list_stacks()
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # pulumi's marker for a secret value
@@ -60,11 +61,13 @@ def test_one_provider_with_region_and_default_tags_used_by_every_resource(run, p
         [r.name for r in custom if not r.provider.startswith(p.urn)]
 
 
-def test_components_parent_their_children_and_register_outputs(run):
+def test_components_parent_their_children_and_register_outputs(run, plan):
     components = {r.urn: r for r in run.resources if not r.custom}
+    # The pool routes are the program's in static failover mode, the route server's otherwise.
+    routes = "overlay:network:RouteServer" if plan.vpc_failover == "routeServer" else "overlay:network:PoolRoutes"
     assert {c.type for c in components.values()} >= {
         "overlay:network:Network", "overlay:security:SecurityGroups", "overlay:agent:AgentPackage",
-        "overlay:iam:InstanceRole", "overlay:parameters:BgpPassword", "overlay:network:PoolRoutes",
+        "overlay:iam:InstanceRole", "overlay:parameters:BgpPassword", routes,
         "overlay:instances:RoutingInstance", "overlay:instances:DockerHost"}
     for r in run.resources:
         if r.type.startswith("pulumi:providers:") or not r.custom:
@@ -103,7 +106,8 @@ def test_every_router_and_host_eni_is_fixed_with_source_dest_check_off(run, plan
         assert eni["sourceDestCheck"] is False
         assert eni["privateIps"] == [str(inst.private_ip)]
         assert eni["subnetId"] == f"net-{kind}-{inst.az}-id"
-        want_sgs = ["sg-members-id"] + (["sg-onprem-id"] if kind == "public" and plan.onprem else [])
+        want_sgs = ["sg-members-id"] + (["sg-onprem-id"] if kind == "public" and plan.onprem else []) + \
+            (["sg-route-server-id"] if kind == "public" and plan.vpc_failover == "routeServer" else [])
         assert eni["securityGroups"] == want_sgs
         assert eni.get("ipv6AddressCount") == (1 if plan.ipv6 else None)
         delegated = kind == "private" and cfg.host_ipv6_delegation
@@ -212,6 +216,9 @@ def test_no_parameter_value_has_what_ssm_refuses(run):
 
 
 def test_pools_routed_to_the_router_in_each_az(run, plan):
+    if plan.vpc_failover == "routeServer":
+        assert not [r for r in run.of_type(ROUTE) if "networkInterfaceId" in r.inputs]
+        return  # the route server writes them: test_route_server_*
     routes = run.of_type(ROUTE)
     routers_by_az = {}
     for r in plan.routers:
@@ -229,8 +236,17 @@ def test_pools_routed_to_the_router_in_each_az(run, plan):
             assert defaults == ({"0.0.0.0/0", "::/0"} if plan.ipv6 else {"0.0.0.0/0"})
 
 
+def route_server_docs(run, plan):
+    """Each router's route-server parameter as the program computes it from the endpoints' addresses."""
+    if plan.vpc_failover != "routeServer":
+        return None
+    routers = {r.name: r for r in plan.routers}
+    return lambda name: route_server_doc(plan, [route_server_endpoint_address(
+        f"route-server-{routers[name].az}")]) if name in routers else None
+
+
 def test_parameters_equal_the_plan(run, plan):
-    want = build_parameters(plan, lambda name: render_frr(plan, name))
+    want = build_parameters(plan, lambda name: render_frr(plan, name), route_server=route_server_docs(run, plan))
     got = {p.inputs["name"]: p.inputs for p in run.of_type(PARAM)}
     assert set(got) == set(want)
     for name, p in want.items():
@@ -246,7 +262,9 @@ def test_parameters_equal_the_plan(run, plan):
     for inst in plan.instances:
         rev = run.named(f"{inst.name}-revision")
         others = {p.urn for p in run.of_type(PARAM) if p.parent == rev.parent and p is not rev}
-        assert set(rev.dependencies) == others
+        # A router's revision in routeServer mode also hashes its endpoints' addresses.
+        endpoints = {e.urn for e in run.of_type("aws:vpc/routeServerEndpoint:RouteServerEndpoint")}
+        assert others <= set(rev.dependencies) <= others | endpoints
 
 
 def test_no_secret_outside_the_secure_string(run, plan):
@@ -436,3 +454,99 @@ def test_structured_value_that_is_not_json_is_one_line():
 
     with pytest.raises(ConfigError, match=r"^overlay:vpc = .*: is not valid JSON"):
         contextvars.Context().run(go)
+
+
+# -- VPC failover: routeServer (docs/vpc-failover.md) -----------------------------------
+RS = "aws:vpc/routeServer:RouteServer"
+RS_VPC = "aws:vpc/routeServerVpcAssociation:RouteServerVpcAssociation"
+RS_ENDPOINT = "aws:vpc/routeServerEndpoint:RouteServerEndpoint"
+RS_PEER = "aws:vpc/routeServerPeer:RouteServerPeer"
+RS_PROPAGATION = "aws:vpc/routeServerPropagation:RouteServerPropagation"
+
+
+@pytest.fixture(scope="module", params=["prod-euw1", "test-use2-rs"])
+def rs_run(request):
+    if request.param == "test-use2-rs":
+        r = run_program("test-use2", {"vpc.failover": "routeServer"})
+        return r, build_plan(dataclasses.replace(load_stack("test-use2"), vpc_failover="routeServer"))
+    return run_program(request.param), build_plan(load_stack(request.param))
+
+
+def test_route_server_associated_with_the_vpc_without_persisted_routes(rs_run):
+    run, plan = rs_run
+    (rs,) = run.of_type(RS)
+    assert rs.inputs["amazonSideAsn"] == plan.route_server_asn
+    # Persisted routes would keep the tables on a dead router once every peer is gone.
+    assert rs.inputs["persistRoutes"] == "disable"
+    (assoc,) = run.of_type(RS_VPC)
+    assert assoc.inputs == {"routeServerId": "rs-route-server-server", "vpcId": "net-vpc-id"}
+    # Endpoints and propagations only once the association exists.
+    for r in run.of_type(RS_ENDPOINT) + run.of_type(RS_PROPAGATION):
+        assert assoc.urn in r.dependencies, r.name
+
+
+def test_route_server_endpoint_in_every_router_subnet_and_one_bfd_peer_per_router(rs_run):
+    run, plan = rs_run
+    endpoints = {e.name: e.inputs for e in run.of_type(RS_ENDPOINT)}
+    router_azs = [az for az in plan.azs if any(r.az == az for r in plan.routers)]
+    assert endpoints == {f"route-server-{az}": {"routeServerId": "rs-route-server-server",
+                                                "subnetId": f"net-public-{az}-id",
+                                                "tags": {"Name": f"{plan.stack}-route-server-{az}"}}
+                         for az in router_azs}
+    peers = {p.name: p for p in run.of_type(RS_PEER)}
+    assert set(peers) == {f"route-server-{r.name}" for r in plan.routers}
+    for r in plan.routers:
+        p = peers[f"route-server-{r.name}"]
+        assert p.inputs["routeServerEndpointId"] == f"rse-route-server-{r.az}"
+        assert p.inputs["peerAddress"] == str(r.private_ip)
+        assert p.inputs["bgpOptions"] == {"peerAsn": r.asn, "peerLivenessDetection": "bfd"}
+        # The peer exists only with the router's ENI (its address).
+        assert run.named(f"{r.name}-eni").urn in p.dependencies
+
+
+def test_route_server_propagates_to_every_table_and_no_static_pool_route_remains(rs_run):
+    run, plan = rs_run
+    tables = {p.inputs["routeTableId"] for p in run.of_type(RS_PROPAGATION)}
+    assert tables == {f"net-{k}-{az}-id" for az in plan.azs for k in ("public", "private")}
+    assert all(p.inputs["routeServerId"] == "rs-route-server-server" for p in run.of_type(RS_PROPAGATION))
+    assert not run.of_type("overlay:network:PoolRoutes")
+    pools = {str(p) for p in plan.pools_v4 + plan.pools_v6}
+    assert not [r for r in run.of_type(ROUTE) if (r.inputs.get("destinationCidrBlock")
+                                                  or r.inputs.get("destinationIpv6CidrBlock")) in pools]
+
+
+def test_route_server_group_admits_bgp_and_bfd_from_the_endpoints_only(rs_run):
+    run, plan = rs_run
+    sg = run.named("sg-route-server")
+    eps = sorted(f"{route_server_endpoint_address(e.name)}/32" for e in run.of_type(RS_ENDPOINT))
+    assert _rules(sg) == {("tcp", 179, 179, tuple(eps), (), False), ("udp", 3784, 3784, tuple(eps), (), False),
+                          ("udp", 4784, 4784, tuple(eps), (), False)}
+    for r in plan.routers:
+        assert "sg-route-server-id" in run.named(f"{r.name}-eni").inputs["securityGroups"]
+    for h in plan.hosts:
+        assert "sg-route-server-id" not in run.named(f"{h.name}-eni").inputs["securityGroups"]
+
+
+def test_router_learns_its_endpoints_from_its_route_server_parameter(rs_run):
+    run, plan = rs_run
+    params = {p.inputs["name"]: p for p in run.of_type(PARAM)}
+    for r in plan.routers:
+        base = f"/overlay/{plan.stack}/instances/{r.name}"
+        doc = json.loads(params[f"{base}/route-server"].inputs["insecureValue"])
+        assert doc == {"schema": 1, "asn": plan.route_server_asn,
+                       "endpoints": [route_server_endpoint_address(f"route-server-{r.az}")]}
+        # The revision covers the late parameter: a new endpoint address moves it.
+        rev = run.named(f"{r.name}-revision")
+        assert run.named(f"{r.name}-route-server").urn in rev.dependencies
+        frr = params[f"{base}/frr"].inputs["insecureValue"]
+        assert "neighbor ROUTE-SERVER remote-as" in frr and "route-server neighbors: filled in by the agent" in frr
+    for h in plan.hosts:
+        assert f"/overlay/{plan.stack}/instances/{h.name}/route-server" not in params
+
+
+def test_static_failover_has_no_route_server(run, plan):
+    if plan.vpc_failover == "routeServer":
+        return
+    assert not [r for r in run.resources if r.type.startswith("aws:vpc/routeServer")]
+    assert "sg-route-server" not in {s.name for s in run.of_type(SG)}
+    assert "routeServerEndpoints" not in run.outputs
