@@ -48,14 +48,34 @@ def members_ingress(plan: OverlayPlan, vpc_ipv6: str | None) -> list[Rule]:
     # Container traffic from the VPC reaches a router's ENI (the pools route there) or, in
     # static mode, a host's; security groups filter forwarded packets too. TCP, UDP and
     # ICMP only, so GRE stays limited to members.
-    rules += [
-        Rule("container traffic from the VPC (tcp)", "tcp", 0, 65535, vpc4, vpc6),
-        Rule("container traffic from the VPC (udp)", "udp", 0, 65535, vpc4, vpc6),
-        Rule("container traffic from the VPC (icmp)", "icmp", -1, -1, vpc4),
-    ]
+    if plan.vpc_failover == "routeServer":
+        # BGP and BFD reach the routers' ENIs un-tunnelled from the route server endpoints
+        # only (the route-server group): the VPC-wide container rules leave those ports out,
+        # since security groups are a union of allows. A container port 179, 3784 or 4784
+        # is then not reachable from the VPC (on-prem and other containers still reach it).
+        rules += [Rule(f"container traffic from the VPC (tcp {lo}-{hi})", "tcp", lo, hi, vpc4, vpc6)
+                  for lo, hi in _except(BGP_PORT)]
+        rules += [Rule(f"container traffic from the VPC (udp {lo}-{hi})", "udp", lo, hi, vpc4, vpc6)
+                  for lo, hi in _except(*BFD_PORTS)]
+    else:
+        rules += [
+            Rule("container traffic from the VPC (tcp)", "tcp", 0, 65535, vpc4, vpc6),
+            Rule("container traffic from the VPC (udp)", "udp", 0, 65535, vpc4, vpc6),
+        ]
+    rules.append(Rule("container traffic from the VPC (icmp)", "icmp", -1, -1, vpc4))
     if vpc6:
         rules.append(Rule("container traffic from the VPC (icmpv6)", "icmpv6", -1, -1, cidrs_v6=vpc6))
     return rules
+
+
+def _except(*ports: int) -> list[tuple[int, int]]:
+    """0-65535 as ranges that leave out `ports`."""
+    out, lo = [], 0
+    for p in sorted(ports):
+        if p > lo:
+            out.append((lo, p - 1))
+        lo = p + 1
+    return out + [(lo, 65535)]
 
 
 def onprem_ingress(plan: OverlayPlan) -> list[Rule]:

@@ -175,10 +175,15 @@ def test_security_group_rules_exactly(run, plan):
     members = {
         ("47", 0, 0, (), (), True),
         ("icmp", 3, 4, vpc4, (), False),
-        ("tcp", 0, 65535, vpc4, vpc6, False),
-        ("udp", 0, 65535, vpc4, vpc6, False),
         ("icmp", -1, -1, vpc4, (), False),
     }
+    if plan.vpc_failover == "routeServer":
+        # BGP and BFD only from the route server endpoints: the VPC-wide rules leave them out.
+        members |= {("tcp", 0, 178, vpc4, vpc6, False), ("tcp", 180, 65535, vpc4, vpc6, False),
+                    ("udp", 0, 3783, vpc4, vpc6, False), ("udp", 3785, 4783, vpc4, vpc6, False),
+                    ("udp", 4785, 65535, vpc4, vpc6, False)}
+    else:
+        members |= {("tcp", 0, 65535, vpc4, vpc6, False), ("udp", 0, 65535, vpc4, vpc6, False)}
     if plan.ipv6:
         members |= {("icmpv6", 2, 0, (), vpc6, False), ("icmpv6", -1, -1, (), vpc6, False)}
     assert _rules(sgs["sg-members"]) == members
