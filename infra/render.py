@@ -47,7 +47,8 @@ GRE_BACKEND = "kernel"
 # refuses to start containers when it cannot load its docker-default profile).
 PACKAGES = {
     "router": ("frr", "frr-pythontools", "nftables", "python3-venv", "awscli"),
-    "host": ("frr", "frr-pythontools", "docker.io", "apparmor", "python3-venv", "awscli"),
+    # nftables: the containers' egress NAT (docs/egress.md)
+    "host": ("frr", "frr-pythontools", "docker.io", "apparmor", "python3-venv", "awscli", "nftables"),
 }
 # The line of a router's frr.conf (routeServer mode) where the agent puts one
 # `neighbor <endpoint> peer-group ROUTE-SERVER` per route server endpoint: AWS assigns the
@@ -392,6 +393,7 @@ class UserDataContext:
     agent_etc: str
     mss_clamp: bool  # routers: clamp TCP MSS to the route MTU where it shrinks (on-prem tunnels)
     gre_backend: str = GRE_BACKEND
+    egress_nft: str | None = None  # docker hosts: the egress NAT ruleset (render_egress_nft)
 
     def __post_init__(self) -> None:
         _check(self.gre_backend in ("kernel", "userspace"), "gre_backend", self.gre_backend,
@@ -563,7 +565,41 @@ def user_data_context(plan: OverlayPlan, instance_name: str, *, bucket: str, age
         bucket=bucket, agent_key=agent_key, parameter_path=parameter_path,
         route_protocol=plan.route_protocol, route_protocol_name=ROUTE_PROTOCOL_NAME,
         frr_daemons=FRR_DAEMONS, agent_venv=AGENT_VENV, agent_etc=AGENT_ETC, mss_clamp=role == "router",
+        egress_nft=render_egress_nft(plan) if role == "host" else None,
     )
+
+
+# The agent's container veth names start with this (hostagent/overlay_agent/containers.py).
+VETH_PREFIX = "ovc"
+
+
+@dataclass(frozen=True)
+class EgressContext:
+    """userdata/host-egress.nft.j2: what a docker host SNATs (docs/egress.md)."""
+    stack: str
+    keep_v4: tuple[str, ...]  # destinations that keep the container's address: the VPC, the pools
+    pools_v4: tuple[str, ...]
+    pools_v6: tuple[str, ...]
+    veth_prefix: str = VETH_PREFIX
+
+    def __post_init__(self) -> None:
+        _check_name("stack", self.stack)
+        _check(bool(self.pools_v4) and bool(self.keep_v4), "pools_v4", self.pools_v4, "must not be empty")
+        for n in self.keep_v4 + self.pools_v4:
+            _check_net("keep_v4/pools_v4", n, 4)
+        for n in self.pools_v6:
+            _check_net("pools_v6", n, 6)
+
+
+def egress_context(plan: OverlayPlan) -> EgressContext:
+    pools4 = tuple(str(p) for p in plan.pools_v4)
+    return EgressContext(stack=plan.stack, keep_v4=(str(plan.vpc_cidr),) + pools4, pools_v4=pools4,
+                         pools_v6=tuple(str(p) for p in plan.pools_v6) if plan.ipv6 else ())
+
+
+def render_egress_nft(plan: OverlayPlan) -> str:
+    """The docker hosts' egress NAT ruleset (nft -f; re-runnable: it replaces its table)."""
+    return render_template("host-egress.nft.j2", egress_context(plan))
 
 
 # -- rendering ----------------------------------------------------------------------

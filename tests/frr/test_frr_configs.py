@@ -241,3 +241,23 @@ def test_route_server_config_with_its_endpoints_filled_in_passes_both_checks(sta
             if not result.ok:
                 failures.append(f"{stack} {r.name}: {result.tool}: {result.output[-600:]}")
     assert not failures, "\n".join(failures)
+
+
+def test_egress_rules_load_in_nftables(netns):
+    # A docker host's egress NAT (docs/egress.md), loaded for real twice (re-runnable).
+    text = render_user_data(PLANS["prod-euw1"], "host-1", bucket=BUCKET, agent_key=AGENT_KEY,
+                            parameter_path="/overlay/prod-euw1/instances/host-1")
+    files = {f["path"]: f["content"] for f in yaml.safe_load(text)["write_files"]}
+    rules = files["/etc/overlay-agent/egress.nft"]
+    with tempfile.TemporaryDirectory(prefix="ovt-nft-") as tmp:
+        path = Path(tmp) / "egress.nft"
+        path.write_text(rules)
+        for _ in range(2):
+            subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", str(path)], check=True, capture_output=True,
+                           text=True)
+        listing = subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "table", "inet", "overlay_egress"],
+                                 check=True, capture_output=True, text=True).stdout
+    assert "ip saddr @pools4 ip daddr != @keep4 masquerade" in listing
+    assert "ip6 saddr @pools6 ip6 daddr != @pools6 masquerade" in listing
+    assert listing.count("chain postrouting") == 1
+    assert "/etc/overlay-agent/egress.nft" in files["/etc/systemd/system/overlay-egress.service"]

@@ -298,7 +298,9 @@ def test_user_data_shape(stack):
             assert "systemctl enable --now overlay-mss-clamp.service" in install
         else:
             assert "docker.io" in pkgs and "apparmor" in pkgs
-            assert not any(p.endswith(".nft") for p in files)
+            # Hosts' only nftables file is the containers' egress NAT (docs/egress.md).
+            assert [p for p in files if p.endswith(".nft")] == ["/etc/overlay-agent/egress.nft"]
+            assert "nftables" in pkgs and "systemctl enable --now overlay-egress.service" in install
             # F3: dockerd must find forwarding on, or it sets FORWARD to DROP.
             dropin = files["/etc/systemd/system/docker.service.d/10-overlay-forwarding.conf"]["content"]
             assert "ExecStartPre=/usr/sbin/sysctl --quiet --load=/etc/sysctl.d/90-overlay.conf" in dropin
