@@ -110,8 +110,8 @@ def wait_installed(lab, timeout: float = BOOT_TIMEOUT) -> str:
             if r.stdout.startswith("active"):
                 break
             if time.monotonic() > deadline:
-                raise LabError(f"VM {inst.name}: agent not active after {timeout:.0f} s: {r.stdout.strip()} "
-                               f"(console: {vm.console})")
+                raise LabError(f"VM {inst.name}: agent not active after {timeout:.0f} s: "
+                               f"{' '.join(r.stdout.split())}")
             time.sleep(5)
         t0 = float((vm.dir / "t0").read_text())
         out.append(f"{inst.name} {time.time() - t0:.0f} s")
@@ -152,13 +152,26 @@ def up(lab) -> None:
         for i, (what, fn) in enumerate(steps, 1):
             stack._step(lab, i, len(steps), what, fn)
     except BaseException:
-        lab.say("up failed; removing what was built (VM consoles kept in the log lines above)")
+        kept = keep_consoles(lab)
+        lab.say(f"up failed; removing what was built (VM consoles kept in {kept})")
         stack.down(lab, quiet=True)
         raise
     (lab.state / "vms.json").write_text(json.dumps({n: str(vm.dir) for n, vm in
                                                     ((i.name, vm) for i, vm in vms(lab))}))
     stack._mark_up(lab, time.monotonic() - t0)
     lab.say(f"lab {lab.plan.stack} is up with VMs in {time.monotonic() - t0:.1f} s")
+
+
+def keep_consoles(lab) -> Path:
+    """The VMs' serial consoles, copied out of the state dir that `down` removes."""
+    import shutil
+
+    out = lab.state.parent / f"{lab.plan.stack}.vm-consoles"
+    out.mkdir(parents=True, exist_ok=True)
+    for inst, vm in vms(lab):
+        if vm.console.exists():
+            shutil.copyfile(vm.console, out / f"{inst.name}.console.log")
+    return out
 
 
 def wait_sessions(lab, timeout: float = 300) -> str:
