@@ -24,6 +24,11 @@ Hazards (each handled below, and why):
   gets both veths as ECMP next hops.
 - Health-gated routes (overlay.health=withdraw): the veth and addresses stay, only the
   host route follows Docker's health status, so FRR withdraws and re-announces.
+- Moves: the newest location wins. A host route's metric (kernel priority) becomes its
+  MED in FRR's redistribution, and the routers prefer the lower MED across hosts, so an
+  explicit, non-anycast address gets a metric that falls with its container's creation
+  time (route_metric); anycast and block addresses get one fixed metric and stay ECMP.
+  The metric comes from Docker's state only, so a restarted agent computes the same one.
 """
 from __future__ import annotations
 
@@ -83,6 +88,34 @@ def host_prefix(addr: Address) -> Prefix:
     return ipaddress.ip_network(f"{addr}/{addr.max_prefixlen}")
 
 
+# Make-before-break moves (docs/agent.md "Moves"). bgpd copies a redistributed kernel
+# route's metric into the MED (bgpd/bgp_route.c bgp_redistribute_add: attr.med = metric;
+# zebra reads it from RTA_PRIORITY), and the routers compare MED across hosts even with
+# one ASN per host (`bgp always-compare-med`): the lowest MED is the only best path, and
+# multipath needs equal MED. So the newer container's route carries the lower metric:
+# once its announcement reaches a router, the router forwards only there, while the old
+# container still answers; stopping the old one then loses nothing.
+# - Derived from Docker's `Created` (whole seconds: the listing has only those, and the
+#   inspect's nanoseconds are cut to match), never from the agent's clock or its start:
+#   a restarted agent computes the same metric (no route change, no flap), and a
+#   container restart (same container, same Created) does not win back a moved address.
+# - Two containers created in the same second tie: equal MED, ECMP as before.
+# - Clock skew between hosts shifts the winner by the skew (chrony/Amazon Time Sync keep
+#   it far under the one-second resolution).
+# - Values stay below 2^31 (zebra reads RTA_PRIORITY into an int) and above 0 (IPv6
+#   turns priority 0 into 1024).
+MOVE_EPOCH = 1_577_836_800  # 2020-01-01T00:00:00Z; MOVE_TOP seconds later (year 2083) all tie
+MOVE_TOP = 2_000_000_000
+STEADY_METRIC = 2_100_000_000  # anycast and block (auto) addresses: one value on every host
+
+
+def route_metric(created: float, moving: bool) -> int:
+    """The host route's metric, and so its MED: lower (preferred) for a newer moving container."""
+    if not moving:
+        return STEADY_METRIC
+    return max(1, MOVE_TOP - max(0, int(created) - MOVE_EPOCH))
+
+
 # -- model -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -106,6 +139,10 @@ class Actual:
     wired: dict[str, Wired] = field(default_factory=dict)
     strays: set[str] = field(default_factory=set)  # our prefix, no finished alias: half-made
     routes: dict[Prefix, frozenset[str]] = field(default_factory=dict)  # our protocol only
+    metrics: dict[Prefix, int] = field(default_factory=dict)  # the metric of each route in `routes`
+    # Further routes of ours for a destination at other metrics (an older agent's, or the
+    # one a metric change replaced): deleted after the current one is in place.
+    superseded: dict[tuple[Prefix, int], frozenset[str]] = field(default_factory=dict)
     foreign: frozenset[Address] = frozenset()  # /32 and /128 routes of other protocols
 
     def drop_veth(self, veth: str) -> None:
@@ -119,6 +156,10 @@ class Actual:
                 # When a device is unregistered, IPv4 deletes a multipath route with a next
                 # hop on it as a whole (fib_sync_down_dev with force), not only that hop.
                 del self.routes[dst]
+                self.metrics.pop(dst, None)
+        for key, veths in list(self.superseded.items()):
+            if veth in veths:
+                del self.superseded[key]
 
 
 def actual_from_kernel(view: KernelView, proto: int,
@@ -142,7 +183,15 @@ def actual_from_kernel(view: KernelView, proto: int,
     for route in view.routes:
         if route.proto == proto:
             if owns(route.dst.network_address):
-                act.routes[route.dst] = frozenset(names.get(i, f"#{i}") for i in route.oifs)
+                veths = frozenset(names.get(i, f"#{i}") for i in route.oifs)
+                have = act.metrics.get(route.dst)
+                if have is None or route.metric < have:  # the kernel uses the lowest metric
+                    if have is not None:
+                        act.superseded[(route.dst, have)] = act.routes[route.dst]
+                    act.routes[route.dst] = veths
+                    act.metrics[route.dst] = route.metric
+                else:
+                    act.superseded[(route.dst, route.metric)] = veths
         else:
             foreign.add(route.dst.network_address)
     act.foreign = frozenset(foreign)
@@ -190,6 +239,7 @@ class Problem:
 class Desired:
     wirings: dict[str, Wiring] = field(default_factory=dict)
     routes: dict[Prefix, frozenset[str]] = field(default_factory=dict)
+    metrics: dict[Prefix, int] = field(default_factory=dict)  # see route_metric
     problems: dict[str, Problem] = field(default_factory=dict)
 
 
@@ -265,10 +315,12 @@ def desire(containers: Iterable[ContainerInfo], actual: Actual, cfg: AgentConfig
                    withdrawn_because=why, pid=c.pid)
         out.wirings[c.id] = w
         if announce:
-            for addr in (v4, v6):
+            for addr, explicit in ((v4, req.ipv4 is not None), (v6, req.ipv6 is not None)):
                 if addr is not None:
                     dst = host_prefix(addr)
                     out.routes[dst] = out.routes.get(dst, frozenset()) | {w.veth}
+                    metric = route_metric(c.created, explicit and not req.anycast)
+                    out.metrics[dst] = min(metric, out.metrics.get(dst, metric))
     return out
 
 
@@ -334,9 +386,18 @@ class Wire:
 class RouteSet:
     dst: Prefix
     veths: frozenset[str]
+    metric: int = 0
 
 
-Action = RouteDel | Unwire | Wire | RouteSet
+@dataclass(frozen=True)
+class RouteDrop:
+    """Delete our route for dst at an old metric, once the route at the new one is in place."""
+
+    dst: Prefix
+    metric: int
+
+
+Action = RouteDel | Unwire | Wire | RouteSet | RouteDrop
 
 
 def diff(desired: Desired, actual: Actual) -> list[Action]:
@@ -344,19 +405,31 @@ def diff(desired: Desired, actual: Actual) -> list[Action]:
 
     A route that only loses next hops (an anycast address on two containers, one stops)
     is replaced before the leaving veth is deleted, so the survivor is never withdrawn.
+    A route whose metric changes is added at the new metric before the old one is dropped
+    (the kernel keeps both: it keys routes by destination and priority).
     """
     actions: list[Action] = []
     for dst in sorted(actual.routes, key=str):
         if dst not in desired.routes:
             actions.append(RouteDel(dst))
+
+    def route_set(dst: Prefix, veths: frozenset[str]) -> None:
+        metric = desired.metrics.get(dst, 0)
+        actions.append(RouteSet(dst, veths, metric))
+        old = actual.metrics.get(dst)
+        if old is not None and old != metric:
+            actions.append(RouteDrop(dst, old))
+
+    def differs(dst: Prefix, veths: frozenset[str]) -> bool:
+        return actual.routes.get(dst) != veths or actual.metrics.get(dst) != desired.metrics.get(dst, 0)
     rewire = {cid for cid, w in desired.wirings.items()
               if cid in actual.wired and not w.same_as(actual.wired[cid])}
     staying = {w.veth for cid, w in actual.wired.items() if cid in desired.wirings and cid not in rewire}
     early = set()
     for dst, veths in sorted(desired.routes.items(), key=lambda kv: str(kv[0])):
         have = actual.routes.get(dst)
-        if have is not None and have != veths and veths <= staying:
-            actions.append(RouteSet(dst, veths))
+        if have is not None and differs(dst, veths) and veths <= staying:
+            route_set(dst, veths)
             early.add(dst)
     for cid, w in sorted(actual.wired.items()):
         if cid not in desired.wirings or cid in rewire:
@@ -368,9 +441,10 @@ def diff(desired: Desired, actual: Actual) -> list[Action]:
             actions.append(Wire(w))
     gone = {actual.wired[c].veth for c in rewire} | set(actual.strays)
     for dst, veths in sorted(desired.routes.items(), key=lambda kv: str(kv[0])):
-        have = actual.routes.get(dst)
-        if dst not in early and (have != veths or veths & gone):
-            actions.append(RouteSet(dst, veths))
+        if dst not in early and (differs(dst, veths) or veths & gone):
+            route_set(dst, veths)
+    for dst, metric in sorted(actual.superseded, key=str):
+        actions.append(RouteDrop(dst, metric))
     return actions
 
 
@@ -504,9 +578,17 @@ class ContainerReconciler:
         for a in actions:
             try:
                 if isinstance(a, RouteDel):
-                    self.netlink.route_del(a.dst, self.proto)
+                    self.netlink.route_del(a.dst, self.proto, act.metrics.get(a.dst))
                     act.routes.pop(a.dst, None)
+                    act.metrics.pop(a.dst, None)
                     self.metrics.netlink_changes.labels("route_del").inc()
+                elif isinstance(a, RouteDrop):
+                    # Only once the route at the new metric is in place (the set may have
+                    # been skipped: its veth failed to wire), never the one in use.
+                    if (a.dst, a.metric) in act.superseded and act.metrics.get(a.dst) != a.metric:
+                        self.netlink.route_del(a.dst, self.proto, a.metric)
+                        del act.superseded[(a.dst, a.metric)]
+                        self.metrics.netlink_changes.labels("route_del").inc()
                 elif isinstance(a, Unwire):
                     # Removing the veth takes the peer and every route through it with it.
                     self.netlink.unwire(a.veth)
@@ -523,10 +605,14 @@ class ContainerReconciler:
                     veths = frozenset(v for v in veths if v in {w.veth for w in act.wired.values()})
                     if not veths:
                         continue
-                    if act.routes.get(a.dst) == veths and not (a.veths & failed):
+                    old = act.metrics.get(a.dst)
+                    if act.routes.get(a.dst) == veths and old == a.metric and not (a.veths & failed):
                         continue
-                    self.netlink.route_set(a.dst, veths, self.proto)
+                    self.netlink.route_set(a.dst, veths, self.proto, a.metric)
+                    if old is not None and old != a.metric:
+                        act.superseded[(a.dst, old)] = act.routes[a.dst]
                     act.routes[a.dst] = veths
+                    act.metrics[a.dst] = a.metric
                     self.metrics.netlink_changes.labels("route_set").inc()
             except NetlinkError as exc:
                 # One failed change must not stop the others; the next resync retries.

@@ -42,6 +42,7 @@ class RouteInfo:
     dst: ipaddress.IPv4Network | ipaddress.IPv6Network
     oifs: tuple[int, ...]
     proto: int
+    metric: int = 0  # RTA_PRIORITY; IPv6 reports 1024 when none was given
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 RTM_GETLINK, RTM_GETROUTE = 18, 26
 IFLA_IFNAME, IFLA_IFALIAS, IFLA_EXT_MASK = 3, 20, 29
 RTEXT_FILTER_SKIP_STATS = 1 << 3
-RTA_DST, RTA_OIF, RTA_MULTIPATH, RTA_TABLE = 1, 4, 9, 15
+RTA_DST, RTA_OIF, RTA_PRIORITY, RTA_MULTIPATH, RTA_TABLE = 1, 4, 6, 9, 15
 _NLMSGHDR = struct.Struct("=IHHII")
 _IFINFOMSG = struct.Struct("=BxHiII")
 _RTMSG = struct.Struct("=BBBBBBBBI")
@@ -215,7 +216,8 @@ class Netlink:
                         oifs: tuple[int, ...] = (struct.unpack("=i", attrs[RTA_OIF])[0],)
                     else:
                         oifs = _multipath_oifs(attrs.get(RTA_MULTIPATH, b""))
-                    routes.append(RouteInfo(ipaddress.ip_network(f"{dst}/{plen}"), oifs, proto))
+                    metric = struct.unpack("=I", attrs[RTA_PRIORITY])[0] if RTA_PRIORITY in attrs else 0
+                    routes.append(RouteInfo(ipaddress.ip_network(f"{dst}/{plen}"), oifs, proto, metric))
         except OSError as exc:
             raise _err(exc, "dump links and routes") from exc
         self._index = {link.name: link.index for link in links}
@@ -385,8 +387,13 @@ class Netlink:
         return True
 
     def route_set(self, dst: ipaddress.IPv4Network | ipaddress.IPv6Network, veths: Iterable[str],
-                  proto: int) -> None:
-        """Install (replace) the host route dst -> veth(s), tagged with our protocol."""
+                  proto: int, metric: int = 0) -> None:
+        """Install (replace) the host route dst -> veth(s) at `metric`, tagged with our protocol.
+
+        The kernel keys a route by destination and priority (IPv4 fib_table_insert, IPv6
+        fib6_add_rt2): a replace at another metric adds a second route; the caller deletes
+        the old one with route_del(metric=old).
+        """
         oifs = []
         for name in sorted(veths):
             idx = self._index.get(name) or self.link_index(name)
@@ -395,6 +402,8 @@ class Netlink:
                                    request="route replace")
             oifs.append(idx)
         kwargs: dict = {"dst": str(dst), "table": MAIN_TABLE, "proto": proto, "scope": 253 if dst.version == 4 else 0}
+        if metric:
+            kwargs["priority"] = metric
         if len(oifs) == 1:
             kwargs["oif"] = oifs[0]
         elif dst.version == 4:
@@ -406,12 +415,14 @@ class Netlink:
         except _PyNetlinkError as exc:
             raise _err(exc, f"route replace {dst}") from exc
 
-    def route_del(self, dst: ipaddress.IPv4Network | ipaddress.IPv6Network, proto: int) -> bool:
-        """Delete our host route (only one carrying `proto`); False when it is already gone."""
+    def route_del(self, dst: ipaddress.IPv4Network | ipaddress.IPv6Network, proto: int,
+                  metric: int | None = None) -> bool:
+        """Delete our host route (only one carrying `proto`, at `metric` when given); False when it is gone."""
+        extra = {} if metric is None else {"priority": metric}
         try:
             # scope 255 (RT_SCOPE_NOWHERE) is the kernel's wildcard for IPv4 deletes; pyroute2
             # otherwise sends scope 0 (universe) and our scope-link route is "not found".
-            self.ipr.route("del", dst=str(dst), table=MAIN_TABLE, proto=proto,
+            self.ipr.route("del", dst=str(dst), table=MAIN_TABLE, proto=proto, **extra,
                            **({"scope": 255} if dst.version == 4 else {}))
         except _PyNetlinkError as exc:
             if exc.code in (E.ESRCH, E.ENOENT, E.ENODEV):

@@ -21,10 +21,8 @@ def host_config(pools4: list[str], pools6: list[str]) -> str:
     lines += [
         "route-map OVERLAY-REDIST permit 10",
         " match ip address prefix-list OVERLAY4",
-        " set metric 0",
         "route-map OVERLAY-REDIST permit 20",
         " match ipv6 address prefix-list OVERLAY6",
-        " set metric 0",
         "route-map OVERLAY-REDIST deny 100",
         f"router bgp {HOST_ASN}",
         f" bgp router-id {HOST_V4}",

@@ -56,9 +56,10 @@ def _pair(netns_factory, host_password: str = PASSWORD):
         router.stop()
 
 
-def _container_route(ns: str, prefix: str) -> None:
+def _container_route(ns: str, prefix: str, metric: int | None = None) -> None:
     family = "-6" if ":" in prefix else "-4"
-    nsutil.run("ip", family, "route", "add", prefix, "dev", "ctr0", "proto", PROTO, ns=ns)
+    nsutil.run("ip", family, "route", "add", prefix, "dev", "ctr0", "proto", PROTO,
+               *(("metric", str(metric)) if metric is not None else ()), ns=ns)
 
 
 def _established(frr, family: str) -> dict:
@@ -91,14 +92,16 @@ def test_dynamic_neighbor_policy_and_max_prefix(pair):
                             for peer in router.vtysh_json("show bfd peers json")),
                 timeout=30, what="BFD peer up")
 
-    # A container /32 and /128 inside the pools are learned, with MED 0 (not the kernel's 1024).
-    _container_route(ns_h, "10.99.0.5/32")
-    _container_route(ns_h, "fd10:99::5/128")
+    # A container /32 and /128 inside the pools are learned, each with its kernel route's
+    # metric as MED (the agent's move preference, docs/agent.md "Moves").
+    _container_route(ns_h, "10.99.0.5/32", 1_790_000_123)
+    _container_route(ns_h, "fd10:99::5/128", 2_100_000_000)
     router.wait(lambda: "10.99.0.5/32" in router.bgp_routes(4) and "fd10:99::5/128" in router.bgp_routes(6),
                 timeout=30, what="container routes learned")
     assert router.has_route("10.99.0.5/32", "bgp")
+    assert router.bgp_routes(4)["10.99.0.5/32"][0].get("metric") == 1_790_000_123
     path6 = router.bgp_routes(6)["fd10:99::5/128"][0]
-    assert path6.get("metric", 0) == 0, path6
+    assert path6.get("metric") == 2_100_000_000, path6
 
     # The router holds the pool aggregate as a blackhole (unannounced addresses die here)
     # and answers hosts with it; the host accepts it (and no default route).

@@ -1,4 +1,4 @@
-"""The whole lab end to end: sessions, reachability, moves, anycast, failover, hijacks, growth (issue 7)."""
+"""The whole lab end to end: sessions, reachability, anycast, failover, hijacks, growth (issue 7); moves: test_lab_moves.py."""
 from __future__ import annotations
 
 import json
@@ -129,34 +129,7 @@ def test_container_on_each_host_reachable_from_onprem_and_vpc(lab, containers):
         assert reachable(native, v6, h.name), f"{v6} on {h.name} from the VPC"
 
 
-# 4 and 7 --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("family", [4, 6])
-def test_move_loses_no_traffic(lab, containers, family):
-    h1, h2 = (h.name for h in lab.plan.hosts[:2])
-    addr = str(lab.plan.pools_v4[0].broadcast_address - 20) if family == 4 else str(lab.plan.pools_v6[0][-20])
-    key = "overlay.ipv4" if family == 4 else "overlay.ipv6"
-    containers(h1, f"move-{family}-old", {key: addr})
-    assert reachable(client(lab), addr, h1)
-    # 250 pings, 20 ms apart, while the address starts on h2 and then stops on h1.
-    pinger = subprocess.Popen(["ip", "netns", "exec", client(lab), "ping", "-n", "-q", "-i", "0.02", "-c", "250",
-                               "-W", "1", addr], stdout=subprocess.PIPE, text=True)
-    time.sleep(0.5)
-    containers(h2, f"move-{family}-new", {key: addr})
-    router = lab.plan.routers[0].name
-    prefix = f"{addr}/{32 if family == 4 else 128}"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # make before break: both paths in place first
-        entries = lab.frr_for(router).routes(family).get(prefix, [])
-        if sum(len(e.get("nexthops", [])) for e in entries if e.get("selected")) == 2:
-            break
-        time.sleep(0.05)
-    demo.remove_container(lab, h1, f"move-{family}-old")
-    out, _ = pinger.communicate(timeout=60)
-    sent, received = map(int, re.search(r"(\d+) packets transmitted, (\d+) received", out).groups())
-    loss = 100.0 * (sent - received) / sent
-    print(f"\nmove IPv{family} {addr} {h1} -> {h2}: {sent - received} of {sent} pings lost ({loss:.1f} %)")
-    assert reachable(client(lab), addr, h2)
-    assert loss <= 2.0, out
+# 4 and 7: moves lose nothing, tests/lab/test_lab_moves.py (both ASN modes, stop and rm -f) ----------
 
 
 # 5 and 7 --------------------------------------------------------------------------------------

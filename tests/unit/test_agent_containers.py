@@ -8,7 +8,7 @@ import time
 import pytest
 
 from overlay_agent import config as config_mod
-from overlay_agent.containers import ContainerReconciler, Event, veth_name
+from overlay_agent.containers import MOVE_TOP, STEADY_METRIC, ContainerReconciler, Event, route_metric, veth_name
 from overlay_agent.docker_shim import ContainerInfo
 from overlay_agent.errors import DockerError, NetlinkError
 from overlay_agent.netlink import ContainerGone, KernelView, LinkInfo, RouteInfo
@@ -30,7 +30,8 @@ class FakeKernel:
 
     def __init__(self):
         self.links: dict[str, dict] = {}
-        self.routes: dict = {}  # dst -> (frozenset(ifindex), proto)
+        # (dst, metric) -> (frozenset(ifindex), proto): the kernel keys routes by both
+        self.routes: dict = {}
         self.alive: set[int] = set()
         self.ops: list[tuple] = []
         self.next_index = 100
@@ -38,7 +39,7 @@ class FakeKernel:
 
     def snapshot(self, prefix):
         links = tuple(LinkInfo(n, l["index"], l["alias"]) for n, l in self.links.items() if n.startswith(prefix))
-        routes = tuple(RouteInfo(d, tuple(sorted(o)), p) for d, (o, p) in self.routes.items())
+        routes = tuple(RouteInfo(d, tuple(sorted(o)), p, m) for (d, m), (o, p) in self.routes.items())
         return KernelView(links, routes)
 
     def link_index(self, name):
@@ -62,28 +63,39 @@ class FakeKernel:
             return False
         if record:
             self.ops.append(("unwire", veth))
-        for dst, (oifs, _) in list(self.routes.items()):
+        for key, (oifs, _) in list(self.routes.items()):
             if link["index"] in oifs:
-                del self.routes[dst]
+                del self.routes[key]
         return True
 
-    def route_set(self, dst, veths, proto):
+    def route_set(self, dst, veths, proto, metric=0):
         oifs = frozenset(self.links[v]["index"] for v in veths)
-        self.routes[dst] = (oifs, proto)
+        self.routes[(dst, metric)] = (oifs, proto)
         self.ops.append(("route_set", str(dst), tuple(sorted(veths))))
 
-    def route_del(self, dst, proto):
-        have = self.routes.get(dst)
-        if have is None or have[1] != proto:
+    def route_del(self, dst, proto, metric=None):
+        # Like the kernel: without a metric, the first (lowest-metric) match goes.
+        keys = sorted((m, d) for (d, m), (_, p) in self.routes.items()
+                      if d == dst and p == proto and metric in (None, m))
+        if not keys:
             return False
-        del self.routes[dst]
+        del self.routes[(dst, keys[0][0])]
         self.ops.append(("route_del", str(dst)))
         return True
+
+    def put(self, dst, oifs, proto, metric=0):
+        self.routes[(ipaddress.ip_network(dst), metric)] = (frozenset(oifs), proto)
+
+    def has(self, dst):
+        return any(d == ipaddress.ip_network(dst) for d, _ in self.routes)
+
+    def metrics_of(self, dst):
+        return sorted(m for d, m in self.routes if d == ipaddress.ip_network(dst))
 
     # views for assertions
     def our_routes(self):
         names = {l["index"]: n for n, l in self.links.items()}
-        return {str(d): tuple(sorted(names[i] for i in o)) for d, (o, p) in self.routes.items() if p == PROTO}
+        return {str(d): tuple(sorted(names[i] for i in o)) for (d, _), (o, p) in self.routes.items() if p == PROTO}
 
     def kill(self, pid):
         """A container's last process exits: its namespace goes, and with it the veth and routes."""
@@ -103,8 +115,8 @@ class FakeDocker:
     def add(self, name, labels=None, **kw):
         self._pid += 1
         cid = (f"{name:0<12}"[:12].encode().hex() * 6)[:64]
-        info = ContainerInfo(id=cid, name=name, labels=labels or {}, pid=self._pid,
-                             created=float(len(self.containers)), **kw)
+        kw.setdefault("created", float(len(self.containers)))
+        info = ContainerInfo(id=cid, name=name, labels=labels or {}, pid=self._pid, **kw)
         self.containers[cid] = info
         self.kernel.alive.add(self._pid)
         return info
@@ -317,14 +329,14 @@ def test_health_withdraw_routes_only_while_healthy(world):
 
 def test_only_our_protocol_is_touched_and_foreign_addresses_are_not_allocated(world):
     kernel, docker = world
-    kernel.routes[ipaddress.ip_network("100.64.0.1/32")] = (frozenset({1}), 4)  # someone's static route
-    kernel.routes[ipaddress.ip_network("100.64.0.50/32")] = (frozenset({1}), PROTO)  # ours, stale
+    kernel.put("100.64.0.1/32", {1}, 4)  # someone's static route
+    kernel.put("100.64.0.50/32", {1}, PROTO)  # ours, stale
     kernel.links["ovcdeadbeef0000"] = {"index": 7, "alias": None, "pid": 0}  # half-made by a crash
     c = docker.add("a", {"overlay": "auto"})
     rec = reconciler(kernel, docker)
     rec.resync()
-    assert kernel.routes[ipaddress.ip_network("100.64.0.1/32")][1] == 4
-    assert ipaddress.ip_network("100.64.0.50/32") not in kernel.routes
+    assert kernel.routes[(ipaddress.ip_network("100.64.0.1/32"), 0)][1] == 4
+    assert not kernel.has("100.64.0.50/32")
     assert "ovcdeadbeef0000" not in kernel.links
     assert kernel.our_routes()["100.64.0.2/32"] == (veth_name(c.id),)
 
@@ -421,16 +433,16 @@ def test_tunnel_pins_of_our_protocol_outside_the_pools_are_left_alone(world):
     kernel, docker = world
     docker.add("a", {"overlay": "auto"})
     pin = ipaddress.ip_network("10.40.128.10/32")  # a router's address: outside the pools
-    kernel.routes[pin] = (frozenset({1}), PROTO)
+    kernel.put(pin, {1}, PROTO)
     rec = reconciler(kernel, docker)
     assert rec.resync()
-    assert kernel.routes[pin] == (frozenset({1}), PROTO)
+    assert kernel.routes[(pin, 0)] == (frozenset({1}), PROTO)
     assert not any(str(pin) in str(op) for op in kernel.ops)
     # and a stale container route of ours inside the pools still goes
     stale = ipaddress.ip_network("100.64.0.50/32")
-    kernel.routes[stale] = (frozenset({1}), PROTO)
+    kernel.put(stale, {1}, PROTO)
     assert rec.resync()
-    assert stale not in kernel.routes and pin in kernel.routes
+    assert not kernel.has(stale) and kernel.has(pin)
 
 
 def test_new_agent_document_reaches_the_running_loop(world):
@@ -461,3 +473,84 @@ def test_new_agent_document_reaches_the_running_loop(world):
     finally:
         stop.set()
         loop.join(timeout=5)
+
+
+# -- moves: the route metric (MED) ---------------------------------------------------------
+
+T2026 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+def test_a_moving_address_gets_a_lower_metric_the_newer_its_container():
+    assert route_metric(T2026 + 1, True) < route_metric(T2026, True) < STEADY_METRIC
+    # whole seconds: the listing's integer Created and the inspect's nanoseconds agree
+    assert route_metric(T2026 + 0.999, True) == route_metric(T2026, True)
+    assert route_metric(T2026, False) == route_metric(T2026 + 99, False) == STEADY_METRIC
+    # never 0 (IPv6 turns it into 1024), never past 2^31 (zebra reads an int)
+    assert route_metric(0.0, True) == MOVE_TOP and route_metric(1e12, True) == 1
+    assert 0 < STEADY_METRIC < 2 ** 31
+
+
+def test_explicit_addresses_carry_the_move_metric_anycast_and_auto_the_steady_one(world):
+    kernel, docker = world
+    moving = docker.add("m", {"overlay.ipv4": "100.64.4.4"}, created=T2026)  # IPv6 from the block
+    any4 = {"overlay.ipv4": "100.64.5.5", "overlay.ipv6": "fd00:64::5:5", "overlay.anycast": "true"}
+    docker.add("a", any4, created=T2026 + 5)
+    docker.add("b", any4, created=T2026 + 9)
+    docker.add("auto", {"overlay": "auto"}, created=T2026 + 7)
+    rec = reconciler(kernel, docker)
+    rec.resync()
+    assert kernel.metrics_of("100.64.4.4/32") == [route_metric(T2026, True)]
+    v6 = rec.desired.wirings[moving.id].ipv6
+    assert kernel.metrics_of(f"{v6}/128") == [STEADY_METRIC]
+    assert kernel.metrics_of("100.64.5.5/32") == kernel.metrics_of("fd00:64::5:5/128") == [STEADY_METRIC]
+    assert all(kernel.metrics_of(f"{d}") for d in kernel.our_routes())
+
+
+def test_a_restarted_agent_reproduces_the_metrics_from_docker(world):
+    kernel, docker = world
+    for i in range(4):
+        docker.add(f"c{i}", {"overlay.ipv4": f"100.64.8.{i + 1}"}, created=T2026 + i * 0.5)
+    reconciler(kernel, docker).resync()
+    kernel.ops.clear()
+    # a new process, and a listing (whole-second Created) instead of the inspect's fractions
+    docker.containers = {cid: ContainerInfo(**{**vars(c), "created": float(int(c.created))})
+                         for cid, c in docker.containers.items()}
+    reconciler(kernel, docker).resync()
+    assert kernel.ops == []
+
+
+def test_an_older_agents_route_is_replaced_make_before_break(world):
+    """Routes at metric 0 (IPv4) and 1024 (IPv6) from before: the new metric goes in first, then the old goes."""
+    kernel, docker = world
+    c = docker.add("m", {"overlay.ipv4": "100.64.4.4", "overlay.ipv6": "fd00:64::4:4"}, created=T2026)
+    rec = reconciler(kernel, docker)
+    rec.resync()
+    veth = veth_name(c.id)
+    index = kernel.links[veth]["index"]
+    # pretend an older agent made them: same veths, its metrics
+    for dst, old in (("100.64.4.4/32", 0), ("fd00:64::4:4/128", 1024)):
+        kernel.routes = {k: v for k, v in kernel.routes.items() if k[0] != ipaddress.ip_network(dst)}
+        kernel.put(dst, {index}, PROTO, old)
+    kernel.ops.clear()
+    reconciler(kernel, docker).resync()
+    new = route_metric(T2026, True)
+    assert kernel.metrics_of("100.64.4.4/32") == kernel.metrics_of("fd00:64::4:4/128") == [new]
+    for dst in ("100.64.4.4/32", "fd00:64::4:4/128"):
+        ops = [op[0] for op in kernel.ops if op[1] == dst]
+        assert ops == ["route_set", "route_del"], kernel.ops  # never a moment without a route
+    kernel.ops.clear()
+    reconciler(kernel, docker).resync()
+    assert kernel.ops == []
+
+
+def test_a_route_left_at_an_old_metric_is_dropped_and_the_current_one_kept(world):
+    """An agent that died between adding the new-metric route and dropping the old one."""
+    kernel, docker = world
+    c = docker.add("m", {"overlay.ipv4": "100.64.4.4"}, created=T2026)
+    reconciler(kernel, docker).resync()
+    index = kernel.links[veth_name(c.id)]["index"]
+    kernel.put("100.64.4.4/32", {index}, PROTO, STEADY_METRIC)  # the leftover (higher metric)
+    kernel.ops.clear()
+    reconciler(kernel, docker).resync()
+    assert kernel.metrics_of("100.64.4.4/32") == [route_metric(T2026, True)]
+    assert kernel.ops == [("route_del", "100.64.4.4/32")]

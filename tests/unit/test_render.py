@@ -176,11 +176,11 @@ def test_host_peers_with_exactly_its_routers(stack):
         assert f"neighbor ROUTERS remote-as {plan.routers[0].asn}" in lines
         assert "redistribute kernel route-map CONTAINERS-V4" in lines
         cm = text[text.index("route-map CONTAINERS-V4 permit 10"):].splitlines()[:3]
-        assert [c.strip() for c in cm[1:]] == ["match ip address prefix-list POOL-HOST-V4", "set metric 0"]
+        assert [c.strip() for c in cm[1:]] == ["match ip address prefix-list POOL-HOST-V4", "!"]
         if plan.ipv6:
             assert "redistribute kernel route-map CONTAINERS-V6" in lines
             cm6 = text[text.index("route-map CONTAINERS-V6 permit 10"):].splitlines()[:3]
-            assert [c.strip() for c in cm6[1:]] == ["match ipv6 address prefix-list POOL-HOST-V6", "set metric 0"]
+            assert [c.strip() for c in cm6[1:]] == ["match ipv6 address prefix-list POOL-HOST-V6", "!"]
         # Hosts never accept a default route, nor anything inside the VPC.
         assert "ip prefix-list ROUTERS-V4 seq 100 deny 0.0.0.0/0" in lines
         assert f"ip prefix-list ROUTERS-V4 seq 105 deny {plan.vpc_cidr} le 32" in lines
