@@ -144,13 +144,15 @@ class StackConfig:
     host_root_volume_gb: int = 50
     vpc_failover: str = "static"
     route_server_asn: int = 64512
+    # Seconds between an agent's polls of its `revision` parameter (one GetParameter each).
+    poll_interval: int = 15
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 # -- schema -------------------------------------------------------------------------
 # Each section lists its keys; the parser rejects anything else with the nearest name.
 TOP_KEYS = ("region", "environment", "vpc", "routers", "hosts", "pools", "tunnels", "bgp",
-            "onprem", "routing", "bgpPassword")
+            "onprem", "routing", "agent", "bgpPassword")
 # Read by the Pulumi program as a secret; the plan never sees it.
 SECRET_KEYS = ("bgpPassword",)
 SECTION_KEYS = {
@@ -163,6 +165,7 @@ SECTION_KEYS = {
     "bgp": ("keepalive", "hold", "bfdInterval", "bfdMultiplier", "maxPrefix", "announce",
             "gracefulRestart"),
     "routing": ("mode",),
+    "agent": ("pollInterval",),
 }
 ONPREM_KEYS = ("name", "address", "asn")
 
@@ -401,6 +404,8 @@ def parse(raw: Mapping[str, Any], stack: str) -> StackConfig:
     onprem = _onprem(raw.get("onprem"))
     routing = _Section(raw.get("routing"), "overlay:routing.", SECTION_KEYS["routing"])
     routing_mode = routing.get("mode", "router", _choice(ROUTING_MODES))
+    agent = _Section(raw.get("agent"), "overlay:agent.", SECTION_KEYS["agent"])
+    poll_interval = agent.get("pollInterval", 15, _int(5, 3600))
 
     cfg = StackConfig(
         stack=stack, region=region, environment=environment, vpc_cidr=vpc_cidr, ipv6=ipv6,
@@ -412,8 +417,10 @@ def parse(raw: Mapping[str, Any], stack: str) -> StackConfig:
         tunnel_v4=tunnel_v4, tunnel_v6=tunnel_v6, mtu=mtu, onprem_mtu=onprem_mtu, bgp=bgp,
         onprem=onprem, routing_mode=routing_mode, host_root_volume_gb=root_volume,
         vpc_failover=vpc_failover, route_server_asn=route_server_asn,
+        poll_interval=poll_interval,
     )
     _check_addressing(cfg)
+    _check_ssm_quotas(cfg)
     return cfg
 
 
@@ -529,9 +536,10 @@ def _check_addressing(cfg: StackConfig) -> None:
         raise ConfigError("overlay:tunnels.ipv6", str(cfg.tunnel_v6),
                           f"too small to split in {slices} slices of /127 pairings")
 
-    # Fixed instance addresses: base offset 10 in each /prefix+4 subnet (AWS reserves the
-    # first four and the last address of every subnet).
-    per_subnet = 2 ** (32 - cfg.vpc_cidr.prefixlen - 4) - 10 - 1
+    # Fixed instance addresses: from offset 10 up to the middle of each /prefix+4 subnet,
+    # the band the program reserves for them (infra.plan.build.fixed_band); AWS keeps the
+    # first four addresses, and its own ENIs take the upper half.
+    per_subnet = fixed_band_capacity(cfg.vpc_cidr.prefixlen + 4)
     n_az = len(cfg.azs)
     if -(-cfg.host_count // n_az) > per_subnet:
         raise ConfigError("overlay:hosts.count", cfg.host_count,
@@ -565,6 +573,55 @@ def _check_addressing(cfg: StackConfig) -> None:
             raise ConfigError(f"overlay:onprem[{i}].asn", peer.asn,
                               "must differ from the docker hosts' ASNs (overlay:hosts.asn; hosts would drop "
                               "on-prem routes as AS-path loops)")
+
+
+# SSM Parameter Store's defaults per account and region (AWS General Reference, "AWS
+# Systems Manager endpoints and quotas"): GetParameter, GetParameters and
+# GetParametersByPath share 40 transactions per second (higher throughput is a paid
+# setting), and at most 10,000 Standard-tier parameters exist.
+SSM_DEFAULT_TPS = 40
+SSM_STANDARD_PARAMETERS = 10000
+
+
+def ssm_polling_tps(cfg: StackConfig) -> float:
+    """The stack's steady SSM load: every instance reads its `revision` once per poll."""
+    return (cfg.router_count + cfg.host_count) / cfg.poll_interval
+
+
+def ssm_standard_parameters(cfg: StackConfig) -> int:
+    """Standard-tier parameters of the stack (infra.parameters.TIERS): per instance `agent`
+    and `revision`, per tunnel end a `tunnels/<peer>` (both ends of a host pairing, the
+    router's end of an on-prem one). `frr` is Advanced; the passwords are SecureStrings
+    (Standard tier too)."""
+    instances = cfg.router_count + cfg.host_count
+    return 2 * instances + 2 * cfg.router_count * cfg.host_count + cfg.router_count * len(cfg.onprem) + 1
+
+
+def _check_ssm_quotas(cfg: StackConfig) -> None:
+    tps = ssm_polling_tps(cfg)
+    if tps > SSM_DEFAULT_TPS:
+        need = -(-(cfg.router_count + cfg.host_count) // SSM_DEFAULT_TPS)
+        raise ConfigError("overlay:agent.pollInterval", cfg.poll_interval,
+                          f"{cfg.router_count + cfg.host_count} instances polling every {cfg.poll_interval} s "
+                          f"make {tps:.1f} SSM requests/s, over the account's default {SSM_DEFAULT_TPS} "
+                          f"(shared by the region); poll every {need} s or more")
+    count = ssm_standard_parameters(cfg)
+    if count > SSM_STANDARD_PARAMETERS:
+        raise ConfigError("overlay:hosts.count", cfg.host_count,
+                          f"the stack needs {count} Standard SSM parameters; an account holds at most "
+                          f"{SSM_STANDARD_PARAMETERS} per region")
+
+
+def fixed_band_end(size: int) -> int:
+    """The offset where a subnet's fixed-address band ends (exclusive): the middle, leaving
+    the upper half to AWS's own ENIs; in subnets too small for that (/27, /28) the rest of
+    the subnet but its last address, which AWS reserves."""
+    return size // 2 if size // 2 - 10 >= 16 else size - 1
+
+
+def fixed_band_capacity(subnet_prefixlen: int) -> int:
+    """Fixed addresses per subnet: offset 10 up to fixed_band_end (infra.plan.build.fixed_band)."""
+    return fixed_band_end(2 ** (32 - subnet_prefixlen)) - 10
 
 
 def _no_overlap(named: list[tuple[str, Any]]) -> None:

@@ -186,7 +186,7 @@ def instance_parameters(plan: OverlayPlan, inst: Router | Host, frr_text: FrrRen
     return out
 
 
-def build_parameters(plan: OverlayPlan, frr_text: FrrRenderer, *, poll_interval: float = POLL_INTERVAL,
+def build_parameters(plan: OverlayPlan, frr_text: FrrRenderer, *, poll_interval: float | None = None,
                      resync_interval: float = RESYNC_INTERVAL,
                      route_server: Callable[[str], str | None] | None = None) -> dict[str, Parameter]:
     """Every parameter of the stack by name: each instance's set, then the BGP password.
@@ -197,6 +197,8 @@ def build_parameters(plan: OverlayPlan, frr_text: FrrRenderer, *, poll_interval:
     supplies it (a Pulumi secret, or the lab's own).
     """
     params: dict[str, Parameter] = {}
+    if poll_interval is None:
+        poll_interval = plan.poll_interval  # overlay:agent.pollInterval (default POLL_INTERVAL)
     for inst in plan.instances:
         for p in instance_parameters(plan, inst, frr_text, poll_interval=poll_interval,
                                      resync_interval=resync_interval,

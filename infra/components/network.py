@@ -50,6 +50,16 @@ class Network(pulumi.ComponentResource):
                 # Every instance has a fixed ENI; public addresses are EIPs, never automatic.
                 map_public_ip_on_launch=False,
                 tags={"Name": f"{plan.stack}-{s.kind}-{s.az}"}, opts=child)
+        # The fixed-address band of every subnet, reserved `explicit`: AWS assigns none of it
+        # to ENIs it creates (NAT gateways, interface endpoints, load balancers), so a planned
+        # router or host address is never taken before its ENI exists (review F15).
+        self.reservations: dict[tuple[str, str], list[aws.ec2.SubnetCidrReservation]] = {}
+        for s in plan.subnets:
+            self.reservations[(s.az, s.kind)] = [aws.ec2.SubnetCidrReservation(
+                f"{name}-{s.kind}-{s.az}-fixed-{i}", subnet_id=self.subnets[(s.az, s.kind)].id,
+                cidr_block=str(cidr), reservation_type="explicit",
+                description=f"{plan.stack} fixed instance addresses", opts=child)
+                for i, cidr in enumerate(s.reserved)]
 
         self.route_tables: dict[tuple[str, str], aws.ec2.RouteTable] = {}
         # Per subnet, what makes its egress work: the table association and the default
@@ -60,9 +70,12 @@ class Network(pulumi.ComponentResource):
             # cross-AZ dependency (AWS's recommendation for zone-independent egress).
             nat_eip = aws.ec2.Eip(f"{name}-nat-{az}", domain="vpc", opts=child)
             # A public NAT gateway needs the VPC's internet gateway attached first.
+            # Its own address pinned below the fixed band (plan: subnet base + 5).
+            public = next(s for s in plan.subnets if s.az == az and s.kind == "public")
             nat = aws.ec2.NatGateway(f"{name}-nat-{az}", allocation_id=nat_eip.allocation_id,
-                                     subnet_id=self.subnets[(az, "public")].id,
-                                     opts=pulumi.ResourceOptions(parent=self, depends_on=[self.igw]))
+                                     subnet_id=self.subnets[(az, "public")].id, private_ip=str(public.nat_ip),
+                                     opts=pulumi.ResourceOptions(
+                                         parent=self, depends_on=[self.igw, *self.reservations[(az, "public")]]))
             for kind in ("public", "private"):
                 table = aws.ec2.RouteTable(f"{name}-{kind}-{az}", vpc_id=self.vpc.id,
                                            tags={"Name": f"{plan.stack}-{kind}-{az}"}, opts=child)

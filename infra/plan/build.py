@@ -4,13 +4,29 @@ from __future__ import annotations
 import ipaddress
 from typing import Sequence
 
-from infra.config import PROJECT, StackConfig
+from infra.config import PROJECT, StackConfig, fixed_band_end
 from infra.plan.model import Endpoint, Host, OverlayPlan, Pairing, Router, Subnet
 
 # Instances take fixed addresses from this offset in their subnet: AWS reserves the first
-# four addresses (network, VPC router, DNS, future use) and the last; we keep 5-9 free for
-# operators (e.g. interface endpoints) so the plan never fights a hand-made ENI there.
+# four addresses (network, VPC router, DNS, future use) and the last; 5-9 are below the
+# band: the NAT gateway takes 5 (pinned), 6-9 stay free for operators.
 FIXED_ADDRESS_OFFSET = 10
+NAT_OFFSET = 5
+
+
+def fixed_band(subnet: ipaddress.IPv4Network) -> tuple[ipaddress.IPv4Network, ...]:
+    """The subnet's fixed-address band as CIDRs: offset 10 up to the middle of the subnet
+    (infra.config.fixed_band_end: small subnets keep no upper half).
+
+    The lower half is the plan's (instances take offset 10 + slot); the upper half is left
+    to AWS's own assignments (interface endpoints, load balancers), which an explicit
+    reservation of the band keeps out of it (EC2 User Guide, "Subnet CIDR reservations":
+    AWS assigns no address from an `explicit` reservation automatically).
+    """
+    first = subnet.network_address + FIXED_ADDRESS_OFFSET
+    last = subnet.network_address + fixed_band_end(subnet.num_addresses) - 1
+    return tuple(ipaddress.summarize_address_range(first, last))
+
 
 
 def nth_subnet(net, prefixlen: int, n: int):
@@ -37,9 +53,11 @@ def _subnets(cfg: StackConfig) -> tuple[Subnet, ...]:
     prefix = cfg.vpc_cidr.prefixlen + 4
     out = []
     for i, az in enumerate(cfg.azs):
-        out.append(Subnet(az, i, "private", nth_subnet(cfg.vpc_cidr, prefix, i), i if cfg.ipv6 else None))
-        out.append(Subnet(az, i, "public", nth_subnet(cfg.vpc_cidr, prefix, 8 + i),
-                          8 + i if cfg.ipv6 else None))
+        private = nth_subnet(cfg.vpc_cidr, prefix, i)
+        public = nth_subnet(cfg.vpc_cidr, prefix, 8 + i)
+        out.append(Subnet(az, i, "private", private, i if cfg.ipv6 else None, fixed_band(private)))
+        out.append(Subnet(az, i, "public", public, 8 + i if cfg.ipv6 else None, fixed_band(public),
+                          public.network_address + NAT_OFFSET))
     return tuple(out)
 
 
@@ -129,4 +147,5 @@ def build_plan(cfg: StackConfig) -> OverlayPlan:
         tunnel_v6=cfg.tunnel_v6, bgp=cfg.bgp, routing_mode=cfg.routing_mode,
         route_protocol=cfg.route_protocol, mtu=cfg.mtu, onprem_mtu=cfg.onprem_mtu,
         vpc_failover=cfg.vpc_failover, route_server_asn=cfg.route_server_asn,
+        poll_interval=cfg.poll_interval,
     )

@@ -22,6 +22,12 @@ class Subnet:
     # The VPC's IPv6 /56 is assigned by AWS at creation; the plan fixes only which /64
     # of it each subnet takes.
     ipv6_netnum: int | None
+    # The fixed-address band (instances' planned addresses, now and as the stack grows),
+    # reserved with an explicit subnet CIDR reservation so AWS never hands one of them to
+    # an ENI it creates itself (NAT gateway, interface endpoint, ...): review F15.
+    reserved: tuple[Net4, ...] = ()
+    # Public subnets: the NAT gateway's own address, pinned below the band.
+    nat_ip: ipaddress.IPv4Address | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,7 @@ class OverlayPlan:
     # docs/vpc-failover.md: "routeServer" (VPC Route Server re-points the tables) or "static".
     vpc_failover: str = "static"
     route_server_asn: int = 64512
+    poll_interval: int = 15  # overlay:agent.pollInterval
 
     def router(self, name: str) -> Router:
         return next(r for r in self.routers if r.name == name)

@@ -5,7 +5,12 @@ import json
 import re
 from typing import Any
 
+from infra.config import SSM_DEFAULT_TPS, SSM_STANDARD_PARAMETERS
+from infra.parameters import build_parameters
 from infra.plan.model import OverlayPlan, to_data
+
+# EC2's default Elastic IP quota per region (EC2 User Guide, "Elastic IP address quota").
+EIP_DEFAULT_QUOTA = 5
 
 REPORT_SCHEMA = 1
 # GitHub renders Mermaid with an edge limit (500 by default); past this many hosts the
@@ -21,6 +26,22 @@ def plan_data(plan: OverlayPlan) -> dict[str, Any]:
 
 def to_json(plan: OverlayPlan) -> str:
     return json.dumps(plan_data(plan), indent=2, sort_keys=True) + "\n"
+
+
+def quota_lines(plan: OverlayPlan) -> list[str]:
+    """The stack against the account's default quotas it shares with everything else in the region."""
+    instances = len(plan.routers) + len(plan.hosts)
+    tps = instances / plan.poll_interval
+    standard = sum(1 for p in build_parameters(plan, lambda name: "").values() if p.tier == "Standard")
+    eips = sum(1 for r in plan.routers if r.eip) + len(plan.azs)
+    return [
+        f"- SSM polling: {instances} instances every {plan.poll_interval} s = {tps:.1f} requests/s of the "
+        f"account's default {SSM_DEFAULT_TPS} per region ({100 * tps / SSM_DEFAULT_TPS:.0f} %, shared with "
+        "every other SSM reader there)",
+        f"- SSM Standard parameters: {standard} of {SSM_STANDARD_PARAMETERS:,} per account and region",
+        f"- EIPs: {eips} ({sum(1 for r in plan.routers if r.eip)} routers + {len(plan.azs)} NAT gateways) of the "
+        f"default quota of {EIP_DEFAULT_QUOTA} per region: any EIP already in the account counts too",
+    ]
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
@@ -44,11 +65,13 @@ def to_markdown(plan: OverlayPlan) -> str:
         f"- VPC routing mode: {plan.routing_mode}; route protocol {plan.route_protocol}",
         f"- {len(plan.routers)} routers, {len(plan.hosts)} docker hosts, {len(plan.onprem)} on-prem peers, "
         f"{len(plan.pairings)} pairings",
+        *quota_lines(plan),
         "",
         "## Subnets",
         "",
-        *_table(["AZ", "kind", "IPv4", "IPv6 /64 index"],
-                [[s.az, s.kind, s.cidr, s.ipv6_netnum] for s in plan.subnets]),
+        *_table(["AZ", "kind", "IPv4", "IPv6 /64 index", "reserved for fixed addresses", "NAT gateway"],
+                [[s.az, s.kind, s.cidr, s.ipv6_netnum, ", ".join(map(str, s.reserved)), s.nat_ip or ""]
+                 for s in plan.subnets]),
         "",
         "## Instances",
         "",

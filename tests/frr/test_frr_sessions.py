@@ -187,7 +187,7 @@ def _accepted(router, peer: str) -> int:
 
 
 @pytest.mark.skipif(not frrcheck.have_frr_reload(), reason="frr-reload.py (Debian frr-pythontools) not installed")
-@pytest.mark.parametrize("stack, instance", [("gen-large", "router-1"), ("gen-large", "host-1000"),
+@pytest.mark.parametrize("stack, instance", [("gen-large", "router-1"), ("gen-large", "host-500"),
                                              ("gen-v4only", "router-1"), ("gen-v4only", "host-1"),
                                              ("prod-euw1", "router-2")])
 def test_more_configs_round_trip_through_frr_reload(netns, stack, instance):

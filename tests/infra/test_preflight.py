@@ -290,7 +290,8 @@ def _cli(*args, cwd=REPO_ROOT):
 def test_cli_exit_codes_and_one_line_per_violation():
     ok = _cli("lab")
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert ok.stdout.splitlines()[-1] == "preflight lab: 0 violation(s), 0 warning(s), 1 type(s) unchecked"
+    # Unchecked: the S3 object and the subnet CIDR reservations (no CloudFormation resource).
+    assert ok.stdout.splitlines()[-1] == "preflight lab: 0 violation(s), 0 warning(s), 2 type(s) unchecked"
     assert ok.stderr == ""
 
     # The account's quota as --quota states it: with room for only 2 routes per table, each

@@ -163,3 +163,27 @@ def test_a_render_error_inside_apply_is_one_line(monkeypatch):
     with pytest.raises(pulumi.RunError) as exc:
         run_program("lab")
     assert str(exc.value) == "stack lab: bucket = 'Bad_Bucket': must be an S3 bucket name"
+
+
+def test_fixed_addresses_reserved_and_the_nat_gateway_pinned_below_them(two_runs):
+    # Review F15: AWS picks addresses for the ENIs it creates; the planned ones are reserved.
+    import ipaddress
+    run, _ = two_runs
+    plan = build_plan(load_stack(run.stack))
+    reservations = run.of_type("aws:ec2/subnetCidrReservation:SubnetCidrReservation")
+    by_subnet = {}
+    for r in reservations:
+        assert r.inputs["reservationType"] == "explicit"
+        by_subnet.setdefault(r.inputs["subnetId"], []).append(ipaddress.ip_network(r.inputs["cidrBlock"]))
+    for s in plan.subnets:
+        got = sorted(by_subnet[f"net-{s.kind}-{s.az}-id"])
+        assert got == sorted(s.reserved) and all(c.subnet_of(s.cidr) for c in got)
+    for inst in plan.instances:
+        subnet = next(s for s in plan.subnets if s.cidr == inst.subnet)
+        assert any(inst.private_ip in c for c in subnet.reserved), inst.name
+    for nat in run.of_type("aws:ec2/natGateway:NatGateway"):
+        az = nat.name[len("net-nat-"):]
+        public = next(s for s in plan.subnets if s.az == az and s.kind == "public")
+        assert nat.inputs["privateIp"] == str(public.nat_ip)
+        assert public.nat_ip == public.cidr.network_address + 5
+        assert not any(public.nat_ip in c for c in public.reserved)

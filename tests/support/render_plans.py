@@ -12,13 +12,15 @@ BUCKET = "overlay-artifacts-123456789012"
 AGENT_KEY = "agent/overlay-agent-bundle.tar"
 
 GENERATED: dict[str, dict[str, Any]] = {
-    # The largest stack the renderer must handle: 1,000 hosts, 8 routers, per-host ASNs,
-    # several pools, on-prem peers, graceful restart on, specifics to on-prem.
+    # The largest stack the renderer must handle: 8 routers (the most a host's FRR config
+    # lists), 500 hosts (with 8 routers, about the most SSM's default 10,000 Standard
+    # parameters allow: 9,049, see infra.config._check_ssm_quotas), per-host ASNs, several
+    # pools, on-prem peers, graceful restart on, specifics to on-prem.
     "gen-large": {
         "region": "eu-central-1", "environment": "prod",
         "vpc": {"cidr": "10.20.0.0/16", "azs": ["eu-central-1a", "eu-central-1b", "eu-central-1c"]},
         "routers": {"count": 8, "asn": 4200000000, "maxRouters": 8},
-        "hosts": {"count": 1000, "asnMode": "per-host", "asn": 4200001000, "blockPrefix": 24},
+        "hosts": {"count": 500, "asnMode": "per-host", "asn": 4200001000, "blockPrefix": 24},
         "pools": {"ipv4": ["100.64.0.0/12", "100.80.0.0/14"], "ipv6": ["fd10:96::/48", "fd10:97::/48"]},
         "tunnels": {"ipv4": "172.16.0.0/16",
                     "ipv6": "fd10:7e::/64"},

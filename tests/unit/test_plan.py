@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -140,12 +141,15 @@ def test_deterministic():
     assert a == b
 
 
-def test_scale_1000_hosts_4_routers():
-    raw = raw_config(routers=4, hosts=1000, n_az=3, onprem=2, max_routers=4)
+def test_scale_990_hosts_4_routers():
+    # About the most SSM's defaults allow with 4 routers: 9,917 Standard parameters of
+    # 10,000, and 994 instances polling every 30 s (33 requests/s of 40).
+    raw = raw_config(routers=4, hosts=990, n_az=3, onprem=2, max_routers=4)
     raw["hosts"]["blockPrefix"] = 24
     raw["pools"]["ipv4"] = ["10.96.0.0/14"]
+    raw["agent"] = {"pollInterval": 30}
     plan = build_plan(parse(raw, "big"))
-    assert len(plan.hosts) == 1000 and len(plan.pairings) == 4 * 1002
+    assert len(plan.hosts) == 990 and len(plan.pairings) == 4 * 992
     check_invariants(plan)
 
 
@@ -170,3 +174,22 @@ def test_growth_of_stack_file_is_stable():
     cfg = load_stack("prod-euw1")
     grown = build_plan(dataclasses.replace(cfg, host_count=cfg.host_count + 1))
     subset(build_plan(cfg), grown)
+
+
+@pytest.mark.parametrize("stack", list_stacks())
+def test_fixed_band_is_what_config_allows_and_holds_every_instance(stack):
+    # Review F15: the reserved band, the config's per-subnet limit and the instances agree.
+    from infra.config import fixed_band_capacity
+    plan = build_plan(load_stack(stack))
+    for s in plan.subnets:
+        size = sum(c.num_addresses for c in s.reserved)
+        assert size == fixed_band_capacity(s.cidr.prefixlen)
+        assert min(c.network_address for c in s.reserved) == s.cidr.network_address + 10
+        assert max(c.broadcast_address for c in s.reserved) < s.cidr.broadcast_address
+        if s.cidr.num_addresses >= 64:  # the upper half stays AWS's
+            assert max(c.broadcast_address for c in s.reserved) < s.cidr.network_address + s.cidr.num_addresses // 2
+        if s.kind == "public":
+            assert s.nat_ip == s.cidr.network_address + 5
+    for inst in plan.instances:
+        subnet = next(s for s in plan.subnets if s.cidr == inst.subnet)
+        assert any(inst.private_ip in c for c in subnet.reserved)
