@@ -23,6 +23,7 @@ from infra.components.security import SecurityGroups, SecurityGroupsArgs
 from infra.config import PROJECT, SECRET_KEYS, ConfigError, StackConfig, foreign_key_problem, parse
 from infra.parameters import (ParameterError, build_parameters, instance_path, password_name, root,
                               route_server_doc)
+from infra.passwords import password_problem
 from infra.plan import OverlayPlan, build_plan
 from infra.plan.report import to_mermaid
 from infra.render import RenderError, render_frr, render_onprem_frr, render_user_data
@@ -74,6 +75,9 @@ def load_config(stack: str) -> tuple[StackConfig, str]:
     if not password:
         raise ConfigError(f"{PROJECT}:bgpPassword", None,
                           f"is required: pulumi config set --secret {PROJECT}:bgpPassword <password>")
+    problem = password_problem(str(password))
+    if problem:
+        raise ConfigError(f"{PROJECT}:bgpPassword", "(hidden)", problem)
     return cfg, password
 
 

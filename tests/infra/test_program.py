@@ -396,6 +396,17 @@ def test_password_must_be_a_secret():
         run_program("lab", password=None)
 
 
+@pytest.mark.parametrize("password", ["has space", "x" * 81, "new\nline"])
+def test_password_the_agent_would_refuse_is_refused_when_the_program_runs(password):
+    # The agent's rule (infra.passwords, pinned equal to the agent's in tests/unit): found
+    # here, in one line without the password, not later as FRR configs no agent applies.
+    with pytest.raises(pulumi.RunError) as exc:
+        run_program("lab", password=password)
+    msg = str(exc.value)
+    assert msg.startswith("stack lab: overlay:bgpPassword = '(hidden)': unusable as a TCP MD5 key (")
+    assert "\n" not in msg and password not in msg
+
+
 def test_config_through_the_environment_gives_the_same_program():
     by_env = run_program("lab", via_env=True)
     direct = run_program("lab")
