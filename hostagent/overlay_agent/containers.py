@@ -102,18 +102,22 @@ def host_prefix(addr: Address) -> Prefix:
 # - Two containers created in the same second tie: equal MED, ECMP as before.
 # - Clock skew between hosts shifts the winner by the skew (chrony/Amazon Time Sync keep
 #   it far under the one-second resolution).
-# - Values stay below 2^31 (zebra reads RTA_PRIORITY into an int) and above 0 (IPv6
-#   turns priority 0 into 1024).
-MOVE_EPOCH = 1_577_836_800  # 2020-01-01T00:00:00Z; MOVE_TOP seconds later (year 2083) all tie
-MOVE_TOP = 2_000_000_000
-STEADY_METRIC = 2_100_000_000  # anycast and block (auto) addresses: one value on every host
+# - zebra splits a kernel route's priority into distance (top 8 bits) and metric (low 24
+#   bits: rt_netlink.c, `distance = (metric >> 24) & 0xFF; metric &= 0x00FFFFFF`), so
+#   only values below 2^24 reach bgpd unchanged (seen with FRR 8.4). 2^24 - 2 seconds are
+#   194 days: the scale wraps then, and a move whose two containers straddle the wrap
+#   picks the older one (that one move is break-before-make, as before this change).
+# - Above 0: IPv6 turns priority 0 into 1024.
+MOVE_EPOCH = 1_577_836_800  # 2020-01-01T00:00:00Z
+MOVE_SPAN = 0xFFFFFE  # metrics 1 .. 2^24 - 2 for moving addresses
+STEADY_METRIC = 0xFFFFFF  # anycast and block (auto) addresses: one value on every host, never preferred
 
 
 def route_metric(created: float, moving: bool) -> int:
     """The host route's metric, and so its MED: lower (preferred) for a newer moving container."""
     if not moving:
         return STEADY_METRIC
-    return max(1, MOVE_TOP - max(0, int(created) - MOVE_EPOCH))
+    return MOVE_SPAN - (max(0, int(created) - MOVE_EPOCH) % MOVE_SPAN)
 
 
 # -- model -------------------------------------------------------------------------------

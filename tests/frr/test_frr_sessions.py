@@ -94,14 +94,16 @@ def test_dynamic_neighbor_policy_and_max_prefix(pair):
 
     # A container /32 and /128 inside the pools are learned, each with its kernel route's
     # metric as MED (the agent's move preference, docs/agent.md "Moves").
-    _container_route(ns_h, "10.99.0.5/32", 1_790_000_123)
-    _container_route(ns_h, "fd10:99::5/128", 2_100_000_000)
+    # zebra keeps the low 24 bits of a kernel route's priority as its metric (the top 8
+    # are a distance), so the agent's metrics stay below 2^24.
+    _container_route(ns_h, "10.99.0.5/32", 16_000_123)
+    _container_route(ns_h, "fd10:99::5/128", 16_777_215)
     router.wait(lambda: "10.99.0.5/32" in router.bgp_routes(4) and "fd10:99::5/128" in router.bgp_routes(6),
                 timeout=30, what="container routes learned")
     assert router.has_route("10.99.0.5/32", "bgp")
-    assert router.bgp_routes(4)["10.99.0.5/32"][0].get("metric") == 1_790_000_123
+    assert router.bgp_routes(4)["10.99.0.5/32"][0].get("metric") == 16_000_123
     path6 = router.bgp_routes(6)["fd10:99::5/128"][0]
-    assert path6.get("metric") == 2_100_000_000, path6
+    assert path6.get("metric") == 16_777_215, path6
 
     # The router holds the pool aggregate as a blackhole (unannounced addresses die here)
     # and answers hosts with it; the host accepts it (and no default route).

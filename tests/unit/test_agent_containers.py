@@ -8,7 +8,7 @@ import time
 import pytest
 
 from overlay_agent import config as config_mod
-from overlay_agent.containers import MOVE_TOP, STEADY_METRIC, ContainerReconciler, Event, route_metric, veth_name
+from overlay_agent.containers import MOVE_SPAN, STEADY_METRIC, ContainerReconciler, Event, route_metric, veth_name
 from overlay_agent.docker_shim import ContainerInfo
 from overlay_agent.errors import DockerError, NetlinkError
 from overlay_agent.netlink import ContainerGone, KernelView, LinkInfo, RouteInfo
@@ -485,9 +485,10 @@ def test_a_moving_address_gets_a_lower_metric_the_newer_its_container():
     # whole seconds: the listing's integer Created and the inspect's nanoseconds agree
     assert route_metric(T2026 + 0.999, True) == route_metric(T2026, True)
     assert route_metric(T2026, False) == route_metric(T2026 + 99, False) == STEADY_METRIC
-    # never 0 (IPv6 turns it into 1024), never past 2^31 (zebra reads an int)
-    assert route_metric(0.0, True) == MOVE_TOP and route_metric(1e12, True) == 1
-    assert 0 < STEADY_METRIC < 2 ** 31
+    # never 0 (IPv6 turns it into 1024), always below 2^24 (zebra keeps only 24 bits as metric)
+    assert route_metric(0.0, True) == MOVE_SPAN
+    assert all(0 < route_metric(T2026 + d, True) <= MOVE_SPAN for d in (0, 1, 10 ** 6, 10 ** 8, 10 ** 9))
+    assert STEADY_METRIC == 2 ** 24 - 1 > MOVE_SPAN
 
 
 def test_explicit_addresses_carry_the_move_metric_anycast_and_auto_the_steady_one(world):
