@@ -178,8 +178,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--no-frr", action="store_true", help="tunnels only; leave FRR alone")
     run.add_argument("--docker-url", default="unix:///var/run/docker.sock")
     run.add_argument("--status-file", default=status_mod.DEFAULT_STATUS_FILE)
-    run.add_argument("--metrics-address", default="0.0.0.0:9469",
-                     help="host:port for Prometheus /metrics; empty to disable")
+    # Loopback by default: the VPC security group lets every VPC workload reach every port
+    # of the instances, and containers reach the host's addresses (security review,
+    # finding 11). A Prometheus elsewhere needs --metrics-address <private-ip>:9469.
+    run.add_argument("--metrics-address", default="127.0.0.1:9469",
+                     help="host:port for Prometheus /metrics (default loopback only); empty to disable")
     run.add_argument("--log-level", default="info")
     run.add_argument("--log-format", choices=("json", "text"), default="json")
     run.add_argument("--no-containers", action="store_true", help="do not wire containers")

@@ -50,6 +50,7 @@ from .docker_shim import ContainerInfo, Event
 from .errors import AgentError, DockerError, NetlinkError
 from .metrics import Metrics
 from .netlink import ContainerGone, KernelView, WireSpec
+from .status import write_private
 
 log = logging.getLogger("overlay_agent.containers")
 
@@ -775,7 +776,7 @@ class ContainerReconciler:
         tmp = self.status_path.with_suffix(".tmp")
         try:
             self.status_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(doc, indent=1))
+            write_private(tmp, json.dumps(doc, indent=1))
             os.replace(tmp, self.status_path)  # atomic: `status` never reads half a file
         except OSError as exc:
             log.warning("cannot write status file %s: %s", self.status_path, exc)

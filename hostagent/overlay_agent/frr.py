@@ -143,8 +143,8 @@ class Frr:
         out = self._run(cmd, "vtysh")
         if out.returncode != 0:
             raise CommandError(f"vtysh {' / '.join(commands)}: exit {out.returncode}: "
-                               f"{_last_line(out.stdout + out.stderr)}", cmd=cmd, returncode=out.returncode,
-                               stderr=out.stderr + out.stdout)
+                               f"{redact(_last_line(out.stdout + out.stderr))}", cmd=cmd, returncode=out.returncode,
+                               stderr=redact(out.stderr + out.stdout))
         return out.stdout
 
     def _write(self, name: str, text: str) -> Path:
@@ -163,8 +163,9 @@ class Frr:
         cmd = ["python3", self.reload_script, "--test", *self._paths(), str(path)]
         out = self._run(cmd, "frr-reload --test")
         if out.returncode != 0:
-            raise CommandError(f"frr-reload --test: exit {out.returncode}: {_last_line(out.stderr + out.stdout)}",
-                               cmd=cmd, returncode=out.returncode, stderr=out.stderr + out.stdout)
+            raise CommandError(f"frr-reload --test: exit {out.returncode}: "
+                               f"{redact(_last_line(out.stderr + out.stdout), text)}",
+                               cmd=cmd, returncode=out.returncode, stderr=redact(out.stderr + out.stdout, text))
         return _parse_test(out.stdout)
 
     def differs(self, text: str) -> bool:
@@ -191,13 +192,13 @@ class Frr:
         out = self._reload_once(path)
         if out.returncode == 0:
             return None
-        first = _reason(out.stdout + out.stderr)
+        first = redact(_reason(out.stdout + out.stderr), text)
         out = self._reload_once(path)
         if out.returncode == 0:
             return f"frr-reload needed a second run (first: {first})"
         err = CommandError(f"frr-reload --reload: FRR rejected the config (exit {out.returncode}): "
-                           f"{_reason(out.stdout + out.stderr)}", cmd=out.args, returncode=out.returncode,
-                           stderr=out.stderr + out.stdout)
+                           f"{redact(_reason(out.stdout + out.stderr), text)}", cmd=out.args,
+                           returncode=out.returncode, stderr=redact(out.stderr + out.stdout, text))
         if previous is not None:
             # frr-reload checks the file before changing anything, but a failure half-way
             # through leaves a mix: put the previous config back (best effort).
@@ -238,6 +239,19 @@ def _last_line(text: str) -> str:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_PASSWORD = re.compile(r"(\bpassword\s+)(\S+)", re.IGNORECASE)
+
+
+def redact(text: str, config: str | None = None) -> str:
+    """`text` without the BGP password: FRR echoes a rejected line (`line N: % ...: <line>`)
+    and frr-reload logs whole lines, so a `neighbor ... password <secret>` line would reach
+    the journal and the status file. Every value after `password` is cut, and so is any
+    password value of `config` (the text we applied) wherever it appears in `text`."""
+    out = _PASSWORD.sub(lambda m: m.group(1) + "<redacted>", text)
+    for secret in {m.group(2) for m in _PASSWORD.finditer(config or "")}:
+        if len(secret) >= 4 and secret != "{{BGP_PASSWORD}}":
+            out = out.replace(secret, "<redacted>")
+    return out
 
 
 def _reason(text: str) -> str:

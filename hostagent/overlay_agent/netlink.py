@@ -363,6 +363,14 @@ class Netlink:
                 # random delay of up to 0.8 s.
                 _write_sysctl(f"/proc/sys/net/ipv4/conf/{spec.veth}/proxy_arp", "1")
                 _write_sysctl(f"/proc/sys/net/ipv4/neigh/{spec.veth}/proxy_delay", "0")
+            if os.path.isdir("/proc/sys/net/ipv6"):
+                # Never learn a default router or an address from a container: a Router
+                # Advertisement sent into its veth would otherwise make the container the
+                # host's IPv6 default router (CVE-2020-13401 class). The veth is still down,
+                # so nothing was accepted before this. Set for IPv4-only containers too: the
+                # host side has IPv6 as soon as the link comes up.
+                _write_sysctl(f"/proc/sys/net/ipv6/conf/{spec.veth}/accept_ra", "0")
+                _write_sysctl(f"/proc/sys/net/ipv6/conf/{spec.veth}/autoconf", "0")
             if spec.ipv6 is not None:
                 self.ipr.addr("add", index=index, address=GATEWAY6, prefixlen=64, flags=IFA_F_NODAD)
             # The alias is written last: it marks the wiring as complete and records the

@@ -36,6 +36,7 @@ from . import config as config_mod
 from .errors import AgentError, CommandError, ConfigError, ParameterError
 from .frr import Frr, fill_password, fill_route_server
 from .ssm import Cache, Poller, Snapshot
+from .status import write_private
 from .tunnels import Report, TunnelReconciler, parse_tunnels
 
 log = logging.getLogger("overlay_agent.pairing")
@@ -311,7 +312,7 @@ class PairingSync:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.status(), indent=1))
+            write_private(tmp, json.dumps(self.status(), indent=1))  # FRR errors, topology: root only
             os.replace(tmp, path)
         except OSError as exc:
             log.error("cannot write status %s: %s", path, exc)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -97,3 +98,14 @@ def table(doc: dict) -> str:
                  f"agent view {age:.0f} s old")
     return "\n".join(lines)
 
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only root reads (0600 from creation: no window at the umask's mode).
+
+    Status files name containers, addresses, label values and FRR errors; other local users
+    (and a container that can read a host path) have no business with them.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its old mode through O_CREAT
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)

@@ -67,6 +67,11 @@ BUDGET = 64
 RECV_SIZE = 65535
 
 
+# A control request is one JSON line of a few hundred bytes (a tunnel spec); the limit keeps
+# a stuck or hostile local client from growing the daemon's buffers without bound.
+MAX_REQUEST = 64 * 1024
+
+
 class _Tunnel:
     __slots__ = ("spec", "fd", "sock", "dest", "hdr4", "hdr6", "ttl_cmsg", "c")
 
@@ -126,7 +131,7 @@ class Daemon:
 
     # ---- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock_fd = os.open(self.state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -135,7 +140,14 @@ class Daemon:
         path = self.state_dir / SOCKET_NAME
         path.unlink(missing_ok=True)  # stale after a crash; the lock proves no live owner
         self._ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._ctl.bind(str(path))
+        # bind() creates the socket file with 0777 & ~umask; a later chmod leaves a window
+        # in which another local user could connect. Bind under umask 077 instead (the
+        # process umask is shared by threads: the daemon is single-threaded at start).
+        old_umask = os.umask(0o077)
+        try:
+            self._ctl.bind(str(path))
+        finally:
+            os.umask(old_umask)
         os.chmod(path, 0o600)
         self._ctl.listen(16)
         self._ctl.setblocking(False)
@@ -376,16 +388,29 @@ class Daemon:
         buf = self._bufs[conn] + chunk
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
-            reply = self.handle(line)
-            conn.setblocking(True)
-            conn.settimeout(5)
-            try:
-                conn.sendall(json.dumps(reply).encode() + b"\n")
-            except OSError:
-                self._drop_client(conn)
+            reply = self.handle(line) if len(line) <= MAX_REQUEST else \
+                {"ok": False, "error": f"request longer than {MAX_REQUEST} bytes"}
+            if not self._reply(conn, reply):
                 return
-            conn.setblocking(False)
+        if len(buf) > MAX_REQUEST:
+            # A request line without end: answer once and hang up rather than buffer it all.
+            self._reply(conn, {"ok": False, "error": f"request longer than {MAX_REQUEST} bytes"})
+            self._drop_client(conn)
+            return
         self._bufs[conn] = buf
+
+    def _reply(self, conn: socket.socket, reply: dict) -> bool:
+        """Send one reply without blocking the data path; a client that does not read is dropped."""
+        data = json.dumps(reply).encode() + b"\n"
+        try:
+            sent = conn.send(data)  # non-blocking: replies are far smaller than the socket buffer
+        except OSError:
+            sent = -1
+        if sent != len(data):
+            # Blocking here (the old sendall with a 5 s timeout) stalled every tunnel.
+            self._drop_client(conn)
+            return False
+        return True
 
     def _drop_client(self, conn: socket.socket) -> None:
         self._bufs.pop(conn, None)
