@@ -47,7 +47,8 @@ GRE_BACKEND = "kernel"
 # refuses to start containers when it cannot load its docker-default profile).
 PACKAGES = {
     "router": ("frr", "frr-pythontools", "nftables", "python3-venv", "awscli"),
-    # nftables: the containers' egress NAT (docs/egress.md)
+    # nftables: the containers' egress NAT (docs/egress.md) and the agent's anti-spoofing
+    # table for container source addresses (hostagent/overlay_agent/guard.py)
     "host": ("frr", "frr-pythontools", "docker.io", "apparmor", "python3-venv", "awscli", "nftables"),
 }
 # The line of a router's frr.conf (routeServer mode) where the agent puts one

@@ -36,6 +36,11 @@ def container_tasks(cfg: config_mod.AgentConfig, args, metrics):
     docker = DockerShim(args.docker_url)
     events_docker = DockerShim(args.docker_url)  # the event stream blocks its own connection
     rec = ContainerReconciler(cfg, docker, None, metrics=metrics, status_path=args.status_file)
+    if not args.no_guard:
+        from .containers import VETH_PREFIX
+        from .guard import NftGuard
+
+        rec.guard = NftGuard(VETH_PREFIX)
 
     def run(stop: threading.Event) -> None:
         # pyroute2 keeps an event loop per thread: open the socket in the thread that uses it.
@@ -186,6 +191,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="info")
     run.add_argument("--log-format", choices=("json", "text"), default="json")
     run.add_argument("--no-containers", action="store_true", help="do not wire containers")
+    run.add_argument("--no-guard", action="store_true",
+                     help="no anti-spoofing table (nftables) for container source addresses")
     run.set_defaults(func=cmd_run)
 
     st = sub.add_parser("status", help="containers, addresses, veths, routes, BGP announcement")

@@ -464,6 +464,12 @@ class NetlinkShim(Protocol):
     def route_del(self, dst: Prefix, proto: int) -> bool: ...
 
 
+class GuardShim(Protocol):
+    def ensure(self) -> None: ...
+    def elements(self) -> set: ...
+    def update(self, add: Iterable, remove: Iterable) -> None: ...
+
+
 class DockerShimLike(Protocol):
     def list_running(self) -> list[ContainerInfo]: ...
     def inspect(self, container_id: str) -> ContainerInfo | None: ...
@@ -497,6 +503,11 @@ class ContainerReconciler:
         self._started_ns: dict[str, int] = {}  # container id -> Docker start event time
         self.last_resync: float = 0.0
         self.events: "queue.Queue[Event | AgentConfig | str]" = queue.Queue()
+        # Anti-spoofing (guard.NftGuard, or None to leave it off): (veth, address) pairs a
+        # container may send from; None in _guard_have means "read it from nft next time".
+        self.guard: GuardShim | None = None
+        self._guard_have: set | None = None
+        self._guard_error: str | None = None
 
     # -- passes ----------------------------------------------------------------------
     def resync(self) -> bool:
@@ -517,6 +528,7 @@ class ContainerReconciler:
             return False
         self.containers = {c.id: c for c in listing if c.running}
         self.actual = actual_from_kernel(view, self.proto, self.cfg.in_pools)
+        self._guard_have = None  # re-read (and re-assert the table) on a full pass
         self._reconcile()
         self.last_resync = time.monotonic()
         self.metrics.resync_seconds.observe(time.perf_counter() - t0)
@@ -580,7 +592,13 @@ class ContainerReconciler:
         act = self.actual
         assert act is not None
         failed: set[str] = set()
+        guard_due = False
         for a in actions:
+            if guard_due and isinstance(a, RouteSet):
+                # A new container may send only once its source is allowed; allow it before
+                # its host route brings traffic (replies would otherwise be dropped).
+                self._sync_guard()
+                guard_due = False
             try:
                 if isinstance(a, RouteDel):
                     self.netlink.route_del(a.dst, self.proto, act.metrics.get(a.dst))
@@ -603,7 +621,9 @@ class ContainerReconciler:
                         log.info("unwired container %s", a.container_id[:12],
                                  extra={"container": a.container_id[:12], "veth": a.veth})
                 elif isinstance(a, Wire):
-                    if not self._wire(a.wiring):
+                    if self._wire(a.wiring):
+                        guard_due = True
+                    else:
                         failed.add(a.wiring.veth)
                 elif isinstance(a, RouteSet):
                     veths = a.veths - failed
@@ -627,6 +647,33 @@ class ContainerReconciler:
             except Exception as exc:  # noqa: BLE001 - one change must not stop the pass (see _wire)
                 log.exception("netlink change %s failed unexpectedly", a)
                 self.metrics.errors.labels("netlink").inc()
+        self._sync_guard()
+
+    def _sync_guard(self) -> None:
+        """Make the anti-spoofing sets hold exactly the (veth, address) pairs of wired containers."""
+        if self.guard is None or self.actual is None:
+            return
+        want = {(w.veth, a) for w in self.actual.wired.values() for a in (w.ipv4, w.ipv6) if a is not None}
+        for attempt in (1, 2):
+            try:
+                if self._guard_have is None:
+                    self.guard.ensure()
+                    self._guard_have = self.guard.elements()
+                add, remove = want - self._guard_have, self._guard_have - want
+                if add or remove:
+                    self.guard.update(add, remove)
+                    self.metrics.netlink_changes.labels("guard").inc()
+                self._guard_have = want
+                self._guard_error = None
+                return
+            except Exception as exc:  # noqa: BLE001 - nft missing or refusing must not stop the wiring
+                self._guard_have = None  # our picture may be wrong: read it again and retry once
+                if attempt == 2:
+                    if str(exc) != self._guard_error:
+                        log.error("anti-spoofing table: %s (retried at the next pass)", exc,
+                                  extra={"reason": "guard"})
+                    self._guard_error = str(exc)
+                    self.metrics.errors.labels("guard").inc()
 
     def _wire(self, w: Wiring) -> bool:
         info = self.containers.get(w.container_id)

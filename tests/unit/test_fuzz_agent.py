@@ -24,6 +24,7 @@ from overlay_agent.ssm import Cache, Poller
 from overlay_agent.tunnels import TunnelReconciler
 from tests.unit.test_agent_containers import PROTO, FakeDocker, FakeKernel, cfg
 from tests.unit.test_agent_labels_config import doc
+from tests.unit.test_isolation import FakeGuard
 from tests.unit.test_pairing import FakeFrr, FakeSource
 from tests.unit.test_tunnels import FakeBackend, FakeNetlink
 
@@ -71,6 +72,7 @@ def _world():
              docker.add("fixed", {"overlay.ipv4": "100.64.9.9", "overlay.ipv6": "fd00:64::9:9"}),
              docker.add("any1", {"overlay.ipv4": "100.64.7.7", "overlay.anycast": "true"})]
     rec = ContainerReconciler(cfg(), docker, kernel)
+    rec.guard = FakeGuard(kernel)
     assert rec.resync()
     return kernel, docker, rec, goods
 
@@ -93,6 +95,8 @@ def test_hostile_labels_change_no_other_containers_wiring_or_routes(hostile):
     assert rec.resync()  # nor the next one (an agent restart would do this pass again)
     for c in goods:
         assert rec.actual.wired[c.id] == before_wired[c.id]
+    # The anti-spoofing sets allow exactly what is wired: a refused label allows nothing.
+    assert rec.guard.have == {(w.veth, a) for w in rec.actual.wired.values() for a in (w.ipv4, w.ipv6) if a}
     after = kernel.our_routes()
     for dst, veths in before_routes.items():
         if dst in claimed:

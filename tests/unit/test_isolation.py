@@ -209,3 +209,76 @@ def test_userspace_gre_accepts_only_the_planned_remote_and_key(tmp_path):
     finally:
         os.close(r)
         os.close(w)
+
+
+# -- anti-spoofing sets follow the wiring ------------------------------------------------------
+
+class FakeGuard:
+    """The nft table's two sets, as one set of (veth, address); records into the kernel's op log."""
+
+    def __init__(self, kernel: FakeKernel):
+        self.kernel = kernel
+        self.have: set = set()
+        self.fail = 0
+        self.ensured = 0
+
+    def ensure(self):
+        self.ensured += 1
+
+    def elements(self):
+        return set(self.have)
+
+    def update(self, add, remove):
+        if self.fail:
+            self.fail -= 1
+            raise CommandError("nft -f -: exit 1: Error: Could not process rule: No such file or directory")
+        missing = set(remove) - self.have
+        if missing:
+            raise CommandError(f"nft: delete of absent elements {missing}")
+        self.have = (self.have - set(remove)) | set(add)
+        self.kernel.ops.append(("guard", tuple(sorted(str(a) for _, a in add))))
+
+
+def _wired_pairs(rec):
+    return {(w.veth, a) for w in rec.actual.wired.values() for a in (w.ipv4, w.ipv6) if a is not None}
+
+
+def test_guard_allows_a_containers_sources_before_its_route_and_forgets_them_when_it_goes():
+    kernel = FakeKernel()
+    docker = FakeDocker(kernel)
+    rec = ContainerReconciler(cfg(), docker, kernel)
+    rec.guard = guard = FakeGuard(kernel)
+    a = docker.add("a", {"overlay": "auto"})
+    docker.add("b", {"overlay.ipv4": "100.64.9.9"})
+    assert rec.resync()
+    assert guard.have == _wired_pairs(rec) and len(guard.have) == 4
+    ops = kernel.ops
+    first_route = next(i for i, op in enumerate(ops) if op[0] == "route_set")
+    assert any(op[0] == "guard" for op in ops[:first_route]), ops
+    docker.stop(a)
+    assert rec.resync()
+    assert guard.have == _wired_pairs(rec) and len(guard.have) == 2
+
+
+def test_guard_failure_is_logged_counted_and_repaired_without_stopping_the_wiring(caplog):
+    kernel = FakeKernel()
+    docker = FakeDocker(kernel)
+    rec = ContainerReconciler(cfg(), docker, kernel)
+    rec.guard = guard = FakeGuard(kernel)
+    guard.fail = 2  # both attempts of this pass
+    docker.add("a", {"overlay": "auto"})
+    assert rec.resync()
+    assert [r["state"] for r in rec.status_rows()] == ["routed"]
+    assert rec.metrics.registry.get_sample_value("overlay_container_errors_total", {"reason": "guard"}) >= 1
+    assert "anti-spoofing table" in caplog.text
+    guard.have.add(("ovcdeadbeef0000", next(iter(_wired_pairs(rec)))[1]))  # a stray element
+    assert rec.resync()
+    assert guard.have == _wired_pairs(rec)
+
+
+def test_guard_ruleset_judges_only_our_veths_and_drops_container_gre():
+    from overlay_agent.guard import ruleset
+    text = ruleset("ovc")
+    assert 'iifname != "ovc*" accept' in text and "meta l4proto gre counter drop" in text
+    assert text.index("flush chain") < text.index("add rule")  # one transaction: never without rules
+    assert "flush set" not in text  # a restart keeps the elements

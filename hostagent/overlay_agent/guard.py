@@ -1,0 +1,109 @@
+"""Anti-spoofing for containers: an nftables table the agent owns, reconciled like the routes.
+
+A container with CAP_NET_RAW (Docker's default) can send any source address through its
+veth; the host forwards it (rp_filter is loose on purpose: replies come back over any
+router's tunnel), so it could pose as another container, on this host or any other, towards
+on-prem and other hosts. And GRE it originates to a router's or a host's underlay address,
+with a guessed key (keys are small sequential integers), would be injected into that tunnel.
+
+The table `inet overlay_guard` holds one chain at the prerouting hook (priority raw, before
+conntrack and routing) that judges only packets entering from our veths (`ovc*`):
+- GRE from a container is dropped (the overlay's tunnels are the host's, never a container's);
+- Router Advertisements and redirects from a container are dropped (belt and braces with
+  the veths' accept_ra=0);
+- IPv6 link-local sources pass (neighbour discovery with the host's fe80::1; the kernel
+  never forwards a link-local source), and `::` only for duplicate address detection;
+- anything else passes only if (veth, source address) is in the sets `src4`/`src6`, one
+  element per address the agent wired on that veth; the rest is counted and dropped.
+
+The sets are the only thing that changes at run time: the reconciler adds a container's
+elements after its veth is wired and before its host route is installed, and removes them
+when it unwires. The chain is rewritten in one transaction at start (atomic: no moment
+without the rules), the sets are kept, so an agent restart changes nothing for traffic.
+Another tool's tables are never touched; the agent touches only this table.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import shutil
+import subprocess
+from typing import Iterable
+
+from .errors import CommandError
+
+log = logging.getLogger("overlay_agent.guard")
+
+TABLE = "overlay_guard"
+Element = tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address]  # (veth, address)
+
+
+def ruleset(prefix: str) -> str:
+    """The table, its sets and the chain, as one nft transaction that keeps existing set elements."""
+    return f"""add table inet {TABLE}
+add set inet {TABLE} src4 {{ type ifname . ipv4_addr; }}
+add set inet {TABLE} src6 {{ type ifname . ipv6_addr; }}
+add chain inet {TABLE} containers {{ type filter hook prerouting priority raw; policy accept; }}
+flush chain inet {TABLE} containers
+add rule inet {TABLE} containers iifname != "{prefix}*" accept
+add rule inet {TABLE} containers meta l4proto gre counter drop comment "GRE from a container"
+add rule inet {TABLE} containers icmpv6 type {{ nd-router-advert, nd-redirect }} counter drop
+add rule inet {TABLE} containers ip6 saddr fe80::/10 accept
+add rule inet {TABLE} containers ip6 saddr :: icmpv6 type nd-neighbor-solicit accept
+add rule inet {TABLE} containers meta nfproto ipv4 iifname . ip saddr @src4 accept
+add rule inet {TABLE} containers meta nfproto ipv6 iifname . ip6 saddr @src6 accept
+add rule inet {TABLE} containers counter drop comment "source address not this container's"
+"""
+
+
+def _elements(items: Iterable[Element]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {"src4": [], "src6": []}
+    for veth, addr in sorted(items, key=lambda e: (e[0], str(e[1]))):
+        out["src4" if addr.version == 4 else "src6"].append(f'"{veth}" . {addr}')
+    return out
+
+
+class NftGuard:
+    """The anti-spoofing table through `nft -f -` (libnftables' own parser, one atomic transaction per call)."""
+
+    def __init__(self, prefix: str, nft: str | None = None, timeout: float = 10.0):
+        self.prefix = prefix
+        self.nft = nft or shutil.which("nft") or "/usr/sbin/nft"
+        self.timeout = timeout
+
+    def _run(self, args: list[str], script: str | None = None) -> str:
+        cmd = [self.nft, *args]
+        try:
+            out = subprocess.run(cmd, input=script, capture_output=True, text=True, timeout=self.timeout)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise CommandError(f"nft: {exc}", cmd=cmd) from exc
+        if out.returncode != 0:
+            err = (out.stderr.strip().splitlines() or ["(no output)"])[0]
+            raise CommandError(f"nft {' '.join(args)}: exit {out.returncode}: {err}", cmd=cmd,
+                               returncode=out.returncode, stderr=out.stderr)
+        return out.stdout
+
+    def ensure(self) -> None:
+        """Create the table or rewrite its chain; set elements stay."""
+        self._run(["-f", "-"], ruleset(self.prefix))
+
+    def elements(self) -> set[Element]:
+        have: set[Element] = set()
+        for name in ("src4", "src6"):
+            doc = json.loads(self._run(["-j", "list", "set", "inet", TABLE, name]) or "{}")
+            for item in doc.get("nftables", []):
+                for elem in (item.get("set") or {}).get("elem", []):
+                    veth, addr = elem["concat"]
+                    have.add((veth, ipaddress.ip_address(addr)))
+        return have
+
+    def update(self, add: Iterable[Element], remove: Iterable[Element]) -> None:
+        """One transaction: the removals and the additions apply together or not at all."""
+        lines = []
+        for verb, items in (("delete", remove), ("add", add)):
+            for name, elems in _elements(items).items():
+                if elems:
+                    lines.append(f"{verb} element inet {TABLE} {name} {{ {', '.join(elems)} }}")
+        if lines:
+            self._run(["-f", "-"], "\n".join(lines) + "\n")
