@@ -21,8 +21,10 @@ TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "userdata"
 # Emitted through a context value, so the template never holds it.
 PASSWORD_PLACEHOLDER = placeholders.BGP_PASSWORD
 ROUTE_PROTOCOL_NAME = "overlay"
-# The kernel route protocols FRR's zebra and the kernel claim (see docs/contracts.md).
-FORBIDDEN_PROTOCOLS = frozenset({3, 4, 11, 12, 17, 42, *range(186, 199)})
+# Route protocol numbers with an owner: rtnetlink.h 0-18 (kernel, boot, static, ra 9,
+# zebra 11, bird 12, dhcp 16, keepalived 18, ...), 42 babel, 99 openr, FRR's 186-198. The same
+# set as the agent's (hostagent/overlay_agent/config.py), which refuses a document with one.
+FORBIDDEN_PROTOCOLS = frozenset({*range(0, 19), 42, 99, *range(186, 199)})
 # ECMP fan-out: 2-8 routers per stack, and anycast addresses on up to 16 hosts.
 MAX_PATHS = 16
 # Container pools per address family the filters are written for.
@@ -415,7 +417,7 @@ class UserDataContext:
                "parameter_path", self.parameter_path, "must be an SSM path such as /overlay/lab/instances/host-1")
         _check_int("route_protocol", self.route_protocol, 1, 255)
         _check(self.route_protocol not in FORBIDDEN_PROTOCOLS, "route_protocol", self.route_protocol,
-               "is claimed by FRR or the kernel (3, 4, 11, 12, 17, 42, 186-198)")
+               "is claimed by FRR or the kernel or another routing daemon (0-18, 42, 99, 186-198)")
         _check_name("route_protocol_name", self.route_protocol_name)
         _check(set(self.frr_daemons) <= {"zebra", "bgpd", "bfdd", "staticd"} and "zebra" in self.frr_daemons
                and "bgpd" in self.frr_daemons, "frr_daemons", self.frr_daemons,
