@@ -37,8 +37,10 @@ def _in_container(c, code: str, timeout: float = 10) -> subprocess.CompletedProc
     """Run Python in the container's network namespace (root, as a container with NET_RAW/NET_ADMIN could)."""
     c.reload()
     pid = c.attrs["State"]["Pid"]
-    return subprocess.run(["nsenter", "-t", str(pid), "-n", sys.executable, "-c", code],
-                          capture_output=True, text=True, timeout=timeout, check=True)
+    r = subprocess.run(["nsenter", "-t", str(pid), "-n", sys.executable, "-c", code],
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr
+    return r
 
 
 def test_zone_id_label_is_refused_and_the_agent_keeps_wiring(site, agent):
@@ -105,9 +107,9 @@ fam, src, dst, port, transparent = {fam!r}, {src!r}, {dst!r}, {port}, {transpare
 s = socket.socket(socket.AF_INET if fam == "4" else socket.AF_INET6, socket.SOCK_DGRAM)
 if transparent:  # bind to an address that is not ours, as a raw-socket forger would send it
     if fam == "4":
-        s.setsockopt(socket.SOL_IP, 19, 1)  # IP_TRANSPARENT
+        s.setsockopt(socket.IPPROTO_IP, 19, 1)  # IP_TRANSPARENT
     else:
-        s.setsockopt(socket.SOL_IPV6, 75, 1)  # IPV6_TRANSPARENT
+        s.setsockopt(socket.IPPROTO_IPV6, 75, 1)  # IPV6_TRANSPARENT
 s.bind((src, 0))
 for _ in range(3):
     s.sendto(b"from " + src.encode(), (dst, port))
