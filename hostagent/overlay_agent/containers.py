@@ -468,6 +468,7 @@ class GuardShim(Protocol):
     def ensure(self) -> None: ...
     def elements(self) -> set: ...
     def update(self, add: Iterable, remove: Iterable) -> None: ...
+    def begin_update(self, add: Iterable, remove: Iterable) -> Callable[[], None]: ...
 
 
 class DockerShimLike(Protocol):
@@ -592,13 +593,15 @@ class ContainerReconciler:
         act = self.actual
         assert act is not None
         failed: set[str] = set()
-        guard_due = False
+        # A new container may send only once its sources are allowed: allow them before its
+        # host route brings traffic (its replies would be dropped otherwise). The nft run is
+        # started before the wiring and awaited at the first route, so its cost (a process
+        # start, milliseconds to tens of them on a loaded host) overlaps the netlink work.
+        pending = self._guard_begin([a.wiring for a in actions if isinstance(a, Wire)])
         for a in actions:
-            if guard_due and isinstance(a, RouteSet):
-                # A new container may send only once its source is allowed; allow it before
-                # its host route brings traffic (replies would otherwise be dropped).
-                self._sync_guard()
-                guard_due = False
+            if pending is not None and isinstance(a, RouteSet):
+                self._guard_end(pending)
+                pending = None
             try:
                 if isinstance(a, RouteDel):
                     self.netlink.route_del(a.dst, self.proto, act.metrics.get(a.dst))
@@ -621,9 +624,7 @@ class ContainerReconciler:
                         log.info("unwired container %s", a.container_id[:12],
                                  extra={"container": a.container_id[:12], "veth": a.veth})
                 elif isinstance(a, Wire):
-                    if self._wire(a.wiring):
-                        guard_due = True
-                    else:
+                    if not self._wire(a.wiring):
                         failed.add(a.wiring.veth)
                 elif isinstance(a, RouteSet):
                     veths = a.veths - failed
@@ -647,7 +648,41 @@ class ContainerReconciler:
             except Exception as exc:  # noqa: BLE001 - one change must not stop the pass (see _wire)
                 log.exception("netlink change %s failed unexpectedly", a)
                 self.metrics.errors.labels("netlink").inc()
-        self._sync_guard()
+        if pending is not None:
+            self._guard_end(pending)
+        self._sync_guard()  # removals, and elements of wirings that failed
+
+    def _guard_begin(self, wirings: list[Wiring]):
+        """Start adding the sources of containers about to be wired; (elements, waiter) or None."""
+        if self.guard is None or not wirings:
+            return None
+        if self._guard_have is None:
+            try:  # a full pass re-asserts the table and re-reads the sets first
+                self.guard.ensure()
+                self._guard_have = self.guard.elements()
+            except Exception:  # noqa: BLE001 - _sync_guard at the end of the pass reports and retries
+                return None
+        add = {(w.veth, a) for w in wirings for a in (w.ipv4, w.ipv6) if a is not None} - self._guard_have
+        if not add:
+            return None
+        try:
+            return add, self.guard.begin_update(add, ())
+        except Exception as exc:  # noqa: BLE001 - see _sync_guard
+            log.warning("anti-spoofing table: %s", exc, extra={"reason": "guard"})
+            self._guard_have = None
+            return None
+
+    def _guard_end(self, pending) -> None:
+        add, wait = pending
+        try:
+            wait()
+        except Exception as exc:  # noqa: BLE001 - _sync_guard at the end of the pass retries
+            log.warning("anti-spoofing table: %s", exc, extra={"reason": "guard"})
+            self._guard_have = None
+            return
+        if self._guard_have is not None:
+            self._guard_have |= add
+            self.metrics.netlink_changes.labels("guard").inc()
 
     def _sync_guard(self) -> None:
         """Make the anti-spoofing sets hold exactly the (veth, address) pairs of wired containers."""

@@ -29,7 +29,7 @@ import json
 import logging
 import shutil
 import subprocess
-from typing import Iterable
+from typing import Callable, Iterable
 
 from .errors import CommandError
 
@@ -100,10 +100,41 @@ class NftGuard:
 
     def update(self, add: Iterable[Element], remove: Iterable[Element]) -> None:
         """One transaction: the removals and the additions apply together or not at all."""
+        self.begin_update(add, remove)()
+
+    def begin_update(self, add: Iterable[Element], remove: Iterable[Element]) -> Callable[[], None]:
+        """Start `update` in an nft process; the returned function waits for it (CommandError on failure)."""
         lines = []
         for verb, items in (("delete", remove), ("add", add)):
             for name, elems in _elements(items).items():
                 if elems:
                     lines.append(f"{verb} element inet {TABLE} {name} {{ {', '.join(elems)} }}")
-        if lines:
-            self._run(["-f", "-"], "\n".join(lines) + "\n")
+        if not lines:
+            return lambda: None
+        cmd = [self.nft, "-f", "-"]
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    text=True)
+        except OSError as exc:
+            raise CommandError(f"nft: {exc}", cmd=cmd) from exc
+        try:
+            # Written now (nft parses only after end of input), so nft works while we wire.
+            proc.stdin.write("\n".join(lines) + "\n")
+            proc.stdin.close()
+        except OSError:
+            pass  # nft died early: its exit code and stderr tell why
+
+        def wait() -> None:
+            try:
+                proc.wait(timeout=self.timeout)
+            except subprocess.TimeoutExpired as exc:
+                proc.kill()
+                proc.wait()
+                raise CommandError(f"nft -f -: no answer in {self.timeout:g} s", cmd=cmd) from exc
+            err = proc.stderr.read()
+            proc.stderr.close()
+            if proc.returncode != 0:
+                first = (err.strip().splitlines() or ["(no output)"])[0]
+                raise CommandError(f"nft -f -: exit {proc.returncode}: {first}", cmd=cmd,
+                                   returncode=proc.returncode, stderr=err)
+        return wait

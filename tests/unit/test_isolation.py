@@ -228,6 +228,10 @@ class FakeGuard:
     def elements(self):
         return set(self.have)
 
+    def begin_update(self, add, remove):
+        self.update(add, remove)
+        return lambda: None
+
     def update(self, add, remove):
         if self.fail:
             self.fail -= 1
@@ -265,7 +269,7 @@ def test_guard_failure_is_logged_counted_and_repaired_without_stopping_the_wirin
     docker = FakeDocker(kernel)
     rec = ContainerReconciler(cfg(), docker, kernel)
     rec.guard = guard = FakeGuard(kernel)
-    guard.fail = 2  # both attempts of this pass
+    guard.fail = 3  # the early add and both attempts at the end of the pass
     docker.add("a", {"overlay": "auto"})
     assert rec.resync()
     assert [r["state"] for r in rec.status_rows()] == ["routed"]
