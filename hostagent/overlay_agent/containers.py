@@ -509,6 +509,7 @@ class ContainerReconciler:
         self.guard: GuardShim | None = None
         self._guard_have: set | None = None
         self._guard_error: str | None = None
+        self._guard_backoff = False
 
     # -- passes ----------------------------------------------------------------------
     def resync(self) -> bool:
@@ -530,6 +531,7 @@ class ContainerReconciler:
         self.containers = {c.id: c for c in listing if c.running}
         self.actual = actual_from_kernel(view, self.proto, self.cfg.in_pools)
         self._guard_have = None  # re-read (and re-assert the table) on a full pass
+        self._guard_backoff = False  # after a failure, only full passes try nft again
         self._reconcile()
         self.last_resync = time.monotonic()
         self.metrics.resync_seconds.observe(time.perf_counter() - t0)
@@ -654,7 +656,7 @@ class ContainerReconciler:
 
     def _guard_begin(self, wirings: list[Wiring]):
         """Start adding the sources of containers about to be wired; (elements, waiter) or None."""
-        if self.guard is None or not wirings:
+        if self.guard is None or not wirings or self._guard_backoff:
             return None
         if self._guard_have is None:
             try:  # a full pass re-asserts the table and re-reads the sets first
@@ -686,7 +688,7 @@ class ContainerReconciler:
 
     def _sync_guard(self) -> None:
         """Make the anti-spoofing sets hold exactly the (veth, address) pairs of wired containers."""
-        if self.guard is None or self.actual is None:
+        if self.guard is None or self.actual is None or self._guard_backoff:
             return
         want = {(w.veth, a) for w in self.actual.wired.values() for a in (w.ipv4, w.ipv6) if a is not None}
         for attempt in (1, 2):
@@ -708,6 +710,7 @@ class ContainerReconciler:
                         log.error("anti-spoofing table: %s (retried at the next pass)", exc,
                                   extra={"reason": "guard"})
                     self._guard_error = str(exc)
+                    self._guard_backoff = True  # a missing or broken nft must not slow every event pass
                     self.metrics.errors.labels("guard").inc()
 
     def _wire(self, w: Wiring) -> bool:
