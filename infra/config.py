@@ -62,6 +62,9 @@ ENVIRONMENTS = ("prod", "test")
 # A router's FRR config grows with its on-prem neighbors: 7 fit SSM's 8 KB limit (docs/frr.md).
 MAX_ONPREM_PEERS = 7
 ANNOUNCE_MODES = ("aggregates", "specifics")
+# Routers filter each host's announcements with one route-map entry per host (docs/frr.md),
+# numbered 100 + host index; FRR's sequence numbers end at 65535.
+MAX_HOSTS_FILTERED = 65000
 ROUTING_MODES = ("router", "static")
 # How the VPC route tables follow a router's loss (docs/vpc-failover.md): VPC Route Server
 # re-points every table at a live router; static keeps one fixed router ENI per AZ.
@@ -132,6 +135,10 @@ class StackConfig:
     host_ipv6_delegation: bool
     pools_v4: tuple[ipaddress.IPv4Network, ...]
     pools_v6: tuple[ipaddress.IPv6Network, ...]
+    # Inside the pools, outside every host block: the only addresses more than one host
+    # may announce (moves, anycast). Each host block belongs to its host alone.
+    shared_v4: tuple[ipaddress.IPv4Network, ...]
+    shared_v6: tuple[ipaddress.IPv6Network, ...]
     tunnel_v4: ipaddress.IPv4Network
     tunnel_v6: ipaddress.IPv6Network | None
     mtu: int
@@ -160,7 +167,7 @@ SECTION_KEYS = {
     "routers": ("count", "asn", "instanceType", "maxRouters"),
     "hosts": ("count", "asn", "asnMode", "instanceType", "blockPrefix", "ipv6BlockPrefix",
               "ipv6Delegation", "rootVolumeGb"),
-    "pools": ("ipv4", "ipv6"),
+    "pools": ("ipv4", "ipv6", "sharedIpv4", "sharedIpv6"),
     "tunnels": ("ipv4", "ipv6", "mtu", "onpremMtu"),
     "bgp": ("keepalive", "hold", "bfdInterval", "bfdMultiplier", "maxPrefix", "announce",
             "gracefulRestart"),
@@ -376,6 +383,12 @@ def parse(raw: Mapping[str, Any], stack: str) -> StackConfig:
         raise ConfigError("overlay:pools.ipv6", [str(p) for p in pools_v6],
                           "given but overlay:vpc.ipv6 is false")
 
+    shared_v4 = pools.get("sharedIpv4", (), _net_list(4))
+    shared_v6 = pools.get("sharedIpv6", (), _net_list(6))
+    if not ipv6 and shared_v6:
+        raise ConfigError("overlay:pools.sharedIpv6", [str(p) for p in shared_v6],
+                          "given but overlay:vpc.ipv6 is false")
+
     tunnels = _Section(raw.get("tunnels"), "overlay:tunnels.", SECTION_KEYS["tunnels"])
     tunnel_v4 = tunnels.get("ipv4", ipaddress.ip_network("169.254.64.0/18"), _net(4))
     tunnel_v6 = tunnels.get("ipv6", ipaddress.ip_network("fd00:7e::/64") if ipv6 else None, _net(6))
@@ -414,6 +427,7 @@ def parse(raw: Mapping[str, Any], stack: str) -> StackConfig:
         host_asn=host_asn, host_asn_mode=host_asn_mode, host_instance_type=host_type,
         host_block_prefix=block_prefix, host_ipv6_block_prefix=block6_prefix,
         host_ipv6_delegation=delegation, pools_v4=pools_v4, pools_v6=pools_v6,
+        shared_v4=shared_v4, shared_v6=shared_v6,
         tunnel_v4=tunnel_v4, tunnel_v6=tunnel_v6, mtu=mtu, onprem_mtu=onprem_mtu, bgp=bgp,
         onprem=onprem, routing_mode=routing_mode, host_root_volume_gb=root_volume,
         vpc_failover=vpc_failover, route_server_asn=route_server_asn,
@@ -501,6 +515,14 @@ def _check_addressing(cfg: StackConfig) -> None:
         if pool.prefixlen > cfg.host_ipv6_block_prefix:
             raise ConfigError(f"overlay:pools.ipv6[{i}]", str(pool),
                               f"is smaller than one host block (/{cfg.host_ipv6_block_prefix})")
+
+    _check_shared("overlay:pools.sharedIpv4", cfg.shared_v4, cfg.pools_v4, cfg.host_block_prefix, cfg.host_count)
+    _check_shared("overlay:pools.sharedIpv6", cfg.shared_v6, cfg.pools_v6, cfg.host_ipv6_block_prefix,
+                  cfg.host_count)
+    if cfg.host_count > MAX_HOSTS_FILTERED:
+        raise ConfigError("overlay:hosts.count", cfg.host_count,
+                          f"at most {MAX_HOSTS_FILTERED} hosts: each host is one entry of the routers' import "
+                          "route-maps (sequence numbers up to 65535)")
 
     blocks_v4 = sum(2 ** (cfg.host_block_prefix - p.prefixlen) for p in cfg.pools_v4)
     if cfg.host_count > blocks_v4:
@@ -622,6 +644,24 @@ def fixed_band_end(size: int) -> int:
 def fixed_band_capacity(subnet_prefixlen: int) -> int:
     """Fixed addresses per subnet: offset 10 up to fixed_band_end (infra.plan.build.fixed_band)."""
     return fixed_band_end(2 ** (32 - subnet_prefixlen)) - 10
+def _check_shared(key: str, shared: tuple, pools: tuple, block_prefix: int, host_count: int) -> None:
+    """Each shared range lies inside one pool and outside every host's block; no two overlap."""
+    for i, net in enumerate(shared):
+        k = f"{key}[{i}]"
+        pool_index = next((j for j, p in enumerate(pools) if net.subnet_of(p)), None)
+        if pool_index is None:
+            raise ConfigError(k, str(net), f"must lie inside one of the pools ({', '.join(map(str, pools))})")
+        for other in shared[:i]:
+            if net.overlaps(other):
+                raise ConfigError(k, str(net), f"overlaps {other}, another shared range")
+        # Hosts take blocks from the start of the pools, in pool order (infra/plan/build.py
+        # nth_block): the first block this range touches tells whether a host holds it.
+        pool = pools[pool_index]
+        before = sum(2 ** (block_prefix - p.prefixlen) for p in pools[:pool_index])
+        first = before + ((int(net.network_address) - int(pool.network_address)) >> (net.max_prefixlen - block_prefix))
+        if first < host_count:
+            raise ConfigError(k, str(net), f"overlaps host-{first + 1}'s block (hosts take /{block_prefix} blocks "
+                                           "from the start of the pools; put shared ranges at the end)")
 
 
 def _no_overlap(named: list[tuple[str, Any]]) -> None:

@@ -91,6 +91,8 @@ def agent_doc(plan: OverlayPlan, inst: Router | Host, *, poll_interval: float = 
         "underlay": {"address": str(inst.private_ip)},
         "blocks": blocks,
         "pools": {"ipv4": [str(p) for p in plan.pools_v4], "ipv6": [str(p) for p in plan.pools_v6]},
+        # What any host may announce besides its own block (docs/contracts.md).
+        "shared": {"ipv4": [str(p) for p in plan.shared_v4], "ipv6": [str(p) for p in plan.shared_v6]},
         "settings": {
             "route_protocol": plan.route_protocol,
             "route_protocol_name": ROUTE_PROTOCOL_NAME,
@@ -100,8 +102,12 @@ def agent_doc(plan: OverlayPlan, inst: Router | Host, *, poll_interval: float = 
     }
 
 
-def tunnel_doc(p: Pairing, side: str) -> dict[str, Any]:
-    """One tunnel as seen from side "a" (the router) or "b" (the host)."""
+def tunnel_doc(p: Pairing, side: str, host: Host | None = None) -> dict[str, Any]:
+    """One tunnel as seen from side "a" (the router) or "b" (the host).
+
+    A router's tunnel to a host carries that host's block and index: the router's agent
+    filters the host's announcements with them (docs/frr.md "Who may announce what").
+    """
     me, peer = (p.a, p.b) if side == "a" else (p.b, p.a)
     local = p.a_local if side == "a" else p.b.outer
     # A host's remote is the router's private address (inside the VPC); the router's
@@ -125,6 +131,8 @@ def tunnel_doc(p: Pairing, side: str) -> dict[str, Any]:
                        "prefixlen": p.inner_net_v4.prefixlen},
         "inner_ipv6": inner6,
         "peer_asn": peer.asn,
+        **({"peer_blocks": {"ipv4": str(host.block_v4), "ipv6": str(host.block_v6) if host.block_v6 else None},
+            "peer_index": host.index} if host is not None and side == "a" else {}),
     }
 
 
@@ -177,9 +185,11 @@ def instance_parameters(plan: OverlayPlan, inst: Router | Host, frr_text: FrrRen
         _string(f"{base}/frr", frr, inst.name, "frr"),
     ]
     side = "a" if isinstance(inst, Router) else "b"
+    hosts = {h.name: h for h in plan.hosts} if side == "a" else {}
     for p in plan.pairings_of(inst.name):
         peer = p.b.name if side == "a" else p.a.name
-        out.append(_string(f"{base}/tunnels/{peer}", _dump(tunnel_doc(p, side)), inst.name, "tunnels"))
+        host = hosts.get(p.b.name) if p.kind == "host" else None
+        out.append(_string(f"{base}/tunnels/{peer}", _dump(tunnel_doc(p, side, host)), inst.name, "tunnels"))
     if route_server is not None and isinstance(inst, Router):
         out.append(_string(f"{base}/route-server", route_server, inst.name, "route-server"))
     out.append(_string(f"{base}/revision", revision(out), inst.name, "revision"))

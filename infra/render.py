@@ -154,6 +154,10 @@ class Policy:
     tunnel_v6: str | None
     vpc_cidr: str
     announce: str  # to on-prem: "aggregates" (the pools) or "specifics" (/32s and /128s)
+    # Inside the pools: what any host may announce (moves, anycast); the rest of the pools
+    # only from the host whose block it is (per-host filters, rendered by the router's agent).
+    shared_v4: tuple[str, ...] = ()
+    shared_v6: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check(isinstance(self.pools_v4, tuple) and len(self.pools_v4) > 0, "pools_v4", self.pools_v4,
@@ -175,6 +179,15 @@ class Policy:
         _check_net("vpc_cidr", self.vpc_cidr, 4)
         _check(self.announce in ("aggregates", "specifics"), "announce", self.announce,
                "must be 'aggregates' or 'specifics'")
+        for name, version in (("shared_v4", 4), ("shared_v6", 6)):
+            nets = getattr(self, name)
+            _check(isinstance(nets, tuple) and len(nets) <= MAX_POOLS, name, nets,
+                   f"must be a tuple of at most {MAX_POOLS} networks")
+            pools = [ipaddress.ip_network(p) for p in (self.pools_v4 if version == 4 else self.pools_v6)]
+            for i, n in enumerate(nets):
+                _check_net(f"{name}[{i}]", n, version)
+                _check(any(ipaddress.ip_network(n).subnet_of(p) for p in pools), f"{name}[{i}]", n,
+                       "must lie inside the pools")
 
     @property
     def ipv6(self) -> bool:
@@ -244,9 +257,15 @@ class RouterFrrContext:
     bgp: BgpSettings
     onprem: tuple[OnPremNeighbor, ...]
     route_server: RouteServerPeering | None = None
+    # max-prefix of each host session: what one host may announce (its block plus the
+    # shared ranges), so a host within its rights never trips it.
+    host_limit_v4: int = 2000
+    host_limit_v6: int = 2000
 
     def __post_init__(self) -> None:
         _check_speaker(self)
+        _check_int("host_limit_v4", self.host_limit_v4, 1, 4294967295)
+        _check_int("host_limit_v6", self.host_limit_v6, 1, 4294967295)
         if self.route_server is not None:
             _check(self.route_server.asn != self.asn, "route_server.asn", self.route_server.asn,
                    "must differ from the router's ASN (the route server peers eBGP)")
@@ -463,6 +482,8 @@ def policy(plan: OverlayPlan) -> Policy:
         tunnel_v6=str(plan.tunnel_v6) if plan.ipv6 and plan.tunnel_v6 is not None else None,
         vpc_cidr=str(plan.vpc_cidr),
         announce=plan.bgp.announce,
+        shared_v4=tuple(str(p) for p in plan.shared_v4),
+        shared_v6=tuple(str(p) for p in plan.shared_v6) if plan.ipv6 else (),
     )
 
 
@@ -504,6 +525,7 @@ def router_context(plan: OverlayPlan, router: Router) -> RouterFrrContext:
         # hosts would change the router's text when a host is added.
         multipath_relax=True,
         policy=pol, bgp=bgp_settings(plan), onprem=onprem, route_server=_route_server(plan, router),
+        host_limit_v4=plan.host_limit(4), host_limit_v6=plan.host_limit(6) if pol.ipv6 else 1,
     )
 
 

@@ -54,10 +54,23 @@ class AgentConfig:
     pools_ipv4: tuple[IPv4Net, ...]
     pools_ipv6: tuple[IPv6Net, ...]
     settings: Settings
+    # Inside the pools: what any host may announce (moves, anycast). The rest of the pools
+    # belongs to the hosts' blocks, each to its own host.
+    shared_ipv4: tuple[IPv4Net, ...] = ()
+    shared_ipv6: tuple[IPv6Net, ...] = ()
 
     def in_pools(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         pools = self.pools_ipv4 if addr.version == 4 else self.pools_ipv6
         return any(addr in p for p in pools)
+
+    def in_shared(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        shared = self.shared_ipv4 if addr.version == 4 else self.shared_ipv6
+        return any(addr in p for p in shared)
+
+    def may_announce(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """This host's block or a shared range: what the routers accept from this host."""
+        block = self.block_ipv4 if addr.version == 4 else self.block_ipv6
+        return (block is not None and addr in block) or self.in_shared(addr)
 
 
 def _need(doc: dict, key: str, kind: type | tuple, where: str) -> Any:
@@ -179,6 +192,15 @@ def parse(doc: Any, source: str = "agent") -> AgentConfig:
     pools4 = tuple(_net(p, 4, f"{source}: pools.ipv4") for p in _list(pools, "ipv4", f"{source}: pools"))
     pools6 = tuple(_net(p, 6, f"{source}: pools.ipv6") for p in _list(pools, "ipv6", f"{source}: pools"))
 
+    shared = doc.get("shared") or {}
+    if not isinstance(shared, dict):
+        raise ConfigError(f"{source}: shared must be an object with ipv4 and ipv6 lists")
+    shared4 = tuple(_net(p, 4, f"{source}: shared.ipv4") for p in shared.get("ipv4") or [])
+    shared6 = tuple(_net(p, 6, f"{source}: shared.ipv6") for p in shared.get("ipv6") or [])
+    for net in shared4 + shared6:
+        if not any(net.version == p.version and net.subnet_of(p) for p in pools4 + pools6):
+            raise ConfigError(f"{source}: shared range {net} lies outside the pools")
+
     blocks = doc.get("blocks")
     block4 = block6 = None
     if role == "host":
@@ -191,6 +213,11 @@ def parse(doc: Any, source: str = "agent") -> AgentConfig:
             block6 = _net(blocks["ipv6"], 6, f"{source}: blocks.ipv6")
             if not any(block6.subnet_of(p) for p in pools6):
                 raise ConfigError(f"{source}: blocks.ipv6 {block6} lies outside pools.ipv6")
+        for block in (block4, block6):
+            clash = next((n for n in shared4 + shared6 if block is not None and n.version == block.version
+                          and n.overlaps(block)), None)
+            if clash is not None:
+                raise ConfigError(f"{source}: shared range {clash} overlaps this host's block {block}")
     elif blocks is not None:
         raise ConfigError(f"{source}: a router has \"blocks\": null, got {blocks!r}")
 
@@ -230,6 +257,8 @@ def parse(doc: Any, source: str = "agent") -> AgentConfig:
         pools_ipv4=pools4,
         pools_ipv6=pools6,
         settings=settings,
+        shared_ipv4=shared4,
+        shared_ipv6=shared6,
     )
 
 

@@ -272,19 +272,28 @@ def desire(containers: Iterable[ContainerInfo], actual: Actual, cfg: AgentConfig
         else:
             candidates.append((c, checked))
 
-    # Explicit addresses first: an auto container must never take an address that a
+    # Wired containers keep what they have: their block (auto) addresses are taken before
+    # any label is read, so a label cannot claim a wired auto container's address.
+    # owners: address -> [(container id, shares it as anycast)].
+    owners: dict[Address, list[tuple[str, bool]]] = {}
+    for c, req in candidates:
+        prev = actual.wired.get(c.id)
+        if prev is None:
+            continue
+        for asked, have, block in ((req.ipv4, prev.ipv4, cfg.block_ipv4), (req.ipv6, prev.ipv6, cfg.block_ipv6)):
+            if asked is None and have is not None and block is not None and have in block:
+                owners.setdefault(have, []).append((c.id, False))
+    # Then explicit addresses: an auto container must never take an address that a
     # labelled container (wired or about to be) asks for.
-    owners: dict[Address, list[str]] = {}
-    anycast_ok: dict[str, bool] = {}
     accepted: list[tuple[ContainerInfo, labels_mod.Request]] = []
     for c, req in candidates:
         clash = None
         for addr in (req.ipv4, req.ipv6):
             if addr is None:
                 continue
-            others = owners.get(addr, [])
-            if others and not (req.anycast and all(anycast_ok[o] for o in others)):
-                clash = (addr, others[0])
+            others = [o for o in owners.get(addr, []) if o[0] != c.id]
+            if others and not (req.anycast and all(shares for _, shares in others)):
+                clash = (addr, others[0][0])
                 break
         if clash is not None:
             holder = next(x for x, _ in candidates if x.id == clash[1])
@@ -293,8 +302,7 @@ def desire(containers: Iterable[ContainerInfo], actual: Actual, cfg: AgentConfig
             continue
         for addr in (req.ipv4, req.ipv6):
             if addr is not None:
-                owners.setdefault(addr, []).append(c.id)
-        anycast_ok[c.id] = req.anycast
+                owners.setdefault(addr, []).append((c.id, req.anycast))
         accepted.append((c, req))
 
     used: set[Address] = set(owners) | set(actual.foreign)
@@ -356,6 +364,14 @@ def _check(c: ContainerInfo, cfg: AgentConfig) -> labels_mod.Request | Problem:
                     addr == net.network_address or (addr.version == 4 and addr == net.broadcast_address)):
                 kind = "network" if addr == net.network_address else "broadcast"
                 return Problem(c.id, c.name, "bad_label", f"address {addr} is the {kind} address of {net}")
+        # Ownership: a host announces its own block and the stack's shared ranges; the
+        # routers take nothing else from it (docs/frr.md), so anything else would be a
+        # hijack of another host's address, refused here first.
+        if cfg.role == "host" and not cfg.may_announce(addr):
+            shared = cfg.shared_ipv4 if addr.version == 4 else cfg.shared_ipv6
+            return Problem(c.id, c.name, "not_owned", f"address {addr} is not this host's to announce: only its "
+                                                      f"block {block or 'none'} and the shared ranges "
+                                                      f"({', '.join(map(str, shared)) or 'none'})")
     return req
 
 

@@ -37,7 +37,7 @@ from .errors import AgentError, CommandError, ConfigError, ParameterError
 from .frr import Frr, fill_password, fill_route_server
 from .ssm import Cache, Poller, Snapshot
 from .status import write_private
-from .tunnels import Report, TunnelReconciler, parse_tunnels
+from .tunnels import Report, TunnelReconciler, host_filters, parse_tunnels
 
 log = logging.getLogger("overlay_agent.pairing")
 
@@ -208,7 +208,8 @@ class PairingSync:
             self.report = Report(self.tunnels.backend.name, rejected=rejected)
             self.report.error = str(exc)
             self.dirty = True
-        self._apply_frr(snap, resync)
+        # A router's per-host import filters follow its host tunnels (docs/frr.md).
+        self._apply_frr(snap, resync, host_filters(good.values()))
         self.last_apply_seconds = time.perf_counter() - t0
         self.metrics.apply_seconds.observe(self.last_apply_seconds)
         self._metrics()
@@ -243,7 +244,7 @@ class PairingSync:
         except OSError as exc:
             log.error("cannot write %s: %s", self._frr_state_path(), exc)
 
-    def _apply_frr(self, snap: Snapshot, resync: bool) -> None:
+    def _apply_frr(self, snap: Snapshot, resync: bool, extra: str = "") -> None:
         if self.frr is None or snap.frr is None:
             return
         st = self.frr_state
@@ -251,6 +252,8 @@ class PairingSync:
             self._load_frr_state()
         try:
             text = fill_route_server(fill_password(snap.frr, snap.password), snap.route_server)
+            if extra:
+                text = text.rstrip("\n") + "\n" + extra
         except ConfigError as exc:
             st.error = str(exc)
             log.error("%s", exc)

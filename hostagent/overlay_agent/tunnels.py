@@ -70,6 +70,11 @@ class Tunnel:
     inner6: IPv6Iface | None
     remote6: ipaddress.IPv6Address | None
     peer_asn: int
+    # A router's tunnel to a host: the host's own block (what only it may announce) and
+    # its index in the plan (the sequence of its filter entry); None elsewhere.
+    peer_block4: ipaddress.IPv4Network | None = None
+    peer_block6: ipaddress.IPv6Network | None = None
+    peer_index: int | None = None
 
     @property
     def name(self) -> str:
@@ -131,8 +136,62 @@ def parse_tunnel(param: str, text: str) -> Tunnel:
         raise ConfigError(f"{param}: peer_asn {asn!r} is not an ASN (1..4294967295)")
     inner4 = _inner(doc, "inner_ipv4", 4, param, 31)
     inner6 = _inner(doc, "inner_ipv6", 6, param, 127)
+    block4 = block6 = index = None
+    if "peer_blocks" in doc or "peer_index" in doc:
+        blocks, index = doc.get("peer_blocks"), doc.get("peer_index")
+        if kind != "host" or not isinstance(blocks, dict):
+            raise ConfigError(f"{param}: peer_blocks {blocks!r} belongs to a host tunnel, as an object")
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < MAX_FILTERED_HOSTS:
+            raise ConfigError(f"{param}: peer_index {index!r} is not a host index (0..{MAX_FILTERED_HOSTS - 1})")
+        block4 = _block(blocks.get("ipv4"), 4, param)
+        block6 = _block(blocks.get("ipv6"), 6, param) if blocks.get("ipv6") is not None else None
     return Tunnel(param=param, peer=peer, kind=kind, link=link, inner4=inner4[0], remote4=inner4[1],
-                  inner6=inner6[0] if inner6 else None, remote6=inner6[1] if inner6 else None, peer_asn=asn)
+                  inner6=inner6[0] if inner6 else None, remote6=inner6[1] if inner6 else None, peer_asn=asn,
+                  peer_block4=block4, peer_block6=block6, peer_index=index)
+
+
+def _block(value, version: int, where: str):
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{where}: peer_blocks.ipv{version} {value!r} is not a network") from None
+    if net.version != version:
+        raise ConfigError(f"{where}: peer_blocks.ipv{version} {value!r} is not IPv{version}")
+    return net
+
+
+# Route-map sequence numbers end at 65535; host filter entries start at HOST_FILTER_SEQ.
+HOST_FILTER_SEQ = 100
+MAX_FILTERED_HOSTS = 65535 - HOST_FILTER_SEQ
+
+
+def host_filters(tunnels: Iterable[Tunnel]) -> str:
+    """A router's per-host import filters (FRR text), from its host tunnels; "" when there are none.
+
+    Hosts arrive by dynamic neighbor, so the peer group's route-maps HOSTS-IN / HOSTS6-IN
+    (userdata/frr-router.conf.j2) hold one entry per host: `match peer` the host's tunnel
+    address and a prefix-list of its block. A host may thus announce its own block and the
+    shared ranges (the template's entry 10), nothing of another host's block. Kept out of
+    the `frr` parameter, which must stay under SSM's 8 KB with hundreds of hosts; rendered
+    here from the tunnels/<host> parameters, which carry each host's block.
+    """
+    lines: list[str] = []
+    for t in sorted((t for t in tunnels if t.peer_index is not None and t.peer_block4 is not None),
+                    key=lambda t: t.peer_index):
+        seq, n = HOST_FILTER_SEQ + t.peer_index, t.peer_index + 1
+        lines += [f"! host {n} over {t.name}: its own block",
+                  f"ip prefix-list HOST{n}-V4 seq 5 permit {t.peer_block4} ge 32",
+                  f"route-map HOSTS-IN permit {seq}",
+                  f" match peer {t.remote4}",
+                  f" match ip address prefix-list HOST{n}-V4",
+                  "exit"]
+        if t.peer_block6 is not None and t.remote6 is not None:
+            lines += [f"ipv6 prefix-list HOST{n}-V6 seq 5 permit {t.peer_block6} ge 128",
+                      f"route-map HOSTS6-IN permit {seq}",
+                      f" match peer {t.remote6}",
+                      f" match ipv6 address prefix-list HOST{n}-V6",
+                      "exit"]
+    return "".join(line + "\n" for line in lines)
 
 
 def parse_tunnels(raw: dict[str, str]) -> tuple[dict[str, Tunnel], dict[str, str]]:

@@ -148,4 +148,5 @@ def build_plan(cfg: StackConfig) -> OverlayPlan:
         route_protocol=cfg.route_protocol, mtu=cfg.mtu, onprem_mtu=cfg.onprem_mtu,
         vpc_failover=cfg.vpc_failover, route_server_asn=cfg.route_server_asn,
         poll_interval=cfg.poll_interval,
+        shared_v4=cfg.shared_v4, shared_v6=cfg.shared_v6,
     )

@@ -118,6 +118,10 @@ class OverlayPlan:
     vpc_failover: str = "static"
     route_server_asn: int = 64512
     poll_interval: int = 15  # overlay:agent.pollInterval
+    # The only addresses more than one host may announce (moves, anycast); each host's
+    # block is its own (docs/plan.md "Who may announce what").
+    shared_v4: tuple[Net4, ...] = ()
+    shared_v6: tuple[Net6, ...] = ()
 
     def router(self, name: str) -> Router:
         return next(r for r in self.routers if r.name == name)
@@ -131,6 +135,16 @@ class OverlayPlan:
     @property
     def instances(self) -> tuple[Router | Host, ...]:
         return self.routers + self.hosts
+
+    def host_limit(self, version: int) -> int:
+        """How many /32s (/128s) one host may announce: its block plus the shared ranges (max-prefix)."""
+        if not self.hosts:
+            return 1
+        block = self.hosts[0].block_v4 if version == 4 else self.hosts[0].block_v6
+        shared = self.shared_v4 if version == 4 else self.shared_v6
+        if block is None:
+            return 1
+        return min(4294967295, block.num_addresses + sum(n.num_addresses for n in shared))
 
 
 def to_data(value: Any) -> Any:

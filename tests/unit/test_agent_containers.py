@@ -16,10 +16,16 @@ from overlay_agent.netlink import ContainerGone, KernelView, LinkInfo, RouteInfo
 PROTO = 149
 
 
+# Shared ranges (moves, anycast): 100.64.1.0-100.64.15.255 and fd00:64::1:0-fd00:64::f:ffff,
+# beside this host's block; 100.64.16.0 and up is other hosts' blocks.
+SHARED = {"ipv4": ["100.64.1.0/24", "100.64.2.0/23", "100.64.4.0/22", "100.64.8.0/21"],
+          "ipv6": ["fd00:64::1:0/112", "fd00:64::2:0/111", "fd00:64::4:0/110", "fd00:64::8:0/109"]}
+
+
 def cfg(block4="100.64.0.0/26", block6="fd00:64::/112", resync=30):
     return config_mod.parse({
         "schema": 1, "project": "overlay", "stack": "t", "instance": "host-1", "role": "host", "asn": 65101,
-        "blocks": {"ipv4": block4, "ipv6": block6},
+        "blocks": {"ipv4": block4, "ipv6": block6}, "shared": SHARED,
         "pools": {"ipv4": ["100.64.0.0/16"], "ipv6": ["fd00:64::/48"]},
         "settings": {"route_protocol": PROTO, "resync_interval": resync},
     })
@@ -463,6 +469,7 @@ def test_new_agent_document_reaches_the_running_loop(world):
             "schema": 1, "project": "overlay", "stack": "t", "instance": "host-1", "role": "host", "asn": 65101,
             "blocks": {"ipv4": "100.64.0.0/26", "ipv6": "fd00:64::/112"},
             "pools": {"ipv4": ["100.64.0.0/16", "100.65.0.0/16"], "ipv6": ["fd00:64::/48"]},
+            "shared": {"ipv4": ["100.65.0.0/24"]},
             "settings": {"route_protocol": PROTO, "resync_interval": 3600},
         })
         rec.update_config(wider)
@@ -555,3 +562,62 @@ def test_a_route_left_at_an_old_metric_is_dropped_and_the_current_one_kept(world
     reconciler(kernel, docker).resync()
     assert kernel.metrics_of("100.64.4.4/32") == [route_metric(T2026, True)]
     assert kernel.ops == [("route_del", "100.64.4.4/32")]
+
+
+# -- who may announce what ------------------------------------------------------------------
+
+def test_a_label_outside_this_hosts_block_and_the_shared_ranges_is_refused(world):
+    kernel, docker = world
+    other = docker.add("other", {"overlay.ipv4": "100.64.16.9"})  # another host's block
+    other6 = docker.add("other6", {"overlay.ipv6": "fd00:64::10:9"})
+    own = docker.add("own", {"overlay.ipv4": "100.64.0.9"})  # this host's block: fine
+    shared = docker.add("shared", {"overlay.ipv4": "100.64.8.9", "overlay.ipv6": "fd00:64::8:9"})
+    witness = docker.add("witness", {"overlay": "auto"})
+    rec = reconciler(kernel, docker)
+    rec.resync()
+    rows = {r["name"]: r for r in rec.status_rows()}
+    for name, addr in (("other", "100.64.16.9"), ("other6", "fd00:64::10:9")):
+        assert rows[name]["state"] == "error" and rows[name]["reason"] == "not_owned"
+        assert rows[name]["error"] == (f"address {addr} is not this host's to announce: only its block "
+                                       f"{'100.64.0.0/26' if '.' in addr else 'fd00:64::/112'} and the shared ranges "
+                                       f"({', '.join(SHARED['ipv4' if '.' in addr else 'ipv6'])})")
+    assert veth_name(other.id) not in kernel.links and veth_name(other6.id) not in kernel.links
+    routes = kernel.our_routes()
+    assert "100.64.16.9/32" not in routes and "fd00:64::10:9/128" not in routes
+    assert routes["100.64.0.9/32"] == (veth_name(own.id),)
+    assert routes["100.64.8.9/32"] == routes["fd00:64::8:9/128"] == (veth_name(shared.id),)
+    assert rows["witness"]["state"] == "routed"
+    assert rec.metrics.errors.labels("not_owned")._value.get() == 2
+
+
+def test_a_label_cannot_take_a_wired_auto_containers_address(world):
+    """Security review finding 2: the wired auto container keeps its address; the label is refused."""
+    kernel, docker = world
+    victim = docker.add("victim", {"overlay": "auto"})
+    rec = reconciler(kernel, docker)
+    rec.resync()
+    v4, v6 = rec.desired.wirings[victim.id].ipv4, rec.desired.wirings[victim.id].ipv6
+    for labels in ({"overlay.ipv4": str(v4), "overlay.ipv6": str(v6)},
+                   {"overlay.ipv4": str(v4), "overlay.anycast": "true"}):  # anycast on one side is not enough
+        attacker = docker.add(f"attacker{len(labels)}", labels)
+        rec.resync()
+        row = next(r for r in rec.status_rows() if r["name"] == attacker.name)
+        assert row["reason"] == "duplicate" and f"address {v4} is already used by container victim" in row["error"]
+        assert kernel.our_routes()[f"{v4}/32"] == (veth_name(victim.id),)
+        assert kernel.our_routes()[f"{v6}/128"] == (veth_name(victim.id),)
+        docker.stop(attacker)
+    # and a restarted agent (no memory) decides the same
+    kernel.ops.clear()
+    attacker = docker.add("late", {"overlay.ipv4": str(v4)})
+    fresh = reconciler(kernel, docker)
+    fresh.resync()
+    assert [r["reason"] for r in fresh.status_rows() if r["name"] == "late"] == ["duplicate"]
+    assert kernel.our_routes()[f"{v4}/32"] == (veth_name(victim.id),)
+
+
+def test_anycast_in_the_shared_range_on_both_is_still_ecmp(world):
+    kernel, docker = world
+    labels = {"overlay.ipv4": "100.64.9.9", "overlay.anycast": "true"}
+    a, b = docker.add("a", labels), docker.add("b", labels)
+    reconciler(kernel, docker).resync()
+    assert kernel.our_routes()["100.64.9.9/32"] == tuple(sorted((veth_name(a.id), veth_name(b.id))))

@@ -73,11 +73,24 @@ def test_contract_example_parses(tmp_path):
     ({"settings": {"route_protocol": 186}}, "route_protocol 186 is reserved"),
     ({"settings": {"route_protocol": 4}}, "route_protocol 4 is reserved"),
     ({"role": "router"}, "a router has \"blocks\": null"),
+    ({"shared": {"ipv4": ["10.0.0.0/24"]}}, "shared range 10.0.0.0/24 lies outside the pools"),
+    ({"shared": {"ipv4": ["100.64.0.0/24"]}}, "shared range 100.64.0.0/24 overlaps this host's block 100.64.0.0/26"),
+    ({"shared": {"ipv6": ["fd00:64::/100"]}}, "overlaps this host's block fd00:64::/112"),
+    ({"shared": ["100.64.9.0/24"]}, "shared must be an object"),
 ])
 def test_config_errors_name_the_field(over, text):
     with pytest.raises(ConfigError) as info:
         config_mod.parse(doc(**over))
     assert text in str(info.value) and "\n" not in str(info.value)
+
+
+def test_what_a_host_may_announce():
+    c = config_mod.parse(doc(shared={"ipv4": ["100.64.255.0/24"], "ipv6": ["fd00:64:0:ffff::/64"]}))
+    may = [str(a) for a in ("100.64.0.5", "100.64.255.9", "fd00:64::5", "fd00:64:0:ffff::9")]
+    may_not = ["100.64.1.5", "fd00:64::1:5"]  # other hosts' blocks
+    assert all(c.may_announce(ipaddress.ip_address(a)) for a in may)
+    assert not any(c.may_announce(ipaddress.ip_address(a)) for a in may_not)
+    assert config_mod.parse(doc()).shared_ipv4 == ()  # an older document: only the block
 
 
 def test_config_file_errors(tmp_path):

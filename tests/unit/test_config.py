@@ -93,6 +93,15 @@ BAD = [
     (("vpc.azs", ["a", "a"]), "overlay:vpc.azs", "duplicate availability zone 'a'"),
     (("vpc.ipv6", "yes"), "overlay:vpc.ipv6", "true or false"),
     (("tunnels.ipv4", "169.254.64.0/28"), "overlay:tunnels.ipv4", "too small"),
+    # shared ranges (moves, anycast): inside the pools, outside every host's block
+    (("pools.sharedIpv4", ["10.97.0.0/24"]), "overlay:pools.sharedIpv4[0]", "must lie inside one of the pools"),
+    (("pools.sharedIpv4", ["10.96.3.128/25"]), "overlay:pools.sharedIpv4[0]", "overlaps host-4's block"),
+    (("pools.sharedIpv4", ["10.96.0.0/16"]), "overlay:pools.sharedIpv4[0]", "overlaps host-1's block"),
+    (("pools.sharedIpv4", ["10.96.255.0/24", "10.96.255.128/25"]), "overlay:pools.sharedIpv4[1]",
+     "overlaps 10.96.255.0/24, another shared range"),
+    (("pools.sharedIpv6", ["fd10:96::3:0/112"]), "overlay:pools.sharedIpv6[0]", "overlaps host-4's block"),
+    (("pools.sharedIpv6", "banana"), "overlay:pools.sharedIpv6[0]", "not a valid IPv6 CIDR"),
+    (("pools.sharedlpv4", []), "overlay:pools.sharedlpv4", "did you mean 'sharedIpv4'"),
 ]
 
 
@@ -105,6 +114,24 @@ def test_bad_input_names_key_value_reason(change, key, reason):
     assert reason in err.reason
     line = str(err)
     assert "\n" not in line and key in line and reason in line
+
+
+def test_shared_ranges_at_the_end_of_the_pools_are_accepted():
+    raw = with_change("pools.sharedIpv4", ["10.96.255.0/24", "10.96.254.0/24"])
+    raw["pools"]["sharedIpv6"] = ["fd10:96:0:ffff::/64"]
+    cfg = parse(raw, "t")
+    assert [str(n) for n in cfg.shared_v4] == ["10.96.255.0/24", "10.96.254.0/24"]
+    assert [str(n) for n in cfg.shared_v6] == ["fd10:96:0:ffff::/64"]
+    assert parse(BASE, "t").shared_v4 == ()
+
+
+def test_shared_ipv6_without_ipv6_is_refused():
+    raw = with_change("pools.sharedIpv6", ["fd10:96:0:ffff::/64"])
+    raw["vpc"]["ipv6"] = False
+    del raw["pools"]["ipv6"]
+    del raw["tunnels"]["ipv6"]
+    with pytest.raises(ConfigError, match="sharedIpv6.*given but overlay:vpc.ipv6 is false"):
+        parse(raw, "t")
 
 
 def test_too_many_hosts_for_tunnel_slice():

@@ -83,6 +83,7 @@ def test_agent_document_matches_the_contract():
         "asn": 65100, "underlay": {"address": "10.40.0.10"},
         "blocks": {"ipv4": "10.99.0.0/24", "ipv6": "fd10:99::/112"},
         "pools": {"ipv4": ["10.99.0.0/16"], "ipv6": ["fd10:99::/48"]},
+        "shared": {"ipv4": ["10.99.255.0/24"], "ipv6": ["fd10:99:0:ffff:ffff:ffff:ffff:ff00/120"]},
         "settings": {"route_protocol": 149, "route_protocol_name": "overlay",
                      "poll_interval": 15, "resync_interval": 30},
     }
@@ -112,8 +113,11 @@ def test_tunnel_documents_mirror_each_other():
         "inner_ipv6": {"local": "fd10:7e:0:0:1000::", "remote": "fd10:7e::1000:0:0:1",
                        "prefixlen": 127},
         "peer_asn": 65100,
+        # what only host-1 may announce; the router's agent filters with it
+        "peer_blocks": {"ipv4": "10.99.0.0/24", "ipv6": "fd10:99::/112"}, "peer_index": 0,
     }
     assert h_side["peer"] == "router-2" and h_side["peer_asn"] == 65000
+    assert "peer_blocks" not in h_side and "peer_index" not in h_side
     assert (h_side["local"], h_side["remote"]) == (r_side["remote"], r_side["local"])
     assert h_side["inner_ipv4"]["local"] == r_side["inner_ipv4"]["remote"]
     assert h_side["inner_ipv6"]["remote"] == r_side["inner_ipv6"]["local"]

@@ -47,7 +47,8 @@ def test_router_listens_per_family_on_its_slice(stack):
         assert f"bgp listen range {r.listen_v4} peer-group HOSTS" in lines
         assert "neighbor HOSTS remote-as external" in lines
         assert f"neighbor HOSTS password {PASSWORD_PLACEHOLDER}" in lines
-        assert f"neighbor HOSTS maximum-prefix {plan.bgp.max_prefix} restart 5" in lines
+        # what one host may announce (its block plus the shared ranges), warning only
+        assert f"neighbor HOSTS maximum-prefix {plan.host_limit(4)} warning-only" in lines
         assert "neighbor HOSTS bfd profile OVERLAY" in lines
         assert "bgp bestpath as-path multipath-relax" in lines
         assert "maximum-paths 16" in lines
@@ -67,8 +68,14 @@ def test_router_listens_per_family_on_its_slice(stack):
                                 for i, p in enumerate(plan.pools_v6)]
         assert "neighbor HOSTS route-map HOSTS-IN in" in lines
         hosts_in = text[text.index("route-map HOSTS-IN permit 10"):].splitlines()[:3]
-        assert hosts_in[1].strip() == "match ip address prefix-list POOL-HOST-V4"
+        # From any host only the shared ranges; each host's block comes from the agent's
+        # per-host entries (100 + index), which this text never holds.
+        assert hosts_in[1].strip() == "match ip address prefix-list SHARED-HOST-V4"
+        shared4 = [line for line in lines if line.startswith("ip prefix-list SHARED-HOST-V4 ")]
+        assert shared4 == ([f"ip prefix-list SHARED-HOST-V4 seq {5 * (i + 1)} permit {p} ge 32"
+                            for i, p in enumerate(plan.shared_v4)] or ["ip prefix-list SHARED-HOST-V4 seq 5 deny any"])
         assert "route-map HOSTS-IN permit 20" not in text  # the implicit deny ends it
+        assert "match peer" not in text
 
 
 @pytest.mark.parametrize("stack", sorted(PLANS))
