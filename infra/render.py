@@ -378,8 +378,14 @@ class OnPremFrrContext:
     tunnels: tuple[RouterTunnel, ...]
     networks_v4: tuple[str, ...]
     networks_v6: tuple[str, ...]
+    # max-prefix for the routes from the routers: the pools (aggregates) or, in specifics
+    # mode, every address any host may announce (each host's block, the shared ranges).
+    limit_v4: int = 2000
+    limit_v6: int = 2000
 
     def __post_init__(self) -> None:
+        _check_int("limit_v4", self.limit_v4, 1, 4294967295)
+        _check_int("limit_v6", self.limit_v6, 1, 4294967295)
         _check_name("project", self.project)
         _check_name("stack", self.stack)
         _check_name("hostname", self.hostname)
@@ -578,7 +584,18 @@ def onprem_context(plan: OverlayPlan, peer_name: str, router_eips: Mapping[str, 
         project=plan.project, stack=plan.stack, hostname=peer_name, asn=peer.asn, public=str(peer.address),
         router_asn=plan.routers[0].asn, policy=pol, bgp=bgp_settings(plan), tunnels=tunnels,
         networks_v4=tuple(networks_v4), networks_v6=tuple(networks_v6),
+        limit_v4=_onprem_limit(plan, 4), limit_v6=_onprem_limit(plan, 6),
     )
+
+
+def _onprem_limit(plan: OverlayPlan, version: int) -> int:
+    if plan.bgp.announce == "aggregates":
+        return plan.bgp.max_prefix
+    pools = plan.pools_v4 if version == 4 else plan.pools_v6
+    shared = plan.shared_v4 if version == 4 else plan.shared_v6
+    blocks = sum(h.block_v4.num_addresses if version == 4 else (h.block_v6.num_addresses if h.block_v6 else 0)
+                 for h in plan.hosts[:1]) * len(plan.hosts)
+    return max(1, min(4294967295, len(pools) + blocks + sum(n.num_addresses for n in shared)))
 
 
 def user_data_context(plan: OverlayPlan, instance_name: str, *, bucket: str, agent_key: str,

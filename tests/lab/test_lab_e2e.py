@@ -289,6 +289,74 @@ def test_hijack_attempts_rejected_and_the_agent_restores_the_host(lab, container
     assert not set(bogus) & advertised(lab, host), "the agent did not restore the host's FRR config"
 
 
+# issue 12: who may announce what -----------------------------------------------------------
+def test_hijack_by_label_is_refused_at_the_agent_and_by_a_tampered_host_at_the_routers(lab, containers):
+    h1, h2 = lab.plan.hosts[0], lab.plan.hosts[1]
+    # The victim: an auto container on host-2 (its block), and one on host-1.
+    victim_v4, _ = containers(h2.name, "own-victim", {"overlay": "auto"})
+    local_v4, local_v6 = containers(h1.name, "own-local", {"overlay": "auto"})
+    for r in lab.plan.routers:
+        demo.wait_route(lab, r.name, f"{victim_v4}/32")
+
+    # 1. Labels: another host's block, and a wired (auto) address on the same host.
+    containers(h1.name, "own-thief", {"overlay.ipv4": victim_v4})
+    containers(h1.name, "own-squatter", {"overlay.ipv4": local_v4, "overlay.ipv6": local_v6})
+    rows = {}
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(rows) < 2:
+        rows = {r["name"]: r for r in demo.agent_status(lab, h1.name).get("containers", [])
+                if r["name"] in ("own-thief", "own-squatter") and r.get("state") == "error"}
+        time.sleep(0.2)
+    assert rows["own-thief"]["reason"] == "not_owned", rows
+    assert f"address {victim_v4} is not this host's to announce" in rows["own-thief"]["error"]
+    assert rows["own-squatter"]["reason"] == "duplicate", rows
+    assert "already used by container own-local" in rows["own-squatter"]["error"]
+    text = demo.agent_status_text(lab, h1.name)
+    assert "not_owned" in text and "duplicate" in text, text
+    log = (lab.state / "logs" / f"agent-{h1.name}.log").read_text(errors="replace")
+    assert f"address {victim_v4} is not this host's to announce" in log
+    h1_peers = {str(p.b.inner_v4) for p in lab.plan.pairings_of(h1.name)}
+    h2_peers = {str(p.b.inner_v4) for p in lab.plan.pairings_of(h2.name)}
+
+    def peers(router: str, prefix: str) -> set[str]:
+        doc = lab.frr_for(router).vtysh_json(f"show bgp ipv4 unicast {prefix} json")
+        return {p.get("peer", {}).get("peerId", "") for p in doc.get("paths", [])}
+
+    for r in lab.plan.routers:
+        assert peers(r.name, f"{victim_v4}/32") <= h2_peers
+        assert demo.http_get(client(lab), local_v4) == h1.name
+
+    # 2. A tampered host-1 (agent paused, FRR told to announce): host-2's address is dropped
+    # at every router, the shared range accepted.
+    shared = str(lab.plan.shared_v4[0][77])
+    agent_pid = int((lab.agent_dir(h1.name) / "agent.pid").read_text())
+    os.kill(agent_pid, signal.SIGSTOP)
+    try:
+        claims = [f"{victim_v4}/32", f"{shared}/32"]
+        cmds = ["configure terminal"] + [f"ip route {p} blackhole" for p in claims]
+        cmds += [f"router bgp {h1.asn}", "address-family ipv4 unicast"] + [f"network {p}" for p in claims]
+        cmds += ["no neighbor ROUTERS route-map ROUTERS-OUT out", "end", "clear bgp ipv4 unicast * soft out"]
+        lab.frr_for(h1.name).vtysh(*cmds)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not set(claims) <= advertised(lab, h1):
+            time.sleep(0.2)
+        assert set(claims) <= advertised(lab, h1), "the tampered host did not send them"
+        for r in lab.plan.routers:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not peers(r.name, f"{shared}/32") & h1_peers:
+                time.sleep(0.2)
+            assert peers(r.name, f"{shared}/32") & h1_peers, f"{r.name} refused the shared range"
+            # the same UPDATE stream carried the hijack: refused, host-2 alone keeps the address
+            assert peers(r.name, f"{victim_v4}/32") <= h2_peers, f"{r.name} took {victim_v4} from {h1.name}"
+        assert demo.spread(client(lab), victim_v4, 20) == {h2.name: 20}
+    finally:
+        os.kill(agent_pid, signal.SIGCONT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and set(claims) & advertised(lab, h1):
+        time.sleep(0.5)
+    assert not set(claims) & advertised(lab, h1), "the agent did not restore the host's FRR config"
+
+
 # 9 --------------------------------------------------------------------------------------------
 def test_growth_adds_a_host_live(lab, containers):
     before = {r.name: uptimes(lab, r.name) for r in lab.plan.routers}

@@ -488,3 +488,17 @@ def test_user_data_gre_backend_is_checked():
     assert ctx.gre_backend == "kernel"
     with pytest.raises(RenderError, match="gre_backend = 'tun'"):
         dataclasses.replace(ctx, gre_backend="tun")
+
+
+def test_onprem_limit_counts_what_the_stack_may_announce_in_specifics_mode():
+    """Review finding 8: in specifics mode on-prem hears every host's /32s; its limit follows."""
+    plan = PLANS["test-use2"]
+    assert plan.bgp.announce == "specifics"
+    text = render_onprem_frr(plan, plan.onprem[0].name, {r.name: f"192.0.2.{r.index + 1}" for r in plan.routers})
+    h = plan.hosts[0]
+    v4 = 1 + len(plan.hosts) * h.block_v4.num_addresses + sum(n.num_addresses for n in plan.shared_v4)
+    v6 = 1 + len(plan.hosts) * h.block_v6.num_addresses + sum(n.num_addresses for n in plan.shared_v6)
+    assert re.findall(r"maximum-prefix (\d+) restart", text) == [str(v4), str(v6)]
+    lab = PLANS["lab"]  # aggregates: the pools only, the configured limit
+    text = render_onprem_frr(lab, lab.onprem[0].name, {r.name: f"192.0.2.{r.index + 1}" for r in lab.routers})
+    assert re.findall(r"maximum-prefix (\d+) restart", text) == [str(lab.bgp.max_prefix)] * 2
