@@ -92,7 +92,7 @@ def agent_doc(plan: OverlayPlan, inst: Router | Host, *, poll_interval: float = 
         "blocks": blocks,
         "pools": {"ipv4": [str(p) for p in plan.pools_v4], "ipv6": [str(p) for p in plan.pools_v6]},
         # What any host may announce besides its own block (docs/contracts.md).
-        "shared": {"ipv4": [str(p) for p in plan.shared_v4], "ipv6": [str(p) for p in plan.shared_v6]},
+        "shared": {"ipv4": [str(p) for p in plan.shared_v4], "ipv6": [str(p) for p in plan.shared_v6] if plan.ipv6 else []},
         "settings": {
             "route_protocol": plan.route_protocol,
             "route_protocol_name": ROUTE_PROTOCOL_NAME,

@@ -175,3 +175,16 @@ def test_newest_location_wins_across_host_asns_and_anycast_stays_ecmp(site):
                    str(route_metric(T + 1, True)), ns=ns2)
     router.wait(lambda: _fib(router, f"{moving}/32") == {p1.ifname, p2.ifname}
                 and _fib(router, f"{moving6}/128") == {p1.ifname, p2.ifname}, timeout=30, what="ECMP")
+
+
+def test_router_text_with_host_filters_round_trips_through_frr_reload(site):
+    """The agent compares with frr-reload at every resync: its text must show no difference once applied."""
+    from tests.support import frrcheck
+
+    if not frrcheck.have_frr_reload():
+        pytest.skip("frr-reload.py (Debian frr-pythontools) not installed")
+    plan, router, hosts = site
+    delete, add = frrcheck.reload_diff(router.netns, router.vty_dir, router.dir, _router_text(plan))
+    delete = [line for line in delete if not line.startswith("no hostname")]
+    add = [line for line in add if not line.startswith("hostname ")]
+    assert (delete, add) == ([], [])

@@ -415,7 +415,7 @@ def test_config_through_the_environment_gives_the_same_program():
 
 
 def test_ipv4_only_stack_without_onprem_peers():
-    changes = {"onprem": [], "vpc.ipv6": False, "pools.ipv6": None, "tunnels.ipv6": None}
+    changes = {"onprem": [], "vpc.ipv6": False, "pools.ipv6": None, "pools.sharedIpv6": None, "tunnels.ipv6": None}
     run = run_program("test-use2", changes)
     (vpc,) = run.of_type("aws:ec2/vpc:Vpc")
     assert vpc.inputs["assignGeneratedIpv6CidrBlock"] is False
