@@ -28,6 +28,11 @@ REPO = Path(__file__).resolve().parents[2]
 AGENT = [sys.executable, "-m", "overlay_agent.cli"]
 BLOCK4, BLOCK6 = "100.64.0.0/26", "fd00:64::/112"
 POOLS4, POOLS6 = ["100.64.0.0/16"], ["fd00:64::/48"]
+# The shared ranges beside the block: 100.64.1.0-100.64.63.255 and fd00:64::1:0-fd00:64::3f:ffff,
+# where the tests' and benchmarks' explicit labels live (a host may announce only these and its block).
+SHARED4 = ["100.64.1.0/24", "100.64.2.0/23", "100.64.4.0/22", "100.64.8.0/21", "100.64.16.0/20", "100.64.32.0/19"]
+SHARED6 = ["fd00:64::1:0/112", "fd00:64::2:0/111", "fd00:64::4:0/110", "fd00:64::8:0/109", "fd00:64::10:0/108",
+           "fd00:64::20:0/107"]
 
 
 def wait_until(pred: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
@@ -47,6 +52,7 @@ def agent_doc(resync_interval: float = 30) -> dict:
         "asn": frrconf.HOST_ASN, "underlay": {"address": "10.20.0.10"},
         "blocks": {"ipv4": BLOCK4, "ipv6": BLOCK6},
         "pools": {"ipv4": POOLS4, "ipv6": POOLS6},
+        "shared": {"ipv4": SHARED4, "ipv6": SHARED6},
         "settings": {"route_protocol": 149, "route_protocol_name": "overlay", "poll_interval": 15,
                      "resync_interval": resync_interval},
     }
