@@ -133,7 +133,7 @@ def test_router_takes_each_hosts_block_only_from_it_and_the_shared_range_from_al
     assert _fib(router, f"{own2}/32") == {p2.ifname}
     assert _paths(router, f"{h2.block_v6[5]}/128") == {}
     # what the router refused, it counts as received but not accepted (filtered by policy)
-    adj = router.vtysh_json(f"show bgp ipv4 unicast neighbors {peer1} json")[peer1]
+    adj = router.vtysh_json(f"show bgp neighbors {peer1} json")[peer1]
     assert adj["addressFamilyInfo"]["ipv4Unicast"]["acceptedPrefixCounter"] == 2  # own1, shared
     # anycast in the shared range: equal MED, both hosts, ECMP in the FIB
     assert _fib(router, f"{shared}/32") == {p1.ifname, p2.ifname}
