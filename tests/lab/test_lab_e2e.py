@@ -299,8 +299,17 @@ def test_hijack_by_label_is_refused_at_the_agent_and_by_a_tampered_host_at_the_r
         demo.wait_route(lab, r.name, f"{victim_v4}/32")
 
     # 1. Labels: another host's block, and a wired (auto) address on the same host.
-    containers(h1.name, "own-thief", {"overlay.ipv4": victim_v4})
-    containers(h1.name, "own-squatter", {"overlay.ipv4": local_v4, "overlay.ipv6": local_v6})
+    # Refused containers never get addresses, so they are started directly (and removed below).
+    demo.start_container(lab, h1.name, "own-thief", {"overlay.ipv4": victim_v4})
+    demo.start_container(lab, h1.name, "own-squatter", {"overlay.ipv4": local_v4, "overlay.ipv6": local_v6})
+    try:
+        _hijacks_refused(lab, h1, h2, victim_v4, local_v4)
+    finally:
+        demo.remove_container(lab, h1.name, "own-thief")
+        demo.remove_container(lab, h1.name, "own-squatter")
+
+
+def _hijacks_refused(lab, h1, h2, victim_v4: str, local_v4: str) -> None:
     rows = {}
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and len(rows) < 2:
