@@ -235,7 +235,8 @@ def test_route_server_config_with_its_endpoints_filled_in_passes_both_checks(sta
     plan = dataclasses.replace(PLANS[stack], vpc_failover="routeServer")
     failures = []
     for r in plan.routers:
-        text = fill_route_server(render_frr(plan, r.name), route_server_doc(plan, ["10.20.128.5", "10.20.128.6"]))
+        text = fill_route_server(fill_password(render_frr(plan, r.name), PASSWORD),
+                                 route_server_doc(plan, ["10.20.128.5", "10.20.128.6"]))
         assert "neighbor 10.20.128.6 peer-group ROUTE-SERVER" in text
         for result in (vtysh_check(text), bgpd_check(text)):
             if not result.ok:
