@@ -40,7 +40,7 @@ def test_500_start_stop_cycles_leak_nothing(bare_site):
                     if i is None:
                         return
                     labels = {"overlay": "auto"} if i % 2 else \
-                        {"overlay.ipv4": f"100.64.{100 + w}.{1 + i % 250}", "overlay.anycast": "true"}
+                        {"overlay.ipv4": f"100.64.{40 + w}.{1 + i % 250}", "overlay.anycast": "true"}
                     c = client.containers.run(site.image, ["sleep", "600"], labels=labels,
                                               network_mode="none", detach=True)
                     veth = "ovc" + c.id[:12]
