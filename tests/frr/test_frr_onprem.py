@@ -5,6 +5,7 @@ import pytest
 
 from infra.render import render_frr, render_onprem_frr
 from overlay_agent.frr import fill_password
+from tests.support.frrcheck import router_text_as_applied
 from tests.support import netns as nsutil
 from tests.support.render_plans import one_router_one_host
 
@@ -54,12 +55,12 @@ def test_onprem_export_and_import(netns_factory, announce):
 
     frrs = []
     try:
-        for ns, name, text in ((ns_r, "router", render_frr(plan, "router-1")),
-                               (ns_h, "host", render_frr(plan, "host-1")),
-                               (ns_d, "dc", dc_text + careless)):
+        for ns, name, text in ((ns_r, "router", router_text_as_applied(plan, "router-1", PASSWORD)),
+                               (ns_h, "host", fill_password(render_frr(plan, "host-1"), PASSWORD)),
+                               (ns_d, "dc", fill_password(dc_text + careless, PASSWORD))):
             f = FRR(ns, name, daemons=DAEMONS)
             frrs.append(f)
-            f.start(fill_password(text, PASSWORD))
+            f.start(text)
         router, host, dc = frrs
 
         # The datacenter hears about the container per the stack's export mode.

@@ -12,12 +12,11 @@ import json
 import pytest
 
 from infra.config import parse
-from infra.parameters import build_parameters, instance_path
 from infra.plan import build_plan
 from infra.render import PASSWORD_PLACEHOLDER, render_frr
 from overlay_agent.containers import STEADY_METRIC, route_metric
-from overlay_agent.tunnels import host_filters, parse_tunnels
 from tests.support import netns as nsutil
+from tests.support.frrcheck import router_text_as_applied
 
 pytestmark = [pytest.mark.root, pytest.mark.frr]
 
@@ -43,13 +42,7 @@ def _plan():
 
 def _router_text(plan) -> str:
     """The router's config as its agent applies it: the `frr` parameter plus its host filters."""
-    params = build_parameters(plan, lambda n: render_frr(plan, n))
-    base = instance_path(plan, "router-1") + "/"
-    tunnels = {n[len(base):]: p.value for n, p in params.items() if n.startswith(base + "tunnels/")}
-    good, bad = parse_tunnels(tunnels)
-    assert not bad
-    text = params[base + "frr"].value.replace(PASSWORD_PLACEHOLDER, PASSWORD)
-    return text.rstrip("\n") + "\n" + host_filters(good.values())
+    return router_text_as_applied(plan, "router-1", PASSWORD)
 
 
 def _route(ns: str, prefix: str, metric: int) -> None:

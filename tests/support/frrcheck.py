@@ -101,3 +101,21 @@ def reload_diff(netns: str, vty_dir: Path, workdir: Path, text: str) -> tuple[li
         elif current is not None and line.strip() and not set(line.strip()) <= {"="}:
             current.append(line)
     return delete, add
+
+
+def router_text_as_applied(plan, router: str, password: str) -> str:
+    """A router's FRR text as its agent applies it: the `frr` parameter with the password
+    filled in, plus the per-host import filters it renders from its tunnels/<host> parameters
+    (overlay_agent.tunnels.host_filters). Without them a router takes only the shared ranges."""
+    from infra.parameters import build_parameters, instance_path
+    from infra.render import render_frr
+    from overlay_agent.frr import fill_password
+    from overlay_agent.tunnels import host_filters, parse_tunnels
+
+    params = build_parameters(plan, lambda n: render_frr(plan, n))
+    base = instance_path(plan, router) + "/"
+    tunnels = {n[len(base):]: p.value for n, p in params.items() if n.startswith(base + "tunnels/")}
+    good, bad = parse_tunnels(tunnels)
+    assert not bad, bad
+    text = fill_password(params[base + "frr"].value, password)
+    return text.rstrip("\n") + "\n" + host_filters(good.values())
