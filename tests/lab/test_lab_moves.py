@@ -240,6 +240,9 @@ def test_move_loses_no_traffic(lab, family, end, run):
         timeline.mark("old path withdrawn at every router")
         # ... and the routers still forward to the new host, which answers.
         still = only_via(lab, prefix, h2)
+        # Keep pinging to 2 s after the start, so the window always covers the new host after
+        # the withdraw too (an `rm -f` move can be over in under a second: too few pings).
+        time.sleep(max(0.0, t0 + 2.0 - time.monotonic()))
         pinger.stdin.write("stop\n")
         pinger.stdin.flush()
         out, _ = pinger.communicate(timeout=30)
