@@ -202,23 +202,29 @@ def test_cloud_init_schema_check_can_fail():
     assert proc.returncode != 0 and "permission" in proc.stdout + proc.stderr
 
 
-@pytest.mark.root
-@pytest.mark.skipif(shutil.which("nft") is None, reason="nftables not installed")
-def test_mss_clamp_rules_load_in_nftables(netns):
-    # The router's MSS clamping rules, loaded for real into a scratch namespace (twice: the
-    # file must be re-runnable, as its systemd unit may run it again).
-    text = render_user_data(PLANS["prod-euw1"], "router-1", bucket=BUCKET, agent_key=AGENT_KEY,
-                            parameter_path="/overlay/prod-euw1/instances/router-1")
+def _load_user_data_nft_twice(netns: str, instance: str, nft_path: str, table: str) -> tuple[str, dict]:
+    """Render prod-euw1's user data for `instance`, load its nftables file `nft_path` into
+    `netns` twice (it must be re-runnable: its systemd unit may run again) and list `table`.
+    Returns the listing and the user data's files."""
+    text = render_user_data(PLANS["prod-euw1"], instance, bucket=BUCKET, agent_key=AGENT_KEY,
+                            parameter_path=f"/overlay/prod-euw1/instances/{instance}")
     files = {f["path"]: f["content"] for f in yaml.safe_load(text)["write_files"]}
-    rules = files["/etc/overlay-agent/mss-clamp.nft"]
     with tempfile.TemporaryDirectory(prefix="ovt-nft-") as tmp:
-        path = Path(tmp) / "mss.nft"
-        path.write_text(rules)
+        path = Path(tmp) / Path(nft_path).name
+        path.write_text(files[nft_path])
         for _ in range(2):
             subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", str(path)], check=True, capture_output=True,
                            text=True)
-        listing = subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "table", "inet", "overlay_mss"],
+        listing = subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "table", "inet", table],
                                  check=True, capture_output=True, text=True).stdout
+    return listing, files
+
+
+@pytest.mark.root
+@pytest.mark.skipif(shutil.which("nft") is None, reason="nftables not installed")
+def test_mss_clamp_rules_load_in_nftables(netns):
+    # The router's MSS clamping rules, loaded for real into a scratch namespace.
+    listing, _ = _load_user_data_nft_twice(netns, "router-1", "/etc/overlay-agent/mss-clamp.nft", "overlay_mss")
     assert "maxseg size set rt mtu" in listing
     assert listing.count("chain forward") == 1
 
@@ -246,18 +252,7 @@ def test_route_server_config_with_its_endpoints_filled_in_passes_both_checks(sta
 
 def test_egress_rules_load_in_nftables(netns):
     # A docker host's egress NAT (docs/egress.md), loaded for real twice (re-runnable).
-    text = render_user_data(PLANS["prod-euw1"], "host-1", bucket=BUCKET, agent_key=AGENT_KEY,
-                            parameter_path="/overlay/prod-euw1/instances/host-1")
-    files = {f["path"]: f["content"] for f in yaml.safe_load(text)["write_files"]}
-    rules = files["/etc/overlay-agent/egress.nft"]
-    with tempfile.TemporaryDirectory(prefix="ovt-nft-") as tmp:
-        path = Path(tmp) / "egress.nft"
-        path.write_text(rules)
-        for _ in range(2):
-            subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", str(path)], check=True, capture_output=True,
-                           text=True)
-        listing = subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "table", "inet", "overlay_egress"],
-                                 check=True, capture_output=True, text=True).stdout
+    listing, files = _load_user_data_nft_twice(netns, "host-1", "/etc/overlay-agent/egress.nft", "overlay_egress")
     assert "ip saddr @pools4 ip daddr != @keep4 masquerade" in listing
     assert "ip6 saddr @pools6 ip6 daddr != @pools6 masquerade" in listing
     assert listing.count("chain postrouting") == 1
