@@ -37,6 +37,7 @@ from typing import Any, Iterator
 import regex  # cfn-lint's own dependency: CloudFormation patterns use \p{L} classes
 
 from infra import placeholders
+from infra.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, common_parser
 from infra.mockrun import mock_id
 from infra.parameters import ADVANCED_MAX, SSM_NESTED, STANDARD_MAX
 from infra.render import USER_DATA_LIMIT
@@ -671,24 +672,28 @@ def _quota(text: str) -> tuple[str, int]:
     return name, int(value)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m infra.preflight",
-        description="Check every resource the program would create for STACK against AWS's CloudFormation "
-                    "schemas and documented rules (no credentials, no Pulumi CLI).")
+def parser() -> argparse.ArgumentParser:
+    parser = common_parser(
+        "python -m infra.preflight",
+        "Check every resource the program would create for STACK against AWS's CloudFormation "
+        "schemas and documented rules (no credentials, no Pulumi CLI).")
     parser.add_argument("stack", help="stack name (stacks/Pulumi.<stack>.yaml)")
     parser.add_argument("--quota", action="append", type=_quota, default=[], metavar="NAME=N",
                         help="the account's raised quota: " + ", ".join(f"{k} (default {v})" for k, v in QUOTAS.items()))
     parser.add_argument("--stacks-dir", type=Path, default=None, help="where the stack files are (default stacks/)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
         report = preflight(args.stack, quotas=dict(args.quota), stacks_dir=args.stacks_dir)
     except PreflightError as exc:
         print(f"preflight {args.stack}: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     for line in report.lines():
         print(line)
-    return 1 if report.violations else 0
+    return EXIT_FAILED if report.violations else EXIT_OK
 
 
 if __name__ == "__main__":

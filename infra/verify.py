@@ -9,6 +9,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from infra.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, common_parser
 from infra.config import PROJECT, ConfigError
 from infra.iam import policy_problems
 from infra.parameters import build_parameters, password_name, route_server_doc
@@ -303,17 +304,21 @@ def table(rows: list[Check]) -> str:
     return "\n".join(out) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.verify", description=__doc__)
+def parser() -> argparse.ArgumentParser:
+    parser = common_parser("python -m infra.verify", __doc__)
     parser.add_argument("stack", help="stack name: plans stacks/Pulumi.STACK.yaml and checks its region")
     parser.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL"),
                         help="AWS API endpoint (default: AWS's own, or $AWS_ENDPOINT_URL)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
         plan = build_plan(load_stack(args.stack))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     import boto3
     import botocore.exceptions
     from infra.render import render_frr
@@ -326,11 +331,11 @@ def main(argv: list[str] | None = None) -> int:
         rows = Verifier(plan, ec2, ssm, lambda name: render_frr(plan, name), iam).run()
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         print(f"error: stack {plan.stack} ({plan.region}): {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     sys.stdout.write(table(rows))
     failed = sum(not r.ok for r in rows)
     print(f"\n{len(rows) - failed} passed, {failed} failed ({plan.stack}, {plan.region})")
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 if __name__ == "__main__":

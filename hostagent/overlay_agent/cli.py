@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
+from . import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STATUS, __version__
 from . import config as config_mod
 from . import logsetup
 from . import status as status_mod
@@ -122,7 +123,7 @@ def cmd_run(args) -> int:
         if t.name != "docker-events":  # blocked in a socket read; a daemon thread, dies with us
             t.join(timeout=5)
     log.info("agent stopped")
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def install_state(state_dir: str) -> dict | None:
@@ -161,14 +162,17 @@ def cmd_status(args) -> int:
                                         pairing.table(pair) if pair else "") if t))
     bad = doc is not None and any(r["state"] == "error" for r in doc.get("containers", []))
     not_installed = install is not None and install.get("state") != "installed"
-    return 1 if bad or not_installed or pairing.unhealthy(pair) else 0
+    return EXIT_FAILED if bad or not_installed or pairing.unhealthy(pair) else EXIT_OK
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="overlay-agent", description=__doc__)
+    p = argparse.ArgumentParser(prog="overlay-agent", description=__doc__, epilog=EXIT_STATUS)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the agent's reconcilers until SIGTERM")
+    run = sub.add_parser("run", help="run the agent's reconcilers until SIGTERM", description=(
+        "Run the agent's reconcilers until SIGTERM: the pairing sync (tunnels, FRR) from SSM with "
+        "--bootstrap, and on docker hosts the container wiring."), epilog=EXIT_STATUS)
     run.add_argument("--config", help="the instance's agent JSON document (without --bootstrap)")
     run.add_argument("--bootstrap", help="bootstrap JSON (user data): read parameters from SSM, run the pairing sync")
     run.add_argument("--state-dir", default="/var/lib/overlay-agent",
@@ -188,14 +192,17 @@ def parser() -> argparse.ArgumentParser:
     # finding 11). A Prometheus elsewhere needs --metrics-address <private-ip>:9469.
     run.add_argument("--metrics-address", default="127.0.0.1:9469",
                      help="host:port for Prometheus /metrics (default loopback only); empty to disable")
-    run.add_argument("--log-level", default="info")
+    run.add_argument("--log-level", default="info", type=str.lower,
+                     choices=("debug", "info", "warning", "error", "critical"))
     run.add_argument("--log-format", choices=("json", "text"), default="json")
     run.add_argument("--no-containers", action="store_true", help="do not wire containers")
     run.add_argument("--no-guard", action="store_true",
                      help="no anti-spoofing table (nftables) for container source addresses")
     run.set_defaults(func=cmd_run)
 
-    st = sub.add_parser("status", help="containers, addresses, veths, routes, BGP announcement")
+    st = sub.add_parser("status", help="containers, addresses, veths, routes, BGP announcement", description=(
+        "Show the install state, the containers (addresses, veths, routes, BGP announcement) and the "
+        "pairings (tunnels, BGP sessions)."), epilog=EXIT_STATUS)
     st.add_argument("--json", action="store_true")
     st.add_argument("--status-file", default=status_mod.DEFAULT_STATUS_FILE)
     st.add_argument("--vty-socket", default=None, help="FRR vty socket directory (vtysh --vty_socket)")
@@ -214,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     except AgentError as exc:
         # Bad input and unreachable dependencies: one line, no traceback.
         print(f"overlay-agent: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

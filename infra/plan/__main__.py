@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 
+from infra.cli import EXIT_BAD_INPUT, EXIT_OK, common_parser
 from infra.config import ConfigError, parse
 from infra.plan import build_plan
 from infra.plan.report import diff, plan_data, to_json, to_markdown, to_mermaid
@@ -46,14 +47,18 @@ def _load_other(path: Path, stack: str) -> dict:
         raise exc.with_source(str(path)) from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.plan", description=__doc__)
+def parser() -> argparse.ArgumentParser:
+    parser = common_parser("python -m infra.plan", __doc__)
     parser.add_argument("stack", help="stack name: reads stacks/Pulumi.STACK.yaml")
     parser.add_argument("--format", choices=sorted(FORMATS), default="markdown")
     parser.add_argument("--diff", metavar="OTHER", type=Path,
                         help="the old plan (JSON from --format json) or old stack YAML; prints what changes")
     parser.add_argument("--stacks-dir", type=Path, default=STACKS_DIR, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
         plan = build_plan(load_stack(args.stack, args.stacks_dir))
         if args.diff:
@@ -63,12 +68,12 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 sys.stdout.write(f"# Plan changes for stack `{args.stack}` against {args.diff}\n\n")
                 sys.stdout.write("".join(f"- {c}\n" for c in changes) if changes else "No changes.\n")
-            return 0
+            return EXIT_OK
         sys.stdout.write(FORMATS[args.format](plan))
-        return 0
+        return EXIT_OK
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

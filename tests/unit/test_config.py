@@ -154,13 +154,13 @@ def test_overlay_values_strips_namespace_and_ignores_others():
     assert overlay_values(doc, "f") == {"region": "x", "vpc": {"cidr": "1"}}
 
 
-def test_cli_bad_stack_file_is_one_line_exit_1(tmp_path):
+def test_cli_bad_stack_file_is_one_line_exit_2(tmp_path):
     stacks = tmp_path / "stacks"
     stacks.mkdir()
     doc = {"config": {f"overlay:{k}": v for k, v in with_change("vpc.cidr", "10.20.0.0/33").items()}}
     (stacks / "Pulumi.bad.yaml").write_text(yaml.safe_dump(doc))
     proc = subprocess.run([sys.executable, "-m", "infra.plan", "bad", "--stacks-dir", str(stacks)], capture_output=True, text=True, cwd=REPO_ROOT)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # bad input (docs/cli.md)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "Pulumi.bad.yaml: overlay:vpc.cidr = '10.20.0.0/33'" in lines[0]
@@ -169,7 +169,7 @@ def test_cli_bad_stack_file_is_one_line_exit_1(tmp_path):
 
 def test_cli_unknown_stack(capsys):
     from infra.plan.__main__ import main
-    assert main(["nope"]) == 1
+    assert main(["nope"]) == 2
     err = capsys.readouterr().err
     assert "stack = 'nope': no such stack file" in err and "lab" in err
 

@@ -112,11 +112,11 @@ def test_hostile_stack_files_are_one_line(tmp_path, text, reason):
 
 
 @pytest.mark.parametrize("text", [BOMB, b"\xff", None, "{" * 200_000, GOOD + "  overlay:region: x\n"])
-def test_cli_hostile_stack_file_is_one_line_exit_1(tmp_path, text):
+def test_cli_hostile_stack_file_is_one_line_exit_2(tmp_path, text):
     stacks = _stack_file(tmp_path, text)
     proc = subprocess.run([sys.executable, "-m", "infra.plan", "bad", "--stacks-dir", str(stacks)],
                           capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # bad input (docs/cli.md)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr and "Pulumi.bad.yaml" in lines[0], proc.stderr
 
@@ -130,5 +130,5 @@ def test_cli_diff_against_hostile_file_is_one_line(tmp_path, other):
         path.write_bytes(other if isinstance(other, bytes) else other.encode())
     proc = subprocess.run([sys.executable, "-m", "infra.plan", "lab", "--diff", str(path)],
                           capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
-    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -119,7 +119,7 @@ def test_cli_diff_bad_file_is_one_line(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     proc = cli("lab", "--diff", str(bad))
-    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "not valid JSON" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not valid JSON" in proc.stderr
 
 
 def test_markdown_is_pure_function_of_plan():
