@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 PROJECT = "overlay"
@@ -103,19 +103,21 @@ class OnPremPeer:
 
 @dataclass(frozen=True)
 class BgpConfig:
-    keepalive: int = 3
-    hold: int = 9
-    bfd_interval_ms: int = 300
-    bfd_multiplier: int = 3
-    max_prefix: int = 2000
-    announce: str = "aggregates"
-    # Hosts restart their agent, not FRR; graceful restart is off by default because BFD
-    # is on: a BFD down must withdraw at once, not keep stale paths for restart-time.
-    graceful_restart: bool = False
+    """overlay:bgp (defaults and meanings: SCHEMA below, docs/config.md)."""
+
+    keepalive: int
+    hold: int
+    bfd_interval_ms: int
+    bfd_multiplier: int
+    max_prefix: int
+    announce: str
+    graceful_restart: bool
 
 
 @dataclass(frozen=True)
 class StackConfig:
+    """The parsed stack config (defaults and meanings of the keys: SCHEMA below, docs/config.md)."""
+
     stack: str
     region: str
     environment: str
@@ -146,35 +148,15 @@ class StackConfig:
     bgp: BgpConfig
     onprem: tuple[OnPremPeer, ...]
     routing_mode: str
+    host_root_volume_gb: int
+    vpc_failover: str
+    route_server_asn: int
+    poll_interval: int
+    # The kernel route protocol of the agents' container routes (not a config key).
     route_protocol: int = 149
-    # Docker hosts keep images and container layers on the root volume (GiB).
-    host_root_volume_gb: int = 50
-    vpc_failover: str = "static"
-    route_server_asn: int = 64512
-    # Seconds between an agent's polls of its `revision` parameter (one GetParameter each).
-    poll_interval: int = 15
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-# -- schema -------------------------------------------------------------------------
-# Each section lists its keys; the parser rejects anything else with the nearest name.
-TOP_KEYS = ("region", "environment", "vpc", "routers", "hosts", "pools", "tunnels", "bgp",
-            "onprem", "routing", "agent", "bgpPassword")
-# Read by the Pulumi program as a secret; the plan never sees it.
-SECRET_KEYS = ("bgpPassword",)
-SECTION_KEYS = {
-    "vpc": ("cidr", "ipv6", "azs", "failover", "routeServerAsn"),
-    "routers": ("count", "asn", "instanceType", "maxRouters"),
-    "hosts": ("count", "asn", "asnMode", "instanceType", "blockPrefix", "ipv6BlockPrefix",
-              "ipv6Delegation", "rootVolumeGb"),
-    "pools": ("ipv4", "ipv6", "sharedIpv4", "sharedIpv6"),
-    "tunnels": ("ipv4", "ipv6", "mtu", "onpremMtu"),
-    "bgp": ("keepalive", "hold", "bfdInterval", "bfdMultiplier", "maxPrefix", "announce",
-            "gracefulRestart"),
-    "routing": ("mode",),
-    "agent": ("pollInterval",),
-}
-ONPREM_KEYS = ("name", "address", "asn")
+# The keys, their types, defaults and meanings: SCHEMA (after the converters, below).
 
 
 def foreign_key_problem(key: str) -> str | None:
@@ -206,10 +188,20 @@ def _unknown(key: str, valid: tuple[str, ...], prefix: str, value: Any) -> Confi
     return ConfigError(f"{prefix}{key}", value, hint)
 
 
-class _Section:
-    """Typed reads from one mapping, naming the full key in every error."""
+_SCHEMA_DEFAULT = object()
 
-    def __init__(self, data: Any, prefix: str, valid: tuple[str, ...]):
+
+class _Section:
+    """Typed reads from one mapping by the schema (SCHEMA), naming the full key in every error.
+
+    `section` is the schema's name for it ("" for the top level, "vpc", "onprem[]");
+    `prefix` the key as errors show it ("overlay:vpc.", "overlay:onprem[2].").
+    """
+
+    def __init__(self, data: Any, section: str, prefix: str | None = None):
+        if prefix is None:
+            prefix = f"{PROJECT}:{section}." if section else f"{PROJECT}:"
+        valid = TOP_KEYS if not section else SECTION_KEYS[section]
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
@@ -217,15 +209,21 @@ class _Section:
         for key in data:
             if key not in valid:
                 raise _unknown(str(key), valid, prefix, data[key])
-        self.data, self.prefix = data, prefix
+        self.data, self.section, self.prefix = data, section, prefix
 
     def key(self, name: str) -> str:
         return f"{self.prefix}{name}"
 
-    def get(self, name: str, default: Any, conv: Callable[[str, Any], Any]) -> Any:
+    def get(self, name: str, default: Any = _SCHEMA_DEFAULT) -> Any:
+        """The key's value through its type's converter; when it is absent (or null) the
+        schema's default (or `default`, for a default that depends on other keys), and for
+        a required key one line saying so."""
+        spec = KEYS[f"{self.section}.{name}" if self.section else name]
         if name not in self.data or self.data[name] is None:
-            return default
-        return conv(self.key(name), self.data[name])
+            if spec.required is not None and default is _SCHEMA_DEFAULT:
+                raise ConfigError(self.key(name), None, f"is required{spec.required}")
+            return spec.parsed_default() if default is _SCHEMA_DEFAULT else default
+        return spec.type.conv(self.key(name), self.data[name])
 
 
 def _int(lo: int, hi: int) -> Callable[[str, Any], int]:
@@ -313,47 +311,204 @@ def _azs(key: str, value: Any) -> tuple[str, ...]:
     return names
 
 
+@dataclass(frozen=True)
+class Type:
+    """A key's type: its converter (raises ConfigError naming the key), as the docs name it,
+    and as a JSON Schema (docs/config.schema.json; the checks a JSON Schema can state)."""
+
+    conv: Callable[[str, Any], Any]
+    doc: str
+    json: Mapping[str, Any]
+
+
+def _int_type(lo: int, hi: int) -> Type:
+    # Pulumi hands `pulumi config set` values over as strings: "42" is a number too.
+    return Type(_int(lo, hi), f"integer {lo}..{hi}",
+                {"anyOf": [{"type": "integer", "minimum": lo, "maximum": hi},
+                           {"type": "string", "pattern": "^[0-9]+$"}]})
+
+
+def _choice_type(options: tuple[str, ...]) -> Type:
+    return Type(_choice(options), " or ".join(f"`{o}`" for o in options), {"enum": list(options)})
+
+
+def _net_type(version: int) -> Type:
+    return Type(_net(version), f"IPv{version} CIDR", {"type": "string", "format": f"ipv{version}-network"})
+
+
+def _net_list_type(version: int) -> Type:
+    item = {"type": "string", "format": f"ipv{version}-network"}
+    return Type(_net_list(version), f"list of IPv{version} CIDRs",
+                {"anyOf": [{"type": "array", "items": item, "minItems": 1}, item]})
+
+
+BOOL = Type(_bool, "boolean", {"anyOf": [{"type": "boolean"}, {"enum": ["true", "false", "True", "False"]}]})
+STR = Type(_str, "string", {"type": "string", "minLength": 1})
+ASN = Type(_asn, "ASN (1..4294967294; not 23456 or 65535)",
+           {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 4294967294, "not": {"enum": [23456, 65535]}},
+                      {"type": "string", "pattern": "^[0-9]+$"}]})
+AZS = Type(_azs, "list of 1-8 availability zone names",
+           {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 8,
+            "uniqueItems": True})
+PEER_NAME = Type(_str, "string: 1-20 of a-z, 0-9, '-', starting with a letter",
+                 {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,19}$"})
+PEER_ADDRESS = Type(_str, "IPv4 address", {"type": "string", "format": "ipv4"})
+# Read by the Pulumi program (infra/program.py), never by the plan; the rules: infra/passwords.py.
+SECRET = Type(_str, "string, a Pulumi secret",
+              {"type": "object", "properties": {"secure": {"type": "string"}}, "required": ["secure"]})
+ONPREM = Type(lambda key, value: _onprem(value), "list of peers (`name`, `address`, `asn`)",
+              {"type": "array", "maxItems": MAX_ONPREM_PEERS})
+
+
+@dataclass(frozen=True)
+class Key:
+    """One stack config key: `section.name` (`name` at the top level, `onprem[].name` in a
+    list's items), its type, its default (as written in a stack file) and its meaning."""
+
+    name: str
+    type: Type
+    default: Any
+    doc: str
+    # "" or " (a hint)": the key must be given; the error reads "<key> = None: is required (a hint)".
+    required: str | None = None
+    # How the default depends on other keys, when it does (docs only; parse() applies it).
+    default_doc: str | None = None
+
+    def parsed_default(self) -> Any:
+        return self.type.conv(f"{PROJECT}:{self.name}", self.default) if isinstance(self.default, str) else \
+            self.default
+
+
+# The first ASN of the docker hosts with `hosts.asnMode: per-host` and no `hosts.asn`.
+PER_HOST_ASN_START = 4200000000
+
+# The one definition of the stack config: parse() reads every key through it (converter,
+# default), and docs/config.md and docs/config.schema.json are generated from it
+# (python -m tools.gendocs; tests/unit/test_docs_generated.py fails when they are stale).
+# The cross-field checks (overlaps, capacity, quotas) are parse()'s and _check_addressing's.
+# Adding a key: one line here, one read in parse(), a field in StackConfig.
+SCHEMA: tuple[Key, ...] = (
+    Key("region", STR, None, "AWS region of the stack; the program's AWS provider uses it "
+        "(`aws:region` is not read)", required=" (e.g. eu-west-1)"),
+    Key("environment", _choice_type(ENVIRONMENTS), "test", "`prod` protects the routers' ENIs and EIPs "
+        "from deletion and keeps the agent bucket on delete; `test` stacks tear down whole"),
+    Key("vpc.cidr", _net_type(4), None, "the VPC's IPv4 CIDR, /16 to /24: split into a public "
+        "(routers) and a private (docker hosts) subnet per AZ", required=" (e.g. 10.20.0.0/16)"),
+    Key("vpc.ipv6", BOOL, True, "dual stack: an Amazon IPv6 block for the VPC, IPv6 pools, tunnels "
+        "and sessions"),
+    Key("vpc.azs", AZS, None, "the availability zones, in order: routers and hosts are spread across "
+        "them round-robin", required=" (a list of availability zones)"),
+    Key("vpc.failover", _choice_type(FAILOVER_MODES), "static", "how the VPC route tables follow a "
+        "router's loss: `routeServer` (VPC Route Server re-points them at a live router) or `static` "
+        "(one fixed router per AZ); docs/vpc-failover.md"),
+    Key("vpc.routeServerAsn", ASN, 64512, "the VPC Route Server's ASN (`failover: routeServer`); "
+        "must differ from every other ASN of the stack"),
+    Key("routers.count", _int_type(1, 32), 2, "routing instances (at most `maxRouters`; past 32 a "
+        "host's FRR config outgrows SSM's 8 KB parameter)"),
+    Key("routers.asn", ASN, 65000, "the routers' ASN (eBGP to the hosts and on-prem)"),
+    Key("routers.instanceType", STR, "c6in.large", "EC2 instance type of the routers"),
+    Key("routers.maxRouters", _int_type(1, 64), 8, "routers the stack may ever grow to, a power of two: "
+        "the tunnel pools are split in 2 x maxRouters slices, so changing it renumbers every tunnel"),
+    Key("hosts.count", _int_type(1, 100000), 1, "docker hosts"),
+    Key("hosts.asn", ASN, 65100, "the hosts' ASN (`asnMode: shared`), or the first host's "
+        "(`per-host`: host k, counted from 0, has asn + k)",
+        default_doc=f"65100; {PER_HOST_ASN_START} with `asnMode: per-host`"),
+    Key("hosts.asnMode", _choice_type(("shared", "per-host")), "shared", "one ASN for every host, or "
+        "one each (on-prem routers then see which host a path comes from)"),
+    Key("hosts.instanceType", STR, "m6i.xlarge", "EC2 instance type of the docker hosts"),
+    Key("hosts.blockPrefix", _int_type(16, 30), 24, "prefix length of each host's IPv4 container "
+        "block, taken from the pools in order"),
+    Key("hosts.ipv6BlockPrefix", _int_type(64, 124), 112, "prefix length of each host's IPv6 "
+        "container block"),
+    Key("hosts.ipv6Delegation", BOOL, False, "delegate an IPv6 /80 prefix to each host's ENI "
+        "(needs `vpc.ipv6`)"),
+    Key("hosts.rootVolumeGb", _int_type(8, 16384), 50, "root volume of the docker hosts in GiB "
+        "(images and container layers live there)"),
+    Key("pools.ipv4", _net_list_type(4), None, "container IPv4 pools, outside the VPC CIDR: "
+        "host blocks are taken from their start", required=" (container IPv4 pools)"),
+    Key("pools.ipv6", _net_list_type(6), (), "container IPv6 pools; required with `vpc.ipv6`, "
+        "refused without it"),
+    Key("pools.sharedIpv4", _net_list_type(4), (), "inside the pools and outside every host block: "
+        "the only IPv4 addresses more than one host may announce (moves, anycast)"),
+    Key("pools.sharedIpv6", _net_list_type(6), (), "the same for IPv6"),
+    Key("tunnels.ipv4", _net_type(4), "169.254.64.0/18", "inner IPv4 addresses of the GRE tunnels, "
+        "one /31 per pairing; must avoid AWS's reserved link-local ranges"),
+    Key("tunnels.ipv6", _net_type(6), "fd00:7e::/64", "inner IPv6 addresses of the tunnels, one /127 "
+        "per pairing", default_doc="fd00:7e::/64 with `vpc.ipv6`, else none"),
+    Key("tunnels.mtu", _int_type(1280, 8973), 8973, "MTU of the tunnels inside the VPC (9001 jumbo "
+        "frames - 28 bytes of outer IPv4 and keyed GRE)"),
+    Key("tunnels.onpremMtu", _int_type(1280, 8973), 1472, "MTU of the tunnels to on-prem, across the "
+        "internet (1500 - 28)"),
+    Key("bgp.keepalive", _int_type(1, 60), 3, "BGP keepalive in seconds"),
+    Key("bgp.hold", _int_type(3, 180), 9, "BGP hold time in seconds, at least 3 x keepalive"),
+    Key("bgp.bfdInterval", _int_type(50, 60000), 300, "BFD transmit and receive interval in ms"),
+    Key("bgp.bfdMultiplier", _int_type(2, 255), 3, "BFD packets missed before the session is down"),
+    Key("bgp.maxPrefix", _int_type(1, 4294967295), 2000, "max-prefix of each on-prem session and "
+        "family (host sessions take their block plus the shared ranges)"),
+    Key("bgp.announce", _choice_type(ANNOUNCE_MODES), "aggregates", "what the routers announce "
+        "on-prem: the pools as aggregates, or every container's /32 and /128"),
+    # Hosts restart their agent, not FRR; graceful restart is off by default because BFD
+    # is on: a BFD down must withdraw at once, not keep stale paths for restart-time.
+    Key("bgp.gracefulRestart", BOOL, False, "BGP graceful restart (restart-time 120 s); off so "
+        "that a BFD down withdraws at once"),
+    Key("onprem", ONPREM, (), f"on-prem datacenter routers the routers peer with over GRE + eBGP, "
+        f"at most {MAX_ONPREM_PEERS}"),
+    Key("onprem[].name", PEER_NAME, None, "the peer's name (not `router-*` or `host-*`), unique",
+        required=""),
+    Key("onprem[].address", PEER_ADDRESS, None, "the peer's public IPv4 address (its GRE endpoint), "
+        "unique, outside the VPC and the pools", required=" (the peer's public IPv4 address)"),
+    Key("onprem[].asn", ASN, None, "the peer's ASN, not the routers' or the hosts'", required=""),
+    Key("routing.mode", _choice_type(ROUTING_MODES), "router", "VPC route tables send the pools to "
+        "the routers (`router`), or each host's block straight to its ENI (`static`)"),
+    Key("agent.pollInterval", _int_type(5, 3600), 15, "seconds between an agent's polls of its "
+        "`revision` parameter (one SSM GetParameter each, shared by the account's region)"),
+    Key("bgpPassword", SECRET, None, "the BGP (TCP MD5) password of every session: `pulumi config "
+        "set --secret overlay:bgpPassword ...`; read by the program, required by `pulumi up`"),
+)
+KEYS = {k.name: k for k in SCHEMA}
+TOP_KEYS = tuple(dict.fromkeys(k.name.split(".")[0] for k in SCHEMA if "[]" not in k.name))
+# Read by the Pulumi program as a secret; the plan never sees it.
+SECRET_KEYS = tuple(k.name for k in SCHEMA if k.type is SECRET)
+SECTION_KEYS = {section: tuple(k.name.split(".", 1)[1] for k in SCHEMA if k.name.startswith(f"{section}."))
+                for section in dict.fromkeys(k.name.split(".")[0] for k in SCHEMA if "." in k.name)}
+ONPREM_KEYS = SECTION_KEYS["onprem[]"]
+
+
 def parse(raw: Mapping[str, Any], stack: str) -> StackConfig:
     """Validate the `overlay:*` config values (namespace already stripped) of one stack."""
-    top = _Section(raw, "overlay:", TOP_KEYS)
-    region = top.get("region", None, _str)
-    if region is None:
-        raise ConfigError("overlay:region", None, "is required (e.g. eu-west-1)")
-    environment = top.get("environment", "test", _choice(ENVIRONMENTS))
+    top = _Section(raw, "")
+    region = top.get("region")
+    environment = top.get("environment")
 
-    vpc = _Section(raw.get("vpc"), "overlay:vpc.", SECTION_KEYS["vpc"])
-    vpc_cidr = vpc.get("cidr", None, _net(4))
-    if vpc_cidr is None:
-        raise ConfigError("overlay:vpc.cidr", None, "is required (e.g. 10.20.0.0/16)")
+    vpc = _Section(raw.get("vpc"), "vpc")
+    vpc_cidr = vpc.get("cidr")
     if not 16 <= vpc_cidr.prefixlen <= 24:
         # AWS allows VPC CIDRs between /16 and /28; the plan splits the VPC in 16 subnets
         # and needs room for fixed instance addresses in each, so /24 is the floor here.
         raise ConfigError("overlay:vpc.cidr", str(vpc_cidr), "prefix length must be /16 to /24")
-    ipv6 = vpc.get("ipv6", True, _bool)
-    azs = vpc.get("azs", None, _azs)
-    if azs is None:
-        raise ConfigError("overlay:vpc.azs", None, "is required (a list of availability zones)")
-    vpc_failover = vpc.get("failover", "static", _choice(FAILOVER_MODES))
-    route_server_asn = vpc.get("routeServerAsn", 64512, _asn)
+    ipv6 = vpc.get("ipv6")
+    azs = vpc.get("azs")
+    vpc_failover = vpc.get("failover")
+    route_server_asn = vpc.get("routeServerAsn")
 
-    routers = _Section(raw.get("routers"), "overlay:routers.", SECTION_KEYS["routers"])
-    max_routers = routers.get("maxRouters", 8, _int(1, 64))
+    routers = _Section(raw.get("routers"), "routers")
+    max_routers = routers.get("maxRouters")
     if max_routers & (max_routers - 1):
         raise ConfigError("overlay:routers.maxRouters", max_routers,
                           "must be a power of two (the tunnel pool is split in equal slices)")
     # Every host's FRR config lists every router (two sessions each): past 32 routers it
     # outgrows SSM's 8 KB parameter limit.
-    router_count = routers.get("count", 2, _int(1, 32))
+    router_count = routers.get("count")
     if router_count > max_routers:
         raise ConfigError("overlay:routers.count", router_count,
                           f"exceeds routers.maxRouters ({max_routers})")
-    router_asn = routers.get("asn", 65000, _asn)
-    router_type = routers.get("instanceType", "c6in.large", _str)
+    router_asn = routers.get("asn")
+    router_type = routers.get("instanceType")
 
-    hosts = _Section(raw.get("hosts"), "overlay:hosts.", SECTION_KEYS["hosts"])
-    host_count = hosts.get("count", 1, _int(1, 100000))
-    host_asn_mode = hosts.get("asnMode", "shared", _choice(("shared", "per-host")))
-    host_asn = hosts.get("asn", 65100 if host_asn_mode == "shared" else 4200000000, _asn)
+    hosts = _Section(raw.get("hosts"), "hosts")
+    host_count = hosts.get("count")
+    host_asn_mode = hosts.get("asnMode")
+    host_asn = hosts.get("asn") if host_asn_mode == "shared" else hosts.get("asn", PER_HOST_ASN_START)
     if host_asn_mode == "per-host" and host_asn + host_count - 1 > 4294967294:
         raise ConfigError("overlay:hosts.asn", host_asn,
                           f"per-host ASNs from here run past 4294967294 for {host_count} hosts")
@@ -363,62 +518,60 @@ def parse(raw: Mapping[str, Any], stack: str) -> StackConfig:
                           "must differ from the docker hosts' ASNs (routers and hosts peer eBGP)")
     if host_asn_mode == "per-host" and 23456 in host_asns:
         raise ConfigError("overlay:hosts.asn", host_asn, "per-host ASN range includes 23456 (AS_TRANS)")
-    host_type = hosts.get("instanceType", "m6i.xlarge", _str)
-    block_prefix = hosts.get("blockPrefix", 24, _int(16, 30))
-    block6_prefix = hosts.get("ipv6BlockPrefix", 112, _int(64, 124))
-    delegation = hosts.get("ipv6Delegation", False, _bool)
+    host_type = hosts.get("instanceType")
+    block_prefix = hosts.get("blockPrefix")
+    block6_prefix = hosts.get("ipv6BlockPrefix")
+    delegation = hosts.get("ipv6Delegation")
     # Debian's AMI snapshot is 8 GiB (the floor); gp3 volumes go up to 16 TiB.
-    root_volume = hosts.get("rootVolumeGb", 50, _int(8, 16384))
+    root_volume = hosts.get("rootVolumeGb")
     if delegation and not ipv6:
         raise ConfigError("overlay:hosts.ipv6Delegation", True, "needs overlay:vpc.ipv6 = true")
 
-    pools = _Section(raw.get("pools"), "overlay:pools.", SECTION_KEYS["pools"])
-    pools_v4 = pools.get("ipv4", None, _net_list(4))
-    if pools_v4 is None:
-        raise ConfigError("overlay:pools.ipv4", None, "is required (container IPv4 pools)")
-    pools_v6 = pools.get("ipv6", (), _net_list(6))
+    pools = _Section(raw.get("pools"), "pools")
+    pools_v4 = pools.get("ipv4")
+    pools_v6 = pools.get("ipv6")
     if ipv6 and not pools_v6:
         raise ConfigError("overlay:pools.ipv6", None, "is required when overlay:vpc.ipv6 is true")
     if not ipv6 and pools_v6:
         raise ConfigError("overlay:pools.ipv6", [str(p) for p in pools_v6],
                           "given but overlay:vpc.ipv6 is false")
 
-    shared_v4 = pools.get("sharedIpv4", (), _net_list(4))
-    shared_v6 = pools.get("sharedIpv6", (), _net_list(6))
+    shared_v4 = pools.get("sharedIpv4")
+    shared_v6 = pools.get("sharedIpv6")
     if not ipv6 and shared_v6:
         raise ConfigError("overlay:pools.sharedIpv6", [str(p) for p in shared_v6],
                           "given but overlay:vpc.ipv6 is false")
 
-    tunnels = _Section(raw.get("tunnels"), "overlay:tunnels.", SECTION_KEYS["tunnels"])
-    tunnel_v4 = tunnels.get("ipv4", ipaddress.ip_network("169.254.64.0/18"), _net(4))
-    tunnel_v6 = tunnels.get("ipv6", ipaddress.ip_network("fd00:7e::/64") if ipv6 else None, _net(6))
+    tunnels = _Section(raw.get("tunnels"), "tunnels")
+    tunnel_v4 = tunnels.get("ipv4")
+    tunnel_v6 = tunnels.get("ipv6") if ipv6 else tunnels.get("ipv6", None)
     if not ipv6 and tunnel_v6 is not None and "ipv6" in (raw.get("tunnels") or {}):
         raise ConfigError("overlay:tunnels.ipv6", str(tunnel_v6), "given but overlay:vpc.ipv6 is false")
     # GRE with a key adds 8 bytes plus the 20-byte outer IPv4 header: 9001 - 28 inside a VPC
     # (jumbo frames), 1500 - 28 across the internet to on-prem.
-    mtu = tunnels.get("mtu", 8973, _int(1280, 8973))
-    onprem_mtu = tunnels.get("onpremMtu", 1472, _int(1280, 8973))
+    mtu = tunnels.get("mtu")
+    onprem_mtu = tunnels.get("onpremMtu")
 
-    bgp_s = _Section(raw.get("bgp"), "overlay:bgp.", SECTION_KEYS["bgp"])
-    keepalive = bgp_s.get("keepalive", 3, _int(1, 60))
-    hold = bgp_s.get("hold", 9, _int(3, 180))
+    bgp_s = _Section(raw.get("bgp"), "bgp")
+    keepalive = bgp_s.get("keepalive")
+    hold = bgp_s.get("hold")
     if hold < 3 * keepalive:
         raise ConfigError("overlay:bgp.hold", hold, f"must be at least 3 x keepalive ({3 * keepalive})")
     bgp = BgpConfig(
         keepalive=keepalive,
         hold=hold,
-        bfd_interval_ms=bgp_s.get("bfdInterval", 300, _int(50, 60000)),
-        bfd_multiplier=bgp_s.get("bfdMultiplier", 3, _int(2, 255)),
-        max_prefix=bgp_s.get("maxPrefix", 2000, _int(1, 4294967295)),
-        announce=bgp_s.get("announce", "aggregates", _choice(ANNOUNCE_MODES)),
-        graceful_restart=bgp_s.get("gracefulRestart", False, _bool),
+        bfd_interval_ms=bgp_s.get("bfdInterval"),
+        bfd_multiplier=bgp_s.get("bfdMultiplier"),
+        max_prefix=bgp_s.get("maxPrefix"),
+        announce=bgp_s.get("announce"),
+        graceful_restart=bgp_s.get("gracefulRestart"),
     )
 
-    onprem = _onprem(raw.get("onprem"))
-    routing = _Section(raw.get("routing"), "overlay:routing.", SECTION_KEYS["routing"])
-    routing_mode = routing.get("mode", "router", _choice(ROUTING_MODES))
-    agent = _Section(raw.get("agent"), "overlay:agent.", SECTION_KEYS["agent"])
-    poll_interval = agent.get("pollInterval", 15, _int(5, 3600))
+    onprem = top.get("onprem")
+    routing = _Section(raw.get("routing"), "routing")
+    routing_mode = routing.get("mode")
+    agent = _Section(raw.get("agent"), "agent")
+    poll_interval = agent.get("pollInterval")
 
     cfg = StackConfig(
         stack=stack, region=region, environment=environment, vpc_cidr=vpc_cidr, ipv6=ipv6,
@@ -446,10 +599,8 @@ def _onprem(value: Any) -> tuple[OnPremPeer, ...]:
     peers: list[OnPremPeer] = []
     for i, item in enumerate(value):
         prefix = f"overlay:onprem[{i}]."
-        sec = _Section(item, prefix, ONPREM_KEYS)
-        name = sec.get("name", None, _str)
-        if name is None:
-            raise ConfigError(f"{prefix}name", None, "is required")
+        sec = _Section(item, "onprem[]", prefix)
+        name = sec.get("name")
         if not _valid_name(name):
             raise ConfigError(f"{prefix}name", name,
                               "must be 1-20 characters of a-z, 0-9 and '-', starting with a letter")
@@ -457,9 +608,7 @@ def _onprem(value: Any) -> tuple[OnPremPeer, ...]:
             raise ConfigError(f"{prefix}name", name, "duplicate on-prem peer name")
         if name.startswith(("router-", "host-")):
             raise ConfigError(f"{prefix}name", name, "'router-' and 'host-' names are the plan's own")
-        addr_raw = sec.get("address", None, _str)
-        if addr_raw is None:
-            raise ConfigError(f"{prefix}address", None, "is required (the peer's public IPv4 address)")
+        addr_raw = sec.get("address")
         try:
             address = ipaddress.IPv4Address(addr_raw)
         except ValueError:
@@ -469,9 +618,7 @@ def _onprem(value: Any) -> tuple[OnPremPeer, ...]:
             raise ConfigError(f"{prefix}address", addr_raw, f"is not a usable peer address: {why}")
         if any(p.address == address for p in peers):
             raise ConfigError(f"{prefix}address", addr_raw, "duplicate on-prem peer address")
-        asn = sec.get("asn", None, _asn)
-        if asn is None:
-            raise ConfigError(f"{prefix}asn", None, "is required")
+        asn = sec.get("asn")
         peers.append(OnPremPeer(name=name, address=address, asn=asn))
     return tuple(peers)
 
