@@ -61,8 +61,9 @@ def agent_doc(resync_interval: float = 30) -> dict:
 class Agent:
     """`overlay-agent run` as a process in the host namespace."""
 
-    def __init__(self, site: "Site"):
+    def __init__(self, site: "Site", extra: tuple[str, ...] = ()):
         self.site = site
+        self.extra = tuple(extra)  # further `overlay-agent run` options (e.g. --no-guard)
         self.proc: subprocess.Popen | None = None
         self.log_path = site.dir / "agent.log"
         self.status_file = site.dir / "status.json"
@@ -72,7 +73,7 @@ class Agent:
         env = dict(os.environ, PYTHONPATH=str(REPO / "hostagent"))
         cmd = ["ip", "netns", "exec", s.host] + AGENT + [
             "run", "--config", str(s.config_path), "--docker-url", s.dockerd.url,
-            "--status-file", str(self.status_file), "--metrics-address", "127.0.0.1:9469"]
+            "--status-file", str(self.status_file), "--metrics-address", "127.0.0.1:9469", *self.extra]
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, env=env, start_new_session=True)
         return self
@@ -211,8 +212,8 @@ class Site:
         subprocess.run(["rm", "-rf", str(self.dir)], check=False)
 
     # -- helpers -------------------------------------------------------------------------
-    def agent(self) -> Agent:
-        a = Agent(self)
+    def agent(self, *extra: str) -> Agent:
+        a = Agent(self, extra)
         self.agents.append(a)
         return a
 
