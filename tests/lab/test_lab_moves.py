@@ -38,7 +38,7 @@ addr = sys.argv[1]; v6 = ":" in addr
 s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_RAW,
                   socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP)
 ident = os.getpid() & 0xFFFF
-sent, got, stop = [], set(), threading.Event()
+sent, got, stop, at, rtt = [], set(), threading.Event(), {}, [0.0]
 def csum(b):
     b += b"\0" * (len(b) % 2); t = sum(struct.unpack(f"!{len(b)//2}H", b)); t = (t >> 16) + (t & 0xFFFF)
     return ~(t + (t >> 16)) & 0xFFFF
@@ -50,18 +50,19 @@ def recv():
         data = s.recv(2048)
         icmp = data if v6 else data[(data[0] & 0x0F) * 4:]
         typ, _, _, i, seq = struct.unpack("!BBHHH", icmp[:8])
-        if typ == (129 if v6 else 0) and i == ident: got.add(seq)
+        if typ == (129 if v6 else 0) and i == ident:
+            got.add(seq); rtt[0] = max(rtt[0], time.monotonic() - at.get(seq, time.monotonic()))
 t = threading.Thread(target=recv); t.start()
 seq, nxt = 0, time.monotonic()
 while not select.select([sys.stdin], [], [], 0)[0]:
     hdr = struct.pack("!BBHHH", 128 if v6 else 8, 0, 0, ident, seq)
     pkt = hdr if v6 else struct.pack("!BBHHH", 8, 0, csum(hdr + b"x" * 16), ident, seq)
-    s.sendto(pkt + b"x" * 16, (addr, 0)); sent.append(seq); seq = (seq + 1) & 0xFFFF
+    at[seq] = time.monotonic(); s.sendto(pkt + b"x" * 16, (addr, 0)); sent.append(seq); seq = (seq + 1) & 0xFFFF
     nxt += 0.01; time.sleep(max(0.0, nxt - time.monotonic()))
 end = time.monotonic() + 3.0
 while time.monotonic() < end and any(q not in got for q in sent[-200:]): time.sleep(0.05)
 stop.set(); t.join()
-print(json.dumps({"sent": len(sent), "lost": [q for q in sent if q not in got]}))
+print(json.dumps({"sent": len(sent), "lost": [q for q in sent if q not in got], "max_rtt_ms": round(rtt[0] * 1000)}))
 """
 
 
@@ -169,6 +170,24 @@ class Timeline:
         return "\n".join(self.changes)
 
 
+def logs_since(lab, since: float, names: tuple[str, ...]) -> str:
+    """FRR (bgpd, bfdd, zebra) and agent log lines of `names` written since `since` (wall clock), for a failure."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+    out = []
+    for name in names:
+        files = [lab.frr_for(name).log_path(d) for d in ("bgpd", "bfdd", "zebra")]
+        files.append(lab.state / "logs" / f"agent-{name}.log")
+        for path in files:
+            try:
+                lines = path.read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            # FRR stamps "2026/12/01 23:09:45", the agent "2026-12-01 23:09:45,123"
+            recent = [ln for ln in lines if ln[:19].replace("/", "-") >= stamp]
+            out += [f"{name}/{path.name}: {ln[:300]}" for ln in recent[-40:]]
+    return "\n".join(out) or "(no log lines)"
+
+
 def _devs(routes: list[dict]) -> set[str]:
     return {nh.get("dev") for r in routes for nh in (r.get("nexthops") or [r])}
 
@@ -216,7 +235,7 @@ def test_move_loses_no_traffic(lab, family, end, run):
         wait("a new second", lambda: time.time() >= born + 1.05, 3)
         pinger = subprocess.Popen(["ip", "netns", "exec", client_ns, sys.executable, "-c", PINGER, addr],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        t0 = time.monotonic()
+        t0, wall0 = time.monotonic(), time.time()
         sessions = uptimes(lab)
         timeline = Timeline(lab, prefix, (h1, h2))
         timeline.mark(f"pinging; starting {new} on {h2}")
@@ -252,10 +271,14 @@ def test_move_loses_no_traffic(lab, family, end, run):
         after = uptimes(lab)
         reset = sorted(k for k, ms in sessions.items() if after.get(k, 0) < ms + elapsed_ms - 2000)
         history += f"\nBGP sessions reset meanwhile: {', '.join(reset) or 'none'}"
+        if not still or result["lost"]:
+            history += "\nlogs since the start of the case:\n" + logs_since(
+                lab, wall0 - 1, tuple(r.name for r in lab.plan.routers) + (h1, h2))
         assert still, f"routers no longer on {h2} alone after the withdraw:\n{history}"
         elapsed = time.monotonic() - t0
         say(f"\nmove IPv{family} {addr} {h1} -> {h2} ({lab.plan.stack}, docker {end}): {len(result['lost'])} of "
-            f"{result['sent']} pings lost (10 ms apart, {elapsed:.1f} s); routers on {h2} only after "
+            f"{result['sent']} pings lost (10 ms apart, {elapsed:.1f} s, slowest reply {result['max_rtt_ms']} ms); "
+            f"routers on {h2} only after "
             f"{moved:.2f} s; old path withdrawn {withdrawn:.2f} s after the {end}")
         assert result["sent"] > 100
         assert result["lost"] == [], f"lost sequence numbers {result['lost'][:5]}..{result['lost'][-1:]} " \
