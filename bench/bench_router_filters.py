@@ -1,6 +1,7 @@
 """A router with per-host import filters for N hosts: the agent's apply, timed (root, FRR, userspace GRE).
 
     flock /tmp/overlay-heavy.lock .venv/bin/python bench/bench_router_filters.py [hosts ...]
+    .venv/bin/python bench/bench_router_filters.py --sizes [hosts ...]     # sizes only, no root
 
 The `frr` parameter is the same for any host count; the router's agent appends one filter
 entry per host (overlay_agent.tunnels.host_filters) and applies the whole text with
@@ -59,6 +60,7 @@ def router_snapshot(hosts: int) -> tuple[Snapshot, str]:
         "pools": {"ipv4": ["100.64.0.0/12"], "ipv6": ["fd10:96::/48"],
                   "sharedIpv4": ["100.79.255.0/24"], "sharedIpv6": ["fd10:96:0:ffff::/120"]},
         "tunnels": {"ipv4": "172.16.0.0/16", "ipv6": "fd10:7e::/64"},
+        "agent": {"pollInterval": 120},  # SSM's request quota with 1,000 hosts
     }, "bench"))
     params = build_parameters(plan, lambda n: render_frr(plan, n) if n == "router-1" else "!\n")
     base = instance_path(plan, "router-1") + "/"
@@ -169,5 +171,22 @@ def main(counts: list[int]) -> None:
     print(f"load after: {os.getloadavg()[0]:.1f}")
 
 
+def sizes(counts: list[int]) -> None:
+    """No root needed: the `frr` parameter's size and the filters the agent renders for N hosts, and the render time."""
+    print("| hosts | `frr` parameter | per-host filters | render (host_filters) |")
+    print("|---|---|---|---|")
+    for n in counts:
+        snap, _ = router_snapshot(n)
+        tunnels = parse_tunnels(snap.tunnels)[0].values()
+        t0 = time.perf_counter()
+        text = pairing.host_filters(tunnels)
+        took = time.perf_counter() - t0
+        print(f"| {n} | {len(snap.frr.encode()) / 1024:.1f} KB | {len(text.encode()) / 1024:.0f} KB "
+              f"({len(text.encode()) / n:.0f} bytes per host) | {took * 1000:.0f} ms |", flush=True)
+
+
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [32, 128, 256])
+    if sys.argv[1:2] == ["--sizes"]:
+        sizes([int(a) for a in sys.argv[2:]] or [2, 500, 1000])
+    else:
+        main([int(a) for a in sys.argv[1:]] or [32, 128, 256])
