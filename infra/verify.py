@@ -17,6 +17,7 @@ from infra.plan import OverlayPlan, build_plan
 from infra.rules import (Rule, failover_targets, members_ingress, normalize, onprem_ingress, route_server_ingress,
                          router_for_az)
 from infra.stackfile import load_stack
+from overlay_agent.texttable import text_table
 
 
 @dataclass(frozen=True)
@@ -294,14 +295,8 @@ class Verifier:
 
 
 def table(rows: list[Check]) -> str:
-    headers = ("result", "check", "subject", "detail")
     data = [("PASS" if r.ok else "FAIL", r.check, r.subject, r.detail) for r in rows]
-    widths = [max(len(h), *(len(d[i]) for d in data)) if data else len(h) for i, h in enumerate(headers)]
-    widths[3] = len(headers[3])  # the detail column is last: no padding
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(d, widths)).rstrip() for d in data]
-    return "\n".join(out) + "\n"
+    return "\n".join(text_table(("result", "check", "subject", "detail"), data, rule=True)) + "\n"
 
 
 def parser() -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from lab.poll import wait_until
 from lab.stack import Lab, expected_sessions, sessions
 from lab.underlay import LabError
 
@@ -68,13 +69,13 @@ def agent_status_text(lab: Lab, name: str) -> str:
 
 def container_addresses(lab: Lab, host: str, name: str, timeout: float = 20) -> tuple[str, str]:
     """The (IPv4, IPv6) the agent gave a container, from its status file."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def wired() -> tuple[str, str] | None:
         for row in agent_status(lab, host).get("containers", []):
             if row.get("name") == name and row.get("ipv4"):
                 return row["ipv4"], row.get("ipv6", "")
-        time.sleep(0.1)
-    raise LabError(f"container {name} on {host} was not wired within {timeout:.0f} s")
+        return None
+
+    return wait_until(wired, timeout, 0.1, f"container {name} on {host} wired", error=LabError)
 
 
 def has_route(lab: Lab, speaker: str, prefix: str) -> bool:
@@ -85,11 +86,9 @@ def has_route(lab: Lab, speaker: str, prefix: str) -> bool:
 def wait_route(lab: Lab, speaker: str, prefix: str, present: bool = True, timeout: float = 30) -> float:
     """Seconds until `prefix` is (or is no longer) in `speaker`'s RIB."""
     t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if has_route(lab, speaker, prefix) == present:
-            return time.monotonic() - t0
-        time.sleep(0.05)
-    raise LabError(f"{prefix} {'never appeared' if present else 'never left'} at {speaker} within {timeout:.0f} s")
+    wait_until(lambda: has_route(lab, speaker, prefix) == present, timeout, 0.05,
+               f"{prefix} {'in' if present else 'gone from'} {speaker}'s RIB", error=LabError)
+    return time.monotonic() - t0
 
 
 def http_get(ns: str, address: str, timeout: float = 3) -> str | None:

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+from lab.poll import wait_until
+
 FRR_BIN = Path("/usr/lib/frr")
 VTYSH = shutil.which("vtysh") or "/usr/bin/vtysh"
 DAEMONS = ("zebra", "bgpd")
@@ -251,14 +253,7 @@ class FRR:
 
     def wait(self, predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.1,
              what: str = "condition") -> None:
-        """Poll `predicate` until true; raise FRRError naming `what` on timeout."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if predicate():
-                    return
-            except FRRError:
-                pass
-            if time.monotonic() > deadline:
-                raise FRRError(f"frr {self.name}: {what} not reached within {timeout}s")
-            time.sleep(interval)
+        """Poll `predicate` until true (an FRR not answering yet counts as false); raise
+        FRRError naming `what` on timeout."""
+        wait_until(predicate, timeout, interval, what, error=lambda msg: FRRError(f"frr {self.name}: {msg}"),
+                   ignore=(FRRError,))

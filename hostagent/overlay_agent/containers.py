@@ -33,9 +33,7 @@ Hazards (each handled below, and why):
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -50,7 +48,7 @@ from .docker_shim import ContainerInfo, Event
 from .errors import AgentError, DockerError, NetlinkError
 from .metrics import Metrics
 from .netlink import ContainerGone, KernelView, WireSpec
-from .status import write_private
+from .fsutil import atomic_write_json
 
 log = logging.getLogger("overlay_agent.containers")
 
@@ -874,11 +872,8 @@ class ContainerReconciler:
                "last_resync_age": round(time.monotonic() - self.last_resync, 3) if self.last_resync else None,
                "containers": self.status_rows()}
         assert self.status_path is not None
-        tmp = self.status_path.with_suffix(".tmp")
         try:
-            self.status_path.parent.mkdir(parents=True, exist_ok=True)
-            write_private(tmp, json.dumps(doc, indent=1))
-            os.replace(tmp, self.status_path)  # atomic: `status` never reads half a file
+            atomic_write_json(self.status_path, doc, indent=1)  # `status` never reads half a file
         except OSError as exc:
             log.warning("cannot write status file %s: %s", self.status_path, exc)
 

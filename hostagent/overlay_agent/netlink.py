@@ -15,11 +15,11 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError as _PyNetlinkError
 
 from .errors import NetlinkError
+from .rtnl import IFA_F_NODAD, MAIN_TABLE
+from .rtnl import nl_error as _err
 
 CLONE_NEWNET = 0x40000000
-IFA_F_NODAD = 0x02
 RTNH_F_ONLINK = 0x04
-MAIN_TABLE = 254
 GATEWAY4 = "169.254.1.1"
 GATEWAY6 = "fe80::1"
 # The container side's fixed link-local address: IPv6 rejects device-only next hops in a
@@ -156,12 +156,6 @@ def _dump(msg_type: int, header: bytes, extra: bytes = b"", strict: bool = False
 
 class ContainerGone(NetlinkError):
     """The container's process (and so its network namespace) went away before wiring finished."""
-
-
-def _err(exc: BaseException, request: str) -> NetlinkError:
-    code = getattr(exc, "code", None) or getattr(exc, "errno", None)
-    text = os.strerror(code) if isinstance(code, int) and code > 0 else str(exc)
-    return NetlinkError(f"{request}: {text}", errno=code, request=request)
 
 
 def _write_sysctl(path: str, value: str) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,7 +35,8 @@ from . import config as config_mod
 from .errors import AgentError, CommandError, ConfigError, ParameterError
 from .frr import Frr, fill_password, fill_route_server
 from .ssm import Cache, Poller, Snapshot
-from .status import write_private
+from .fsutil import atomic_write_json
+from .texttable import text_table
 from .tunnels import Report, TunnelReconciler, host_filters, parse_tunnels
 
 log = logging.getLogger("overlay_agent.pairing")
@@ -234,13 +234,8 @@ class PairingSync:
 
     def _save_frr_state(self) -> None:
         st = self.frr_state
-        try:
-            path = self._frr_state_path()
-            tmp = path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the password
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"applied": st.applied, "residue": sorted(st.residue)}, fh)
-            os.replace(tmp, path)
+        try:  # root-only: the applied text holds the password
+            atomic_write_json(self._frr_state_path(), {"applied": st.applied, "residue": sorted(st.residue)})
         except OSError as exc:
             log.error("cannot write %s: %s", self._frr_state_path(), exc)
 
@@ -313,10 +308,7 @@ class PairingSync:
     def write_status(self) -> None:
         path = self.status_path or (self.state_dir / STATUS_NAME)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            write_private(tmp, json.dumps(self.status(), indent=1))  # FRR errors, topology: root only
-            os.replace(tmp, path)
+            atomic_write_json(path, self.status(), indent=1)  # FRR errors, topology: root only
         except OSError as exc:
             log.error("cannot write status %s: %s", path, exc)
 
@@ -399,12 +391,6 @@ def live_status(path: str | Path, *, vty_socket: str | None = None, live: bool =
     return doc
 
 
-def _table(head: tuple, rows: list[tuple]) -> list[str]:
-    rows = [head] + rows
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
-    return ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
-
-
 def table(doc: dict) -> str:
     lines = []
     p = doc.get("parameters") or {}
@@ -416,7 +402,7 @@ def table(doc: dict) -> str:
     lines.append(f"tunnels ({tun.get('backend', '?')} GRE):" + (f" {tun['error']}" if tun.get("error") else ""))
     rows = [(t["name"], t["peer"], t["kind"], t["remote"], t["key"], t["state"], t["rx_bytes"], t["tx_bytes"],
              t.get("error") or "") for t in tun.get("tunnels") or []]
-    lines += _table(("TUNNEL", "PEER", "KIND", "REMOTE", "KEY", "STATE", "RX BYTES", "TX BYTES", "ERROR"), rows)
+    lines += text_table(("TUNNEL", "PEER", "KIND", "REMOTE", "KEY", "STATE", "RX BYTES", "TX BYTES", "ERROR"), rows)
     for r in tun.get("rejected") or []:
         lines.append(f"rejected: {r['error']}")
     frr = doc.get("frr") or {}
@@ -428,7 +414,7 @@ def table(doc: dict) -> str:
     else:
         rows = [(s["peer"], s["afi"], s["remote_as"], s["state"],
                  f"{(s['uptime_ms'] or 0) // 1000}s", s["prefixes_in"], s["prefixes_out"]) for s in sessions]
-        lines += _table(("BGP PEER", "AFI", "AS", "STATE", "UP", "PFX IN", "PFX OUT"), rows)
+        lines += text_table(("BGP PEER", "AFI", "AS", "STATE", "UP", "PFX IN", "PFX OUT"), rows)
     return "\n".join(lines)
 
 

@@ -17,7 +17,6 @@ Hazards:
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ from typing import Any
 
 from .config import loads as config_loads
 from .errors import ConfigError, ParameterError
+from .fsutil import atomic_write_json
 
 CACHE_NAME = "parameters.json"
 
@@ -151,12 +151,7 @@ class Cache:
         self.path = Path(state_dir) / CACHE_NAME
 
     def save(self, snap: Snapshot) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(snap.to_json(), fh)
-        os.replace(tmp, self.path)
+        atomic_write_json(self.path, snap.to_json())  # root-only: it holds the BGP password
 
     def load(self) -> Snapshot | None:
         try:

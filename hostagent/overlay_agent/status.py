@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
 from .errors import AgentError
+from .texttable import text_table
 
 DEFAULT_STATUS_FILE = "/run/overlay-agent/containers.json"
 
@@ -81,14 +81,13 @@ def collect(status_file: str, live: bool = True, vty_socket: str | None = None) 
 
 def table(doc: dict) -> str:
     head = ("CONTAINER", "IPV4", "IPV6", "VETH", "ROUTE", "ANNOUNCED", "STATE")
-    rows = [head]
+    rows = []
     for r in doc.get("containers", []):
         ann = r.get("announced")
         state = r["state"] if r["state"] != "error" else f"error {r['reason']}: {r.get('error', '')}"
         rows.append((r["name"], r["ipv4"] or "-", r["ipv6"] or "-", r["veth"] or "-",
                      "yes" if r.get("route") else "no", "?" if ann is None else ("yes" if ann else "no"), state))
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(head) - 1)]
-    lines = ["  ".join(str(v).ljust(w) for v, w in zip(row[:-1], widths)) + "  " + str(row[-1]) for row in rows]
+    lines = text_table(head, rows)
     n = len(doc.get("containers", []))
     errors = sum(1 for r in doc.get("containers", []) if r["state"] == "error")
     age = time.time() - float(doc.get("generated") or 0)
@@ -99,13 +98,3 @@ def table(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write a file only root reads (0600 from creation: no window at the umask's mode).
-
-    Status files name containers, addresses, label values and FRR errors; other local users
-    (and a container that can read a host path) have no business with them.
-    """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    os.fchmod(fd, 0o600)  # an existing file keeps its old mode through O_CREAT
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)

@@ -35,17 +35,16 @@ import functools
 import ipaddress
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
 from .errors import AgentError, ConfigError, NetlinkError
 from .gre.base import Backend, LinkSpec
+from .rtnl import IFA_F_NODAD, MAIN_TABLE
+from .rtnl import nl_error as _nl_error
 
 log = logging.getLogger("overlay_agent.tunnels")
 
-MAIN_TABLE = 254
-IFA_F_NODAD = 0x02
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 RT_SCOPE_LINK = 253
@@ -441,12 +440,6 @@ class TunnelReconciler:
 
 
 # -- the pyroute2 shim -------------------------------------------------------------------
-
-def _nl_error(exc: BaseException, request: str) -> NetlinkError:
-    code = getattr(exc, "code", None) or getattr(exc, "errno", None)
-    text = os.strerror(code) if isinstance(code, int) and code > 0 else str(exc)
-    return NetlinkError(f"{request}: {text}", errno=code, request=request)
-
 
 class PyrouteTunnels:
     """TunnelNetlink on a pyroute2 IPRoute: the only netlink user of the tunnel reconciler."""

@@ -16,11 +16,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 from lab import image as image_mod
 from lab.dockerd import Dockerd
 from lab.frr import FRR
+from lab.poll import wait_until
 from tests.agent import frrconf
 from tests.support import netns as ns
 
@@ -33,17 +33,6 @@ POOLS4, POOLS6 = ["100.64.0.0/16"], ["fd00:64::/48"]
 SHARED4 = ["100.64.1.0/24", "100.64.2.0/23", "100.64.4.0/22", "100.64.8.0/21", "100.64.16.0/20", "100.64.32.0/19"]
 SHARED6 = ["fd00:64::1:0/112", "fd00:64::2:0/111", "fd00:64::4:0/110", "fd00:64::8:0/109", "fd00:64::10:0/108",
            "fd00:64::20:0/107"]
-
-
-def wait_until(pred: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def agent_doc(resync_interval: float = 30) -> dict:

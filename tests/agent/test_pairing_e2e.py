@@ -17,6 +17,7 @@ from infra.plan import build_plan
 from infra.stackfile import STACKS_DIR, load_stack
 from lab import frr as frr_mod
 from lab.daemon import wait_tcp
+from lab.poll import wait_until
 from tests.support import netns as nsup
 
 pytestmark = [pytest.mark.root, pytest.mark.frr, pytest.mark.aws]
@@ -27,16 +28,8 @@ FRR_DAEMONS = ("zebra", "bgpd", "staticd", "bfdd")
 
 
 def wait(pred, timeout, what, interval=0.2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            if pred():
-                return
-        except Exception as exc:  # noqa: BLE001 - keep polling; the message says what was seen
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"{what} not reached within {timeout}s (last error: {last})")
+    # Keep polling through any error (an agent or FRR still starting); the message shows the last one.
+    return wait_until(pred, timeout, interval, what, ignore=(Exception,))
 
 
 class Site:

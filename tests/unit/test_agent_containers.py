@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from lab.poll import wait_until
 from overlay_agent import config as config_mod
 from overlay_agent.containers import MOVE_SPAN, STEADY_METRIC, ContainerReconciler, Event, route_metric, veth_name
 from overlay_agent.docker_shim import ContainerInfo
@@ -461,9 +462,7 @@ def test_new_agent_document_reaches_the_running_loop(world):
     try:
         c = docker.add("newpool", {"overlay.ipv4": "100.65.0.7"})
         rec.events.put("resync")
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not any(r.get("state") == "error" for r in rec.status_rows()):
-            time.sleep(0.02)
+        wait_until(lambda: any(r.get("state") == "error" for r in rec.status_rows()), 5, 0.02, "the refusal")
         assert "100.65.0.7/32" not in kernel.our_routes()  # outside the pools: refused
         wider = config_mod.parse({
             "schema": 1, "project": "overlay", "stack": "t", "instance": "host-1", "role": "host", "asn": 65101,
@@ -473,9 +472,7 @@ def test_new_agent_document_reaches_the_running_loop(world):
             "settings": {"route_protocol": PROTO, "resync_interval": 3600},
         })
         rec.update_config(wider)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and "100.65.0.7/32" not in kernel.our_routes():
-            time.sleep(0.02)
+        wait_until(lambda: "100.65.0.7/32" in kernel.our_routes(), 5, 0.02, "the route in the new pool")
         assert kernel.our_routes()["100.65.0.7/32"] == (veth_name(c.id),)
     finally:
         stop.set()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import NetlinkError
+from ..rtnl import nl_error
 from .base import LinkCounters, LinkSpec
 
 GRE_KEY = 0x2000
@@ -98,9 +99,7 @@ class PyrouteGre:
         try:
             return fn(*args, **kwargs)
         except (_PyNetlinkError, OSError) as exc:
-            code = getattr(exc, "code", None) or getattr(exc, "errno", None)
-            raise NetlinkError(f"{what}: {os.strerror(code) if code else exc}", errno=code,
-                               request=what) from exc
+            raise nl_error(exc, what) from exc
 
     def gre_links(self) -> list[GreLink]:
         out = []

@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 from ..errors import AgentError, ConfigError
+from ..fsutil import atomic_write_json
 from . import packet
 from .base import LinkCounters, LinkSpec
 
@@ -224,10 +225,8 @@ class Daemon:
         specs = {n: t.spec for n, t in self.tunnels.items()}
         if extra is not None:
             specs[extra.name] = extra
-        path = self.state_dir / STATE_NAME
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"tunnels": [s.to_json() for s in specs.values()]}, indent=1))
-        os.replace(tmp, path)  # atomic: a crash leaves the old or the new file, never half of one
+        # atomic: a crash leaves the old or the new file, never half of one
+        atomic_write_json(self.state_dir / STATE_NAME, {"tunnels": [s.to_json() for s in specs.values()]}, indent=1)
 
     # ---- tunnels ---------------------------------------------------------------------
     def _raw_socket(self, local: str) -> socket.socket:
