@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-import time
 
 import pytest
 
@@ -11,138 +10,7 @@ from lab.poll import wait_until
 from overlay_agent import config as config_mod
 from overlay_agent.containers import MOVE_SPAN, STEADY_METRIC, ContainerReconciler, Event, route_metric, veth_name
 from overlay_agent.docker_shim import ContainerInfo
-from overlay_agent.errors import DockerError, NetlinkError
-from overlay_agent.netlink import ContainerGone, KernelView, LinkInfo, RouteInfo
-
-PROTO = 149
-
-
-# Shared ranges (moves, anycast): 100.64.1.0-100.64.15.255 and fd00:64::1:0-fd00:64::f:ffff,
-# beside this host's block; 100.64.16.0 and up is other hosts' blocks.
-SHARED = {"ipv4": ["100.64.1.0/24", "100.64.2.0/23", "100.64.4.0/22", "100.64.8.0/21"],
-          "ipv6": ["fd00:64::1:0/112", "fd00:64::2:0/111", "fd00:64::4:0/110", "fd00:64::8:0/109"]}
-
-
-def cfg(block4="100.64.0.0/26", block6="fd00:64::/112", resync=30):
-    return config_mod.parse({
-        "schema": 1, "project": "overlay", "stack": "t", "instance": "host-1", "role": "host", "asn": 65101,
-        "blocks": {"ipv4": block4, "ipv6": block6}, "shared": SHARED,
-        "pools": {"ipv4": ["100.64.0.0/16"], "ipv6": ["fd00:64::/48"]},
-        "settings": {"route_protocol": PROTO, "resync_interval": resync},
-    })
-
-
-class FakeKernel:
-    """Links with aliases, main-table host routes with protocols, and which processes are alive."""
-
-    def __init__(self):
-        self.links: dict[str, dict] = {}
-        # (dst, metric) -> (frozenset(ifindex), proto): the kernel keys routes by both
-        self.routes: dict = {}
-        self.alive: set[int] = set()
-        self.ops: list[tuple] = []
-        self.next_index = 100
-        self.fail_wire: set[str] = set()
-
-    def snapshot(self, prefix):
-        links = tuple(LinkInfo(n, l["index"], l["alias"]) for n, l in self.links.items() if n.startswith(prefix))
-        routes = tuple(RouteInfo(d, tuple(sorted(o)), p, m) for (d, m), (o, p) in self.routes.items())
-        return KernelView(links, routes)
-
-    def link_index(self, name):
-        link = self.links.get(name)
-        return link["index"] if link else None
-
-    def wire(self, spec, pid):
-        if pid not in self.alive:
-            raise ContainerGone(f"process {pid} has exited")
-        if spec.veth in self.fail_wire:
-            raise NetlinkError("create veth: Operation not permitted", errno=1)
-        self.unwire(spec.veth, record=False)
-        self.next_index += 1
-        self.links[spec.veth] = {"index": self.next_index, "alias": spec.alias, "pid": pid, "spec": spec}
-        self.ops.append(("wire", spec.veth))
-        return self.next_index
-
-    def unwire(self, veth, record=True):
-        link = self.links.pop(veth, None)
-        if link is None:
-            return False
-        if record:
-            self.ops.append(("unwire", veth))
-        for key, (oifs, _) in list(self.routes.items()):
-            if link["index"] in oifs:
-                del self.routes[key]
-        return True
-
-    def route_set(self, dst, veths, proto, metric=0):
-        oifs = frozenset(self.links[v]["index"] for v in veths)
-        self.routes[(dst, metric)] = (oifs, proto)
-        self.ops.append(("route_set", str(dst), tuple(sorted(veths))))
-
-    def route_del(self, dst, proto, metric=None):
-        # Like the kernel: without a metric, the first (lowest-metric) match goes.
-        keys = sorted((m, d) for (d, m), (_, p) in self.routes.items()
-                      if d == dst and p == proto and metric in (None, m))
-        if not keys:
-            return False
-        del self.routes[(dst, keys[0][0])]
-        self.ops.append(("route_del", str(dst)))
-        return True
-
-    def put(self, dst, oifs, proto, metric=0):
-        self.routes[(ipaddress.ip_network(dst), metric)] = (frozenset(oifs), proto)
-
-    def has(self, dst):
-        return any(d == ipaddress.ip_network(dst) for d, _ in self.routes)
-
-    def metrics_of(self, dst):
-        return sorted(m for d, m in self.routes if d == ipaddress.ip_network(dst))
-
-    # views for assertions
-    def our_routes(self):
-        names = {l["index"]: n for n, l in self.links.items()}
-        return {str(d): tuple(sorted(names[i] for i in o)) for (d, _), (o, p) in self.routes.items() if p == PROTO}
-
-    def kill(self, pid):
-        """A container's last process exits: its namespace goes, and with it the veth and routes."""
-        self.alive.discard(pid)
-        for name, link in list(self.links.items()):
-            if link["pid"] == pid:
-                self.unwire(name, record=False)
-
-
-class FakeDocker:
-    def __init__(self, kernel: FakeKernel):
-        self.kernel = kernel
-        self.containers: dict[str, ContainerInfo] = {}
-        self.down = False
-        self._pid = 1000
-
-    def add(self, name, labels=None, **kw):
-        self._pid += 1
-        cid = (f"{name:0<12}"[:12].encode().hex() * 6)[:64]
-        kw.setdefault("created", float(len(self.containers)))
-        info = ContainerInfo(id=cid, name=name, labels=labels or {}, pid=self._pid, **kw)
-        self.containers[cid] = info
-        self.kernel.alive.add(self._pid)
-        return info
-
-    def stop(self, info):
-        del self.containers[info.id]
-        self.kernel.kill(info.pid)
-
-    def list_running(self):
-        if self.down:
-            raise DockerError("docker at unix:///fake: not answering")
-        # A listing carries no pid.
-        return [ContainerInfo(**{**vars(c), "pid": 0}) for c in self.containers.values() if c.running]
-
-    def inspect(self, cid):
-        if self.down:
-            raise DockerError("docker at unix:///fake: not answering")
-        return self.containers.get(cid)
-
+from tests.support.fakes import PROTO, SHARED, FakeDocker, FakeKernel, cfg
 
 @pytest.fixture
 def world():

@@ -22,11 +22,9 @@ from overlay_agent.errors import ConfigError
 from overlay_agent.pairing import PairingMetrics, PairingSync
 from overlay_agent.ssm import Cache, Poller
 from overlay_agent.tunnels import TunnelReconciler
-from tests.unit.test_agent_containers import PROTO, FakeDocker, FakeKernel, cfg
+from tests.support.fakes import PROTO, FakeBackend, FakeDocker, FakeGuard, FakeKernel, FakeNetlink, cfg
 from tests.unit.test_agent_labels_config import doc
-from tests.unit.test_isolation import FakeGuard
 from tests.unit.test_pairing import FakeFrr, FakeSource
-from tests.unit.test_tunnels import FakeBackend, FakeNetlink
 
 FUZZ = settings(max_examples=80, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -16,7 +16,7 @@ from overlay_agent import config as config_mod
 from overlay_agent import labels
 from overlay_agent.containers import ContainerReconciler, desire, Actual, MESSAGE_MAX
 from overlay_agent.errors import ConfigError
-from tests.unit.test_agent_containers import FakeDocker, FakeKernel, cfg
+from tests.support.fakes import FakeDocker, FakeKernel, cfg
 from tests.unit.test_agent_labels_config import doc
 from tests.unit.test_pairing import world as pairing_world  # noqa: F401 - fixture
 

@@ -11,7 +11,6 @@ import json
 import os
 import socket
 import stat
-import sys
 
 import pytest
 
@@ -21,7 +20,7 @@ from overlay_agent.errors import CommandError
 from overlay_agent.frr import Frr, redact
 from overlay_agent.gre import packet
 from overlay_agent.gre.userspace import MAX_REQUEST, SOCKET_NAME, Daemon, _Tunnel
-from tests.unit.test_agent_containers import FakeDocker, FakeKernel, cfg
+from tests.support.fakes import FakeDocker, FakeGuard, FakeKernel, cfg
 from tests.unit.test_pairing import world as pairing_world  # noqa: F401 - fixture
 
 SECRET = "s3cr3t-Pa55word"
@@ -212,36 +211,6 @@ def test_userspace_gre_accepts_only_the_planned_remote_and_key(tmp_path):
 
 
 # -- anti-spoofing sets follow the wiring ------------------------------------------------------
-
-class FakeGuard:
-    """The nft table's two sets, as one set of (veth, address); records into the kernel's op log."""
-
-    def __init__(self, kernel: FakeKernel):
-        self.kernel = kernel
-        self.have: set = set()
-        self.fail = 0
-        self.ensured = 0
-
-    def ensure(self):
-        self.ensured += 1
-
-    def elements(self):
-        return set(self.have)
-
-    def begin_update(self, add, remove):
-        self.update(add, remove)
-        return lambda: None
-
-    def update(self, add, remove):
-        if self.fail:
-            self.fail -= 1
-            raise CommandError("nft -f -: exit 1: Error: Could not process rule: No such file or directory")
-        missing = set(remove) - self.have
-        if missing:
-            raise CommandError(f"nft: delete of absent elements {missing}")
-        self.have = (self.have - set(remove)) | set(add)
-        self.kernel.ops.append(("guard", tuple(sorted(str(a) for _, a in add))))
-
 
 def _wired_pairs(rec):
     return {(w.veth, a) for w in rec.actual.wired.values() for a in (w.ipv4, w.ipv6) if a is not None}

@@ -13,7 +13,8 @@ from overlay_agent.placeholders import BGP_PASSWORD
 from overlay_agent.pairing import PairingMetrics, PairingSync
 from overlay_agent.ssm import Cache, Poller, Snapshot
 from overlay_agent.tunnels import TunnelReconciler
-from tests.unit.test_tunnels import BASE, FakeBackend, FakeNetlink
+from tests.support.fakes import TUNNEL_BASE as BASE
+from tests.support.fakes import FakeBackend, FakeNetlink
 
 AGENT = json.dumps({"schema": 1, "project": "overlay", "stack": "lab", "instance": "host-1", "role": "host",
                     "asn": 65100, "underlay": {"address": "10.40.0.10"},

@@ -1,117 +1,15 @@
 """Tunnel reconciler: parsing, per-tunnel rejection, links/addresses/pins against in-memory fakes (both backends)."""
 from __future__ import annotations
 
-import copy
 import ipaddress
-import json
 
 import pytest
 
-from overlay_agent.errors import NetlinkError
 from overlay_agent.gre.base import LinkSpec
 from overlay_agent.gre.kernel import ALIAS, GreLink, KernelBackend
-from overlay_agent.tunnels import (IFF_LOWER_UP, IFF_UP, LinkState, Pin, Route, TunnelReconciler, View,
-                                   parse_tunnel, parse_tunnels, underlay_hop)
-
-N = ipaddress.ip_network
-POOLS = (N("10.99.0.0/16"),)
-
-BASE = {
-    "schema": 1, "name": "gre-1", "peer": "router-1", "kind": "host", "local": "10.40.0.10",
-    "remote": "10.40.128.10", "key": 1, "ttl": 64, "mtu": 1472,
-    "inner_ipv4": {"local": "169.254.64.1", "remote": "169.254.64.0", "prefixlen": 31},
-    "inner_ipv6": {"local": "fd10:7e::1", "remote": "fd10:7e::", "prefixlen": 127},
-    "peer_asn": 65000,
-}
-
-
-def doc(**over) -> str:
-    d = copy.deepcopy(BASE)
-    d.update(over)
-    return json.dumps(d)
-
-
-# -- fakes ---------------------------------------------------------------------------------
-
-class FakeBackend:
-    """A userspace-like backend: links appear in the fake kernel as they are put."""
-
-    name = "fake"
-
-    def __init__(self, kernel: "FakeNetlink"):
-        self.kernel = kernel
-        self.links: dict[str, LinkSpec] = {}
-        self.fail: set[str] = set()
-        self.calls: list[tuple] = []
-
-    def list(self):
-        return dict(self.links)
-
-    def put(self, spec):
-        self.calls.append(("put", spec.name))
-        if spec.name in self.fail:
-            raise NetlinkError(f"{spec.name}: File exists", errno=17)
-        self.links[spec.name] = spec
-        self.kernel.ensure_link(spec.name, spec.mtu)
-
-    def delete(self, name):
-        self.calls.append(("delete", name))
-        self.links.pop(name, None)
-        self.kernel.remove_link(name)
-
-    def counters(self):
-        return {}
-
-
-class FakeNetlink:
-    def __init__(self):
-        self.links: dict[str, LinkState] = {"lo": LinkState("lo", 1, IFF_UP | IFF_LOWER_UP, 65536),
-                                            "eth0": LinkState("eth0", 2, IFF_UP | IFF_LOWER_UP, 1500)}
-        self.addrs: dict[int, set] = {2: {ipaddress.ip_interface("10.40.0.10/20")}}
-        self.routes: list[Route] = [
-            Route(N("10.40.0.0/20"), 2, None, 2),  # connected (proto kernel)
-            Route(N("0.0.0.0/0"), 2, "10.40.0.1", 3),  # default via the VPC router (proto boot)
-        ]
-        self.next_index = 10
-        self.writes: list[tuple] = []
-
-    def ensure_link(self, name, mtu):
-        if name not in self.links:
-            self.links[name] = LinkState(name, self.next_index, 0, mtu)
-            self.next_index += 1
-
-    def remove_link(self, name):
-        link = self.links.pop(name, None)
-        if link is not None:
-            self.addrs.pop(link.index, None)
-            self.routes = [r for r in self.routes if r.oif != link.index]
-
-    def view(self):
-        return View(dict(self.links), copy.deepcopy(self.addrs), list(self.routes))
-
-    def link_up(self, index):
-        self.writes.append(("up", index))
-        for n, l in self.links.items():
-            if l.index == index:
-                self.links[n] = LinkState(n, index, IFF_UP | IFF_LOWER_UP, l.mtu)
-
-    def addr_add(self, index, iface):
-        self.writes.append(("addr_add", index, str(iface)))
-        self.addrs.setdefault(index, set()).add(iface)
-
-    def addr_del(self, index, iface):
-        self.writes.append(("addr_del", index, str(iface)))
-        self.addrs[index].discard(iface)
-
-    def route_replace(self, dst, pin, proto):
-        self.writes.append(("route_replace", str(dst), pin.oif, pin.gateway))
-        self.routes = [r for r in self.routes if not (r.dst == dst and r.proto == proto)]
-        self.routes.append(Route(dst, pin.oif, pin.gateway, proto))
-
-    def route_del(self, dst, pin, proto):
-        self.writes.append(("route_del", str(dst)))
-        self.routes = [r for r in self.routes if not (r.dst == dst and r.proto == proto)]
-
+from overlay_agent.tunnels import (IFF_LOWER_UP, IFF_UP, LinkState, Pin, Route, TunnelReconciler, parse_tunnel, parse_tunnels, underlay_hop)
+from tests.support.fakes import POOLS, FakeBackend, FakeNetlink, N
+from tests.support.fakes import tunnel_doc as doc
 
 @pytest.fixture
 def world():
