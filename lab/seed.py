@@ -17,6 +17,18 @@ from infra.stackfile import STACKS_DIR, load_stack
 from lab.ssm import LAB_PASSWORD, LAB_POLL_INTERVAL, LAB_RESYNC_INTERVAL
 
 
+def route_server_docs(plan):
+    """Each router's `route-server` parameter with the lab's endpoint addresses (routeServer mode)."""
+    if plan.vpc_failover != "routeServer":
+        return None
+    from infra.parameters import route_server_doc
+    from lab import route_server, topology
+    topo = topology.build(plan)
+    routers = {r.name for r in plan.routers}
+    return lambda name: route_server_doc(plan, route_server.router_endpoints(plan, topo, name)) \
+        if name in routers else None
+
+
 def client(endpoint: str, region: str):
     # moto accepts any credentials; real ones are never needed or read here.
     return boto3.client("ssm", endpoint_url=endpoint, region_name=region, aws_access_key_id="lab",
@@ -36,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     params = build_parameters(plan, lambda name: render_frr(plan, name), poll_interval=LAB_POLL_INTERVAL,
-                              resync_interval=LAB_RESYNC_INTERVAL)
+                              resync_interval=LAB_RESYNC_INTERVAL, route_server=route_server_docs(plan))
     written = put_parameters(client(args.endpoint, args.region), params, LAB_PASSWORD, prune=True)
     print(json.dumps({"written": written}))
     return 0

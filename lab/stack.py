@@ -14,8 +14,10 @@ from typing import Callable
 from infra.plan import OverlayPlan, build_plan
 from infra.render import render_frr
 from infra.stackfile import STACKS_DIR, load_stack
-from lab import daemon, onprem, ssm, topology
+from lab import daemon, onprem, route_server, ssm, topology
 from lab.frr import FRR
+from lab.seed import route_server_docs
+from overlay_agent.frr import fill_route_server
 from lab.underlay import LabError, build_underlay, lab_namespaces, remove_namespaces
 from overlay_agent.frr import fill_password
 
@@ -48,6 +50,8 @@ class Lab:
 
     # -- handles on running parts ---------------------------------------------------------
     def frr_for(self, name: str) -> FRR:
+        if name == route_server.NAME and name not in self.frr:
+            self.frr[name] = FRR(self.topo.vpc_ns, name, route_server.DAEMONS, workdir=self.state / "frr" / name)
         if name not in self.frr:
             inst_ns = next((i.ns for i in self.topo.instances if i.name == name), None)
             inst_ns = inst_ns or next(s.ns for s in self.topo.sites if s.name == name)
@@ -80,11 +84,22 @@ def _password_filled(text: str) -> str:
 
 
 def _start_frr(lab: Lab, names: list[str]) -> str:
+    docs = route_server_docs(lab.plan)
     for name in names:
-        # Start with the instance's own rendered config (the agent then finds nothing to
-        # reload), so sessions come up without waiting for the first parameter poll.
-        lab.frr_for(name).start(_password_filled(render_frr(lab.plan, name)), timeout=30)
+        # Start with the instance's own rendered config as its agent will apply it (the
+        # agent then finds nothing to reload), so sessions come up without waiting for the
+        # first parameter poll.
+        text = _password_filled(render_frr(lab.plan, name))
+        if docs is not None and name in {r.name for r in lab.plan.routers}:
+            text = fill_route_server(text, docs(name))
+        lab.frr_for(name).start(text, timeout=30)
     return ", ".join(names)
+
+
+def _start_route_server(lab: Lab) -> str:
+    lab.frr_for(route_server.NAME).start(route_server.frr_config(lab.plan, lab.topo), timeout=30)
+    eps = route_server.endpoints(lab.plan, lab.topo)
+    return f"FRR in {lab.topo.vpc_ns}, endpoints {', '.join(f'{az} {a}' for az, a in eps.items())}"
 
 
 def _start_docker(lab: Lab, hosts: list[str]) -> str:
@@ -147,12 +162,17 @@ def _start_onprem(lab: Lab) -> str:
 
 
 def expected_sessions(lab: Lab) -> dict[str, int]:
-    """Established sessions each BGP speaker should have: v4 + v6 per pairing."""
+    """Established sessions each BGP speaker should have: v4 + v6 per pairing, plus each
+    router's one session (both address families) with the route server."""
     per = 2 if lab.plan.ipv6 else 1
     want: dict[str, int] = {}
     for p in lab.plan.pairings:
         want[p.a.name] = want.get(p.a.name, 0) + per
         want[p.b.name] = want.get(p.b.name, 0) + per
+    if lab.plan.vpc_failover == "routeServer":
+        for r in lab.plan.routers:
+            want[r.name] = want.get(r.name, 0) + 1
+        want[route_server.NAME] = len(lab.plan.routers)
     return want
 
 
@@ -202,6 +222,8 @@ def up(lab: Lab) -> None:
          lambda: build_underlay(lab.plan, lab.topo, underlay_mtu(lab.plan)) or f"{len(lab.topo.namespaces)} namespaces"),
         ("parameter store (moto SSM in the VPC, seeded by the program's code path)",
          lambda: (ssm.start(lab.topo, lab.state), f"{len(ssm.seed(lab.plan, lab.topo, lab.stacks_dir))} parameters")[1]),
+        *([("VPC route server stand-in (FRR with BFD in the VPC namespace)", lambda: _start_route_server(lab))]
+          if lab.plan.vpc_failover == "routeServer" else []),
         ("FRR on every instance", lambda: _start_frr(lab, instances)),
         ("docker daemons on the hosts", lambda: _start_docker(lab, hosts)),
         ("agents (pairing sync everywhere, container wiring on hosts)", lambda: _start_agents(lab, instances)),

@@ -114,13 +114,24 @@ def build_underlay(plan: OverlayPlan, topo: LabTopology, underlay_mtu: int) -> N
 
     # The VPC's route tables: per AZ, the container pools go to that AZ's router ENI.
     # Policy rules by ingress bridge stand in for "this subnet's route table".
+    # With vpc.failover routeServer the tables hold no pool route: the lab's route server
+    # (lab/route_server.py) installs its one best path per pool in the main table, where
+    # every AZ table's lookup falls through, as AWS writes one FIB into every table.
     with ns(vpc) as n:
         for table, router_name in topo.az_tables:
+            if plan.vpc_failover == "routeServer":
+                break
             router = topo.instance(router_name)
             for pool in plan.pools_v4:
                 n.route("replace", dst=str(pool), gateway=str(router.address), table=table)
             for pool in plan.pools_v6 if router.address_v6 else ():
                 n.route("replace", dst=str(pool), gateway=str(router.address_v6), table=table)
+        if plan.vpc_failover == "routeServer":
+            from lab.route_server import endpoints
+            for az, address in endpoints(plan, topo).items():
+                seg = next(s for s in topo.segments if s.kind == "public" and s.az_index == plan.azs.index(az))
+                n.addr("add", index=n.link_lookup(ifname=seg.bridge)[0], address=str(address),
+                       prefixlen=seg.cidr.prefixlen)
         for seg in topo.segments:
             table = topo.az_tables[seg.az_index][0]
             for family in (2, 10) if seg.cidr_v6 is not None else (2,):  # AF_INET, AF_INET6

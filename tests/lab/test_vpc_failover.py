@@ -1,0 +1,86 @@
+"""VPC-side failover end to end (issue 14): the lab's route server stand-in moves the pools off a frozen router.
+
+A VPC-native instance pings a container every 10 ms; the preferred router (the one every
+route table uses: one FIB) is frozen, every process SIGSTOPped as a dead instance; the
+instance must reach the container again within 2 s through the other router; after the
+thaw the tables return to the preferred router without losing an echo.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+import yaml
+
+from infra.stackfile import stack_path
+from lab import demo, failover, stack
+from lab.frr import available as frr_available
+from lab.underlay import lab_namespaces
+from tests.support.netns import have_root_netns
+
+pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.frr, pytest.mark.docker]
+
+NAME = f"rsf{os.getpid() % 1000}"
+CYCLES = int(os.environ.get("VPC_FAILOVER_CYCLES", "1"))
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if not have_root_netns() or not frr_available() or not shutil.which("dockerd"):
+        pytest.skip("needs root, FRR and dockerd")
+    stacks_dir = tmp_path_factory.mktemp("stacks")
+    doc = yaml.safe_load(stack_path("lab").read_text())
+    doc["config"]["overlay:vpc"]["failover"] = "routeServer"
+    (stacks_dir / f"Pulumi.{NAME}.yaml").write_text(yaml.safe_dump(doc))
+    the_lab = stack.Lab.load(NAME, stacks_dir, say=say)
+    try:
+        stack.up(the_lab)
+        yield the_lab
+    finally:
+        stack.down(the_lab)
+        assert lab_namespaces(NAME) == []
+
+
+@pytest.fixture
+def container(lab):
+    demo.start_container(lab, "host-1", "rsf-web", {"overlay": "auto"})
+    try:
+        yield demo.container_addresses(lab, "host-1", "rsf-web")
+    finally:
+        demo.remove_container(lab, "host-1", "rsf-web")
+
+
+def test_route_server_installs_one_best_path_for_every_table(lab):
+    plan = lab.plan
+    pool4, pool6 = str(plan.pools_v4[0]), str(plan.pools_v6[0])
+    # router-1 announces MED 0, router-2 MED 100 and a prepend: router-1 for every AZ.
+    failover.wait_for(lambda: failover.vpc_choice(lab, pool4) == "router-1", 30, "IPv4 pool on router-1")
+    failover.wait_for(lambda: failover.vpc_choice(lab, pool6) == "router-1", 30, "IPv6 pool on router-1")
+    # Both paths are in the route server's RIB; one is best.
+    rib = lab.frr_for("route-server").bgp_routes(4)[pool4]
+    assert sorted(p.get("med", 0) for p in rib) == [0, 100]
+    assert [p.get("med", 0) for p in rib if p.get("bestpath", {}).get("overall") or p.get("best")] == [0]
+    # The per-AZ tables hold no pool route of their own: lookups from every subnet fall
+    # through to the one FIB.
+    for table, _ in lab.topo.az_tables:
+        out = stack.subprocess.run(["ip", "netns", "exec", lab.topo.vpc_ns, "ip", "-j", "route", "show",
+                                    "table", str(table)], capture_output=True, text=True).stdout
+        assert pool4 not in out
+
+
+def test_frozen_router_costs_the_vpc_under_2s_and_its_return_nothing(lab, container):
+    ipv4, _ = container
+    runs = []
+    for i in range(CYCLES):
+        run = failover.run_once(lab, ipv4, str(lab.plan.pools_v4[0]))
+        say(f"cycle {i + 1}: {json.dumps(run.to_json())}")
+        runs.append(run)
+        assert (run.router, run.takeover) == ("router-1", "router-2")
+        assert run.outage_s < 2.0, run.to_json()
+        assert run.lost_after_thaw == [], run.to_json()
