@@ -96,6 +96,14 @@ def _start_frr(lab: Lab, names: list[str]) -> str:
     return ", ".join(names)
 
 
+def _start_egress(lab: Lab) -> str:
+    from lab import egress
+    out = egress.build(lab.plan, lab.topo, lab.state)
+    if lab.plan.ipv6:
+        egress.apply_eigw(lab.topo)
+    return out
+
+
 def _start_route_server(lab: Lab) -> str:
     lab.frr_for(route_server.NAME).start(route_server.frr_config(lab.plan, lab.topo), timeout=30)
     eps = route_server.endpoints(lab.plan, lab.topo)
@@ -229,6 +237,8 @@ def up(lab: Lab) -> None:
         ("agents (pairing sync everywhere, container wiring on hosts)", lambda: _start_agents(lab, instances)),
         ("on-prem routers (GRE to the EIPs, FRR from the stack's on-prem config)", lambda: _start_onprem(lab)),
         ("BGP sessions", lambda: wait_sessions(lab)),
+        ("egress: internet server behind the IGW/NAT, S3 endpoint stand-in, host SNAT",
+         lambda: _start_egress(lab)),
     ]
     try:
         for i, (what, fn) in enumerate(steps, 1):

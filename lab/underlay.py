@@ -201,9 +201,15 @@ def nat_ruleset(topo: LabTopology) -> str:
     lines += [f"    iifname \"igw\" ip daddr {r.eip} dnat to {r.address}" for r in routers]
     lines += ["  }", "  chain postrouting_eip {", "    type nat hook postrouting priority srcnat;"]
     lines += [f"    oifname \"igw\" ip saddr {r.address} snat to {r.eip}" for r in routers]
+    # Each AZ's NAT gateway (collapsed into the IGW here): its private subnet leaves with
+    # the AZ's NAT EIP (203.0.113.200 + AZ index); a source outside the subnets (a
+    # container's own address) has no NAT mapping and is dropped below.
+    private = [s for s in topo.segments if s.kind == "private"]
+    lines += [f"    oifname \"igw\" ip saddr {s.cidr} snat to {EIP_POOL.network_address + 200 + s.az_index}"
+              for s in private]
     lines += ["  }", "  chain forward_igw {", "    type filter hook forward priority filter; policy accept;"]
-    # Like an IGW: only addresses with an EIP reach the internet.
-    allowed = ", ".join(str(r.address) for r in routers)
+    # Like an IGW: only addresses with an EIP (or behind a NAT gateway) reach the internet.
+    allowed = ", ".join([str(r.address) for r in routers] + [str(s.cidr) for s in private])
     if allowed:
         lines.append(f"    oifname \"igw\" ip saddr != {{ {allowed} }} drop")
     else:

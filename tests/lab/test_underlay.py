@@ -48,8 +48,9 @@ def test_underlay_paths(underlay):
     # on-prem reaches a router only by its EIP (1:1 NAT at the IGW), and the router
     # reaches on-prem with its EIP as the source
     assert ping(site.ns, str(r1.eip)) and ping(r2.ns, str(site.public))
-    # an instance without an EIP has no way out, like a private subnet without NAT
-    assert not ping(h1.ns, str(site.public))
+    # a private subnet leaves through its AZ's NAT gateway (the IGW stand-in SNATs it to
+    # the AZ's NAT EIP), as the program's NAT gateways do; the VPC-native instance too
+    assert ping(h1.ns, str(site.public))
     assert ping(site.client_ns, str(site.router_lan_v4))
     # the VPC route tables send the pools to the AZ's router ENI
     for table, router_name in topo.az_tables:
@@ -70,3 +71,6 @@ def test_nat_ruleset_names_every_eip():
         if inst.eip:
             assert f"ip daddr {inst.eip} dnat to {inst.address}" in text
             assert f"ip saddr {inst.address} snat to {inst.eip}" in text
+    for seg in build(plan).segments:
+        if seg.kind == "private":
+            assert f"ip saddr {seg.cidr} snat to 203.0.113.{200 + seg.az_index}" in text

@@ -84,3 +84,46 @@ def test_frozen_router_costs_the_vpc_under_2s_and_its_return_nothing(lab, contai
         assert (run.router, run.takeover) == ("router-1", "router-2")
         assert run.outage_s < 2.0, run.to_json()
         assert run.lost_after_thaw == [], run.to_json()
+
+
+# -- egress (docs/egress.md) ---------------------------------------------------------------
+
+def fetch(lab, host: str, name: str, url: str) -> str | None:
+    """busybox wget inside the container: the body, or None when the fetch failed."""
+    client = demo.docker_client(lab, host)
+    try:
+        code, out = client.containers.get(name).exec_run(["wget", "-qO-", "-T", "3", url])
+    finally:
+        client.close()
+    return out.decode().strip() if code == 0 else None
+
+
+def test_container_reaches_the_internet_and_the_s3_endpoint_v4_and_v6(lab, container):
+    from lab import egress
+    host = lab.topo.instance("host-1")
+    # IPv4: host SNAT to its ENI address, then the AZ's NAT gateway (its EIP).
+    assert fetch(lab, "host-1", "rsf-web", f"http://{egress.WWW_V4}/") == \
+        f"internet {egress.nat_eip(host.segment.az_index)}"
+    # IPv6: the pools are ULA; NAT66 to the host's own IPv6, out through the egress-only gateway.
+    assert fetch(lab, "host-1", "rsf-web", f"http://[{egress.WWW_V6}]/") == f"internet {host.address_v6}"
+    # The gateway endpoint stand-in sees the host's private address (routed in the VPC).
+    assert fetch(lab, "host-1", "rsf-web", f"http://{egress.S3_ADDR}/") == f"s3-endpoint {host.address}"
+
+
+def test_egress_needs_the_host_snat_and_the_internet_cannot_come_in(lab, container):
+    from lab import egress
+    from lab.underlay import sh
+    host = lab.topo.instance("host-1")
+    ipv4, ipv6 = container
+    sh(host.ns, "nft", "delete", "table", "inet", "overlay_egress")
+    try:
+        # A container's own address has no NAT mapping: the IGW drops it (and on AWS the
+        # reply would reach a router ENI that never saw the flow: review F8).
+        assert fetch(lab, "host-1", "rsf-web", f"http://{egress.WWW_V4}/") is None
+    finally:
+        egress.apply_host_rules(lab.plan, lab.topo)
+    assert fetch(lab, "host-1", "rsf-web", f"http://{egress.WWW_V4}/") is not None
+    # Nothing on the internet opens a connection into the VPC: no route to the pools from
+    # outside, and the egress-only gateway drops unsolicited IPv6.
+    assert demo.http_get(egress.www_ns(lab.plan.stack), ipv4, timeout=2) is None
+    assert demo.http_get(egress.www_ns(lab.plan.stack), str(host.address_v6), timeout=2) is None
