@@ -41,12 +41,20 @@ def main() -> int:
         results = []
         try:
             stack.up(lab)
+            from lab import egress
             demo.start_container(lab, "host-1", "bench-rs", {"overlay": "auto"})
             v4, _ = demo.container_addresses(lab, "host-1", "bench-rs")
+            demo.start_container(lab, "host-2", "bench-peer", {"overlay": "auto"})
+            demo.container_addresses(lab, "host-2", "bench-peer")
+            others = {
+                "onprem": (None, lab.topo.sites[0].client_ns, v4),
+                "host_to_host": (failover.container_enter(lab, "host-2", "bench-peer"), None, v4),
+                "egress": (failover.container_enter(lab, "host-1", "bench-rs"), None, str(egress.WWW_V4)),
+            }
             pool = str(lab.plan.pools_v4[0])
             failover.wait_for(lambda: failover.vpc_choice(lab, pool) == "router-1", 30, "pool on router-1")
             for i in range(runs):
-                r = failover.run_once(lab, v4, pool)
+                r = failover.run_once(lab, v4, pool, others=others)
                 print(f"run {i + 1}: {r.to_json()}", flush=True)
                 results.append(r)
         finally:
@@ -55,10 +63,13 @@ def main() -> int:
     print(f"BFD {bfd.bfd_interval_ms} ms x {bfd.bfd_multiplier}; n={len(results)}")
     for label, values in (("freeze -> replies again (longest gap)", [r.outage_s for r in results]),
                           ("freeze -> tables on the takeover router", [r.detect_s for r in results]),
-                          ("thaw -> tables back on the preferred router", [r.return_s for r in results])):
+                          ("thaw -> tables back on the preferred router", [r.return_s for r in results]),
+                          *((f"{k}: longest gap", [r.others[k][0] for r in results])
+                            for k in ("onprem", "host_to_host", "egress"))):
         print(f"{label:<46} p50 {statistics.median(values) * 1000:6.0f} ms   p99 {pct(values, 0.99) * 1000:6.0f} ms"
               f"   max {max(values) * 1000:6.0f} ms")
-    print(f"echoes lost after the thaw: {sum(len(r.lost_after_thaw) for r in results)}")
+    print(f"echoes lost after the thaw: VPC-native {sum(len(r.lost_after_thaw) for r in results)}, "
+          + ", ".join(f"{k} {sum(r.others[k][1] for r in results)}" for k in ("onprem", "host_to_host", "egress")))
     return 0
 
 

@@ -50,13 +50,13 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.005) -> f
 
 
 class Pinger:
-    """`ping -i 0.01 -D` from a namespace, replies collected as (seq, wall-clock time)."""
+    """`ping -i 0.01 -D` from a namespace (or a container's, by `enter`), replies as (seq, wall-clock time)."""
 
-    def __init__(self, ns: str, address: str):
+    def __init__(self, ns: str | None, address: str, enter: list[str] | None = None):
         self.replies: dict[int, float] = {}
-        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, "ping", "-n", "-D", "-i", str(INTERVAL),
-                                      "-W", "1", address], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1)
+        prefix = enter if enter is not None else ["ip", "netns", "exec", ns]
+        self.proc = subprocess.Popen([*prefix, "ping", "-n", "-D", "-i", str(INTERVAL), "-W", "1", address],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -112,6 +112,27 @@ def frozen(ns: str):
                 os.kill(pid, signal.SIGCONT)
 
 
+def container_enter(lab, host: str, name: str) -> list[str]:
+    """Run a command in a container's network namespace (the host's ping binary, by PID)."""
+    from lab import demo
+    client = demo.docker_client(lab, host)
+    try:
+        pid = client.containers.get(name).attrs["State"]["Pid"]
+    finally:
+        client.close()
+    return ["nsenter", "-t", str(pid), "-n"]
+
+
+def _gap(replies: dict[int, float], start: float, end: float) -> float:
+    times = sorted(t for t in replies.values() if start <= t <= end)
+    return max((b - a for a, b in zip(times, times[1:])), default=float("inf"))
+
+
+def _lost_after(replies: dict[int, float], t: float) -> list[int]:
+    after = sorted(seq for seq, ts in replies.items() if ts > t)
+    return [s for s in range(after[0], after[-1] + 1) if s not in replies] if after else []
+
+
 @dataclass
 class FailoverRun:
     router: str  # the router frozen (the preferred one)
@@ -120,22 +141,35 @@ class FailoverRun:
     detect_s: float  # freeze -> the route server's FIB points at the takeover router
     return_s: float  # thaw -> the FIB points at the preferred router again
     lost_after_thaw: list[int] = field(default_factory=list)  # seqs unanswered after the thaw
+    # Other traffic classes pinged through the same freeze: label -> (longest gap, lost after thaw)
+    others: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {"router": self.router, "takeover": self.takeover, "outage_s": round(self.outage_s, 4),
                 "detect_s": round(self.detect_s, 4), "return_s": round(self.return_s, 4),
-                "lost_after_thaw": len(self.lost_after_thaw)}
+                "lost_after_thaw": len(self.lost_after_thaw),
+                **{f"{k}_gap_s": round(v[0], 4) for k, v in self.others.items()},
+                **{f"{k}_lost_after_thaw": v[1] for k, v in self.others.items()}}
 
 
-def run_once(lab, target: str, pool: str, *, settle_replies: int = 100, timeout: float = 30) -> FailoverRun:
-    """Ping `target` from the VPC-native instance, freeze the preferred router, thaw it."""
+def run_once(lab, target: str, pool: str, *, settle_replies: int = 100, timeout: float = 30,
+             others: dict[str, tuple[list[str] | None, str | None, str]] | None = None) -> FailoverRun:
+    """Ping `target` from the VPC-native instance, freeze the preferred router, thaw it.
+
+    `others`: label -> (enter prefix or None, namespace or None, address): more pingers run
+    through the same freeze (on-prem, host-to-host, egress), each reported by its longest
+    gap and its losses after the thaw.
+    """
     preferred = vpc_choice(lab, pool)
     if preferred is None:
         raise LabError(f"the VPC has no route for {pool}")
     router_ns = lab.topo.instance(preferred).ns
     native = lab.topo.instance("native").ns
     pinger = Pinger(native, target)
+    extra = {label: Pinger(ns, addr, enter) for label, (enter, ns, addr) in (others or {}).items()}
     try:
+        for label, p in extra.items():
+            wait_for(lambda p=p: len(p.snapshot()) >= settle_replies, timeout, f"{settle_replies} replies ({label})")
         wait_for(lambda: len(pinger.snapshot()) >= settle_replies, timeout, f"{settle_replies} replies from {target}")
         with frozen(router_ns):
             t_freeze = time.time()
@@ -151,11 +185,11 @@ def run_once(lab, target: str, pool: str, *, settle_replies: int = 100, timeout:
                  f"replies from {target} through {preferred} again")
     finally:
         replies = pinger.stop()
-    times = sorted(replies.values())
-    around = [t for t in times if t_freeze - 1 <= t <= t_switch + 5]
-    outage = max((b - a for a, b in zip(around, around[1:])), default=float("inf"))
+        extra_replies = {label: p.stop() for label, p in extra.items()}
+    outage = _gap(replies, t_freeze - 1, t_switch + 5)
     # Every echo sent after the thaw must be answered: from the first reply after the thaw
     # to the last reply, no sequence number is missing.
-    after = sorted(seq for seq, ts in replies.items() if ts > t_thaw)
-    lost = [s for s in range(after[0], after[-1] + 1) if s not in replies] if after else []
-    return FailoverRun(preferred, takeover or "?", outage, t_switch - t_freeze, t_back - t_thaw, lost)
+    lost = _lost_after(replies, t_thaw)
+    others_out = {label: (_gap(r, t_freeze - 1, t_switch + 5), len(_lost_after(r, t_thaw)))
+                  for label, r in extra_replies.items()}
+    return FailoverRun(preferred, takeover or "?", outage, t_switch - t_freeze, t_back - t_thaw, lost, others_out)

@@ -75,15 +75,35 @@ def test_route_server_installs_one_best_path_for_every_table(lab):
 
 
 def test_frozen_router_costs_the_vpc_under_2s_and_its_return_nothing(lab, container):
+    from lab import egress
     ipv4, _ = container
+    # The other traffic classes through the same freeze (docs/vpc-failover.md, failure story):
+    # on-prem (BGP/BFD over GRE), host to host (through the routers), egress (host SNAT).
+    demo.start_container(lab, "host-2", "rsf-peer", {"overlay": "auto"})
+    try:
+        demo.container_addresses(lab, "host-2", "rsf-peer")
+        others = {
+            "onprem": (None, lab.topo.sites[0].client_ns, ipv4),
+            "host_to_host": (failover.container_enter(lab, "host-2", "rsf-peer"), None, ipv4),
+            "egress": (failover.container_enter(lab, "host-1", "rsf-web"), None, str(egress.WWW_V4)),
+        }
+        _cycles(lab, ipv4, others)
+    finally:
+        demo.remove_container(lab, "host-2", "rsf-peer")
+
+
+def _cycles(lab, ipv4, others):
     runs = []
     for i in range(CYCLES):
-        run = failover.run_once(lab, ipv4, str(lab.plan.pools_v4[0]))
+        run = failover.run_once(lab, ipv4, str(lab.plan.pools_v4[0]), others=others)
         say(f"cycle {i + 1}: {json.dumps(run.to_json())}")
         runs.append(run)
         assert (run.router, run.takeover) == ("router-1", "router-2")
         assert run.outage_s < 2.0, run.to_json()
         assert run.lost_after_thaw == [], run.to_json()
+        assert run.others["onprem"][0] < 2.0 and run.others["host_to_host"][0] < 2.0, run.to_json()
+        # Egress never crosses a router: the freeze does not touch it.
+        assert run.others["egress"][0] < 0.5 and run.others["egress"][1] == 0, run.to_json()
 
 
 # -- egress (docs/egress.md) ---------------------------------------------------------------
