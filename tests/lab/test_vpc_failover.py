@@ -56,7 +56,9 @@ def container(lab):
         demo.remove_container(lab, "host-1", "rsf-web")
 
 
-def test_route_server_installs_one_best_path_for_every_table(lab):
+def test_route_server_installs_one_best_path_for_every_table(lab, container):
+    # A router announces a pool only while a host's address lies under it (FRR originates an
+    # aggregate only with a contributing route): the container makes both routers announce.
     plan = lab.plan
     pool4, pool6 = str(plan.pools_v4[0]), str(plan.pools_v6[0])
     # router-1 announces MED 0, router-2 MED 100 and a prepend: router-1 for every AZ.
