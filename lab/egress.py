@@ -22,11 +22,12 @@ from pathlib import Path
 from infra.plan import OverlayPlan
 from infra.render import render_egress_nft
 from lab import daemon
-from lab.topology import EIP_POOL, LabTopology, ns_prefix
+from lab.topology import EIP_POOL, INET_PEER_GW, LAB_VPC_V6, LabTopology, ns_prefix
 from lab.underlay import _addr, _create_ns, _route, _veth, sh, sysctl, FORWARDING, RP_LOOSE
 
 WWW_V4 = ipaddress.ip_address("192.0.2.80")
 WWW_V6 = ipaddress.ip_address("2001:db8:80::80")
+WWW_V6_GW = ipaddress.ip_address("2001:db8:80::1")  # the internet's side of the server's link
 # The IGW link's IPv6 transfer addresses (documentation prefix, as the IPv4 ones are).
 IGW_V6_VPC = ipaddress.ip_address("2001:db8:ff::1")
 IGW_V6_INET = ipaddress.ip_address("2001:db8:ff::2")
@@ -75,19 +76,22 @@ def build(plan: OverlayPlan, topo: LabTopology, state: Path) -> str:
     _create_ns(www)
     _create_ns(s3)
     # The internet server, on the internet side of the IGW.
+    # Point-to-point links: the far side's address as the gateway (an on-link default
+    # without one would ARP/ND for every destination, and nothing answers for them).
     _veth(topo.inet_ns, "www", www, "eth0")
+    _addr(topo.inet_ns, "www", f"{INET_PEER_GW}/32")
     _addr(www, "eth0", f"{WWW_V4}/32")
-    _route(www, dst="0.0.0.0/0", oif="eth0")
+    _route(www, dst=f"{INET_PEER_GW}/32", oif="eth0")
+    _route(www, dst="0.0.0.0/0", gateway=str(INET_PEER_GW))
     _route(topo.inet_ns, dst=f"{WWW_V4}/32", oif="www")
     if plan.ipv6:
-        _addr(www, "eth0", f"{WWW_V6}/128")
-        _route(www, dst="::/0", oif="eth0")
-        _route(topo.inet_ns, dst=f"{WWW_V6}/128", oif="www")
+        _addr(topo.inet_ns, "www", f"{WWW_V6_GW}/64")
+        _addr(www, "eth0", f"{WWW_V6}/64")
+        _route(www, dst="::/0", gateway=str(WWW_V6_GW))
         # The IGW carries IPv6 too (the VPC's /56 is globally routed on AWS).
         _addr(topo.vpc_ns, "igw", f"{IGW_V6_VPC}/64")
         _addr(topo.inet_ns, "vpc", f"{IGW_V6_INET}/64")
         _route(topo.vpc_ns, dst="::/0", gateway=str(IGW_V6_INET))
-        from lab.topology import LAB_VPC_V6
         _route(topo.inet_ns, dst=str(LAB_VPC_V6), gateway=str(IGW_V6_VPC))
         sysctl(topo.inet_ns, {"net.ipv6.conf.all.forwarding": "1"})
     # The gateway endpoint stand-in: its prefix routed inside the VPC, never via the IGW.
@@ -95,7 +99,8 @@ def build(plan: OverlayPlan, topo: LabTopology, state: Path) -> str:
     _addr(topo.vpc_ns, "s3", f"{S3_VPC_SIDE}/32")
     _route(topo.vpc_ns, dst=str(S3_PREFIX), oif="s3")
     _addr(s3, "eth0", f"{S3_ADDR}/32")
-    _route(s3, dst="0.0.0.0/0", oif="eth0")
+    _route(s3, dst=f"{S3_VPC_SIDE}/32", oif="eth0")
+    _route(s3, dst="0.0.0.0/0", gateway=str(S3_VPC_SIDE))
     sysctl(topo.vpc_ns, {**FORWARDING, **RP_LOOSE})
     for ns_name, label in ((www, "internet"), (s3, "s3-endpoint")):
         daemon.start(ns_name, [sys.executable, "-c", SERVER, label], log=state / "logs" / f"{label}.log",

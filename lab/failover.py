@@ -30,8 +30,8 @@ def vpc_choice(lab, prefix: str) -> str | None:
     routes = json.loads(out or "[]")
     if not routes:
         return None
-    gw = routes[0].get("gateway")
-    if gw is None:  # IPv6 via the router's link-local address: name it by the device's neighbour
+    gw = routes[0].get("gateway")  # the route server takes global IPv6 next hops (prefer-global)
+    if gw is None:
         return None
     for inst in lab.topo.instances:
         if str(inst.address) == gw or (inst.address_v6 is not None and str(inst.address_v6) == gw):

@@ -61,6 +61,10 @@ def frr_config(plan: OverlayPlan, topo: LabTopology) -> str:
         "!",
         "route-map PEER-IN6 permit 10",
         " match ipv6 address prefix-list POOLS-V6",
+        # A router on the endpoint's subnet sends its ENI's global IPv6 address and its
+        # link-local one as next hop; bgpd would install the link-local one. A VPC route's
+        # target is the peer's ENI: take the global address, which names the router.
+        " set ipv6 next-hop prefer-global",
         "!",
         "route-map PEER-OUT deny 10",
         "!",

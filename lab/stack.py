@@ -17,9 +17,8 @@ from infra.stackfile import STACKS_DIR, load_stack
 from lab import daemon, onprem, route_server, ssm, topology
 from lab.frr import FRR
 from lab.seed import route_server_docs
-from overlay_agent.frr import fill_route_server
 from lab.underlay import LabError, build_underlay, lab_namespaces, remove_namespaces
-from overlay_agent.frr import fill_password
+from overlay_agent.frr import fill_password, fill_route_server
 
 STATE_ROOT = Path("/var/lib/overlay-lab")
 # FRR daemons every lab instance runs: staticd holds the underlay pins of the rendered
@@ -295,6 +294,8 @@ def sync(lab: Lab) -> None:
         hosts = [i.name for i in new if i.role == "host"]
         if hosts:
             _start_docker(lab, hosts)
+            from lab import egress
+            egress.apply_host_rules(lab.plan, lab.topo)  # the new hosts' user data egress rules
         _start_agents(lab, names)
     wait_sessions(lab)
     _mark_up(lab, time.monotonic() - t0)

@@ -65,9 +65,10 @@ def test_route_server_installs_one_best_path_for_every_table(lab, container):
     failover.wait_for(lambda: failover.vpc_choice(lab, pool4) == "router-1", 30, "IPv4 pool on router-1")
     failover.wait_for(lambda: failover.vpc_choice(lab, pool6) == "router-1", 30, "IPv6 pool on router-1")
     # Both paths are in the route server's RIB; one is best.
+    # (`show bgp ipv4 unicast json`: the MED is "metric", the AS path "path".)
     rib = lab.frr_for("route-server").bgp_routes(4)[pool4]
-    assert sorted(p.get("med", 0) for p in rib) == [0, 100]
-    assert [p.get("med", 0) for p in rib if p.get("bestpath", {}).get("overall") or p.get("best")] == [0]
+    assert sorted((p.get("metric", 0), p["path"]) for p in rib) == [(0, "65000"), (100, "65000 65000")]
+    assert [p.get("metric", 0) for p in rib if p.get("bestpath")] == [0]
     # The per-AZ tables hold no pool route of their own: lookups from every subnet fall
     # through to the one FIB.
     for table, _ in lab.topo.az_tables:
@@ -114,7 +115,8 @@ def fetch(lab, host: str, name: str, url: str) -> str | None:
     """busybox wget inside the container: the body, or None when the fetch failed."""
     client = demo.docker_client(lab, host)
     try:
-        code, out = client.containers.get(name).exec_run(["wget", "-qO-", "-T", "3", url])
+        # busybox's own timeout: Debian's busybox 1.35 wget crashes (SIGSEGV) on -T.
+        code, out = client.containers.get(name).exec_run(["busybox", "timeout", "5", "wget", "-qO-", url])
     finally:
         client.close()
     return out.decode().strip() if code == 0 else None
