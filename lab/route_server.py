@@ -6,8 +6,9 @@ What AWS documents, and how the lab does it (docs/lab.md, "Route Server emulatio
   offset 5 (the band the plan leaves to operators) on the subnet's bridge in the VPC
   namespace, and publishes it in the routers' `route-server` parameters exactly as the
   program does from the endpoints' outputs.
-- Peers: one BGP session per router, from the endpoint in its subnet to its ENI address,
-  BFD for liveness (`peer_liveness_detection = bfd`).
+- Peers: one BGP session per router, between the endpoint in its subnet and its ENI
+  address, opened by the router (the endpoint is passive, as AWS's), BFD for liveness
+  (`peer_liveness_detection = bfd`).
 - RIB -> one FIB -> every propagated table: bgpd holds the RIB and selects ONE best path
   per pool (no ECMP: a VPC route has one target) by BGP attributes (AS path, then MED,
   as AWS's example); zebra installs it in the VPC namespace's main table. The per-AZ
@@ -82,6 +83,8 @@ def frr_config(plan: OverlayPlan, topo: LabTopology) -> str:
         " no bgp default ipv4-unicast",
         " bgp graceful-restart-disable",
         " neighbor ROUTERS peer-group",
+        # AWS: the peer device initiates the session; the endpoint only accepts.
+        " neighbor ROUTERS passive",
         f" neighbor ROUTERS timers {b.keepalive} {b.hold}",
         " neighbor ROUTERS bfd",
         " neighbor ROUTERS bfd profile ROUTERS",
