@@ -141,6 +141,8 @@ class FailoverRun:
     detect_s: float  # freeze -> the route server's FIB points at the takeover router
     return_s: float  # thaw -> the FIB points at the preferred router again
     lost_after_thaw: list[int] = field(default_factory=list)  # seqs unanswered after the thaw
+    # Each lost seq's send time (estimated from the replies around it), seconds after the thaw
+    lost_at_s: list[float] = field(default_factory=list)
     # Other traffic classes pinged through the same freeze: label -> (longest gap, lost after thaw)
     others: dict[str, tuple[float, int]] = field(default_factory=dict)
 
@@ -148,6 +150,7 @@ class FailoverRun:
         return {"router": self.router, "takeover": self.takeover, "outage_s": round(self.outage_s, 4),
                 "detect_s": round(self.detect_s, 4), "return_s": round(self.return_s, 4),
                 "lost_after_thaw": len(self.lost_after_thaw),
+                **({"lost_at_s": self.lost_at_s[:20]} if self.lost_at_s else {}),
                 **{f"{k}_gap_s": round(v[0], 4) for k, v in self.others.items()},
                 **{f"{k}_lost_after_thaw": v[1] for k, v in self.others.items()}}
 
@@ -192,4 +195,16 @@ def run_once(lab, target: str, pool: str, *, settle_replies: int = 100, timeout:
     lost = _lost_after(replies, t_thaw)
     others_out = {label: (_gap(r, t_freeze - 1, t_switch + 5), len(_lost_after(r, t_thaw)))
                   for label, r in extra_replies.items()}
-    return FailoverRun(preferred, takeover or "?", outage, t_switch - t_freeze, t_back - t_thaw, lost, others_out)
+    return FailoverRun(preferred, takeover or "?", outage, t_switch - t_freeze, t_back - t_thaw, lost,
+                       _sent_at(replies, lost, t_thaw), others_out)
+
+
+def _sent_at(replies: dict[int, float], seqs: list[int], t0: float) -> list[float]:
+    """When each (unanswered) seq was sent, seconds after t0: the last answered seq's reply time plus the interval steps."""
+    out = []
+    for s in seqs:
+        before = [q for q in replies if q < s]
+        if before:
+            prev = max(before)
+            out.append(round(replies[prev] + (s - prev) * INTERVAL - t0, 3))
+    return out
