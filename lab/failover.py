@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from lab.poll import wait_until
 from lab.underlay import LabError, sh
 
 # ping -D -O: "[1733085123.123456] 64 bytes from ...: icmp_seq=12 ttl=62 time=0.2 ms"
@@ -40,13 +41,9 @@ def vpc_choice(lab, prefix: str) -> str | None:
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.005) -> float:
-    """Poll until `predicate()`; returns the time it became true (time.time())."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return time.time()
-        time.sleep(interval)
-    raise LabError(f"{what}: not within {timeout:.0f} s")
+    """Poll until `predicate()` (lab.poll.wait_until); returns the time it became true (time.time())."""
+    wait_until(predicate, timeout, interval, what, error=LabError)
+    return time.time()
 
 
 class Pinger:
