@@ -760,10 +760,11 @@ def ssm_polling_tps(cfg: StackConfig) -> float:
 def ssm_standard_parameters(cfg: StackConfig) -> int:
     """Standard-tier parameters of the stack (infra.parameters.TIERS): per instance `agent`
     and `revision`, per tunnel end a `tunnels/<peer>` (both ends of a host pairing, the
-    router's end of an on-prem one). `frr` is Advanced; the passwords are SecureStrings
-    (Standard tier too)."""
+    router's end of an on-prem one), per router of an IPv6 stack its `vpc`. `frr` is
+    Advanced; the passwords are SecureStrings (Standard tier too)."""
     instances = cfg.router_count + cfg.host_count
-    return 2 * instances + 2 * cfg.router_count * cfg.host_count + cfg.router_count * len(cfg.onprem) + 1
+    return (2 * instances + 2 * cfg.router_count * cfg.host_count + cfg.router_count * len(cfg.onprem)
+            + (cfg.router_count if cfg.ipv6 else 0) + 1)
 
 
 def _check_ssm_quotas(cfg: StackConfig) -> None:

@@ -29,7 +29,7 @@ ADVANCED_MAX = 8192
 # (review F12). `frr` texts cross 4 KB as routers or on-prem peers are added (and drop
 # back when removed), so they are always Advanced; the JSON documents stay far below 4 KB.
 TIERS = {"agent": "Standard", "frr": "Advanced", "tunnels": "Standard", "revision": "Standard",
-         "route-server": "Standard"}
+         "route-server": "Standard", "vpc": "Standard"}
 # The placeholder the `frr` parameter carries where the BGP password goes; the agent
 # fills it in on the instance from the SecureString parameter (infra/placeholders.py).
 PASSWORD_PLACEHOLDER = placeholders.BGP_PASSWORD
@@ -142,6 +142,12 @@ def route_server_doc(plan: OverlayPlan, endpoints: list[str]) -> str:
     return _dump({"schema": SCHEMA, "asn": plan.route_server_asn, "endpoints": sorted(endpoints)})
 
 
+def vpc_doc(plan: OverlayPlan, ipv6_block: str) -> str:
+    """A router's `vpc` parameter (IPv6 stacks): the VPC's IPv6 block, which AWS assigns when
+    it creates the VPC. The router's agent denies it from on-prem (docs/frr.md, bogons)."""
+    return _dump({"schema": SCHEMA, "ipv6": ipv6_block})
+
+
 def revision(params: list[Parameter]) -> str:
     """A stable hash over one instance's parameters (names and values, order-free)."""
     h = hashlib.sha256()
@@ -171,11 +177,12 @@ def _string(name: str, value: str, instance: str, kind: str) -> Parameter:
 def instance_parameters(plan: OverlayPlan, inst: Router | Host, frr_text: FrrRenderer, *,
                         poll_interval: float = POLL_INTERVAL,
                         resync_interval: float = RESYNC_INTERVAL,
-                        route_server: str | None = None) -> list[Parameter]:
-    """agent, frr, tunnels/<peer>, route-server (routers, when given) and revision (last) for one instance.
+                        route_server: str | None = None, vpc: str | None = None) -> list[Parameter]:
+    """agent, frr, tunnels/<peer>, route-server and vpc (routers, when given) and revision (last) for one instance.
 
     `route_server` is the router's route_server_doc text, known only once AWS has created
-    the endpoints: the program computes this set again with it inside an apply (values only).
+    the endpoints, `vpc` its vpc_doc text, known once AWS has created the VPC: the program
+    computes this set again with them inside an apply (values only).
     """
     base = instance_path(plan, inst.name)
     frr = frr_text(inst.name)
@@ -192,18 +199,22 @@ def instance_parameters(plan: OverlayPlan, inst: Router | Host, frr_text: FrrRen
         out.append(_string(f"{base}/tunnels/{peer}", _dump(tunnel_doc(p, side, host)), inst.name, "tunnels"))
     if route_server is not None and isinstance(inst, Router):
         out.append(_string(f"{base}/route-server", route_server, inst.name, "route-server"))
+    if vpc is not None and isinstance(inst, Router):
+        out.append(_string(f"{base}/vpc", vpc, inst.name, "vpc"))
     out.append(_string(f"{base}/revision", revision(out), inst.name, "revision"))
     return out
 
 
 def build_parameters(plan: OverlayPlan, frr_text: FrrRenderer, *, poll_interval: float | None = None,
                      resync_interval: float = RESYNC_INTERVAL,
-                     route_server: Callable[[str], str | None] | None = None) -> dict[str, Parameter]:
+                     route_server: Callable[[str], str | None] | None = None,
+                     vpc_ipv6: str | None = None) -> dict[str, Parameter]:
     """Every parameter of the stack by name: each instance's set, then the BGP password.
 
     `frr_text(instance_name)` renders that instance's frr.conf (infra.render.render_frr)
     with the password placeholder; `route_server(router_name)`, when given, that router's
-    route-server parameter text (None: none). The password parameter's value is None: the caller
+    route-server parameter text (None: none). `vpc_ipv6`, the VPC's IPv6 block, gives each
+    router of an IPv6 stack its `vpc` parameter. The password parameter's value is None: the caller
     supplies it (a Pulumi secret, or the lab's own).
     """
     params: dict[str, Parameter] = {}
@@ -212,7 +223,8 @@ def build_parameters(plan: OverlayPlan, frr_text: FrrRenderer, *, poll_interval:
     for inst in plan.instances:
         for p in instance_parameters(plan, inst, frr_text, poll_interval=poll_interval,
                                      resync_interval=resync_interval,
-                                     route_server=route_server(inst.name) if route_server else None):
+                                     route_server=route_server(inst.name) if route_server else None,
+                                     vpc=vpc_doc(plan, vpc_ipv6) if vpc_ipv6 and plan.ipv6 else None):
             params[p.name] = p
     params[password_name(plan)] = Parameter(password_name(plan), "SecureString", None, None)
     return params

@@ -22,7 +22,7 @@ from infra.components.routes import PoolRoutes, PoolRoutesArgs
 from infra.components.security import SecurityGroups, SecurityGroupsArgs
 from infra.config import PROJECT, SECRET_KEYS, ConfigError, StackConfig, foreign_key_problem, parse
 from infra.parameters import (ParameterError, build_parameters, instance_path, password_name, root,
-                              route_server_doc)
+                              route_server_doc, vpc_doc)
 from infra.passwords import password_problem
 from infra.plan import OverlayPlan, build_plan
 from infra.plan.report import to_mermaid
@@ -196,6 +196,11 @@ def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str]) -> 
             # (docs/vpc-failover.md); the value is an Output, the resource is not in an apply.
             late[f"{instance_path(plan, r.name)}/route-server"] = pulumi.Output.all(
                 *route_server.router_doc_inputs(r.name)).apply(lambda ips: route_server_doc(plan, list(ips)))
+        if plan.ipv6:
+            # The VPC's IPv6 block, denied from on-prem by the router's agent (docs/frr.md):
+            # AWS assigns it when it creates the VPC.
+            late[f"{instance_path(plan, r.name)}/vpc"] = network.vpc.ipv6_cidr_block.apply(
+                lambda block: vpc_doc(plan, block))
         args = args_for(r, "router", router_sgs, eip=r.eip, protect=prod, eip_after=[network.igw],
                         late_parameters=late)
         routers[r.name] = RoutingInstance(r.name, args, opts)

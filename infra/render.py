@@ -59,6 +59,21 @@ PACKAGES = {
 # `route-server` parameter and the text here stays known before anything exists.
 # hostagent/overlay_agent/frr.py carries the same string (tests/unit check they match).
 ROUTE_SERVER_MARKER = "! route-server neighbors: filled in by the agent from the route-server parameter"
+# Where the agent puts the import filters' bogon entries (and, in a router's IPv6 on-prem
+# filter, the VPC's IPv6 block, which AWS assigns at creation and the `vpc` parameter
+# carries): one marker line per prefix-list, e.g. `! agent: ip prefix-list ONPREM-V4 seq
+# 500+ deny bogons`. The list is fixed and ships with the agent
+# (hostagent/overlay_agent/frr.py, BOGONS_V4/V6; docs/frr.md lists it), so the `frr`
+# parameter, within bytes of SSM's 8 KB on a router with 7 on-prem peers, carries one
+# line per list instead of ten. tests/unit pin the format to the agent's FILTER_MARKER.
+BOGONS_SEQ = 500
+
+
+def bogons_marker(family: str, prefix_list: str, *, vpc_ipv6: bool = False) -> str:
+    """The marker line for `prefix_list` (family "ip" or "ipv6")."""
+    _check(family in ("ip", "ipv6"), "family", family, "must be 'ip' or 'ipv6'")
+    _check(not vpc_ipv6 or family == "ipv6", "vpc_ipv6", vpc_ipv6, "the VPC's IPv6 block goes in an ipv6 list")
+    return f"! agent: {family} prefix-list {prefix_list} seq {BOGONS_SEQ}+ deny bogons{', vpc-ipv6' if vpc_ipv6 else ''}"
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -650,7 +665,7 @@ def render_egress_nft(plan: OverlayPlan) -> str:
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
     """The one jinja2 environment: templates from userdata/, every undefined name an error."""
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
@@ -658,6 +673,8 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.globals["bogons_marker"] = bogons_marker
+    return env
 
 
 def render_template(name: str, ctx: Any) -> str:

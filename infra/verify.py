@@ -226,6 +226,14 @@ class Verifier:
                 detail = " | ".join(parts)
             self.add("security group rules", f"{stack}-{name}", want == got, detail)
 
+    def vpc_ipv6(self) -> str | None:
+        """The deployed VPC's IPv6 block (routers' `vpc` parameter), through the members group's VPC."""
+        groups = self.ec2.describe_security_groups(Filters=_tagged(self.plan.stack, "members"))["SecurityGroups"]
+        if not groups:
+            return None
+        vpc = self.ec2.describe_vpcs(VpcIds=[groups[0]["VpcId"]])["Vpcs"][0]
+        return next((a["Ipv6CidrBlock"] for a in vpc.get("Ipv6CidrBlockAssociationSet", [])), None)
+
     def parameters(self) -> None:
         route_server = None
         if self.plan.vpc_failover == "routeServer":
@@ -233,7 +241,8 @@ class Verifier:
                 if name not in {r.name for r in self.plan.routers}:
                     return None
                 return route_server_doc(self.plan, self.endpoints_by_subnet.get(self.eni_subnets.get(name, ""), []))
-        want = build_parameters(self.plan, self.frr_text, route_server=route_server)
+        want = build_parameters(self.plan, self.frr_text, route_server=route_server,
+                                vpc_ipv6=self.vpc_ipv6() if self.plan.ipv6 else None)
         root = f"/{self.plan.project}/{self.plan.stack}"
         got: dict[str, dict] = {}
         for page in self.ssm.get_paginator("get_parameters_by_path").paginate(Path=root, Recursive=True):

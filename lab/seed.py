@@ -15,6 +15,7 @@ from infra.publish import put_parameters
 from infra.render import render_frr
 from infra.stackfile import STACKS_DIR, load_stack
 from lab.ssm import LAB_PASSWORD, LAB_POLL_INTERVAL, LAB_RESYNC_INTERVAL
+from lab.topology import LAB_VPC_V6
 
 
 def route_server_docs(plan):
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     params = build_parameters(plan, lambda name: render_frr(plan, name), poll_interval=LAB_POLL_INTERVAL,
-                              resync_interval=LAB_RESYNC_INTERVAL, route_server=route_server_docs(plan))
+                              resync_interval=LAB_RESYNC_INTERVAL, route_server=route_server_docs(plan),
+                              vpc_ipv6=str(LAB_VPC_V6))
     written = put_parameters(client(args.endpoint, args.region), params, LAB_PASSWORD, prune=True)
     print(json.dumps({"written": written}))
     return 0

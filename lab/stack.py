@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from infra.parameters import vpc_doc
 from infra.plan import OverlayPlan, build_plan
 from infra.render import render_frr
 from infra.stackfile import STACKS_DIR, load_stack
@@ -18,7 +19,7 @@ from lab import daemon, onprem, route_server, ssm, topology
 from lab.frr import FRR
 from lab.seed import route_server_docs
 from lab.underlay import LabError, build_underlay, lab_namespaces, remove_namespaces
-from overlay_agent.frr import fill_password, fill_route_server
+from overlay_agent.frr import fill_bogons, fill_password, fill_route_server
 
 STATE_ROOT = Path("/var/lib/overlay-lab")
 # FRR daemons every lab instance runs: staticd holds the underlay pins of the rendered
@@ -77,9 +78,11 @@ def _step(lab: Lab, n: int, total: int, what: str, fn: Callable[[], str | None])
 
 # -- up -----------------------------------------------------------------------------------
 
-def _password_filled(text: str) -> str:
-    # The agent's own fill (and its refusals), as on an instance.
-    return fill_password(text, ssm.LAB_PASSWORD)
+def _as_agent_applies(text: str, plan: OverlayPlan) -> str:
+    # The agent's own fills (and their refusals), as on an instance: the password, the
+    # bogon filters and the lab VPC's IPv6 block (its `vpc` parameter, lab/seed.py).
+    vpc = vpc_doc(plan, str(topology.LAB_VPC_V6)) if plan.ipv6 else None
+    return fill_bogons(fill_password(text, ssm.LAB_PASSWORD), vpc)
 
 
 def _start_frr(lab: Lab, names: list[str]) -> str:
@@ -88,7 +91,7 @@ def _start_frr(lab: Lab, names: list[str]) -> str:
         # Start with the instance's own rendered config as its agent will apply it (the
         # agent then finds nothing to reload), so sessions come up without waiting for the
         # first parameter poll.
-        text = _password_filled(render_frr(lab.plan, name))
+        text = _as_agent_applies(render_frr(lab.plan, name), lab.plan)
         if docs is not None and name in {r.name for r in lab.plan.routers}:
             text = fill_route_server(text, docs(name))
         lab.frr_for(name).start(text, timeout=30)

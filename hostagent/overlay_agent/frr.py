@@ -16,6 +16,10 @@ Hazards:
   (TCP_MD5SIG_MAXKEYLEN); such a password is refused.
 - A config that still holds a placeholder (hostagent/overlay_agent/placeholders.py) is
   never applied: diff and reload refuse it with a ConfigError naming the line.
+- Import filters the program leaves to the agent (`! agent: ...` marker lines, see
+  fill_bogons): the fixed bogon list and the VPC's IPv6 block. A marker the agent cannot
+  fill (unknown, or the VPC's block not read) refuses the config: a filter that guards
+  IMDS must fail closed, and FRR would take the marker as a comment.
 - The filled-in file holds the password: written 0600 in the agent's state directory.
 - frr-reload.py writes the result to <confdir>/frr.conf (`write`) so an FRR restart comes
   back with the applied config.
@@ -41,6 +45,22 @@ PLACEHOLDER = placeholders.BGP_PASSWORD
 # creation, so they arrive in the `route-server` parameter, not in the rendered text.
 ROUTE_SERVER_MARKER = "! route-server neighbors: filled in by the agent from the route-server parameter"
 RELOAD = "/usr/lib/frr/frr-reload.py"
+# Never routes from outside, whatever a datacenter (or a router) announces (review F13):
+# RFC 6890's "this network", loopback, link-local (169.254.169.254 IMDS, .253 the Route 53
+# resolver, .123 Amazon Time Sync: one announcement would hijack the instance's
+# credentials path), multicast and class E (RFC 1112; 255.255.255.255 included); for IPv6
+# loopback, link-local, AWS's IPv6 service range fd00:ec2::/32 (IMDS fd00:ec2::254, DNS
+# fd00:ec2::253, time sync fd00:ec2::123; EC2 User Guide) and multicast.
+BOGONS_V4 = ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4")
+BOGONS_V6 = ("::1/128", "fe80::/10", "fd00:ec2::/32", "ff00::/8")
+# The line of a rendered frr.conf where the agent puts them (infra/render.py writes it):
+# `! agent: ip prefix-list ONPREM-V4 seq 500+ deny bogons` becomes, after that line, one
+# `ip prefix-list ONPREM-V4 seq 500 deny 0.0.0.0/8 le 32` per bogon (seq +5 each), and
+# `, vpc-ipv6` adds the VPC's IPv6 block (the `vpc` parameter: AWS assigns the block when
+# it creates the VPC). Kept out of the `frr` parameter: SSM holds 8 KB and a router with
+# 7 on-prem peers is within bytes of it.
+FILTER_MARKER = re.compile(r"^! agent: (ip|ipv6) prefix-list ([A-Za-z0-9_-]+) seq (\d+)\+ deny bogons(, vpc-ipv6)?$")
+AGENT_MARKER = "! agent:"
 TCP_MD5SIG_MAXKEYLEN = 80
 
 
@@ -96,6 +116,54 @@ def fill_route_server(text: str, doc: str | None, *, source: str = "route-server
             out += [f"{indent}{n}\n" for n in lines]
         else:
             out.append(line)
+    return "".join(out)
+
+
+def vpc_ipv6_block(doc: str | None, *, source: str = "vpc") -> ipaddress.IPv6Network | None:
+    """The VPC's IPv6 block from the `vpc` parameter ({"schema": 1, "ipv6": "<cidr>"}), or None."""
+    if doc is None:
+        return None
+    try:
+        data = json.loads(doc)
+        block = ipaddress.IPv6Network(data["ipv6"], strict=True)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{source}: not a vpc document with an IPv6 block ({exc})") from None
+    if block.prefixlen > 64:
+        raise ConfigError(f"{source}: ipv6 {block} is not a VPC block (AWS assigns /44 to /64)")
+    return block
+
+
+def fill_bogons(text: str, vpc_doc: str | None, *, source: str = "frr") -> str:
+    """Each `! agent: ... deny bogons` marker followed by its prefix-list entries (the marker stays, as a comment).
+
+    ConfigError for a marker line this agent does not know (from a newer program) and for
+    `vpc-ipv6` without the `vpc` parameter: the text is not applied without its filters.
+    """
+    if AGENT_MARKER not in text:
+        return text
+    block = None
+    out = []
+    for n, line in enumerate(text.splitlines(keepends=True), 1):
+        if not line.startswith(AGENT_MARKER):
+            out.append(line)
+            continue
+        out.append(line if line.endswith("\n") else line + "\n")
+        m = FILTER_MARKER.match(line.rstrip("\n"))
+        if not m:
+            raise ConfigError(f"{source}: line {n} is an agent marker this agent does not know: "
+                              f"{line.strip()[:120]!r}; refusing to apply a config without its filters")
+        family, name, seq, vpc = m.group(1), m.group(2), int(m.group(3)), m.group(4)
+        bogons = BOGONS_V4 if family == "ip" else BOGONS_V6
+        prefixes = [b if b.endswith("/128") else f"{b} le {32 if family == 'ip' else 128}" for b in bogons]
+        if vpc:
+            if family != "ipv6":
+                raise ConfigError(f"{source}: line {n}: vpc-ipv6 belongs in an ipv6 prefix-list")
+            block = block or vpc_ipv6_block(vpc_doc)
+            if block is None:
+                raise ConfigError(f"{source}: line {n} needs the VPC's IPv6 block but the vpc parameter "
+                                  "was not read; refusing to apply a config without its filters")
+            prefixes.append(f"{block} le 128")
+        out += [f"{family} prefix-list {name} seq {seq + 5 * i} deny {p}\n" for i, p in enumerate(prefixes)]
     return "".join(out)
 
 

@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from . import config as config_mod
 from .errors import AgentError, CommandError, ConfigError, ParameterError
-from .frr import Frr, fill_password, fill_route_server
+from .frr import Frr, fill_bogons, fill_password, fill_route_server
 from .ssm import Cache, Poller, Snapshot
 from .fsutil import atomic_write_json
 from .texttable import text_table
@@ -246,7 +246,8 @@ class PairingSync:
         if st.applied is None and st.reloads == 0:
             self._load_frr_state()
         try:
-            text = fill_route_server(fill_password(snap.frr, snap.password), snap.route_server)
+            text = fill_bogons(fill_route_server(fill_password(snap.frr, snap.password), snap.route_server),
+                               snap.vpc)
             if extra:
                 text = text.rstrip("\n") + "\n" + extra
         except ConfigError as exc:

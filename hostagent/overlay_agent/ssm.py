@@ -78,6 +78,8 @@ class Snapshot:
     fetched_at: float = 0.0
     # Routers in routeServer mode: the route server's ASN and endpoint addresses (JSON).
     route_server: str | None = None
+    # Routers of IPv6 stacks: the VPC's IPv6 block (JSON), for the on-prem import filter.
+    vpc: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -85,7 +87,7 @@ class Snapshot:
     @classmethod
     def from_json(cls, doc: dict) -> "Snapshot":
         return cls(doc["revision"], doc.get("agent"), doc.get("frr"), dict(doc.get("tunnels") or {}),
-                   doc.get("password"), float(doc.get("fetched_at") or 0), doc.get("route_server"))
+                   doc.get("password"), float(doc.get("fetched_at") or 0), doc.get("route_server"), doc.get("vpc"))
 
 
 def _error(exc: Exception, what: str) -> ParameterError:
@@ -141,7 +143,7 @@ class ParameterSource:
                 raise _error(exc, f"get {self.password_name}") from exc
         tunnels = {k: v for k, v in values.items() if k.startswith("tunnels/")}
         return Snapshot(values["revision"], values.get("agent"), values.get("frr"), tunnels, password, time.time(),
-                        values.get("route-server"))
+                        values.get("route-server"), values.get("vpc"))
 
 
 class Cache:

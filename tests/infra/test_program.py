@@ -251,7 +251,9 @@ def route_server_docs(run, plan):
 
 
 def test_parameters_equal_the_plan(run, plan):
-    want = build_parameters(plan, lambda name: render_frr(plan, name), route_server=route_server_docs(run, plan))
+    # Routers of IPv6 stacks carry the VPC's IPv6 block (AWS's, the mocks' VPC_IPV6) in `vpc`.
+    want = build_parameters(plan, lambda name: render_frr(plan, name), route_server=route_server_docs(run, plan),
+                            vpc_ipv6=VPC_IPV6)
     got = {p.inputs["name"]: p.inputs for p in run.of_type(PARAM)}
     assert set(got) == set(want)
     for name, p in want.items():
@@ -267,9 +269,11 @@ def test_parameters_equal_the_plan(run, plan):
     for inst in plan.instances:
         rev = run.named(f"{inst.name}-revision")
         others = {p.urn for p in run.of_type(PARAM) if p.parent == rev.parent and p is not rev}
-        # A router's revision in routeServer mode also hashes its endpoints' addresses.
+        # A router's revision in routeServer mode also hashes its endpoints' addresses, and
+        # in an IPv6 stack the VPC's block.
         endpoints = {e.urn for e in run.of_type("aws:vpc/routeServerEndpoint:RouteServerEndpoint")}
-        assert others <= set(rev.dependencies) <= others | endpoints
+        vpcs = {v.urn for v in run.of_type("aws:ec2/vpc:Vpc")}
+        assert others <= set(rev.dependencies) <= others | endpoints | vpcs
 
 
 def test_no_secret_outside_the_secure_string(run, plan):

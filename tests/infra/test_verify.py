@@ -110,7 +110,7 @@ def seed(endpoint, plan, *, wrong: bool) -> None:
                 ec2.create_route(RouteTableId=table, DestinationIpv6CidrBlock=str(pool), NetworkInterfaceId=target)
     kms = boto3.client("kms", region_name=plan.region, endpoint_url=endpoint, **_lower(CREDS))
     key = kms.create_key(Description="bgp passwords")["KeyMetadata"]
-    params = build_parameters(plan, lambda n: render_frr(plan, n))
+    params = build_parameters(plan, lambda n: render_frr(plan, n), vpc_ipv6=v6)
     put_parameters(ssm, params, "seeded-password", key_id=key["Arn"])
     iam_client = boto3.client("iam", region_name=plan.region, endpoint_url=endpoint, **_lower(CREDS))
     for kind in ("routers", "hosts"):

@@ -103,19 +103,35 @@ def reload_diff(netns: str, vty_dir: Path, workdir: Path, text: str) -> tuple[li
     return delete, add
 
 
+# The VPC's IPv6 block in FRR tests: what AWS would assign (2600:1f00::/24 is AWS's), given
+# to routers in their `vpc` parameter.
+TEST_VPC_V6 = "2600:1f18:4a3:6c00::/56"
+
+
 def router_text_as_applied(plan, router: str, password: str) -> str:
     """A router's FRR text as its agent applies it: the `frr` parameter with the password
-    filled in, plus the per-host import filters it renders from its tunnels/<host> parameters
-    (overlay_agent.tunnels.host_filters). Without them a router takes only the shared ranges."""
+    filled in, the bogon filters and the VPC's IPv6 block (TEST_VPC_V6, from its `vpc`
+    parameter; overlay_agent.frr.fill_bogons), plus the per-host import filters it renders
+    from its tunnels/<host> parameters (overlay_agent.tunnels.host_filters). Without them a
+    router takes only the shared ranges."""
     from infra.parameters import build_parameters, instance_path
     from infra.render import render_frr
-    from overlay_agent.frr import fill_password
+    from overlay_agent.frr import fill_bogons, fill_password
     from overlay_agent.tunnels import host_filters, parse_tunnels
 
-    params = build_parameters(plan, lambda n: render_frr(plan, n))
+    params = build_parameters(plan, lambda n: render_frr(plan, n), vpc_ipv6=TEST_VPC_V6)
     base = instance_path(plan, router) + "/"
     tunnels = {n[len(base):]: p.value for n, p in params.items() if n.startswith(base + "tunnels/")}
     good, bad = parse_tunnels(tunnels)
     assert not bad, bad
-    text = fill_password(params[base + "frr"].value, password)
+    vpc = params[base + "vpc"].value if base + "vpc" in params else None
+    text = fill_bogons(fill_password(params[base + "frr"].value, password), vpc)
     return text.rstrip("\n") + "\n" + host_filters(good.values())
+
+
+def host_text_as_applied(plan, host: str, password: str) -> str:
+    """A docker host's FRR text as its agent applies it: password and bogon filters filled in."""
+    from infra.render import render_frr
+    from overlay_agent.frr import fill_bogons, fill_password
+
+    return fill_bogons(fill_password(render_frr(plan, host), password), None)

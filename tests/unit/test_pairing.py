@@ -35,6 +35,7 @@ class FakeSource:
         self.tunnels = {"tunnels/router-1": tunnel()}
         self.frr = FRR
         self.agent = AGENT
+        self.vpc = None
         self.fetches = 0
 
     def revision(self):
@@ -45,7 +46,7 @@ class FakeSource:
     def fetch(self):
         self.revision()
         self.fetches += 1
-        return Snapshot(str(self.rev), self.agent, self.frr, dict(self.tunnels), "pw", 0.0)
+        return Snapshot(str(self.rev), self.agent, self.frr, dict(self.tunnels), "pw", 0.0, vpc=self.vpc)
 
 
 class FakeFrr:
@@ -298,3 +299,23 @@ def test_a_changed_agent_document_is_handed_to_the_container_wiring(world):
     src.agent, src.rev = json.dumps(doc), 3
     sync.step(now=6.0)
     assert len(seen) == 2 and any(str(p) == "100.65.0.0/16" for p in seen[-1].pools_ipv4)
+
+
+ONPREM6 = "! agent: ipv6 prefix-list ONPREM-V6 seq 500+ deny bogons, vpc-ipv6\n"
+
+
+def test_bogon_filters_and_the_vpc_block_are_applied_and_never_skipped(world):
+    # Review F13: the router's IPv6 on-prem filter needs the VPC's block from the `vpc`
+    # parameter. Without it the config is refused (fail closed), never applied unfiltered.
+    sync, src, be, frr, tmp = world
+    src.frr = FRR + ONPREM6
+    sync.start()
+    sync.step(now=0.0)
+    assert frr.reloads == 0 and "needs the VPC's IPv6 block" in sync.frr_state.error
+    src.vpc, src.rev = '{"ipv6":"2600:1f18:4a3:6c00::/56","schema":1}', 2
+    sync.step(now=100.0)
+    assert frr.reloads == 1 and sync.frr_state.error is None
+    assert "ipv6 prefix-list ONPREM-V6 seq 500 deny ::1/128" in frr.running
+    assert "ipv6 prefix-list ONPREM-V6 seq 520 deny 2600:1f18:4a3:6c00::/56 le 128" in frr.running
+    # The cache keeps the block: a restart without SSM applies the same filters.
+    assert Cache(tmp).load().vpc == src.vpc

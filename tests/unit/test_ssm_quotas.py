@@ -31,7 +31,7 @@ def _cfg(**changes):
 @pytest.mark.parametrize("stack", list_stacks())
 def test_standard_count_is_the_parameter_sets(stack):
     plan = build_plan(load_stack(stack))
-    params = build_parameters(plan, lambda name: "")
+    params = build_parameters(plan, lambda name: "", vpc_ipv6="2600:1f18:1:2300::/56")
     assert ssm_standard_parameters(load_stack(stack)) == sum(p.tier == "Standard" for p in params.values())
 
 
@@ -49,7 +49,7 @@ def test_polling_past_40_per_second_is_refused_with_the_figure():
 
 
 def test_standard_parameters_past_10000_are_refused_with_the_figure():
-    with pytest.raises(ConfigError, match=r"^overlay:hosts.count = 2490: the stack needs 14947 Standard SSM "
+    with pytest.raises(ConfigError, match=r"^overlay:hosts.count = 2490: the stack needs 14949 Standard SSM "
                                           r"parameters; an account holds at most 10000 per region$"):
         parse(_cfg(**{"hosts.count": 2490, "routers.count": 2, "agent.pollInterval": 90, "big_tunnels": True}), "t")
 
