@@ -105,7 +105,14 @@ def test_every_session_established_over_gre(lab):
             assert str(p.b.inner_v4) in peers and str(p.b.inner_v6) in peers
     # what an operator sees on an instance: the agent's own status (tunnels, sessions)
     for inst in lab.plan.instances:
-        text = demo.agent_status_text(lab, inst.name)
+        # Sessions can be up (FRR starts with the rendered text, the agent made the tunnels)
+        # before a router's agent has finished its first FRR reload and written its status.
+        deadline = time.monotonic() + 30
+        while True:
+            text = demo.agent_status_text(lab, inst.name)
+            if ("from ssm: ok" in text and "Established" in text) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         assert "from ssm: ok" in text and "Established" in text, text
         assert re.search(r"tunnels \((userspace|kernel) GRE\)", text), text
         assert text.count(" up ") >= len(lab.plan.pairings_of(inst.name)), text
