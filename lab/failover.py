@@ -186,11 +186,12 @@ def run_once(lab, target: str, pool: str, *, settle_replies: int = 100, timeout:
     finally:
         replies = pinger.stop()
         extra_replies = {label: p.stop() for label, p in extra.items()}
-    outage = _gap(replies, t_freeze - 1, t_switch + 5)
-    # Every echo sent after the thaw must be answered: from the first reply after the thaw
-    # to the last reply, no sequence number is missing.
+    # The freeze's cost: the longest gap from before the freeze to the thaw (the replies
+    # through the takeover router came back well before it); the return is counted apart.
+    outage = _gap(replies, t_freeze - 1, t_thaw)
+    # The return's cost: echoes unanswered from the first reply after the thaw to the last.
     lost = _lost_after(replies, t_thaw)
-    others_out = {label: (_gap(r, t_freeze - 1, t_switch + 5), len(_lost_after(r, t_thaw)))
+    others_out = {label: (_gap(r, t_freeze - 1, t_thaw), len(_lost_after(r, t_thaw)))
                   for label, r in extra_replies.items()}
     return FailoverRun(preferred, takeover or "?", outage, t_switch - t_freeze, t_back - t_thaw, lost,
                        _sent_at(replies, lost, t_thaw), others_out)
