@@ -127,6 +127,24 @@ def test_unknown_key_is_dropped_not_delivered(pair):
     assert reply["tunnels"][0]["counters"]["rx_packets"] == 0
 
 
+def test_gre_from_an_unplanned_source_is_dropped_even_with_the_right_key(pair):
+    """Only the planned peer's address delivers (review finding 6): a forger on the underlay with the right key does not."""
+    a, b = pair
+    a.apply(peer=side_a())  # A takes key 5 from 10.20.0.2 only
+    nsup.run("ip", "addr", "add", "10.20.0.3/24", "dev", "eth0", ns=b.ns)
+    # B sends from another of its addresses, with the key A expects (keys are guessable)
+    forged = tunnel("gre-5", 5, "10.20.0.3", A_ADDR, "169.254.64.1", "169.254.64.0", "fd00:7e::1", "fd00:7e::")
+    assert [t.state for t in b.apply(peer=forged).tunnels] == ["up"]
+    before = a.backend.request({"op": "list"})["unknown"]
+    assert ping(b.ns, "169.254.64.0", count=2).returncode != 0
+    reply = a.backend.request({"op": "list"})
+    assert reply["unknown"] >= before + 2
+    assert reply["tunnels"][0]["counters"]["rx_packets"] == 0
+    # control: the same packets from the planned address are delivered
+    b.apply(peer=side_b())
+    assert ping(b.ns, "169.254.64.0").returncode == 0
+
+
 def test_crash_keeps_devices_and_restart_resumes(pair):
     a, b = pair
     a.apply(peer=side_a())
