@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.agent.site import Site, wait_until  # noqa: E402
+from tests.agent.site import Site, wait_until
 
 
 class RouteWatch:
@@ -97,7 +97,7 @@ def measure(site: Site, args, guard: bool) -> None:
             addr = f"100.64.20.{i + 1}"
             c = site.run("sleep", "3600", labels={"overlay.ipv4": addr})
             ids[c.id] = addr + "/32"
-            wait_until(lambda: addr + "/32" in router_watch.seen, 30, interval=0.005, what=f"router learns {addr}")
+            wait_until(lambda addr=addr: addr + "/32" in router_watch.seen, 30, interval=0.005, what=f"router learns {addr}")
         host_lat = [(host_watch.seen[p] - starts.at[cid]) / 1e9 for cid, p in ids.items()]
         router_lat = [(router_watch.seen[p] - starts.at[cid]) / 1e9 for cid, p in ids.items()]
         print(f"[{label}] start event -> /32 in host FIB   ({args.sequential} sequential): {fmt(host_lat)}")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.agent.site import Site, wait_until  # noqa: E402
+from tests.agent.site import Site, wait_until
 
 
 def metric(text: str, name: str) -> float:

@@ -13,16 +13,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/bench_pairing.py`
 
-import yaml  # noqa: E402
-from pyroute2 import IPRoute  # noqa: E402
+import yaml
+from pyroute2 import IPRoute
 
-from infra.parameters import build_parameters, instance_path  # noqa: E402
-from infra.plan import build_plan  # noqa: E402
-from infra.stackfile import STACKS_DIR, load_stack  # noqa: E402
-from overlay_agent.gre.userspace import UserspaceBackend  # noqa: E402
-from overlay_agent.pairing import PairingMetrics, PairingSync  # noqa: E402
-from overlay_agent.ssm import Cache, Poller, Snapshot  # noqa: E402
-from overlay_agent.tunnels import PyrouteTunnels, TunnelReconciler  # noqa: E402
+from infra.parameters import build_parameters, instance_path
+from infra.plan import build_plan
+from infra.stackfile import STACKS_DIR, load_stack
+from overlay_agent.gre.userspace import UserspaceBackend
+from overlay_agent.pairing import PairingMetrics, PairingSync
+from overlay_agent.ssm import Cache, Poller, Snapshot
+from overlay_agent.tunnels import PyrouteTunnels, TunnelReconciler
 
 HOSTS = 100
 ROUNDS = 5

@@ -36,10 +36,10 @@ def main() -> None:
     print(f"machine: {platform.machine()} {platform.processor() or ''} python {platform.python_version()}")
     for hosts, routers in ((100, 2), (1000, 4)):
         cfg = parse(raw(hosts, routers), "bench")
-        plan_t = timed(lambda: build_plan(parse(raw(hosts, routers), "bench")))
+        plan_t = timed(lambda hosts=hosts, routers=routers: build_plan(parse(raw(hosts, routers), "bench")))
         plan = build_plan(cfg)
-        json_t = timed(lambda: to_json(plan), 3)
-        md_t = timed(lambda: to_markdown(plan), 3)
+        json_t = timed(lambda plan=plan: to_json(plan), 3)
+        md_t = timed(lambda plan=plan: to_markdown(plan), 3)
         print(f"{hosts:5d} hosts x {routers} routers ({len(plan.pairings)} pairings): "
               f"config+plan median {statistics.median(plan_t) * 1000:.0f} ms (max {max(plan_t) * 1000:.0f} ms), "
               f"json {statistics.median(json_t) * 1000:.0f} ms, markdown {statistics.median(md_t) * 1000:.0f} ms")

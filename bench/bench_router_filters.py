@@ -33,19 +33,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/bench_router_filters.py`
 
-from pyroute2 import IPRoute  # noqa: E402
+from pyroute2 import IPRoute
 
-from infra.config import parse  # noqa: E402
-from infra.parameters import build_parameters, instance_path  # noqa: E402
-from infra.plan import build_plan  # noqa: E402
-from infra.render import render_frr  # noqa: E402
-from lab.frr import FRR  # noqa: E402
-from overlay_agent import pairing  # noqa: E402
-from overlay_agent.frr import Frr, fill_password  # noqa: E402
-from overlay_agent.gre.userspace import UserspaceBackend  # noqa: E402
-from overlay_agent.pairing import PairingMetrics, PairingSync  # noqa: E402
-from overlay_agent.ssm import Cache, Poller, Snapshot  # noqa: E402
-from overlay_agent.tunnels import HOST_FILTER_SEQ, PyrouteTunnels, TunnelReconciler, parse_tunnels  # noqa: E402
+from infra.config import parse
+from infra.parameters import build_parameters, instance_path
+from infra.plan import build_plan
+from infra.render import render_frr
+from lab.frr import FRR
+from overlay_agent import pairing
+from overlay_agent.frr import Frr, fill_password
+from overlay_agent.gre.userspace import UserspaceBackend
+from overlay_agent.pairing import PairingMetrics, PairingSync
+from overlay_agent.ssm import Cache, Poller, Snapshot
+from overlay_agent.tunnels import HOST_FILTER_SEQ, PyrouteTunnels, TunnelReconciler, parse_tunnels
 
 PASSWORD = "bench-secret"
 ADDED = 3  # hosts added one at a time after the boot apply

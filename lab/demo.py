@@ -188,7 +188,7 @@ def run(lab: Lab, keep: bool = False) -> int:
         observer = site.name if site else lab.plan.routers[0].name
         # On-prem sees the pools (aggregates mode) or each /32 (specifics mode).
         aggregates = site is not None and lab.plan.bgp.announce == "aggregates"
-        for name, (v4, v6) in addrs.items():
+        for v4, _ in addrs.values():
             wait_route(lab, observer, str(lab.plan.pools_v4[0]) if aggregates else f"{v4}/32")
         print()
         status(lab)

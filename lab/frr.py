@@ -170,7 +170,7 @@ class FRR:
                     os.killpg(proc.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-        for daemon, proc in self.procs.items():
+        for proc in self.procs.values():
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:

@@ -105,7 +105,7 @@ def cmd_run(args) -> int:
     def guard(task: Task) -> None:
         try:
             task.target(stop)
-        except Exception:  # noqa: BLE001 - a dead loop must take the process down (systemd restarts it)
+        except Exception:  # a dead loop must take the process down (systemd restarts it)
             log.exception("task %s crashed", task.name)
             failed.append(task.name)
             stop.set()

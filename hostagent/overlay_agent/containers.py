@@ -261,7 +261,7 @@ def desire(containers: Iterable[ContainerInfo], actual: Actual, cfg: AgentConfig
     for c in ordered:
         try:
             checked = _check(c, cfg)
-        except Exception as exc:  # noqa: BLE001 - one container's input must never stop the pass
+        except Exception as exc:  # one container's input must never stop the pass
             log.exception("container %s: unexpected error while reading its labels", c.id[:12])
             refuse(c, "bad_label", f"labels could not be read ({type(exc).__name__}: {labels_mod.show(str(exc))})")
             continue
@@ -661,7 +661,7 @@ class ContainerReconciler:
                 log.error("netlink change %s failed: %s", type(a).__name__, exc,
                           extra={"reason": "netlink", "errno": exc.errno})
                 self.metrics.errors.labels("netlink").inc()
-            except Exception as exc:  # noqa: BLE001 - one change must not stop the pass (see _wire)
+            except Exception:  # one change must not stop the pass (see _wire)
                 log.exception("netlink change %s failed unexpectedly", a)
                 self.metrics.errors.labels("netlink").inc()
         if pending is not None:
@@ -757,7 +757,7 @@ class ContainerReconciler:
         except NetlinkError as exc:
             self._fail(w, "wiring_failed", f"wiring failed: {exc}")
             return False
-        except Exception as exc:  # noqa: BLE001 - see below
+        except Exception as exc:  # see below
             # Anything else (an encoding error in pyroute2, an OSError from a sysctl) is this
             # container's failure, never the reconciler's: a crash here would restart the
             # agent into the same container, in a loop, and no other container would be wired.

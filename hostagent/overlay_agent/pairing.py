@@ -133,7 +133,7 @@ class PairingSync:
                 # The program may change the intervals (docs/contracts.md settings).
                 self.poller.interval = self.cfg.settings.poll_interval
                 self.resync_interval = self.cfg.settings.resync_interval
-            except Exception as exc:  # noqa: BLE001 - any bad document is a refused update, never a crash
+            except Exception as exc:  # any bad document is a refused update, never a crash
                 # Keep the previous (last good) document; a bad one must not reset the route
                 # protocol, nor stop the pairing thread (tunnels and FRR keep being applied).
                 if isinstance(exc, ConfigError):

@@ -120,7 +120,7 @@ class ParameterSource:
         name = f"{self.path}/revision"
         try:
             return self.client.get_parameter(Name=name)["Parameter"]["Value"]
-        except Exception as exc:  # noqa: BLE001 - botocore raises ClientError, BotoCoreError and friends
+        except Exception as exc:  # botocore raises ClientError, BotoCoreError and friends
             raise _error(exc, f"get {name}") from exc
 
     def fetch(self) -> Snapshot:
@@ -131,7 +131,7 @@ class ParameterSource:
             for page in pages:
                 for p in page["Parameters"]:
                     values[p["Name"][len(self.path) + 1:]] = p["Value"]
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise _error(exc, f"list {self.path}") from exc
         if "revision" not in values:
             raise ParameterError(f"list {self.path}: no revision parameter (not published yet?)")
@@ -139,7 +139,7 @@ class ParameterSource:
         if self.password_name:
             try:
                 password = self.client.get_parameter(Name=self.password_name, WithDecryption=True)["Parameter"]["Value"]
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise _error(exc, f"get {self.password_name}") from exc
         tunnels = {k: v for k, v in values.items() if k.startswith("tunnels/")}
         return Snapshot(values["revision"], values.get("agent"), values.get("frr"), tunnels, password, time.time(),

@@ -48,7 +48,7 @@ class Side:
         return self.rec.apply(good, errors)
 
     def links(self):
-        return {l.get("ifname") for l in self.ipr.get_links()}
+        return {link.get("ifname") for link in self.ipr.get_links()}
 
     def close(self):
         self.backend.close()
@@ -193,4 +193,4 @@ def test_probe_chooses_userspace_without_ip_gre(netns, tmp_path):
     with IPRoute(netns=netns) as ipr:
         assert kernel_gre_available(ipr) is False
         assert select_backend(ipr, tmp_path).name == "userspace"
-        assert [l.get("ifname") for l in ipr.get_links()] == ["lo"]  # the probe left nothing behind
+        assert [link.get("ifname") for link in ipr.get_links()] == ["lo"]  # the probe left nothing behind

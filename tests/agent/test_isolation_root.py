@@ -48,7 +48,8 @@ def test_zone_id_label_is_refused_and_the_agent_keeps_wiring(site, agent):
     site.run(labels={"overlay.ipv6": "fd00:64::6%25"}, name="zoned2")
     site.run(labels={"overlay": "auto"}, name="beside")
     for name in ("zoned", "zoned2"):
-        r = wait_until(lambda: (r := _row(agent, name)) and r["state"] == "error" and r, 20, what=f"{name} refused")
+        r = wait_until(lambda name=name: (r := _row(agent, name)) and r["state"] == "error" and r, 20,
+                       what=f"{name} refused")
         assert r["reason"] == "bad_label" and "zone id" in r["error"]
     _routed(agent, "beside")
     time.sleep(1.5)  # a pass or two later: the agent still runs, nothing crashed
@@ -149,7 +150,7 @@ def _send_and_listen(site, c, fam: str, dst: str, sources: list[tuple[str, bool]
 
 
 def test_forged_sources_are_dropped_at_the_veth_and_the_real_one_passes(site, agent):
-    victim = site.run(labels={"overlay": "auto"}, name="victim")
+    site.run(labels={"overlay": "auto"}, name="victim")
     forger = site.run(labels={"overlay": "auto"}, name="forger")
     v, f = _routed(agent, "victim"), _routed(agent, "forger")
     wait_until(lambda: {f"{f['ipv4']}/32", f"{v['ipv4']}/32"} <= site.router_fib(), 30, what="router routes")
@@ -161,7 +162,7 @@ def test_forged_sources_are_dropped_at_the_veth_and_the_real_one_passes(site, ag
     # The control: without the agent's table the forged packets do arrive.
     agent.stop()  # the wiring stays; nothing re-creates the table during the control
     ns.run("nft", "delete", "table", "inet", TABLE, ns=site.host)
-    for fam, dst, real, forged, port in cases:
+    for fam, dst, _real, forged, port in cases:
         seen = _send_and_listen(site, forger, fam, dst, [(forged, True)], port + 10)
         assert seen == {forged}, (fam, seen)
 

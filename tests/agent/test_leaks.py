@@ -46,7 +46,7 @@ def test_500_start_stop_cycles_leak_nothing(bare_site):
                     veth = "ovc" + c.id[:12]
                     try:
                         # Wired for real (route through its veth) before it goes away.
-                        wait_until(lambda: veth in site.host_routes().values(), 20, interval=0.02,
+                        wait_until(lambda veth=veth: veth in site.host_routes().values(), 20, interval=0.02,
                                    what=f"route via {veth}")
                     except AssertionError as exc:
                         errors.append(str(exc))

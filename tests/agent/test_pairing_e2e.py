@@ -119,7 +119,7 @@ class Site:
 
     def sessions(self, name: str) -> dict[str, dict]:
         out = {}
-        for afi, body in self.frr[name].bgp_summary().items():
+        for body in self.frr[name].bgp_summary().values():
             for peer, info in (body.get("peers") or {}).items():
                 out[peer] = info
         return out
@@ -139,7 +139,7 @@ class Site:
         return all(s.get(p, {}).get("state") == "Established" for p in self.tunnel_peers(router, hosts))
 
     def stop(self) -> None:
-        for name, proc in self.agents.items():
+        for proc in self.agents.values():
             if proc.poll() is None:
                 proc.terminate()
         for frr in self.frr.values():
@@ -196,8 +196,8 @@ def test_sessions_over_gre_routes_both_ways_and_a_host_added_live(site):
     r1 = "router-1"
     try:
         wait(lambda: site.established(r1, {"host-1", "host-2"}), 90, "router-1 sessions with host-1 and host-2")
-    except AssertionError:
-        raise AssertionError(site.logs())
+    except AssertionError as exc:
+        raise AssertionError(site.logs()) from exc
 
     # The tunnels are userspace GRE (no ip_gre here), reported by status next to the sessions.
     st = site.status(r1)
@@ -225,9 +225,9 @@ def test_sessions_over_gre_routes_both_ways_and_a_host_added_live(site):
     wait(lambda: site.frr[r1].has_route(f"{h1}/32", "bgp"), 30, "host-1's /32 on router-1")
     wait(lambda: site.frr[r1].has_route(f"{h1_6}/128", "bgp"), 30, "host-1's /128 on router-1")
     for pool in (str(site.plan.pools_v4[0]), str(site.plan.pools_v6[0])):
-        wait(lambda: site.frr["host-2"].has_route(pool, "bgp"), 30, f"the pool aggregate {pool} on host-2")
+        wait(lambda pool=pool: site.frr["host-2"].has_route(pool, "bgp"), 30, f"the pool aggregate {pool} on host-2")
     for dst in (h1, h1_6):
-        wait(lambda: nsup.run("ping", "-c", "1", "-W", "1", dst, ns=c2, check=False).returncode == 0, 30,
+        wait(lambda dst=dst: nsup.run("ping", "-c", "1", "-W", "1", dst, ns=c2, check=False).returncode == 0, 30,
              f"container on host-2 -> container on host-1 {dst} (ping)")
 
     # Live change: the stack gains a host. Nothing restarts: same bgpd, sessions keep their uptime.

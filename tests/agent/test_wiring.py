@@ -145,12 +145,12 @@ def test_anycast_duplicate_on_one_host_gets_ecmp(site, agent):
     a = site.run(labels=labels, name="any-a")
     b = site.run(labels=labels, name="any-b")
     for p in ("100.64.13.1/32", "fd00:64::13:1/128"):
-        wait_until(lambda: site.host_routes().get(p) == "multipath", 15, what=f"ECMP host route {p}")
+        wait_until(lambda p=p: site.host_routes().get(p) == "multipath", 15, what=f"ECMP host route {p}")
     for addr in ("100.64.13.1", "fd00:64::13:1"):
-        wait_until(lambda: site.fetch(addr, timeout=2).strip() == "overlay-test", 20, what=f"HTTP to {addr}")
+        wait_until(lambda addr=addr: site.fetch(addr, timeout=2).strip() == "overlay-test", 20, what=f"HTTP to {addr}")
     a.remove(force=True)
     for p in ("100.64.13.1/32", "fd00:64::13:1/128"):
-        wait_until(lambda: site.host_routes().get(p) == "ovc" + b.id[:12], 15, what=f"one path left for {p}")
+        wait_until(lambda p=p: site.host_routes().get(p) == "ovc" + b.id[:12], 15, what=f"one path left for {p}")
     assert site.fetch("fd00:64::13:1", timeout=3).strip() == "overlay-test"
 
 

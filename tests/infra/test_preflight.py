@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -206,7 +205,7 @@ def test_routes_per_table_against_the_default_quota(captured):
         resources.append(pf.Resource(f"extra-{i}", "aws:ec2/route:Route",
                                      {"routeTableId": table, "destinationCidrBlock": f"10.200.{i}.0/24"}))
     line = only_violation(resources, region)
-    assert f"(aws:ec2/routeTable:RouteTable) routes (IPv4) = '51 routes'" in line
+    assert "(aws:ec2/routeTable:RouteTable) routes (IPv4) = '51 routes'" in line
     assert "Routes per route table" in line
     assert not pf.check(resources, region, "t", {"routes-per-route-table": 100}).violations
 
@@ -231,7 +230,7 @@ def test_a_type_without_counterpart_is_listed_not_passed(captured):
 def test_the_table_names_real_cloudformation_properties_in_every_stack_region():
     regions = {load_stack(s).region for s in STACKS}
     for region in regions:
-        for pulumi_type, (cfn_type, props) in pf.CFN.items():
+        for cfn_type, props in pf.CFN.values():
             schema = pf.cfn_schema(region, cfn_type)
             assert schema is not None, (region, cfn_type)
             for cfn_path in props.values():

@@ -48,7 +48,8 @@ class FakeKernel:
         self.fail_wire: set[str] = set()
 
     def snapshot(self, prefix):
-        links = tuple(LinkInfo(n, l["index"], l["alias"]) for n, l in self.links.items() if n.startswith(prefix))
+        links = tuple(LinkInfo(n, link["index"], link["alias"]) for n, link in self.links.items()
+                      if n.startswith(prefix))
         routes = tuple(RouteInfo(d, tuple(sorted(o)), p, m) for (d, m), (o, p) in self.routes.items())
         return KernelView(links, routes)
 
@@ -104,7 +105,7 @@ class FakeKernel:
 
     # views for assertions
     def our_routes(self):
-        names = {l["index"]: n for n, l in self.links.items()}
+        names = {link["index"]: n for n, link in self.links.items()}
         return {str(d): tuple(sorted(names[i] for i in o)) for (d, _), (o, p) in self.routes.items() if p == PROTO}
 
     def kill(self, pid):
@@ -225,9 +226,9 @@ class FakeNetlink:
 
     def link_up(self, index):
         self.writes.append(("up", index))
-        for n, l in self.links.items():
-            if l.index == index:
-                self.links[n] = LinkState(n, index, IFF_UP | IFF_LOWER_UP, l.mtu)
+        for n, link in self.links.items():
+            if link.index == index:
+                self.links[n] = LinkState(n, index, IFF_UP | IFF_LOWER_UP, link.mtu)
 
     def addr_add(self, index, iface):
         self.writes.append(("addr_add", index, str(iface)))

@@ -437,7 +437,7 @@ def test_a_label_outside_this_hosts_block_and_the_shared_ranges_is_refused(world
     other6 = docker.add("other6", {"overlay.ipv6": "fd00:64::10:9"})
     own = docker.add("own", {"overlay.ipv4": "100.64.0.9"})  # this host's block: fine
     shared = docker.add("shared", {"overlay.ipv4": "100.64.8.9", "overlay.ipv6": "fd00:64::8:9"})
-    witness = docker.add("witness", {"overlay": "auto"})
+    docker.add("witness", {"overlay": "auto"})
     rec = reconciler(kernel, docker)
     rec.resync()
     rows = {r["name"]: r for r in rec.status_rows()}

@@ -105,7 +105,7 @@ class ExplodingKernel(FakeKernel):
 def test_any_unexpected_error_while_wiring_is_that_containers_wiring_failed(exc):
     d = FakeDocker(FakeKernel())
     a = d.add("a", {"overlay": "auto"})
-    b = d.add("b", {"overlay": "auto"})
+    d.add("b", {"overlay": "auto"})
     kernel = ExplodingKernel({"ovc" + a.id[:12]: exc})
     kernel.alive = d.kernel.alive
     d.kernel = kernel
@@ -208,7 +208,7 @@ def test_command_line_agent_document_is_one_line_and_exit_2(tmp_path, content):
     json.dumps(_settings(route_protocol=2)), json.dumps(_settings(resync_interval="x")),
     json.dumps(doc(pools={"ipv4": 7})), '"\udcff"', "[]", "null",
 ])
-def test_ssm_agent_document_refused_keeps_the_last_good_one(pairing_world, bad):  # noqa: F811
+def test_ssm_agent_document_refused_keeps_the_last_good_one(pairing_world, bad):  # noqa: F811 - the pytest fixture imported above
     sync, src, be, frr, tmp = pairing_world
     sync.start()
     sync.step(now=0.0)

@@ -28,7 +28,6 @@ Hazards, and what this module does about them:
 from __future__ import annotations
 
 import argparse
-import errno
 import fcntl
 import json
 import logging
@@ -498,7 +497,7 @@ class UserspaceBackend:
                 time.sleep(0.05)
 
     def request(self, req: dict) -> dict:
-        for attempt in (0, 1):
+        for _attempt in (0, 1):
             if self._sock is None:
                 self._connect()
             try:
