@@ -21,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.agent.site import Site, wait_until
+from lab.poll import wait_until
+from tests.agent.site import Site  # the agent test site (netns, dockerd, FRR): not yet a lab module
 
 
 def metric(text: str, name: str) -> float:

@@ -17,7 +17,7 @@ sys.path.insert(0, str(REPO))
 import pulumi  # noqa: E402 - after REPO joins sys.path (REPO is computed first)
 from pulumi.runtime import settings  # noqa: E402 - as above
 
-from tests.infra.mockrun import cli_config  # noqa: E402 - as above
+from infra.mockrun import cli_config  # noqa: E402 - as above
 
 STACK = "prod-euw1"  # 3 AZs, 2 routers, 2 on-prem peers, IPv6 and delegated /80s
 SIZES = (20, 50, 100, 200)
