@@ -493,7 +493,8 @@ class DockerShimLike(Protocol):
 # -- the reconciler ----------------------------------------------------------------------
 
 class ContainerReconciler:
-    """Owns the host's container veths and every route of our protocol. Single-threaded apply."""
+    """Owns the host's container veths and the routes of our protocol inside the pools (the
+    tunnel pins outside them are the pairing sync's). Single-threaded apply."""
 
     name = "containers"
 

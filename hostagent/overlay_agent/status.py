@@ -25,7 +25,7 @@ def load(path: str | Path) -> dict:
 
 def kernel_routes(proto: int) -> dict[str, str]:
     """Host routes carrying our protocol, live from the kernel: prefix -> veth name(s)."""
-    from .netlink import Netlink  # the only netlink user; imported here so `--no-kernel` needs no root
+    from .netlink import Netlink  # imported here so that `status --no-live` needs no root
 
     nl = Netlink()
     try:

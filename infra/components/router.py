@@ -1,4 +1,4 @@
-"""RoutingInstance: a router; its fixed ENI and (with on-prem peers) EIP are protected in prod."""
+"""RoutingInstance: a router; its fixed ENI and its EIP (every router has one) are protected in prod."""
 from __future__ import annotations
 
 import pulumi

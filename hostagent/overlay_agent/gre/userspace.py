@@ -548,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         d.start()
     except (AgentError, OSError) as exc:
-        print(f"overlay-gre: {exc}", file=sys.stderr)
+        print(f"overlay_agent.gre: {exc}", file=sys.stderr)
         return 1
     log.info("userspace GRE serving %d tunnel(s) from %s", len(d.tunnels), args.state_dir)
     try:
