@@ -87,7 +87,9 @@ def test_ipv4_and_ipv6_over_real_gre_on_the_wire(pair):
     cap = subprocess.Popen(["ip", "netns", "exec", a.ns, "tcpdump", "-l", "-n", "-v", "-i", "eth0", "-c", "4",
                             "ip proto 47"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)  # tcpdump's filter is attached before the first packet
+        for line in cap.stderr:  # tcpdump says "listening on" once its filter is attached
+            if "listening on" in line:
+                break
         assert ping(a.ns, "169.254.64.1").returncode == 0
         assert ping(a.ns, "fd00:7e::1").returncode == 0
         out, _ = cap.communicate(timeout=10)
