@@ -200,7 +200,9 @@ def test_sessions_over_gre_routes_both_ways_and_a_host_added_live(site):
         raise AssertionError(site.logs()) from exc
 
     # The tunnels are userspace GRE (no ip_gre here), reported by status next to the sessions.
-    st = site.status(r1)
+    # The agent writes its status file at the end of a pass, and the sessions may come up
+    # while that first pass is still applying FRR (slow under load): wait for the file.
+    st = wait(lambda: site.status(r1), 30, "router-1's pairing status file")
     assert st["tunnels"]["backend"] == "userspace"
     by_peer = {t["peer"]: t for t in st["tunnels"]["tunnels"]}
     assert by_peer["host-1"]["state"] == "up" and by_peer["host-1"]["rx_bytes"] > 0
