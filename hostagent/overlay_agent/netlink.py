@@ -9,7 +9,7 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError as _PyNetlinkError
@@ -122,9 +122,36 @@ def _multipath_oifs(data: bytes) -> tuple[int, ...]:
     return tuple(oifs)
 
 
-def _dump(msg_type: int, header: bytes, extra: bytes = b"", strict: bool = False):
+Message = tuple[int, bytes, dict[int, bytes]]  # (nlmsg type, body after the header, attributes)
+
+
+def _messages(datagrams: Iterable[bytes], seq: int, fixed: int) -> Iterator[Message]:
+    """The answers to dump request `seq` in the datagrams a netlink socket returned, up to
+    NLMSG_DONE; `fixed` is the size of the family header (ifinfomsg, rtmsg) before the
+    attributes. A dump spans many datagrams; a datagram holds whole messages (netlink
+    never splits one). An NLMSG_ERROR answer raises OSError with its errno."""
+    for buf in datagrams:
+        offset = 0
+        while offset + _NLMSGHDR.size <= len(buf):
+            length, kind, _, mseq, _ = _NLMSGHDR.unpack_from(buf, offset)
+            if length < _NLMSGHDR.size:
+                return
+            body_start = offset + _NLMSGHDR.size
+            if mseq == seq:
+                if kind == NLMSG_DONE:
+                    return
+                if kind == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", buf, body_start)[0]
+                    if code:
+                        raise OSError(code, os.strerror(code))
+                    return
+                body = buf[body_start: offset + length]
+                yield kind, body, _attrs(body, _align(fixed), len(body))
+            offset += _align(length)
+
+
+def _dump(msg_type: int, header: bytes, extra: bytes = b"", strict: bool = False) -> Iterator[Message]:
     """Send one RTM_GET* dump request; yield (type, body, attrs) per answer message."""
-    fixed = len(header)
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         if strict:
@@ -133,25 +160,50 @@ def _dump(msg_type: int, header: bytes, extra: bytes = b"", strict: bool = False
         payload = header + extra
         sock.sendto(_NLMSGHDR.pack(_NLMSGHDR.size + len(payload), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
                     + payload, (0, 0))
-        while True:
-            buf = sock.recv(1 << 20)
-            offset = 0
-            while offset + _NLMSGHDR.size <= len(buf):
-                length, kind, _, mseq, _ = _NLMSGHDR.unpack_from(buf, offset)
-                if length < _NLMSGHDR.size:
-                    return
-                body_start = offset + _NLMSGHDR.size
-                if mseq == seq:
-                    if kind == NLMSG_DONE:
-                        return
-                    if kind == NLMSG_ERROR:
-                        code = -struct.unpack_from("=i", buf, body_start)[0]
-                        if code:
-                            raise OSError(code, os.strerror(code))
-                        return
-                    body = buf[body_start: offset + length]
-                    yield kind, body, _attrs(body, _align(fixed), len(body))
-                offset += _align(length)
+        yield from _messages(iter(lambda: sock.recv(1 << 20), b""), seq, len(header))
+
+
+# The two dump requests Netlink.snapshot sends: every link (without statistics, which are
+# most of an RTM_NEWLINK message), and the main table's routes per family (strict checking
+# makes the kernel filter the dump to that table).
+LINK_REQUEST = (RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0),
+                _rtattr(IFLA_EXT_MASK, struct.pack("=I", RTEXT_FILTER_SKIP_STATS)))
+
+
+def route_request(family: int) -> tuple[int, bytes, bytes]:
+    return RTM_GETROUTE, _RTMSG.pack(family, 0, 0, 0, MAIN_TABLE, 0, 0, 0, 0), b""
+
+
+def links_from(messages: Iterable[Message], prefix: str) -> list[LinkInfo]:
+    """The links of an RTM_GETLINK dump whose name starts with `prefix`."""
+    links = []
+    for _, body, attrs in messages:
+        name = _cstr(attrs.get(IFLA_IFNAME))
+        if name.startswith(prefix):
+            index = _IFINFOMSG.unpack_from(body)[2]
+            alias = attrs.get(IFLA_IFALIAS)
+            links.append(LinkInfo(name, index, _cstr(alias) if alias is not None else None))
+    return links
+
+
+def host_routes_from(messages: Iterable[Message], plen: int) -> list[RouteInfo]:
+    """The unicast host routes (/32 or /128, `plen`) of the main table in an RTM_GETROUTE dump:
+    destination, output interfaces (one, or each next hop's of a multipath route), protocol
+    and metric."""
+    routes = []
+    for _, body, attrs in messages:
+        _, dst_len, _, _, table, proto, _, rtype, _ = _RTMSG.unpack_from(body)
+        table = struct.unpack("=I", attrs[RTA_TABLE])[0] if RTA_TABLE in attrs else table
+        if dst_len != plen or table != MAIN_TABLE or rtype != 1 or RTA_DST not in attrs:
+            continue  # only unicast host routes
+        dst = ipaddress.ip_address(attrs[RTA_DST])
+        if RTA_OIF in attrs:
+            oifs: tuple[int, ...] = (struct.unpack("=i", attrs[RTA_OIF])[0],)
+        else:
+            oifs = _multipath_oifs(attrs.get(RTA_MULTIPATH, b""))
+        metric = struct.unpack("=I", attrs[RTA_PRIORITY])[0] if RTA_PRIORITY in attrs else 0
+        routes.append(RouteInfo(ipaddress.ip_network(f"{dst}/{plen}"), oifs, proto, metric))
+    return routes
 
 
 class ContainerGone(NetlinkError):
@@ -188,30 +240,10 @@ class Netlink:
         small raw reader below, which looks only at the few attributes we need.
         """
         try:
-            links = []
-            for _, body, attrs in _dump(RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0),
-                                        _rtattr(IFLA_EXT_MASK, struct.pack("=I", RTEXT_FILTER_SKIP_STATS))):
-                name = _cstr(attrs.get(IFLA_IFNAME))
-                if name.startswith(prefix):
-                    index = _IFINFOMSG.unpack_from(body)[2]
-                    alias = attrs.get(IFLA_IFALIAS)
-                    links.append(LinkInfo(name, index, _cstr(alias) if alias is not None else None))
+            links = links_from(_dump(*LINK_REQUEST), prefix)
             routes = []
             for family, plen in ((socket.AF_INET, 32), (socket.AF_INET6, 128)):
-                # Strict checking makes the kernel filter the dump to the main table.
-                req = _RTMSG.pack(family, 0, 0, 0, MAIN_TABLE, 0, 0, 0, 0)
-                for _, body, attrs in _dump(RTM_GETROUTE, req, strict=True):
-                    fam, dst_len, _, _, table, proto, _, rtype, _ = _RTMSG.unpack_from(body)
-                    table = struct.unpack("=I", attrs[RTA_TABLE])[0] if RTA_TABLE in attrs else table
-                    if dst_len != plen or table != MAIN_TABLE or rtype != 1 or RTA_DST not in attrs:
-                        continue  # only unicast host routes
-                    dst = ipaddress.ip_address(attrs[RTA_DST])
-                    if RTA_OIF in attrs:
-                        oifs: tuple[int, ...] = (struct.unpack("=i", attrs[RTA_OIF])[0],)
-                    else:
-                        oifs = _multipath_oifs(attrs.get(RTA_MULTIPATH, b""))
-                    metric = struct.unpack("=I", attrs[RTA_PRIORITY])[0] if RTA_PRIORITY in attrs else 0
-                    routes.append(RouteInfo(ipaddress.ip_network(f"{dst}/{plen}"), oifs, proto, metric))
+                routes += host_routes_from(_dump(*route_request(family), strict=True), plen)
         except OSError as exc:
             raise _err(exc, "dump links and routes") from exc
         self._index = {link.name: link.index for link in links}
