@@ -6,9 +6,9 @@ instance must reach the container again within 2 s through the other router; aft
 thaw the tables return to the preferred router and the replies come back through it.
 
 Not asserted, only reported (`lost_after_thaw`): the return is not always lossless. In the
-bench (20 runs) 3 returns lost 10 ms, 1.15 s and 2.1 s of echoes (7 of 15 test cycles on a
-loaded machine, 1 to 92 echoes), each starting the moment
-the route server preferred router-1 again; the likely cause: the router announces the pool once one
+bench (20 runs) 3 returns lost 10 ms, 1.15 s and 2.1 s of echoes (8 of 16 test cycles on a
+loaded machine, 1 to 212 echoes), each starting the moment
+the route server preferred router-1 again. The cause (route trace): the router announces the pool once one
 host's route contributes to its aggregate, before every host's session to it is back
 (docs/vpc-failover.md, "Coming back"). VPC_FAILOVER_CYCLES=N repeats the freeze N times.
 """
