@@ -6,13 +6,17 @@ from __future__ import annotations
 import copy
 import ipaddress
 import json
+import random
 
 from overlay_agent import config as config_mod
 from overlay_agent.docker_shim import ContainerInfo
-from overlay_agent.errors import CommandError, DockerError, NetlinkError
+from overlay_agent.errors import CommandError, DockerError, NetlinkError, ParameterError
 from overlay_agent.gre.base import LinkSpec
 from overlay_agent.netlink import ContainerGone, KernelView, LinkInfo, RouteInfo
-from overlay_agent.tunnels import IFF_LOWER_UP, IFF_UP, LinkState, Route, View
+from overlay_agent.pairing import PairingMetrics, PairingSync
+from overlay_agent.placeholders import BGP_PASSWORD
+from overlay_agent.ssm import Cache, Poller, Snapshot
+from overlay_agent.tunnels import IFF_LOWER_UP, IFF_UP, LinkState, Route, TunnelReconciler, View
 
 
 # -- container wiring ---------------------------------------------------------------------
@@ -278,3 +282,74 @@ class FakeGuard:
             raise CommandError(f"nft: delete of absent elements {missing}")
         self.have = (self.have - set(remove)) | set(add)
         self.kernel.ops.append(("guard", tuple(sorted(str(a) for _, a in add))))
+
+
+# -- the pairing sync ----------------------------------------------------------------------
+
+AGENT = json.dumps({"schema": 1, "project": "overlay", "stack": "lab", "instance": "host-1", "role": "host",
+                    "asn": 65100, "underlay": {"address": "10.40.0.10"},
+                    "blocks": {"ipv4": "10.99.0.0/24", "ipv6": "fd10:99::/112"},
+                    "pools": {"ipv4": ["10.99.0.0/16"], "ipv6": ["fd10:99::/48"]},
+                    "settings": {"route_protocol": 149, "poll_interval": 2, "resync_interval": 10}})
+FRR = f"router bgp 65100\n neighbor 169.254.64.0 password {BGP_PASSWORD}\n"
+
+
+def tunnel(name="gre-1", key=1, remote="10.40.128.10"):
+    return json.dumps(dict(TUNNEL_BASE, name=name, key=key, remote=remote))
+
+
+class FakeSource:
+    def __init__(self):
+        self.rev = 1
+        self.down = False
+        self.tunnels = {"tunnels/router-1": tunnel()}
+        self.frr = FRR
+        self.agent = AGENT
+        self.vpc = None
+        self.fetches = 0
+
+    def revision(self):
+        if self.down:
+            raise ParameterError("get /overlay/lab/instances/host-1/revision: Could not connect")
+        return str(self.rev)
+
+    def fetch(self):
+        self.revision()
+        self.fetches += 1
+        return Snapshot(str(self.rev), self.agent, self.frr, dict(self.tunnels), "pw", 0.0, vpc=self.vpc)
+
+
+class FakeFrr:
+    """Running config as a set of lines; `residue` lines are accepted but never shown (like `hostname`)."""
+
+    def __init__(self):
+        self.running: set[str] = set()
+        self.residue = {"hostname host-1"}
+        self.reloads = 0
+        self.diffs = 0
+        self.reject = False
+
+    def diff(self, text):
+        self.diffs += 1
+        want = {ln for ln in text.splitlines() if ln}
+        return sorted(self.running - want), sorted(want - self.running)
+
+    def reload(self, text, previous=None):
+        if self.reject:
+            raise CommandError("frr-reload --reload: FRR rejected the config (exit 1): line 3: % Unknown command",
+                               cmd=["frr-reload.py"], returncode=1, stderr="line 3: % Unknown command")
+        self.reloads += 1
+        self.running = {ln for ln in text.splitlines() if ln} - self.residue
+
+
+def pairing_world(tmp_path):
+    """(sync, source, backend, frr, state dir): a pairing sync wired to fakes, not started."""
+    src = FakeSource()
+    nl = FakeNetlink()
+    be = FakeBackend(nl)
+    frr = FakeFrr()
+    cache = Cache(tmp_path)
+    poller = Poller(src, cache, interval=2, backoff_min=1, backoff_max=30, rng=random.Random(3))
+    sync = PairingSync(poller, TunnelReconciler(be, nl), frr, cache, tmp_path, resync_interval=10,
+                       metrics=PairingMetrics())
+    return sync, src, be, frr, tmp_path

@@ -11,6 +11,7 @@ from overlay_agent import labels
 from overlay_agent.allocator import BlockAllocator, Exhausted
 from overlay_agent.containers import decode_alias, encode_alias
 from overlay_agent.errors import ConfigError
+from tests.support.configs import agent_doc as doc
 
 
 @pytest.mark.parametrize("lab, opted", [
@@ -44,14 +45,7 @@ def test_bad_labels_have_one_line_reasons(lab, text):
     assert info.value.reason == "bad_label"
 
 
-def doc(**over):
-    d = {"schema": 1, "project": "overlay", "stack": "lab", "instance": "host-1", "role": "host", "asn": 65101,
-         "underlay": {"address": "10.20.0.10"}, "blocks": {"ipv4": "100.64.0.0/26", "ipv6": "fd00:64::/112"},
-         "pools": {"ipv4": ["100.64.0.0/16"], "ipv6": ["fd00:64::/48"]},
-         "settings": {"route_protocol": 149, "route_protocol_name": "overlay", "poll_interval": 15,
-                      "resync_interval": 30}}
-    d.update(over)
-    return d
+
 
 
 def test_contract_example_parses(tmp_path):

@@ -10,30 +10,12 @@ import yaml
 
 from infra.config import ConfigError, parse
 from infra.stackfile import REPO_ROOT, list_stacks, load_stack, overlay_values
-
-BASE = {
-    "region": "eu-west-1",
-    "environment": "test",
-    "vpc": {"cidr": "10.20.0.0/16", "ipv6": True, "azs": ["eu-west-1a", "eu-west-1b"]},
-    "routers": {"count": 2, "asn": 65000},
-    "hosts": {"count": 4, "asn": 65100, "blockPrefix": 24},
-    "pools": {"ipv4": ["10.96.0.0/16"], "ipv6": ["fd10:96::/48"]},
-    "tunnels": {"ipv4": "169.254.64.0/18", "ipv6": "fd10:7e::/64"},
-    "onprem": [{"name": "dc1", "address": "198.51.100.10", "asn": 64700}],
-}
+from tests.support.configs import BASE, with_change
 
 
-def with_change(path: str, value):
-    raw = copy.deepcopy(BASE)
-    node = raw
-    *parents, last = path.split(".")
-    for p in parents:
-        node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
-    return raw
+
+
+
 
 
 def test_base_is_valid():

@@ -11,7 +11,7 @@ import yaml
 
 from infra.config import ConfigError, foreign_key_problem, parse
 from infra.stackfile import REPO_ROOT, load_stack
-from tests.unit.test_config import BASE, with_change
+from tests.support.configs import BASE, with_change
 
 
 @pytest.mark.parametrize("change, key, reason", [

@@ -22,9 +22,9 @@ from overlay_agent.errors import ConfigError
 from overlay_agent.pairing import PairingMetrics, PairingSync
 from overlay_agent.ssm import Cache, Poller
 from overlay_agent.tunnels import TunnelReconciler
-from tests.support.fakes import PROTO, FakeBackend, FakeDocker, FakeGuard, FakeKernel, FakeNetlink, cfg
-from tests.unit.test_agent_labels_config import doc
-from tests.unit.test_pairing import FakeFrr, FakeSource
+from tests.support.fakes import (PROTO, FakeBackend, FakeDocker, FakeFrr, FakeGuard, FakeKernel, FakeNetlink,
+                                 FakeSource, cfg)
+from tests.support.configs import agent_doc as doc
 
 FUZZ = settings(max_examples=80, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

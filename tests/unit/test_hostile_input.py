@@ -17,8 +17,7 @@ from overlay_agent import labels
 from overlay_agent.containers import ContainerReconciler, desire, Actual, MESSAGE_MAX
 from overlay_agent.errors import ConfigError
 from tests.support.fakes import FakeDocker, FakeKernel, cfg
-from tests.unit.test_agent_labels_config import doc
-from tests.unit.test_pairing import world as pairing_world  # noqa: F401 - fixture
+from tests.support.configs import agent_doc as doc
 
 HUGE = "1" * 200_000
 
@@ -208,7 +207,7 @@ def test_command_line_agent_document_is_one_line_and_exit_2(tmp_path, content):
     json.dumps(_settings(route_protocol=2)), json.dumps(_settings(resync_interval="x")),
     json.dumps(doc(pools={"ipv4": 7})), '"\udcff"', "[]", "null",
 ])
-def test_ssm_agent_document_refused_keeps_the_last_good_one(pairing_world, bad):  # noqa: F811 - the pytest fixture imported above
+def test_ssm_agent_document_refused_keeps_the_last_good_one(pairing_world, bad):
     sync, src, be, frr, tmp = pairing_world
     sync.start()
     sync.step(now=0.0)

@@ -21,7 +21,6 @@ from overlay_agent.frr import Frr, redact
 from overlay_agent.gre import packet
 from overlay_agent.gre.userspace import MAX_REQUEST, SOCKET_NAME, Daemon, _Tunnel
 from tests.support.fakes import FakeDocker, FakeGuard, FakeKernel, cfg
-from tests.unit.test_pairing import world as pairing_world  # noqa: F401 - fixture
 
 SECRET = "s3cr3t-Pa55word"
 
@@ -49,7 +48,7 @@ def test_container_status_file_is_0600_even_under_a_lax_umask(tmp_path):
     assert row["state"] == "error" and len(row["error"]) < 300
 
 
-def test_pairing_status_file_is_0600(pairing_world):  # noqa: F811 - the pytest fixture imported above
+def test_pairing_status_file_is_0600(pairing_world):
     sync, src, be, frr, tmp = pairing_world
     old = os.umask(0o000)
     try:
@@ -88,7 +87,7 @@ def test_frr_rejection_never_carries_the_password(tmp_path):
         assert SECRET not in str(info.value) and SECRET not in info.value.stderr, str(info.value)
 
 
-def test_frr_rejection_in_pairing_status_and_log_is_redacted(pairing_world, caplog, tmp_path):  # noqa: F811 - the pytest fixture imported above
+def test_frr_rejection_in_pairing_status_and_log_is_redacted(pairing_world, caplog, tmp_path):
     sync, src, be, frr, tmp = pairing_world
     sync.frr = _rejecting_frr(tmp_path)
     fetch = src.fetch

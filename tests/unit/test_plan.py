@@ -12,29 +12,10 @@ from infra.config import AWS_RESERVED_LINK_LOCAL, parse
 from infra.plan import build_plan
 from infra.plan.report import plan_data
 from infra.stackfile import list_stacks, load_stack
+from tests.support.configs import plan_for, raw_config
 
 
-def raw_config(routers: int, hosts: int, n_az: int, onprem: int, max_routers: int = 8,
-               ipv6: bool = True, per_host_asn: bool = False) -> dict:
-    raw = {
-        "region": "eu-west-1",
-        "vpc": {"cidr": "10.20.0.0/16", "ipv6": ipv6, "azs": [f"az-{i}" for i in range(n_az)]},
-        "routers": {"count": routers, "asn": 65000, "maxRouters": max_routers},
-        "hosts": {"count": hosts, "asn": 4200000000 if per_host_asn else 65100,
-                  "asnMode": "per-host" if per_host_asn else "shared", "blockPrefix": 26},
-        "pools": {"ipv4": ["10.96.0.0/16", "100.64.0.0/16"]},
-        "tunnels": {"ipv4": "169.254.64.0/18"},
-        "onprem": [{"name": f"dc{i}", "address": f"198.51.100.{i + 1}", "asn": 64700 + i}
-                   for i in range(onprem)],
-    }
-    if ipv6:
-        raw["pools"]["ipv6"] = ["fd10:96::/48"]
-        raw["tunnels"]["ipv6"] = "fd10:7e::/64"
-    return raw
 
-
-def plan_for(**kw):
-    return build_plan(parse(raw_config(**kw), "prop"))
 
 
 def check_invariants(plan) -> None:

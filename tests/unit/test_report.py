@@ -11,7 +11,7 @@ import yaml
 from infra.plan import build_plan
 from infra.plan.report import MERMAID_MAX_HOSTS, diff, plan_data, to_markdown, to_mermaid
 from infra.stackfile import REPO_ROOT, list_stacks, load_stack, stack_path
-from tests.unit.test_plan import plan_for
+from tests.support.configs import plan_for
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

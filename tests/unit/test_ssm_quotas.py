@@ -10,7 +10,7 @@ from infra.parameters import build_parameters
 from infra.plan import build_plan
 from infra.plan.report import to_markdown
 from infra.stackfile import list_stacks, load_stack
-from tests.unit.test_config import BASE
+from tests.support.configs import BASE
 
 
 def _cfg(**changes):
