@@ -135,6 +135,7 @@ def mermaid_parse(text: str) -> subprocess.CompletedProcess:
                           timeout=60)
 
 
+@pytest.mark.node
 @pytest.mark.parametrize("stack", list_stacks())
 def test_mermaid_parses_with_mermaid_itself(stack):
     """Mermaid's own parser (as GitHub renders it) accepts every stack's diagram."""
@@ -143,11 +144,13 @@ def test_mermaid_parses_with_mermaid_itself(stack):
     assert proc.stdout.startswith("ok flowchart")
 
 
+@pytest.mark.node
 def test_mermaid_parser_rejects_a_broken_diagram():
     proc = mermaid_parse("flowchart LR\n  a[x] <-- GRE --> b[[y]\n")
     assert proc.returncode == 1 and "invalid mermaid" in proc.stderr
 
 
+@pytest.mark.node
 def test_mermaid_large_grouped_stack_parses():
     plan = plan_for(routers=4, hosts=200, n_az=3, onprem=2)
     assert mermaid_parse(to_mermaid(plan)).returncode == 0
