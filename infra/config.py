@@ -462,8 +462,13 @@ SCHEMA: tuple[Key, ...] = (
         "the routers (`router`), or each host's block straight to its ENI (`static`)"),
     Key("agent.pollInterval", _int_type(5, 3600), 15, "seconds between an agent's polls of its "
         "`revision` parameter (one SSM GetParameter each, shared by the account's region)"),
-    Key("bgpPassword", SECRET, None, "the BGP (TCP MD5) password of every session: `pulumi config "
-        "set --secret overlay:bgpPassword ...`; read by the program, required by `pulumi up`"),
+    Key("bgpPassword", SECRET, None, "the BGP (TCP MD5) password of the sessions inside the stack "
+        "(routers and docker hosts): `pulumi config set --secret overlay:bgpPassword ...`; read by the "
+        "program, required by `pulumi up`"),
+    Key("onpremBgpPassword", SECRET, None, "the on-prem (datacenter) sessions' own BGP password, read "
+        "by routers only so a docker host never holds it: `pulumi config set --secret "
+        "overlay:onpremBgpPassword ...`; required by `pulumi up` with on-prem peers, must differ from "
+        "bgpPassword"),
 )
 KEYS = {k.name: k for k in SCHEMA}
 TOP_KEYS = tuple(dict.fromkeys(k.name.split(".")[0] for k in SCHEMA if "[]" not in k.name))
@@ -761,10 +766,11 @@ def ssm_standard_parameters(cfg: StackConfig) -> int:
     """Standard-tier parameters of the stack (infra.parameters.TIERS): per instance `agent`
     and `revision`, per tunnel end a `tunnels/<peer>` (both ends of a host pairing, the
     router's end of an on-prem one), per router of an IPv6 stack its `vpc`. `frr` is
-    Advanced; the passwords are SecureStrings (Standard tier too)."""
+    Advanced; the passwords (the stack's, and the on-prem one with on-prem peers) are
+    SecureStrings, Standard tier too."""
     instances = cfg.router_count + cfg.host_count
     return (2 * instances + 2 * cfg.router_count * cfg.host_count + cfg.router_count * len(cfg.onprem)
-            + (cfg.router_count if cfg.ipv6 else 0) + 1)
+            + (cfg.router_count if cfg.ipv6 else 0) + 1 + (1 if cfg.onprem else 0))
 
 
 def _check_ssm_quotas(cfg: StackConfig) -> None:

@@ -1,7 +1,8 @@
 """The stack's IAM and KMS policy documents, and the check `infra.verify` runs on deployed ones; pure.
 
 What an instance may do (review F9): read its own stack's instance parameters and the
-BGP password SecureString(s) its role needs, decrypt those through SSM only, fetch the
+BGP password SecureString(s) its role needs (docker hosts the stack's; routers that one
+and the on-prem sessions' own, which no docker host may read: review F10), decrypt those through SSM only, fetch the
 agent package, and let Session Manager and Run Command reach its SSM Agent. Nothing else:
 in particular not `AmazonSSMManagedInstanceCore`, which allows `ssm:GetParameter(s)` on
 `Resource: "*"` (every parameter of the account, other stacks' passwords included).
@@ -94,6 +95,26 @@ def key_policy(*, region: str, account: str, stack: str, readers: Mapping[str, I
                           "ForAnyValue:StringEquals": {"kms:EncryptionContext:PARAMETER_ARN": sorted(arns)}}})
     return json.dumps({"Version": "2012-10-17", "Id": f"overlay-{stack}-bgp-passwords",
                        "Statement": statements}, sort_keys=True)
+
+
+def reads_parameter(document: Mapping[str, Any] | str, name: str) -> list[str]:
+    """The Sids of the Allow statements that let a role read parameter `name` (a path), in
+    any region or account: `*`, a wildcard over it, or its ARN."""
+    doc = json.loads(document) if isinstance(document, str) else document
+    out = []
+    for stmt in _as_list(doc.get("Statement", [])):
+        if stmt.get("Effect") != "Allow":
+            continue
+        actions = _as_list(stmt.get("Action", [])) if "NotAction" not in stmt else ["*"]
+        if not any(_matches(a, x) for a in actions for x in READ_ACTIONS):
+            continue
+        for r in _as_list(stmt.get("Resource", [])) if "NotResource" not in stmt else ["*"]:
+            path = r.split(":parameter", 1)[1] if ":parameter" in r else None
+            if (path is not None and fnmatch.fnmatchcase(name, path)) or (
+                    path is None and fnmatch.fnmatchcase(f"arn:aws:ssm:us-east-1:000000000000:parameter{name}", r)):
+                out.append(stmt.get("Sid") or "(no Sid)")
+                break
+    return out
 
 
 # A parameter no stack's role should reach: a resource pattern matching it is account-wide.

@@ -24,6 +24,7 @@ from pulumi.runtime import settings
 from infra.stackfile import REPO_ROOT, stack_path
 
 PASSWORD = "not-a-real-password-7f3a"
+ONPREM_PASSWORD = "not-a-real-onprem-password-2c9e"
 AMI = {"x86_64": "ami-0debian12amd64", "arm64": "ami-0debian12arm64"}
 VPC_IPV6 = "2600:1f18:4a3:6c00::/56"
 ACCOUNT = "123456789012"
@@ -148,7 +149,8 @@ class Run:
 
 
 def cli_config(stack: str, changes: dict[str, Any] | None = None, password: str | None = PASSWORD,
-               raw: dict[str, Any] | None = None) -> tuple[dict[str, str], list[str]]:
+               raw: dict[str, Any] | None = None,
+               onprem_password: str | None = ONPREM_PASSWORD) -> tuple[dict[str, str], list[str]]:
     """The stack file's config as the CLI passes it: every value a string, objects as JSON.
 
     `changes` maps dotted keys ("hosts.count") to new values. `raw`, when given, is the
@@ -174,18 +176,21 @@ def cli_config(stack: str, changes: dict[str, Any] | None = None, password: str 
     if password is not None:
         config["overlay:bgpPassword"] = password
         secret_keys.append("overlay:bgpPassword")
+    if onprem_password is not None:
+        config["overlay:onpremBgpPassword"] = onprem_password
+        secret_keys.append("overlay:onpremBgpPassword")
     return config, secret_keys
 
 
 def run_program(stack: str, changes: dict[str, Any] | None = None, *, password: str | None = PASSWORD,
                 secret_keys: list[str] | None = None, via_env: bool = False,
-                raw: dict[str, Any] | None = None) -> Run:
+                raw: dict[str, Any] | None = None, onprem_password: str | None = ONPREM_PASSWORD) -> Run:
     """Evaluate infra/__main__.py for `stack` in a fresh Pulumi context; return what it registered.
 
     The config goes in through the runtime (as the language host sets it) or, with
     `via_env`, through PULUMI_CONFIG / PULUMI_CONFIG_SECRET_KEYS (the older hand-over).
     """
-    config, keys = cli_config(stack, changes, password, raw)
+    config, keys = cli_config(stack, changes, password, raw, onprem_password)
     if secret_keys is not None:
         keys = secret_keys
     if not via_env:

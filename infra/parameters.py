@@ -66,7 +66,13 @@ def instance_path(plan: OverlayPlan, instance: str) -> str:
 
 
 def password_name(plan: OverlayPlan) -> str:
+    """The sessions inside the stack (routers and docker hosts)."""
     return f"{root(plan)}/bgp-password"
+
+
+def onprem_password_name(plan: OverlayPlan) -> str:
+    """The datacenter sessions' own password: stacks with on-prem peers; routers read it, hosts may not."""
+    return f"{root(plan)}/onprem-bgp-password"
 
 
 def _dump(doc: Any) -> str:
@@ -209,13 +215,14 @@ def build_parameters(plan: OverlayPlan, frr_text: FrrRenderer, *, poll_interval:
                      resync_interval: float = RESYNC_INTERVAL,
                      route_server: Callable[[str], str | None] | None = None,
                      vpc_ipv6: str | None = None) -> dict[str, Parameter]:
-    """Every parameter of the stack by name: each instance's set, then the BGP password.
+    """Every parameter of the stack by name: each instance's set, then the BGP password(s).
 
     `frr_text(instance_name)` renders that instance's frr.conf (infra.render.render_frr)
     with the password placeholder; `route_server(router_name)`, when given, that router's
     route-server parameter text (None: none). `vpc_ipv6`, the VPC's IPv6 block, gives each
     router of an IPv6 stack its `vpc` parameter. The password parameter's value is None: the caller
-    supplies it (a Pulumi secret, or the lab's own).
+    supplies it (a Pulumi secret, or the lab's own); so for the on-prem password, present
+    when the stack has on-prem peers.
     """
     params: dict[str, Parameter] = {}
     if poll_interval is None:
@@ -227,4 +234,6 @@ def build_parameters(plan: OverlayPlan, frr_text: FrrRenderer, *, poll_interval:
                                      vpc=vpc_doc(plan, vpc_ipv6) if vpc_ipv6 and plan.ipv6 else None):
             params[p.name] = p
     params[password_name(plan)] = Parameter(password_name(plan), "SecureString", None, None)
+    if plan.onprem:
+        params[onprem_password_name(plan)] = Parameter(onprem_password_name(plan), "SecureString", None, None)
     return params

@@ -18,10 +18,15 @@ from __future__ import annotations
 
 import re
 
-# The stack's BGP (TCP MD5) password: SSM SecureString /<project>/<stack>/bgp-password.
+# The stack's BGP (TCP MD5) password for the sessions inside the stack (routers and docker
+# hosts): SSM SecureString /<project>/<stack>/bgp-password.
 BGP_PASSWORD = "<<BGP PASSWORD>>"
+# The on-prem (datacenter) sessions' own password: SecureString
+# /<project>/<stack>/onprem-bgp-password, read by routers only (review F10: a docker host
+# never holds the datacenter peering key).
+ONPREM_BGP_PASSWORD = "<<ONPREM BGP PASSWORD>>"
 
-ALL = (BGP_PASSWORD,)
+ALL = (BGP_PASSWORD, ONPREM_BGP_PASSWORD)
 # What any placeholder looks like, known or not: the agent refuses a config that still
 # has one after filling in the ones it knows.
 PATTERN = re.compile(r"<<[A-Z0-9][A-Z0-9 _-]*>>")

@@ -623,9 +623,10 @@ def check(resources: list[Resource], region: str, stack: str, quotas: dict[str, 
 
 # -- running the program ---------------------------------------------------------------------
 
-# The program refuses to run without a secret BGP password. The preflight never sees the
-# real one: a stand-in that passes the program's and the agent's rules goes in.
+# The program refuses to run without its secret BGP passwords. The preflight never sees the
+# real ones: stand-ins that pass the program's and the agent's rules go in.
 STAND_IN_PASSWORD = "preflight-stand-in-not-a-secret"
+STAND_IN_ONPREM_PASSWORD = "preflight-onprem-stand-in-not-a-secret"
 
 
 def capture(stack: str, raw: dict[str, Any] | None = None,
@@ -652,7 +653,7 @@ def capture(stack: str, raw: dict[str, Any] | None = None,
     except ConfigError as exc:
         raise PreflightError(str(exc)) from None
     try:
-        run = run_program(stack, password=STAND_IN_PASSWORD, raw=raw)
+        run = run_program(stack, password=STAND_IN_PASSWORD, raw=raw, onprem_password=STAND_IN_ONPREM_PASSWORD)
     except pulumi.RunError as exc:
         raise PreflightError(str(exc)) from None
     resources = [Resource(r.name, r.type, r.inputs) for r in run.resources if r.custom]

@@ -21,8 +21,8 @@ from infra.components.router import RoutingInstance
 from infra.components.routes import PoolRoutes, PoolRoutesArgs
 from infra.components.security import SecurityGroups, SecurityGroupsArgs
 from infra.config import PROJECT, SECRET_KEYS, ConfigError, StackConfig, foreign_key_problem, parse
-from infra.parameters import (ParameterError, build_parameters, instance_path, password_name, root,
-                              route_server_doc, vpc_doc)
+from infra.parameters import (ParameterError, build_parameters, instance_path, onprem_password_name,
+                              password_name, root, route_server_doc, vpc_doc)
 from infra.passwords import password_problem
 from infra.plan import OverlayPlan, build_plan
 from infra.plan.report import to_mermaid
@@ -36,15 +36,16 @@ DEBIAN_OWNER = "136693071363"
 MAX_ROUTES_PER_TABLE = 1000
 
 
-def read_config() -> tuple[dict[str, Any], str | None]:
-    """The `overlay:*` values as the CLI passed them (namespace stripped), and the secret password.
+def read_config() -> tuple[dict[str, Any], dict[str, str]]:
+    """The `overlay:*` values as the CLI passed them (namespace stripped), and the secrets by key
+    (`bgpPassword`, `onpremBgpPassword`).
 
     The CLI hands structured values over as JSON strings; the secret's key is listed in
     the secret keys, and anything else would mean it sits in clear text in the stack file.
     """
     values = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     raw: dict[str, Any] = {}
-    password = None
+    secrets: dict[str, str] = {}
     for key in sorted(values):
         problem = foreign_key_problem(key)
         if problem is not None:
@@ -56,7 +57,7 @@ def read_config() -> tuple[dict[str, Any], str | None]:
         if name in SECRET_KEYS:
             if not runtime_config.is_config_secret(key) and key not in runtime_config.get_config_secret_keys_env():
                 raise ConfigError(key, "(hidden)", f"must be a secret: pulumi config set --secret {key} ...")
-            password = value
+            secrets[name] = value
             continue
         if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
             try:
@@ -66,19 +67,36 @@ def read_config() -> tuple[dict[str, Any], str | None]:
             except RecursionError:
                 raise ConfigError(key, value, "is nested too deeply") from None
         raw[name] = value
-    return raw, password
+    return raw, secrets
 
 
-def load_config(stack: str) -> tuple[StackConfig, str]:
-    raw, password = read_config()
+def load_config(stack: str) -> tuple[StackConfig, str, str | None]:
+    """The stack config, its BGP password and, with on-prem peers, the on-prem BGP password."""
+    raw, secrets = read_config()
     cfg = parse(raw, stack)
+    password = secrets.get("bgpPassword")
     if not password:
         raise ConfigError(f"{PROJECT}:bgpPassword", None,
                           f"is required: pulumi config set --secret {PROJECT}:bgpPassword <password>")
     problem = password_problem(str(password))
     if problem:
         raise ConfigError(f"{PROJECT}:bgpPassword", "(hidden)", problem)
-    return cfg, password
+    onprem = secrets.get("onpremBgpPassword")
+    key = f"{PROJECT}:onpremBgpPassword"
+    if not cfg.onprem:
+        # Nothing peers with the datacenter: a password kept in the config is not published.
+        return cfg, password, None
+    if not onprem:
+        names = ", ".join(o.name for o in cfg.onprem)
+        raise ConfigError(key, None, f"is required for the on-prem peers ({names}): pulumi config set --secret "
+                          f"{key} <password> (the datacenter sessions' own key; docker hosts never hold it)")
+    problem = password_problem(str(onprem))
+    if problem:
+        raise ConfigError(key, "(hidden)", problem)
+    if str(onprem) == str(password):
+        raise ConfigError(key, "(hidden)", f"must differ from {PROJECT}:bgpPassword, which every docker host "
+                          "holds (review F10: a host never holds the datacenter peering key)")
+    return cfg, password, onprem
 
 
 def architecture(instance_type: str) -> str:
@@ -129,7 +147,8 @@ def one_line_errors(stack: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
-def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str]) -> dict[str, Any]:
+def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str],
+           onprem_password: pulumi.Input[str] | None = None) -> dict[str, Any]:
     """Every resource of the stack from the plan; returns the stack outputs.
 
     `cfg` supplies the settings the plan does not carry (hosts' IPv6 /80 delegation, their
@@ -147,14 +166,21 @@ def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str]) -> 
     agent = AgentPackage("agent", AgentPackageArgs(plan.stack, build_bundle(), AGENT_KEY,
                                                    force_destroy=not prod), opts)
     account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(provider=provider)).account_id
-    # One role per instance kind: the kinds read different secrets (docs/deploy.md).
+    # One role per instance kind: the kinds read different secrets (docs/deploy.md). The
+    # on-prem password is the routers' alone: a docker host never holds the datacenter key.
+    values = {password_name(plan): password}
     secrets = {"router": [password_name(plan)], "host": [password_name(plan)]}
+    if plan.onprem:
+        if onprem_password is None:
+            raise ConfigError(f"{PROJECT}:onpremBgpPassword", None, "is required for the on-prem peers")
+        values[onprem_password_name(plan)] = onprem_password
+        secrets["router"].append(onprem_password_name(plan))
     roles = {kind: InstanceRole(f"{kind}s", InstanceRoleArgs(
         region=plan.region, account=account, project=plan.project, stack=plan.stack,
-        parameter_root=root(plan), secrets=secrets[kind], agent_object_arn=agent.object_arn), opts)
+        parameter_root=root(plan), secrets=secrets[kind], agent_object_arn=agent.object_arn, kind=kind), opts)
         for kind in ("router", "host")}
     passwords = BgpPassword("bgp-password", BgpPasswordArgs(
-        region=plan.region, account=account, stack=plan.stack, values={password_name(plan): password},
+        region=plan.region, account=account, stack=plan.stack, values=values,
         readers=[(roles[kind].role.arn, secrets[kind]) for kind in ("router", "host")], prod=prod), opts)
     for role in roles.values():
         role.grant(passwords.key.arn)
@@ -239,15 +265,15 @@ def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str]) -> 
 def main() -> None:
     """Entry point (infra/__main__.py): one-line config errors, no traceback."""
     try:
-        cfg, password = load_config(pulumi.get_stack())
+        cfg, password, onprem_password = load_config(pulumi.get_stack())
         plan = build_plan(cfg)
         check_static_routes(plan)
     except ConfigError as exc:
         # RunError ends the program with this message alone (no Python traceback).
         raise pulumi.RunError(f"stack {pulumi.get_stack()}: {exc}") from None
     try:
-        outputs = create(cfg, plan, password)
-    except (ParameterError, RenderError) as exc:
+        outputs = create(cfg, plan, password, onprem_password)
+    except (ConfigError, ParameterError, RenderError) as exc:
         raise pulumi.RunError(f"stack {pulumi.get_stack()}: {exc}") from None
     for key, value in outputs.items():
         pulumi.export(key, value)

@@ -7,8 +7,10 @@ from infra.parameters import Parameter
 
 
 def put_parameters(client: Any, params: Mapping[str, Parameter], password: str, *,
-                   prune: bool = False, key_id: str | None = None) -> list[str]:
-    """Put every parameter (the SecureString gets `password`); return the names written.
+                   onprem_password: str | None = None, prune: bool = False,
+                   key_id: str | None = None) -> list[str]:
+    """Put every parameter (the bgp-password SecureString gets `password`, onprem-bgp-password
+    `onprem_password`); return the names written.
 
     Each instance's `revision` goes last, after the rest of its set, so an agent that sees
     a new revision always finds the parameters it describes. With `prune`, parameters
@@ -16,11 +18,19 @@ def put_parameters(client: Any, params: Mapping[str, Parameter], password: str, 
     `key_id` is the KMS key of the SecureStrings (default: SSM's aws/ssm).
     """
     ordered = sorted(params.values(), key=lambda p: (p.name.endswith("/revision"), p.name))
+
+    def value_of(p: Parameter) -> str | None:
+        if p.type != "SecureString":
+            return p.value
+        # The on-prem password is never the stack's: a docker host holds that one (review F10).
+        return onprem_password if p.name.endswith("/onprem-bgp-password") else password
+
+    missing = [p.name for p in ordered if value_of(p) is None]
+    if missing:  # before anything is written
+        raise ValueError(f"{missing[0]}: no value for a SecureString parameter")
     written = []
     for p in ordered:
-        value = password if p.type == "SecureString" else p.value
-        if value is None:
-            raise ValueError(f"{p.name}: no value for a {p.type} parameter")
+        value = value_of(p)
         extra = {"KeyId": key_id} if key_id and p.type == "SecureString" else {}
         client.put_parameter(Name=p.name, Value=value, Type=p.type, Overwrite=True, Tier=p.tier, **extra)
         written.append(p.name)

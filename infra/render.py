@@ -20,6 +20,9 @@ TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "userdata"
 # substitutes the SecureString on the instance (infra/placeholders.py says why this form).
 # Emitted through a context value, so the template never holds it.
 PASSWORD_PLACEHOLDER = placeholders.BGP_PASSWORD
+# The on-prem sessions' own password (review F10): only routers and the datacenter's side
+# carry it, so a docker host never holds the datacenter peering key.
+ONPREM_PASSWORD_PLACEHOLDER = placeholders.ONPREM_BGP_PASSWORD
 ROUTE_PROTOCOL_NAME = "overlay"
 # Route protocol numbers with an owner: rtnetlink.h 0-18 (kernel, boot, static, ra 9,
 # zebra 11, bird 12, dhcp 16, keepalived 18, ...), 42 babel, 99 openr, FRR's 186-198. The same
@@ -138,6 +141,7 @@ class BgpSettings:
     gr_restart_time: int
     gr_stalepath_time: int
     password: str  # always the placeholder: the real password never reaches a template
+    onprem_password: str = ONPREM_PASSWORD_PLACEHOLDER  # the on-prem sessions' placeholder
 
     def __post_init__(self) -> None:
         _check_int("bgp.keepalive", self.keepalive, 1, 60)
@@ -158,6 +162,8 @@ class BgpSettings:
                "must be 360 (FRR's default, which the templates assume)")
         _check(self.password == PASSWORD_PLACEHOLDER, "bgp.password", "<hidden>",
                f"must be the placeholder {PASSWORD_PLACEHOLDER} (the agent fills in the secret)")
+        _check(self.onprem_password == ONPREM_PASSWORD_PLACEHOLDER, "bgp.onprem_password", "<hidden>",
+               f"must be the placeholder {ONPREM_PASSWORD_PLACEHOLDER} (the agent fills in the secret)")
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 from infra.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, common_parser
 from infra.config import PROJECT, ConfigError
-from infra.iam import policy_problems
-from infra.parameters import build_parameters, password_name, route_server_doc
+from infra.iam import policy_problems, reads_parameter
+from infra.parameters import build_parameters, onprem_password_name, password_name, route_server_doc
 from infra.plan import OverlayPlan, build_plan
 from infra.rules import (Rule, failover_targets, members_ingress, normalize, onprem_ingress, route_server_ingress,
                          router_for_az)
@@ -279,8 +279,13 @@ class Verifier:
         if not roles:
             self.add("instance role policies", path, False, "no roles under this IAM path")
             return
+        onprem = onprem_password_name(self.plan)
         for role in sorted(roles, key=lambda r: r["RoleName"]):
             name = role["RoleName"]
+            # Only the routers' role may read the on-prem password (review F10); a role
+            # without the program's kind tag counts as not the routers'.
+            tags = {t["Key"]: t["Value"] for t in self.iam.list_role_tags(RoleName=name).get("Tags", [])}
+            router = tags.get("overlay-role") == "router"
             attached = [p["PolicyArn"] for page in self.iam.get_paginator("list_attached_role_policies").paginate(
                 RoleName=name) for p in page["AttachedPolicies"]]
             problems = [f"managed policy attached: {arn}" for arn in attached]
@@ -291,16 +296,19 @@ class Verifier:
                 if isinstance(doc, str):  # boto3 decodes it; a raw endpoint may not
                     doc = json.loads(urllib.parse.unquote(doc))
                 problems += [f"{pname}: {p}" for p in policy_problems(doc, f"/{self.plan.project}/{self.plan.stack}")]
+                if not router:
+                    problems += [f"{pname}: {sid}: reads {onprem} (routers only)"
+                                 for sid in reads_parameter(doc, onprem)]
             self.add("instance role policies", name, not problems,
                      f"{len(inline)} inline, none too broad" if not problems else "; ".join(problems[:4]))
 
     def password_key(self) -> None:
         """The BGP password(s) under a customer-managed key, not the account-wide aws/ssm."""
-        name = password_name(self.plan)
-        found = self.ssm.describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [name]}])["Parameters"]
-        key = found[0].get("KeyId") if found else None
-        self.add("bgp password under the stack's key", name, bool(key) and key != "alias/aws/ssm",
-                 f"KeyId={key}")
+        for name in [password_name(self.plan)] + ([onprem_password_name(self.plan)] if self.plan.onprem else []):
+            found = self.ssm.describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [name]}])["Parameters"]
+            key = found[0].get("KeyId") if found else None
+            self.add("bgp password under the stack's key", name, bool(key) and key != "alias/aws/ssm",
+                     f"KeyId={key}")
 
 
 def table(rows: list[Check]) -> str:

@@ -33,8 +33,9 @@ def frr_config(plan: OverlayPlan, topo: LabTopology, site: OnPremSite, password:
     eips = {i.name: str(i.eip) for i in topo.instances if i.eip is not None}
     text = render_onprem_frr(plan, site.name, eips, networks_v4=(str(site.lan_v4),),
                              networks_v6=(str(site.lan_v6),) if plan.ipv6 else ())
-    # The datacenter team's step; the agent's fill, so the lab never has a second copy.
-    return fill_password(text, password, source=f"on-prem {site.name} frr")
+    # The datacenter team's step (the on-prem password); the agent's fill, so the lab never
+    # has a second copy.
+    return fill_password(text, None, onprem_password=password, source=f"on-prem {site.name} frr")
 
 
 def apply_tunnels(site: OnPremSite, docs: dict[str, str], state_dir: Path) -> dict:

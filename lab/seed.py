@@ -14,7 +14,7 @@ from infra.plan import build_plan
 from infra.publish import put_parameters
 from infra.render import render_frr
 from infra.stackfile import STACKS_DIR, load_stack
-from lab.ssm import LAB_PASSWORD, LAB_POLL_INTERVAL, LAB_RESYNC_INTERVAL
+from lab.ssm import LAB_ONPREM_PASSWORD, LAB_PASSWORD, LAB_POLL_INTERVAL, LAB_RESYNC_INTERVAL
 from lab.topology import LAB_VPC_V6
 
 
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     params = build_parameters(plan, lambda name: render_frr(plan, name), poll_interval=LAB_POLL_INTERVAL,
                               resync_interval=LAB_RESYNC_INTERVAL, route_server=route_server_docs(plan),
                               vpc_ipv6=str(LAB_VPC_V6))
-    written = put_parameters(client(args.endpoint, args.region), params, LAB_PASSWORD, prune=True)
+    written = put_parameters(client(args.endpoint, args.region), params, LAB_PASSWORD,
+                             onprem_password=LAB_ONPREM_PASSWORD, prune=True)
     print(json.dumps({"written": written}))
     return 0
 

@@ -16,6 +16,9 @@ PORT = 4566
 # still travels the way it does on AWS (SecureString -> agent -> frr.conf), never in
 # user data or a template.
 LAB_PASSWORD = "lab-only-md5-secret"
+# The on-prem sessions' own password (routers and the lab's datacenter routers only), as
+# overlay:onpremBgpPassword gives it on AWS.
+LAB_ONPREM_PASSWORD = "lab-only-onprem-md5-secret"
 # Poll quickly in the lab so changes (a host added) show within seconds.
 LAB_POLL_INTERVAL = 2
 LAB_RESYNC_INTERVAL = 10

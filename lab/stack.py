@@ -82,7 +82,7 @@ def _as_agent_applies(text: str, plan: OverlayPlan) -> str:
     # The agent's own fills (and their refusals), as on an instance: the password, the
     # bogon filters and the lab VPC's IPv6 block (its `vpc` parameter, lab/seed.py).
     vpc = vpc_doc(plan, str(topology.LAB_VPC_V6)) if plan.ipv6 else None
-    return fill_bogons(fill_password(text, ssm.LAB_PASSWORD), vpc)
+    return fill_bogons(fill_password(text, ssm.LAB_PASSWORD, onprem_password=ssm.LAB_ONPREM_PASSWORD), vpc)
 
 
 def _start_frr(lab: Lab, names: list[str]) -> str:
@@ -166,7 +166,8 @@ def _start_onprem(lab: Lab) -> str:
     for site in lab.topo.sites:
         report = onprem.apply_tunnels(site, onprem.tunnel_docs(lab.plan, lab.topo, site),
                                       lab.state / "onprem" / site.name)
-        lab.frr_for(site.name).start(onprem.frr_config(lab.plan, lab.topo, site, ssm.LAB_PASSWORD), timeout=30)
+        lab.frr_for(site.name).start(onprem.frr_config(lab.plan, lab.topo, site, ssm.LAB_ONPREM_PASSWORD),
+                                     timeout=30)
         lab.say(f"      {site.name}: {len(report['tunnels'])} tunnels ({report['backend']} GRE)")
     return ", ".join(s.name for s in lab.topo.sites) or "no on-prem peers"
 
@@ -291,7 +292,7 @@ def sync(lab: Lab) -> None:
         # On-prem routers learn of new routers only from their config (no SSM there).
         for site in lab.topo.sites:
             onprem.apply_tunnels(site, onprem.tunnel_docs(lab.plan, lab.topo, site), lab.state / "onprem" / site.name)
-            lab.frr_for(site.name).apply(onprem.frr_config(lab.plan, lab.topo, site, ssm.LAB_PASSWORD))
+            lab.frr_for(site.name).apply(onprem.frr_config(lab.plan, lab.topo, site, ssm.LAB_ONPREM_PASSWORD))
     if names:
         _start_frr(lab, names)
         hosts = [i.name for i in new if i.role == "host"]

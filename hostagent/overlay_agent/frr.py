@@ -40,6 +40,7 @@ from . import placeholders
 from .errors import CommandError, ConfigError
 
 PLACEHOLDER = placeholders.BGP_PASSWORD
+ONPREM_PLACEHOLDER = placeholders.ONPREM_BGP_PASSWORD
 # The line of a router's frr.conf where the route server's endpoints go (routeServer
 # mode); infra/render.py writes the same string. AWS assigns the endpoint addresses at
 # creation, so they arrive in the `route-server` parameter, not in the rendered text.
@@ -73,23 +74,33 @@ def refuse_placeholders(text: str, *, source: str = "frr") -> None:
                           "refusing to apply a config without its secret")
 
 
-def fill_password(text: str, password: str | None, *, source: str = "frr") -> str:
-    """The `frr` parameter with the placeholder replaced; ConfigError when it cannot be.
-
-    Refuses, too, a text that still holds any placeholder afterwards (one this agent does
-    not know, from a newer program): FRR would refuse it anyway, but say why here.
-    """
-    if PLACEHOLDER not in text:
-        refuse_placeholders(text, source=source)
-        return text
-    if password is None:
-        raise ConfigError(f"{source}: needs the BGP password but the bgp-password parameter was not read")
+def _usable(password: str, name: str) -> None:
     if not password or len(password.encode()) > TCP_MD5SIG_MAXKEYLEN or any(c.isspace() for c in password) \
             or not password.isprintable():
         # Never echo the password itself into a log line.
-        raise ConfigError(f"bgp-password: unusable as a TCP MD5 key ({len(password)} characters; needs 1-80 "
+        raise ConfigError(f"{name}: unusable as a TCP MD5 key ({len(password)} characters; needs 1-80 "
                           "printable characters without spaces)")
-    filled = text.replace(PLACEHOLDER, password)
+
+
+def fill_password(text: str, password: str | None, *, onprem_password: str | None = None,
+                  source: str = "frr") -> str:
+    """The `frr` parameter with its placeholders replaced; ConfigError when one cannot be.
+
+    `password` is the stack's (bgp-password: sessions between routers and hosts),
+    `onprem_password` the datacenter sessions' (onprem-bgp-password: routers only, review
+    F10). Refuses, too, a text that still holds any placeholder afterwards (one this agent
+    does not know, from a newer program): FRR would refuse it anyway, but say why here.
+    """
+    filled = text
+    for placeholder, value, name in ((PLACEHOLDER, password, "bgp-password"),
+                                     (ONPREM_PLACEHOLDER, onprem_password, "onprem-bgp-password")):
+        if placeholder not in filled:
+            continue
+        if value is None:
+            raise ConfigError(f"{source}: needs the {'on-prem ' if placeholder == ONPREM_PLACEHOLDER else ''}"
+                              f"BGP password but the {name} parameter was not read")
+        _usable(value, name)
+        filled = filled.replace(placeholder, value)
     refuse_placeholders(filled, source=source)
     return filled
 

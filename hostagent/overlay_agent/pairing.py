@@ -246,8 +246,9 @@ class PairingSync:
         if st.applied is None and st.reloads == 0:
             self._load_frr_state()
         try:
-            text = fill_bogons(fill_route_server(fill_password(snap.frr, snap.password), snap.route_server),
-                               snap.vpc)
+            text = fill_bogons(fill_route_server(fill_password(snap.frr, snap.password,
+                                                             onprem_password=snap.onprem_password),
+                                               snap.route_server), snap.vpc)
             if extra:
                 text = text.rstrip("\n") + "\n" + extra
         except ConfigError as exc:
@@ -330,7 +331,7 @@ def build(bootstrap_path: str, *, state_dir: str, registry: CollectorRegistry | 
     ipr = IPRoute()
     backend = select_backend(ipr, sdir, gre_backend, spawn_daemon=gre_daemon == "spawn")
     log.info("GRE backend: %s", backend.name)
-    source = ParameterSource(make_client(boot), boot.parameter_path, boot.password_name)
+    source = ParameterSource(make_client(boot), boot.parameter_path, boot.password_name, boot.onprem_password_name)
     cache = Cache(sdir)
     poller = Poller(source, cache)
     frr = None if no_frr else Frr(sdir, vty_socket=frr_vty_socket, confdir=frr_confdir)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 BGP_PASSWORD = "<<BGP PASSWORD>>"
+ONPREM_BGP_PASSWORD = "<<ONPREM BGP PASSWORD>>"
 
-ALL = (BGP_PASSWORD,)
+ALL = (BGP_PASSWORD, ONPREM_BGP_PASSWORD)
 PATTERN = re.compile(r"<<[A-Z0-9][A-Z0-9 _-]*>>")

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import placeholders
 from .config import loads as config_loads
 from .errors import ConfigError, ParameterError
 from .fsutil import atomic_write_json
@@ -45,6 +46,11 @@ class Bootstrap:
     @property
     def password_name(self) -> str:
         return f"/{self.project}/{self.stack}/bgp-password"
+
+    @property
+    def onprem_password_name(self) -> str:
+        """The datacenter sessions' own password: routers with on-prem peers read it (review F10)."""
+        return f"/{self.project}/{self.stack}/onprem-bgp-password"
 
 
 def load_bootstrap(path: str | Path) -> Bootstrap:
@@ -80,6 +86,8 @@ class Snapshot:
     route_server: str | None = None
     # Routers of IPv6 stacks: the VPC's IPv6 block (JSON), for the on-prem import filter.
     vpc: str | None = None
+    # Routers with on-prem peers: the datacenter sessions' password.
+    onprem_password: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -87,7 +95,8 @@ class Snapshot:
     @classmethod
     def from_json(cls, doc: dict) -> "Snapshot":
         return cls(doc["revision"], doc.get("agent"), doc.get("frr"), dict(doc.get("tunnels") or {}),
-                   doc.get("password"), float(doc.get("fetched_at") or 0), doc.get("route_server"), doc.get("vpc"))
+                   doc.get("password"), float(doc.get("fetched_at") or 0), doc.get("route_server"), doc.get("vpc"),
+                   doc.get("onprem_password"))
 
 
 def _error(exc: Exception, what: str) -> ParameterError:
@@ -111,10 +120,12 @@ def make_client(bootstrap: Bootstrap):
 class ParameterSource:
     """Reads one instance's parameters through a boto3 SSM client (injected)."""
 
-    def __init__(self, client: Any, parameter_path: str, password_name: str | None):
+    def __init__(self, client: Any, parameter_path: str, password_name: str | None,
+                 onprem_password_name: str | None = None):
         self.client = client
         self.path = parameter_path.rstrip("/")
         self.password_name = password_name
+        self.onprem_password_name = onprem_password_name
 
     def revision(self) -> str:
         name = f"{self.path}/revision"
@@ -141,9 +152,18 @@ class ParameterSource:
                 password = self.client.get_parameter(Name=self.password_name, WithDecryption=True)["Parameter"]["Value"]
             except Exception as exc:
                 raise _error(exc, f"get {self.password_name}") from exc
+        # The on-prem password only where the frr text asks for it (routers with on-prem
+        # peers); a docker host's role may not read it at all (infra/iam.py).
+        onprem = None
+        if self.onprem_password_name and placeholders.ONPREM_BGP_PASSWORD in (values.get("frr") or ""):
+            try:
+                onprem = self.client.get_parameter(Name=self.onprem_password_name,
+                                                   WithDecryption=True)["Parameter"]["Value"]
+            except Exception as exc:  # noqa: BLE001
+                raise _error(exc, f"get {self.onprem_password_name}") from exc
         tunnels = {k: v for k, v in values.items() if k.startswith("tunnels/")}
         return Snapshot(values["revision"], values.get("agent"), values.get("frr"), tunnels, password, time.time(),
-                        values.get("route-server"), values.get("vpc"))
+                        values.get("route-server"), values.get("vpc"), onprem)
 
 
 class Cache:

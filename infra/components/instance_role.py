@@ -26,6 +26,7 @@ class InstanceRoleArgs:
     stack: str
     parameter_root: str  # /overlay/<stack>
     secrets: Sequence[str]  # the SecureString names this kind of instance reads
+    kind: str = "host"  # "router" or "host"
     agent_object_arn: pulumi.Input[str]
 
 
@@ -38,7 +39,10 @@ class InstanceRole(pulumi.ComponentResource):
         self.child = pulumi.ResourceOptions(parent=self)
         # The path groups a stack's roles: `infra.verify` lists them by it.
         self.path = f"/{args.project}/{args.stack}/"
-        self.role = aws.iam.Role(f"{name}-role", assume_role_policy=ASSUME_EC2, path=self.path, opts=self.child)
+        # The kind as a tag: `infra.verify` checks that only the routers' role reads the
+        # on-prem password.
+        self.role = aws.iam.Role(f"{name}-role", assume_role_policy=ASSUME_EC2, path=self.path,
+                                 tags={"overlay-role": args.kind}, opts=self.child)
         self.profile = aws.iam.InstanceProfile(f"{name}-profile", role=self.role.name, path=self.path,
                                                opts=self.child)
         self.policy: aws.iam.RolePolicy | None = None

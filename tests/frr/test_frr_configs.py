@@ -11,9 +11,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from infra import placeholders
 from infra.config import parse
 from infra.plan import build_plan
-
 from infra.render import PASSWORD_PLACEHOLDER, render_frr, render_onprem_frr, render_user_data
 from overlay_agent.frr import fill_password
 from tests.support.frrcheck import bgpd_check, bgpd_view, have_frr, vtysh_check
@@ -24,12 +24,14 @@ needs_frr = pytest.mark.skipif(not have_frr(), reason="FRR (bgpd, vtysh) not ins
 
 
 PASSWORD = "frr-check-secret"
+ONPREM_PASSWORD = "frr-check-onprem-secret"
 
 
 def _configs(plan, filled=True):
     """(label, text): every router, up to four hosts, every on-prem side (with and without networks),
     the password filled in with the agent's own fill (as on an instance), or left as the placeholder."""
-    fill = (lambda text: fill_password(text, PASSWORD)) if filled else (lambda text: text)
+    def fill(text):
+        return fill_password(text, PASSWORD, onprem_password=ONPREM_PASSWORD) if filled else text
     hosts = plan.hosts if len(plan.hosts) <= 4 else plan.hosts[:2] + plan.hosts[-2:]
     for inst in plan.routers + hosts:
         yield inst.name, fill(render_frr(plan, inst.name))
@@ -64,7 +66,7 @@ def test_generated_plans_pass_both_checks(knobs):
     plan = build_plan(parse(random_raw(**knobs), "prop"))
     texts = [render_frr(plan, plan.routers[-1].name), render_frr(plan, plan.hosts[-1].name)]
     texts += [render_onprem_frr(plan, p.name, fake_eips(plan)) for p in plan.onprem[:1]]
-    for text in (fill_password(t, PASSWORD) for t in texts):
+    for text in (fill_password(t, PASSWORD, onprem_password=ONPREM_PASSWORD) for t in texts):
         for result in (vtysh_check(text), bgpd_check(text)):
             assert result.ok, f"{knobs}: {result.tool}: {result.output[-600:]}"
 
@@ -78,7 +80,7 @@ def test_frr_refuses_every_config_whose_placeholder_was_left_in(stack):
     # TCP MD5 key. `neighbor X password LINE` takes one word; the placeholder has two.
     for label, text in _configs(PLANS[stack], filled=False):
         holders = [n for n, line in enumerate(text.splitlines(), 1)
-                   if PASSWORD_PLACEHOLDER in line and not line.startswith("!")]
+                   if placeholders.PATTERN.search(line) and not line.startswith("!")]
         assert holders, f"{stack} {label}: no placeholder"
         for result in (vtysh_check(text), bgpd_check(text)):
             assert not result.ok, f"{stack} {label}: {result.tool} accepted the placeholder as a password"

@@ -5,7 +5,7 @@ import pytest
 
 from infra.render import render_onprem_frr
 from overlay_agent.frr import fill_password
-from tests.support.frrcheck import TEST_VPC_V6, host_text_as_applied, router_text_as_applied
+from tests.support.frrcheck import TEST_ONPREM_PASSWORD, TEST_VPC_V6, host_text_as_applied, router_text_as_applied
 from tests.support import netns as nsutil
 from tests.support.render_plans import one_router_one_host
 
@@ -70,7 +70,10 @@ def test_onprem_export_and_import(netns_factory, announce):
     try:
         for ns, name, text in ((ns_r, "router", router_text_as_applied(plan, "router-1", PASSWORD)),
                                (ns_h, "host", host_text_as_applied(plan, "host-1", PASSWORD)),
-                               (ns_d, "dc", fill_password(dc_text + careless, PASSWORD))):
+                               # The datacenter knows only its own sessions' password (review
+                               # F10), never the one the docker hosts hold.
+                               (ns_d, "dc", fill_password(dc_text + careless, None,
+                                                          onprem_password=TEST_ONPREM_PASSWORD))):
             f = FRR(ns, name, daemons=DAEMONS)
             frrs.append(f)
             f.start(text)

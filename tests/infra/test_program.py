@@ -11,16 +11,16 @@ import pytest
 from pulumi.runtime import settings
 
 from infra.config import ConfigError
-from infra.iam import policy_problems
+from infra.iam import policy_problems, reads_parameter
 
-from infra.parameters import SSM_NESTED, build_parameters, password_name, route_server_doc
+from infra.parameters import SSM_NESTED, build_parameters, onprem_password_name, password_name, route_server_doc
 from infra.plan import build_plan
 from infra.plan.report import to_mermaid
 from infra.program import architecture, read_config
-from infra.render import render_frr
+from infra.render import ONPREM_PASSWORD_PLACEHOLDER, PASSWORD_PLACEHOLDER, render_frr
 from infra.rules import EC2_DESCRIPTION, EC2_RULE_DESCRIPTION
 from infra.stackfile import list_stacks, load_stack
-from tests.infra.mockrun import (ACCOUNT, AMI, PASSWORD, VPC_IPV6, RecordingMocks, cli_config,
+from tests.infra.mockrun import (ACCOUNT, AMI, ONPREM_PASSWORD, PASSWORD, VPC_IPV6, RecordingMocks, cli_config,
                                  route_server_endpoint_address, run_program)
 
 STACKS = list_stacks()
@@ -277,12 +277,67 @@ def test_parameters_equal_the_plan(run, plan):
 
 
 def test_no_secret_outside_the_secure_string(run, plan):
-    holders = []
+    holders, onprem_holders = [], []
     for r in run.resources:
         text = json.dumps(r.inputs, default=str)
         if PASSWORD in text:
             holders.append(r.name)
+        if ONPREM_PASSWORD in text:
+            onprem_holders.append(r.name)
     assert holders == ["bgp-password-parameter"]
+    # Every stack in stacks/ has on-prem peers: their password is its own SecureString.
+    assert plan.onprem and onprem_holders == ["bgp-password-parameter-onprem-bgp-password"]
+    (p,) = [r for r in run.of_type(PARAM) if r.inputs["name"] == onprem_password_name(plan)]
+    (q,) = [r for r in run.of_type(PARAM) if r.inputs["name"] == password_name(plan)]
+    assert p.inputs["type"] == "SecureString" and p.inputs["keyId"] == q.inputs["keyId"]
+
+
+def test_onprem_sessions_have_their_own_password_only_routers_read(run, plan):
+    # Review F10: the datacenter sessions' key is in no docker host's config, parameter set
+    # or IAM grant; routers' ONPREM peer group and the datacenter side carry its placeholder.
+    frr = {r.inputs["name"]: r.inputs["insecureValue"] for r in run.of_type(PARAM)
+           if r.inputs["name"].endswith("/frr")}
+    for name, text in frr.items():
+        if "/router-" in name:
+            assert f"neighbor ONPREM password {ONPREM_PASSWORD_PLACEHOLDER}" in text
+            assert f"neighbor HOSTS password {PASSWORD_PLACEHOLDER}" in text
+        else:
+            assert ONPREM_PASSWORD_PLACEHOLDER not in text and "ONPREM" not in text
+    for text in run.outputs["onpremFrr"].values():
+        assert f"password {ONPREM_PASSWORD_PLACEHOLDER}" in text and PASSWORD_PLACEHOLDER not in text
+    policies = {p.name: json.loads(p.inputs["policy"]) for p in run.of_type("aws:iam/rolePolicy:RolePolicy")}
+    onprem_arn = f"arn:aws:ssm:{plan.region}:{ACCOUNT}:parameter{onprem_password_name(plan)}"
+    for name, doc in policies.items():
+        stmts = {s["Sid"]: s for s in doc["Statement"]}
+        if name.startswith("routers"):
+            assert onprem_arn in stmts["Passwords"]["Resource"]
+        else:
+            assert onprem_arn not in json.dumps(doc) and not reads_parameter(doc, onprem_password_name(plan))
+    (key,) = run.of_type("aws:kms/key:Key")
+    for stmt in json.loads(key.inputs["policy"])["Statement"][1:]:
+        arns = stmt["Condition"]["ForAnyValue:StringEquals"]["kms:EncryptionContext:PARAMETER_ARN"]
+        assert (onprem_arn in arns) == ("routers" in stmt["Principal"]["AWS"]), stmt
+    tags = {r.name: r.inputs.get("tags") for r in run.of_type("aws:iam/role:Role")}
+    assert tags == {"routers-role": {"overlay-role": "router"}, "hosts-role": {"overlay-role": "host"}}
+
+
+def test_onprem_password_required_valid_and_its_own():
+    with pytest.raises(pulumi.RunError, match=r"^stack lab: overlay:onpremBgpPassword = None: is required for the "
+                                              r"on-prem peers \(dc1\): pulumi config set --secret "):
+        run_program("lab", onprem_password=None)
+    with pytest.raises(pulumi.RunError, match=r"overlay:onpremBgpPassword = '\(hidden\)': must differ from "
+                                              r"overlay:bgpPassword"):
+        run_program("lab", onprem_password=PASSWORD)
+    with pytest.raises(pulumi.RunError) as exc:
+        run_program("lab", onprem_password="has space")
+    assert "overlay:onpremBgpPassword = '(hidden)': unusable as a TCP MD5 key (" in str(exc.value)
+    assert "has space" not in str(exc.value)
+    config, keys = cli_config("lab")
+    with pytest.raises(pulumi.RunError, match=r"overlay:onpremBgpPassword = '\(hidden\)': must be a secret"):
+        run_program("lab", secret_keys=[k for k in keys if k != "overlay:onpremBgpPassword"])
+    # Without on-prem peers none is needed, and none is published.
+    run = run_program("lab", {"onprem": []}, onprem_password=None)
+    assert not [r for r in run.of_type(PARAM) if r.inputs["name"].endswith("/onprem-bgp-password")]
     for i in run.of_type(INSTANCE):
         assert PASSWORD not in i.inputs["userData"]
 

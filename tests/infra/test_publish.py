@@ -7,7 +7,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from infra.parameters import build_parameters, password_name
+from infra.parameters import build_parameters, onprem_password_name, password_name
 from infra.plan import build_plan
 from infra.publish import put_parameters
 from infra.stackfile import load_stack
@@ -49,14 +49,25 @@ def test_put_then_prune():
     plan = build_plan(dataclasses.replace(cfg, host_count=3))
     params = build_parameters(plan, frr)
     rec = Recorder(client)
-    put_parameters(rec, params, "s3cret")
+    put_parameters(rec, params, "s3cret", onprem_password="dc-s3cret")
+    secure = {password_name(plan): "s3cret", onprem_password_name(plan): "dc-s3cret"}
     assert stored(client, "/overlay/lab") == {
-        n: (p.type, "s3cret" if p.type == "SecureString" else p.value) for n, p in params.items()}
+        n: (p.type, secure[n] if p.type == "SecureString" else p.value) for n, p in params.items()}
     revs = [i for i, n in enumerate(rec.names) if n.endswith("/revision")]
     assert revs == list(range(len(rec.names) - len(revs), len(rec.names)))
 
     smaller = build_parameters(build_plan(cfg), frr)
-    put_parameters(client, smaller, "s3cret", prune=True)
+    put_parameters(client, smaller, "s3cret", onprem_password="dc-s3cret", prune=True)
     now = stored(client, "/overlay/lab")
     assert set(now) == set(smaller)
     assert now[password_name(plan)] == ("SecureString", "s3cret")
+
+
+@mock_aws
+def test_the_onprem_password_is_never_the_stacks():
+    # A stack with on-prem peers and no on-prem password given: refused, never filled with
+    # the docker hosts' password (review F10).
+    client = boto3.client("ssm", region_name="eu-west-1")
+    plan = build_plan(load_stack("lab"))
+    with pytest.raises(ValueError, match="onprem-bgp-password: no value for a SecureString parameter"):
+        put_parameters(client, build_parameters(plan, frr), "s3cret")

@@ -12,7 +12,7 @@ import pytest
 
 from infra.components.instance_role import ASSUME_EC2
 from infra.iam import SSM_CORE, role_policy
-from infra.parameters import build_parameters, password_name
+from infra.parameters import build_parameters, onprem_password_name, password_name
 from infra.plan import build_plan
 from infra.publish import put_parameters
 from infra.render import render_frr
@@ -111,14 +111,17 @@ def seed(endpoint, plan, *, wrong: bool) -> None:
     kms = boto3.client("kms", region_name=plan.region, endpoint_url=endpoint, **_lower(CREDS))
     key = kms.create_key(Description="bgp passwords")["KeyMetadata"]
     params = build_parameters(plan, lambda n: render_frr(plan, n), vpc_ipv6=v6)
-    put_parameters(ssm, params, "seeded-password", key_id=key["Arn"])
+    put_parameters(ssm, params, "seeded-password", onprem_password="seeded-onprem-password", key_id=key["Arn"])
     iam_client = boto3.client("iam", region_name=plan.region, endpoint_url=endpoint, **_lower(CREDS))
     for kind in ("routers", "hosts"):
         role = iam_client.create_role(RoleName=f"{plan.stack}-{kind}", Path=f"/overlay/{plan.stack}/",
-                                      AssumeRolePolicyDocument=ASSUME_EC2)["Role"]
+                                      AssumeRolePolicyDocument=ASSUME_EC2,
+                                      Tags=[{"Key": "overlay-role", "Value": kind[:-1]}])["Role"]
+        # The on-prem password is the routers' (review F10); `wrong` gives it to the hosts too.
+        secrets = [password_name(plan)] + ([onprem_password_name(plan)] if kind == "routers" or wrong else [])
         iam_client.put_role_policy(RoleName=role["RoleName"], PolicyName=f"{kind}-read", PolicyDocument=role_policy(
             region=plan.region, account=ACCOUNT, parameter_root=f"/overlay/{plan.stack}",
-            secrets=[password_name(plan)], key_arn=key["Arn"], object_arn="arn:aws:s3:::bucket/agent/x"))
+            secrets=secrets, key_arn=key["Arn"], object_arn="arn:aws:s3:::bucket/agent/x"))
     # Another stack's role with the broad managed policy: verify looks only at its own path.
     iam_client.create_role(RoleName="someone-else", Path="/other/", AssumeRolePolicyDocument=ASSUME_EC2)
     iam_client.attach_role_policy(RoleName="someone-else", PolicyArn=SSM_CORE)
@@ -156,9 +159,9 @@ def test_seeded_right_all_pass(endpoint, plan):
     assert lines[0].split() == ["result", "check", "subject", "detail"]
     rows = [line for line in lines[2:] if line.startswith(("PASS", "FAIL"))]
     # Per instance: address, source/dest, on its ENI, IMDSv2, no key, root volume; a route
-    # row per table; two groups; three parameter rows (set, SecureString, its key); a row
-    # per instance role.
-    assert len(rows) == 6 * len(plan.instances) + 2 * len(plan.azs) + 2 + 3 + 2
+    # row per table; two groups; four parameter rows (set, SecureString, the two passwords'
+    # key); a row per instance role.
+    assert len(rows) == 6 * len(plan.instances) + 2 * len(plan.azs) + 2 + 4 + 2
     assert all(r.startswith("PASS") for r in rows)
     assert f"{len(rows)} passed, 0 failed" in result.stdout
 
@@ -178,6 +181,10 @@ def test_seeded_wrong_names_each_failure(endpoint, plan):
     assert any("security group rules" in f and "unexpected: tcp 22-22 from 0.0.0.0/0" in f for f in failed), text
     assert any("instance role policies" in f and f"{STACK}-hosts" in f
                and f"managed policy attached: {SSM_CORE}" in f for f in failed), text
+    # A docker host's role that may read the datacenter key (review F10).
+    assert any("instance role policies" in f and f"{STACK}-hosts" in f
+               and f"hosts-read: Passwords: reads {onprem_password_name(plan)} (routers only)" in f
+               for f in failed), text
     assert any("instance role policies" in f and f"{STACK}-routers" in f
                and "debugging: Debug: ssm:GetParameter* on *" in f for f in failed), text
     params = next(f for f in failed if "parameters equal the plan" in f)

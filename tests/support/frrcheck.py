@@ -106,9 +106,11 @@ def reload_diff(netns: str, vty_dir: Path, workdir: Path, text: str) -> tuple[li
 # The VPC's IPv6 block in FRR tests: what AWS would assign (2600:1f00::/24 is AWS's), given
 # to routers in their `vpc` parameter.
 TEST_VPC_V6 = "2600:1f18:4a3:6c00::/56"
+# The on-prem sessions' own password in FRR tests (review F10: not the hosts' one).
+TEST_ONPREM_PASSWORD = "dc-only-md5-in-test"
 
 
-def router_text_as_applied(plan, router: str, password: str) -> str:
+def router_text_as_applied(plan, router: str, password: str, onprem_password: str = TEST_ONPREM_PASSWORD) -> str:
     """A router's FRR text as its agent applies it: the `frr` parameter with the password
     filled in, the bogon filters and the VPC's IPv6 block (TEST_VPC_V6, from its `vpc`
     parameter; overlay_agent.frr.fill_bogons), plus the per-host import filters it renders
@@ -125,7 +127,7 @@ def router_text_as_applied(plan, router: str, password: str) -> str:
     good, bad = parse_tunnels(tunnels)
     assert not bad, bad
     vpc = params[base + "vpc"].value if base + "vpc" in params else None
-    text = fill_bogons(fill_password(params[base + "frr"].value, password), vpc)
+    text = fill_bogons(fill_password(params[base + "frr"].value, password, onprem_password=onprem_password), vpc)
     return text.rstrip("\n") + "\n" + host_filters(good.values())
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from overlay_agent.frr import Frr, _parse_test, _reason, fill_password
 from overlay_agent.errors import ConfigError
-from overlay_agent.placeholders import BGP_PASSWORD
+from overlay_agent.placeholders import BGP_PASSWORD, ONPREM_BGP_PASSWORD
 from overlay_agent.pairing import PairingMetrics, PairingSync
 from overlay_agent.ssm import Cache, Poller
 from overlay_agent.tunnels import TunnelReconciler
@@ -138,13 +138,27 @@ def test_fill_password():
         fill_password(f"x {BGP_PASSWORD}", None)
 
 
+def test_fill_password_fills_the_onprem_password_only_where_asked():
+    # Review F10: the datacenter sessions' own password; a host's text never asks for it.
+    text = f"neighbor HOSTS password {BGP_PASSWORD}\nneighbor ONPREM password {ONPREM_BGP_PASSWORD}\n"
+    assert fill_password(text, "s3cret", onprem_password="dc-s3cret") == \
+        "neighbor HOSTS password s3cret\nneighbor ONPREM password dc-s3cret\n"
+    assert fill_password(f"neighbor X password {BGP_PASSWORD}\n", "s3cret") == "neighbor X password s3cret\n"
+    with pytest.raises(ConfigError, match="needs the on-prem BGP password but the onprem-bgp-password parameter "
+                                          "was not read"):
+        fill_password(text, "s3cret")
+    with pytest.raises(ConfigError, match="onprem-bgp-password: unusable") as e:
+        fill_password(text, "s3cret", onprem_password="dc secret")
+    assert "dc secret" not in str(e.value)
+
+
 def test_fill_password_refuses_a_placeholder_it_cannot_fill():
     # One the agent does not know (a newer program's) stays in: refused, naming the line.
-    text = f"router bgp 1\n neighbor A password {BGP_PASSWORD}\n neighbor B password <<ONPREM BGP PASSWORD>>\n"
-    with pytest.raises(ConfigError, match=r"frr: line 3 still holds the placeholder <<ONPREM BGP PASSWORD>>"):
+    text = f"router bgp 1\n neighbor A password {BGP_PASSWORD}\n neighbor B password <<NEWER SECRET>>\n"
+    with pytest.raises(ConfigError, match=r"frr: line 3 still holds the placeholder <<NEWER SECRET>>"):
         fill_password(text, "s3cret")
     with pytest.raises(ConfigError, match="line 1 still holds"):
-        fill_password("neighbor B password <<ONPREM BGP PASSWORD>>\n", None)
+        fill_password("neighbor B password <<NEWER SECRET>>\n", None)
 
 
 def test_frr_shim_never_runs_frr_reload_on_a_config_with_a_placeholder(tmp_path):
@@ -161,7 +175,7 @@ def test_agent_keeps_the_previous_frr_config_when_a_placeholder_is_left(world):
     sync.start()
     sync.step(now=0.0)
     before, reloads = set(frr.running), frr.reloads
-    src.frr = FRR + " neighbor 10.0.0.9 password <<ONPREM BGP PASSWORD>>\n"
+    src.frr = FRR + " neighbor 10.0.0.9 password <<NEWER SECRET>>\n"
     src.rev = 2
     sync.step(now=3.0)
     assert frr.running == before and frr.reloads == reloads
@@ -172,8 +186,10 @@ def test_agent_and_program_placeholders_are_the_same():
     from infra import placeholders as program
     from overlay_agent import placeholders as agent
 
-    assert (agent.BGP_PASSWORD, agent.ALL, agent.PATTERN.pattern) == \
-        (program.BGP_PASSWORD, program.ALL, program.PATTERN.pattern)
+    assert (agent.BGP_PASSWORD, agent.ONPREM_BGP_PASSWORD, agent.ALL, agent.PATTERN.pattern) == \
+        (program.BGP_PASSWORD, program.ONPREM_BGP_PASSWORD, program.ALL, program.PATTERN.pattern)
+    # Neither contains the other: filling one never touches the other.
+    assert agent.BGP_PASSWORD not in agent.ONPREM_BGP_PASSWORD and agent.ONPREM_BGP_PASSWORD not in agent.BGP_PASSWORD
     for p in agent.ALL:
         # SSM refuses {{...}} in a value; FRR's `password LINE` takes one word.
         assert "{{" not in p and "}}" not in p and " " in p and agent.PATTERN.fullmatch(p)

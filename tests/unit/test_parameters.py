@@ -13,6 +13,7 @@ from infra.parameters import (
     build_parameters,
     instance_path,
     kind_of,
+    onprem_password_name,
     password_name,
 )
 from infra.plan import build_plan
@@ -62,7 +63,13 @@ def test_every_instance_has_the_contract_set(stack):
         assert all(params[n].type == "String" for n in names)
     pw = params[password_name(plan)]
     assert pw.name == f"/overlay/{stack}/bgp-password" and pw.type == "SecureString" and pw.value is None
-    assert len(params) == 1 + sum(3 + len(plan.pairings_of(i.name)) for i in plan.instances)
+    # The on-prem sessions' own password, with on-prem peers (review F10).
+    onprem = params.get(onprem_password_name(plan))
+    assert (onprem is not None) == bool(plan.onprem)
+    if onprem is not None:
+        assert onprem.name == f"/overlay/{stack}/onprem-bgp-password" and onprem.type == "SecureString"
+        assert onprem.value is None and onprem.instance is None
+    assert len(params) == 1 + bool(plan.onprem) + sum(3 + len(plan.pairings_of(i.name)) for i in plan.instances)
 
 
 def test_routers_pair_with_every_host_and_onprem_peer_hosts_with_every_router():

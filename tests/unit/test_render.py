@@ -11,8 +11,8 @@ import yaml
 from infra.config import parse
 from infra.parameters import ADVANCED_MAX
 from infra.plan import build_plan
-from infra.render import (PASSWORD_PLACEHOLDER, USER_DATA_LIMIT, HostFrrContext, OnPremNeighbor, RenderError,
-                          RouterFrrContext, RouterNeighbor, UserDataContext, bgp_settings, host_context, policy,
+from infra.render import (ONPREM_PASSWORD_PLACEHOLDER, PASSWORD_PLACEHOLDER, USER_DATA_LIMIT, HostFrrContext,
+                          OnPremNeighbor, RenderError, RouterFrrContext, RouterNeighbor, UserDataContext, bgp_settings, host_context, policy,
                           render_frr, render_onprem_frr, render_template, render_user_data, router_context,
                           user_data_context)
 from tests.support.render_plans import AGENT_KEY, BUCKET, GENERATED, all_plans, fake_eips, generated_plan
@@ -242,10 +242,14 @@ def test_password_only_as_placeholder_and_never_in_user_data():
         holders = [line.strip() for line in frr.splitlines() if PASSWORD_PLACEHOLDER in line]
         assert holders and all(re.fullmatch(r"neighbor \S+ password " + re.escape(PASSWORD_PLACEHOLDER), h)
                                for h in holders)
+        # The on-prem sessions' own placeholder: on routers' ONPREM group only (review F10).
+        onprem_lines = [line.strip() for line in frr.splitlines() if ONPREM_PASSWORD_PLACEHOLDER in line]
+        want = [f"neighbor ONPREM password {ONPREM_PASSWORD_PLACEHOLDER}"] if inst in plan.routers else []
+        assert onprem_lines == want
         # Nothing but comments may even mention a password.
         assert PASSWORD_PLACEHOLDER not in ud and "password" not in json.dumps(yaml.safe_load(ud)).lower()
     onprem = render_onprem_frr(plan, "dc1-edge", fake_eips(plan))
-    assert secret not in onprem and PASSWORD_PLACEHOLDER in onprem
+    assert secret not in onprem and ONPREM_PASSWORD_PLACEHOLDER in onprem and PASSWORD_PLACEHOLDER not in onprem
 
 
 def test_bgp_settings_refuse_a_real_password():

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from infra.config import parse
 from infra.parameters import ADVANCED_MAX
 from infra.plan import build_plan
-from infra.render import PASSWORD_PLACEHOLDER, USER_DATA_LIMIT, render_frr, render_onprem_frr, render_user_data
+from infra.render import ONPREM_PASSWORD_PLACEHOLDER, PASSWORD_PLACEHOLDER, USER_DATA_LIMIT, render_frr, render_onprem_frr, render_user_data
 from tests.support.render_plans import AGENT_KEY, BUCKET, fake_eips, random_raw
 
 knobs = st.fixed_dictionaries({
@@ -37,7 +37,7 @@ def test_every_instance_renders_within_limits(k):
         assert ud.startswith("#cloud-config\n") and len(ud.encode()) <= USER_DATA_LIMIT
         assert isinstance(yaml.safe_load(ud), dict)
     for peer in plan.onprem:
-        assert PASSWORD_PLACEHOLDER in render_onprem_frr(plan, peer.name, fake_eips(plan))
+        assert ONPREM_PASSWORD_PLACEHOLDER in render_onprem_frr(plan, peer.name, fake_eips(plan))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

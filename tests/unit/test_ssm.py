@@ -7,7 +7,8 @@ import random
 import boto3
 import pytest
 
-from infra.parameters import PASSWORD_PLACEHOLDER, build_parameters, instance_path, password_name
+from infra.parameters import (PASSWORD_PLACEHOLDER, build_parameters, instance_path, onprem_password_name,
+                              password_name)
 from infra.plan import build_plan
 from infra.publish import put_parameters
 from infra.render import render_frr
@@ -33,12 +34,16 @@ def client(url):
 def lab(moto_url):
     plan = build_plan(load_stack("lab"))
     params = build_parameters(plan, lambda n: render_frr(plan, n))
-    put_parameters(client(moto_url), params, PASSWORD, prune=True)
+    put_parameters(client(moto_url), params, PASSWORD, onprem_password=ONPREM_PASSWORD, prune=True)
     return plan, params
 
 
+ONPREM_PASSWORD = "onprem-md5-in-test"
+
+
 def source(url, plan, instance):
-    return ParameterSource(client(url), instance_path(plan, instance), password_name(plan))
+    return ParameterSource(client(url), instance_path(plan, instance), password_name(plan),
+                           onprem_password_name(plan))
 
 
 def test_fetch_is_the_programs_set(moto_url, lab):
@@ -50,6 +55,34 @@ def test_fetch_is_the_programs_set(moto_url, lab):
     assert snap.frr == params[f"{base}/frr"].value and PASSWORD_PLACEHOLDER in snap.frr
     assert snap.tunnels == {k[len(base) + 1:]: p.value for k, p in params.items() if k.startswith(f"{base}/tunnels/")}
     assert snap.password == PASSWORD  # the SecureString, decrypted
+    # A router with on-prem peers reads the datacenter sessions' password too (review F10) ...
+    assert snap.onprem_password == ONPREM_PASSWORD
+
+
+class Recording:
+    """A boto3 SSM client that records the names asked for and refuses one (as IAM would)."""
+
+    def __init__(self, inner, refuse: str):
+        self.inner, self.refuse, self.asked = inner, refuse, []
+
+    def get_parameter(self, Name, **kw):
+        self.asked.append(Name)
+        if Name == self.refuse:
+            raise RuntimeError(f"AccessDeniedException: not authorized to perform ssm:GetParameter on {Name}")
+        return self.inner.get_parameter(Name=Name, **kw)
+
+    def get_paginator(self, name):
+        return self.inner.get_paginator(name)
+
+
+def test_a_docker_host_never_asks_for_the_onprem_password(moto_url, lab):
+    # ... a docker host's frr text has no on-prem placeholder, so its agent never asks for
+    # that parameter (which its role may not read).
+    plan, _ = lab
+    c = Recording(client(moto_url), onprem_password_name(plan))
+    snap = ParameterSource(c, instance_path(plan, "host-1"), password_name(plan), onprem_password_name(plan)).fetch()
+    assert snap.onprem_password is None and snap.password == PASSWORD
+    assert onprem_password_name(plan) not in c.asked and password_name(plan) in c.asked
 
 
 def test_pagination_beyond_ten(moto_url):

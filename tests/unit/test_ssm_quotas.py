@@ -49,7 +49,7 @@ def test_polling_past_40_per_second_is_refused_with_the_figure():
 
 
 def test_standard_parameters_past_10000_are_refused_with_the_figure():
-    with pytest.raises(ConfigError, match=r"^overlay:hosts.count = 2490: the stack needs 14949 Standard SSM "
+    with pytest.raises(ConfigError, match=r"^overlay:hosts.count = 2490: the stack needs 14950 Standard SSM "
                                           r"parameters; an account holds at most 10000 per region$"):
         parse(_cfg(**{"hosts.count": 2490, "routers.count": 2, "agent.pollInterval": 90, "big_tunnels": True}), "t")
 
