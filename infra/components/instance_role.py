@@ -26,8 +26,8 @@ class InstanceRoleArgs:
     stack: str
     parameter_root: str  # /overlay/<stack>
     secrets: Sequence[str]  # the SecureString names this kind of instance reads
-    kind: str = "host"  # "router" or "host"
     agent_object_arn: pulumi.Input[str]
+    kind: str = "host"  # "router" or "host"
 
 
 class InstanceRole(pulumi.ComponentResource):
