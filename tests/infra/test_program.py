@@ -355,8 +355,10 @@ def test_instance_roles_read_only_their_stack_and_the_agent_package(run, plan):
         arn = f"arn:aws:ssm:{plan.region}:{ACCOUNT}:parameter/overlay/{run.stack}/instances"
         assert stmts["StackParameters"]["Resource"] == [arn, f"{arn}/*"]
         assert all(a.startswith("ssm:Get") for a in stmts["StackParameters"]["Action"])
+        # Routers read the on-prem sessions' password too; docker hosts never (review F10).
+        onprem = [onprem_password_name(plan)] if name.startswith("routers") and plan.onprem else []
         assert stmts["Passwords"]["Resource"] == [
-            f"arn:aws:ssm:{plan.region}:{ACCOUNT}:parameter{password_name(plan)}"]
+            f"arn:aws:ssm:{plan.region}:{ACCOUNT}:parameter{n}" for n in [password_name(plan), *onprem]]
         assert stmts["PasswordKey"] == {
             "Sid": "PasswordKey", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": key_arn,
             "Condition": {"StringEquals": {"kms:ViaService": f"ssm.{plan.region}.amazonaws.com"}}}
@@ -384,10 +386,12 @@ def test_password_key_decrypts_for_this_stacks_roles_through_ssm_only(run, plan)
     for r in readers:
         assert r["Action"] == "kms:Decrypt"
         assert r["Condition"]["StringEquals"] == {"kms:ViaService": f"ssm.{plan.region}.amazonaws.com"}
+        onprem = [onprem_password_name(plan)] if "routers" in r["Principal"]["AWS"] and plan.onprem else []
         assert r["Condition"]["ForAnyValue:StringEquals"]["kms:EncryptionContext:PARAMETER_ARN"] == [
-            f"arn:aws:ssm:{plan.region}:{ACCOUNT}:parameter{password_name(plan)}"]
-    (param,) = [p for p in run.of_type(PARAM) if p.inputs["type"] == "SecureString"]
-    assert param.inputs["keyId"] == key_arn_of(key)
+            f"arn:aws:ssm:{plan.region}:{ACCOUNT}:parameter{n}" for n in [password_name(plan), *onprem]]
+    params = [p for p in run.of_type(PARAM) if p.inputs["type"] == "SecureString"]
+    assert len(params) == 1 + bool(plan.onprem)
+    assert all(p.inputs["keyId"] == key_arn_of(key) for p in params)
 
 
 def key_arn_of(key):
