@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from infra import placeholders
 from infra.config import parse
 from infra.plan import build_plan
-from infra.render import PASSWORD_PLACEHOLDER, render_frr, render_onprem_frr, render_user_data
+from infra.render import (ONPREM_PASSWORD_PLACEHOLDER, PASSWORD_PLACEHOLDER, render_frr, render_onprem_frr,
+                          render_user_data)
 from overlay_agent.frr import fill_password
 from tests.support.frrcheck import bgpd_check, bgpd_view, have_frr, vtysh_check
 from tests.support.render_plans import AGENT_KEY, BUCKET, all_plans, fake_eips, random_raw
@@ -25,6 +26,11 @@ needs_frr = pytest.mark.skipif(not have_frr(), reason="FRR (bgpd, vtysh) not ins
 
 PASSWORD = "frr-check-secret"
 ONPREM_PASSWORD = "frr-check-onprem-secret"
+
+
+def _filled(plan, name):
+    """An instance's rendered text with both passwords filled in (the agent's fill)."""
+    return fill_password(render_frr(plan, name), PASSWORD, onprem_password=ONPREM_PASSWORD)
 
 
 def _configs(plan, filled=True):
@@ -95,7 +101,8 @@ def test_a_one_word_placeholder_would_be_taken_as_the_password():
     # `@@BGP_PASSWORD@@` pass FRR's checks, so a config left unfilled would run with them.
     text = render_frr(PLANS["lab"], "router-1")
     for one_word in ("{{BGP_PASSWORD}}", "@@BGP_PASSWORD@@"):
-        assert vtysh_check(text.replace(PASSWORD_PLACEHOLDER, one_word)).ok
+        assert vtysh_check(text.replace(PASSWORD_PLACEHOLDER, one_word)
+                           .replace(ONPREM_PASSWORD_PLACEHOLDER, ONPREM_PASSWORD)).ok
 
 
 # Both checks are needed: each catches a fault the other lets through.
@@ -106,7 +113,7 @@ VTYSH_ONLY_FAULT = ("  receive-interval ", "  receive-intervall ")  # a typo ins
 @needs_frr
 @pytest.mark.frr
 def test_bgpd_catches_what_vtysh_lets_through():
-    text = fill_password(render_frr(PLANS["lab"], "router-1"), PASSWORD).replace(*BGPD_ONLY_FAULT)
+    text = _filled(PLANS["lab"], "router-1").replace(*BGPD_ONLY_FAULT)
     assert vtysh_check(text).ok, "vtysh -C now catches this fault; pick another"
     result = bgpd_check(text)
     assert not result.ok
@@ -116,7 +123,7 @@ def test_bgpd_catches_what_vtysh_lets_through():
 @needs_frr
 @pytest.mark.frr
 def test_vtysh_catches_what_bgpd_lets_through():
-    text = fill_password(render_frr(PLANS["lab"], "router-1"), PASSWORD).replace(*VTYSH_ONLY_FAULT)
+    text = _filled(PLANS["lab"], "router-1").replace(*VTYSH_ONLY_FAULT)
     assert bgpd_check(text).ok, "bgpd -C now sees this fault; pick another"
     result = vtysh_check(text)
     assert not result.ok
@@ -127,7 +134,7 @@ def test_vtysh_catches_what_bgpd_lets_through():
 @pytest.mark.frr
 def test_bgpd_check_reads_its_output_not_its_exit_status():
     # bgpd -C exits 0 on an unknown command; the checker still fails it.
-    text = fill_password(render_frr(PLANS["lab"], "host-1"), PASSWORD).replace("maximum-paths", "maximum-pathz")
+    text = _filled(PLANS["lab"], "host-1").replace("maximum-paths", "maximum-pathz")
     proc_ok = bgpd_check(text)
     assert not proc_ok.ok and "No such command" in proc_ok.output
 
@@ -243,7 +250,7 @@ def test_route_server_config_with_its_endpoints_filled_in_passes_both_checks(sta
     plan = dataclasses.replace(PLANS[stack], vpc_failover="routeServer")
     failures = []
     for r in plan.routers:
-        text = fill_route_server(fill_password(render_frr(plan, r.name), PASSWORD),
+        text = fill_route_server(_filled(plan, r.name),
                                  route_server_doc(plan, ["10.20.128.5", "10.20.128.6"]))
         assert "neighbor 10.20.128.6 peer-group ROUTE-SERVER" in text
         for result in (vtysh_check(text), bgpd_check(text)):

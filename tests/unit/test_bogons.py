@@ -50,7 +50,8 @@ def test_every_rendered_marker_is_one_the_agent_fills(stack):
         markers = [line for line in text.splitlines() if line.startswith("! agent:")]
         assert markers and all(FILTER_MARKER.match(m) for m in markers), markers
         lists = ("ONPREM-V4", "ONPREM-V6") if inst in plan.routers else ("ROUTERS-V4", "ROUTERS-V6")
-        filled = fill_bogons(fill_password(text, "pw", onprem_password="dc-pw"), VPC_DOC if inst in plan.routers else None)
+        vpc = VPC_DOC if inst in plan.routers else None
+        filled = fill_bogons(fill_password(text, "pw", onprem_password="dc-pw"), vpc)
         for name in lists[:2 if plan.ipv6 else 1]:
             entries = _entries(filled, name)
             denied = {rest for seq, rest in entries if seq >= BOGONS_SEQ and rest.startswith("deny")}
