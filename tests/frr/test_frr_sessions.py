@@ -8,7 +8,7 @@ import pytest
 
 from infra.render import render_frr
 from overlay_agent.frr import fill_password
-from tests.support.frrcheck import router_text_as_applied
+from tests.support.frrcheck import TEST_ONPREM_PASSWORD, router_text_as_applied
 from tests.support import frrcheck
 from tests.support import netns as nsutil
 from tests.support.render_plans import one_router_one_host
@@ -186,7 +186,8 @@ def test_more_configs_round_trip_through_frr_reload(netns, stack, instance):
         pytest.skip("FRR (zebra, bgpd, vtysh) not installed")
     plan = all_plans()[stack]
     nsutil.run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", ns=netns)
-    text = fill_password(render_frr(plan, instance), PASSWORD)
+    # Both passwords, as the router's agent fills them (the on-prem one: review F10).
+    text = fill_password(render_frr(plan, instance), PASSWORD, onprem_password=TEST_ONPREM_PASSWORD)
     frr = FRR(netns, instance, daemons=DAEMONS)
     try:
         frr.start(text)
