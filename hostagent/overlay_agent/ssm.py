@@ -159,7 +159,7 @@ class ParameterSource:
             try:
                 onprem = self.client.get_parameter(Name=self.onprem_password_name,
                                                    WithDecryption=True)["Parameter"]["Value"]
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise _error(exc, f"get {self.onprem_password_name}") from exc
         tunnels = {k: v for k, v in values.items() if k.startswith("tunnels/")}
         return Snapshot(values["revision"], values.get("agent"), values.get("frr"), tunnels, password, time.time(),
