@@ -1,10 +1,10 @@
 """The whole lab end to end: sessions, reachability, anycast, failover, hijacks, growth (issue 7); moves: test_lab_moves.py."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -16,9 +16,8 @@ import yaml
 
 from infra.stackfile import stack_path
 from lab import demo, stack
-from lab.frr import available as frr_available
-from lab.underlay import lab_namespaces
-from tests.support.netns import have_root_netns
+from lab.poll import wait_until
+from tests.support.labrun import require_lab, running_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.frr, pytest.mark.docker]
 
@@ -37,18 +36,12 @@ def write_stack(directory: Path, hosts_delta: int = 0) -> None:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    if not have_root_netns() or not frr_available() or not shutil.which("dockerd"):
-        pytest.skip("needs root, FRR and dockerd")
+    require_lab()
     stacks_dir = tmp_path_factory.mktemp("stacks")
     write_stack(stacks_dir)
-    the_lab = stack.Lab.load(NAME, stacks_dir, say=say)
-    try:
-        stack.up(the_lab)
+    with running_lab(NAME, stacks_dir, say) as the_lab:
         yield the_lab
-    finally:
-        stack.down(the_lab)
-        assert lab_namespaces(NAME) == []
-        assert not the_lab.state.exists()
+    assert not the_lab.state.exists()
 
 
 @pytest.fixture
@@ -258,6 +251,27 @@ def advertised(lab, host) -> set[str]:
     return set((doc.get("advertisedRoutes") or {}).keys())
 
 
+@contextlib.contextmanager
+def tampered_host(lab, host, prefixes: list[str]):
+    """A compromised host: its export filter gone, announcing `prefixes` (IPv4) to its routers.
+    Its agent is paused meanwhile, or its resync would restore the config before the routers
+    see it. On exit the agent resumes, and its resync must find FRR's running config differs
+    from its parameter and reload it within 30 s."""
+    agent_pid = int((lab.agent_dir(host.name) / "agent.pid").read_text())
+    os.kill(agent_pid, signal.SIGSTOP)
+    try:
+        cmds = ["configure terminal"] + [f"ip route {p} blackhole" for p in prefixes]
+        cmds += [f"router bgp {host.asn}", "address-family ipv4 unicast"] + [f"network {p}" for p in prefixes]
+        cmds += ["no neighbor ROUTERS route-map ROUTERS-OUT out", "end", "clear bgp ipv4 unicast * soft out"]
+        lab.frr_for(host.name).vtysh(*cmds)
+        wait_until(lambda: set(prefixes) <= advertised(lab, host), 10, 0.2, f"{host.name} sending {prefixes}")
+        yield
+    finally:
+        os.kill(agent_pid, signal.SIGCONT)
+    wait_until(lambda: not set(prefixes) & advertised(lab, host), 30, 0.5,
+               f"{host.name}'s agent restoring its FRR config")
+
+
 def test_hijack_attempts_rejected_and_the_agent_restores_the_host(lab, containers):
     host = lab.plan.hosts[-1]
     site = lab.topo.sites[0].name
@@ -266,34 +280,13 @@ def test_hijack_attempts_rejected_and_the_agent_restores_the_host(lab, container
     demo.wait_route(lab, site, str(lab.plan.pools_v4[0]))
     before_onprem = set(lab.frr_for(site).routes(4))
     bogus = ["0.0.0.0/0", "10.99.200.0/24", "192.0.2.77/32"]
-    # A compromised host: its export filter gone, announcing what it likes. Its agent is
-    # paused meanwhile, or its resync would restore the config before the routers see it.
-    agent_pid = int((lab.agent_dir(host.name) / "agent.pid").read_text())
-    os.kill(agent_pid, signal.SIGSTOP)
-    try:
-        cmds = ["configure terminal"]
-        cmds += [f"ip route {p} blackhole" for p in bogus]
-        cmds += [f"router bgp {host.asn}", "address-family ipv4 unicast"]
-        cmds += [f"network {p}" for p in bogus]
-        cmds += ["no neighbor ROUTERS route-map ROUTERS-OUT out", "end", "clear bgp ipv4 unicast * soft out"]
-        lab.frr_for(host.name).vtysh(*cmds)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not set(bogus) <= advertised(lab, host):
-            time.sleep(0.2)
-        assert set(bogus) <= advertised(lab, host), "the host did not send them"
+    with tampered_host(lab, host, bogus):
         time.sleep(1)
         for r in lab.plan.routers:
             routes = lab.frr_for(r.name).routes(4)
             for p in bogus:
                 assert not any(e.get("protocol") == "bgp" for e in routes.get(p, [])), f"{r.name} took {p}"
         assert set(lab.frr_for(site).routes(4)) == before_onprem
-    finally:
-        os.kill(agent_pid, signal.SIGCONT)
-    # The agent's resync finds FRR's running config differs from its parameter and reloads it.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and set(bogus) & advertised(lab, host):
-        time.sleep(0.5)
-    assert not set(bogus) & advertised(lab, host), "the agent did not restore the host's FRR config"
 
 
 # issue 12: who may announce what -----------------------------------------------------------
@@ -345,32 +338,14 @@ def _hijacks_refused(lab, h1, h2, victim_v4: str, local_v4: str) -> None:
     # 2. A tampered host-1 (agent paused, FRR told to announce): host-2's address is dropped
     # at every router, the shared range accepted.
     shared = str(lab.plan.shared_v4[0][77])
-    agent_pid = int((lab.agent_dir(h1.name) / "agent.pid").read_text())
-    os.kill(agent_pid, signal.SIGSTOP)
-    try:
-        claims = [f"{victim_v4}/32", f"{shared}/32"]
-        cmds = ["configure terminal"] + [f"ip route {p} blackhole" for p in claims]
-        cmds += [f"router bgp {h1.asn}", "address-family ipv4 unicast"] + [f"network {p}" for p in claims]
-        cmds += ["no neighbor ROUTERS route-map ROUTERS-OUT out", "end", "clear bgp ipv4 unicast * soft out"]
-        lab.frr_for(h1.name).vtysh(*cmds)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not set(claims) <= advertised(lab, h1):
-            time.sleep(0.2)
-        assert set(claims) <= advertised(lab, h1), "the tampered host did not send them"
+    claims = [f"{victim_v4}/32", f"{shared}/32"]
+    with tampered_host(lab, h1, claims):
         for r in lab.plan.routers:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and not peers(r.name, f"{shared}/32") & h1_peers:
-                time.sleep(0.2)
-            assert peers(r.name, f"{shared}/32") & h1_peers, f"{r.name} refused the shared range"
+            wait_until(lambda r=r: peers(r.name, f"{shared}/32") & h1_peers, 10, 0.2,
+                       f"{r.name} accepting the shared range from {h1.name}")
             # the same UPDATE stream carried the hijack: refused, host-2 alone keeps the address
             assert peers(r.name, f"{victim_v4}/32") <= h2_peers, f"{r.name} took {victim_v4} from {h1.name}"
         assert demo.spread(client(lab), victim_v4, 20) == {h2.name: 20}
-    finally:
-        os.kill(agent_pid, signal.SIGCONT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and set(claims) & advertised(lab, h1):
-        time.sleep(0.5)
-    assert not set(claims) & advertised(lab, h1), "the agent did not restore the host's FRR config"
 
 
 # 9 --------------------------------------------------------------------------------------------

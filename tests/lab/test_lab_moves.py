@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -20,10 +19,8 @@ import pytest
 import yaml
 
 from infra.stackfile import stack_path
-from lab import demo, stack
-from lab.frr import available as frr_available
-from lab.underlay import lab_namespaces
-from tests.support.netns import have_root_netns
+from lab import demo
+from tests.support.labrun import require_lab, running_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.frr, pytest.mark.docker]
 
@@ -72,21 +69,14 @@ def say(line: str) -> None:
 
 @pytest.fixture(scope="module", params=["lab", "test-use2"])
 def lab(request, tmp_path_factory):
-    if not have_root_netns() or not frr_available() or not shutil.which("dockerd"):
-        pytest.skip("needs root, FRR and dockerd")
+    require_lab()
     # A copy under a name of our own, so a user's running lab of that stack is never touched.
     name = f"mv{os.getpid() % 1000}{request.param[:4].replace('-', '')}"
     stacks_dir = tmp_path_factory.mktemp("stacks")
     (stacks_dir / f"Pulumi.{name}.yaml").write_text(
         yaml.safe_dump(yaml.safe_load(stack_path(request.param).read_text())))
-    the_lab = stack.Lab.load(name, stacks_dir, say=say)
-    try:
-        stack.up(the_lab)
-        stack.wait_sessions(the_lab, timeout=60)
+    with running_lab(name, stacks_dir, say, sessions_timeout=60) as the_lab:
         yield the_lab
-    finally:
-        stack.down(the_lab)
-        assert lab_namespaces(name) == []
 
 
 def fib(lab, router: str, prefix: str) -> list[dict]:

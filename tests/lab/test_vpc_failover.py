@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import pytest
 import yaml
 
 from infra.stackfile import stack_path
 from lab import demo, failover, stack
-from lab.frr import available as frr_available
-from lab.underlay import lab_namespaces
-from tests.support.netns import have_root_netns
+from tests.support.labrun import require_lab, running_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.frr, pytest.mark.docker]
 
@@ -39,19 +36,13 @@ def say(line: str) -> None:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    if not have_root_netns() or not frr_available() or not shutil.which("dockerd"):
-        pytest.skip("needs root, FRR and dockerd")
+    require_lab()
     stacks_dir = tmp_path_factory.mktemp("stacks")
     doc = yaml.safe_load(stack_path("lab").read_text())
     doc["config"]["overlay:vpc"]["failover"] = "routeServer"
     (stacks_dir / f"Pulumi.{NAME}.yaml").write_text(yaml.safe_dump(doc))
-    the_lab = stack.Lab.load(NAME, stacks_dir, say=say)
-    try:
-        stack.up(the_lab)
+    with running_lab(NAME, stacks_dir, say) as the_lab:
         yield the_lab
-    finally:
-        stack.down(the_lab)
-        assert lab_namespaces(NAME) == []
 
 
 @pytest.fixture
