@@ -19,6 +19,7 @@ from pyroute2 import IPRoute
 from infra.parameters import build_parameters, instance_path
 from infra.plan import build_plan
 from infra.stackfile import STACKS_DIR, load_stack
+from lab.underlay import kill_namespace_processes
 from overlay_agent.gre.userspace import UserspaceBackend
 from overlay_agent.pairing import PairingMetrics, PairingSync
 from overlay_agent.ssm import Cache, Poller, Snapshot
@@ -106,13 +107,7 @@ def main() -> None:
                   f"{statistics.median(idle) * 1000:.0f} ms")
             backend.close()
     finally:
-        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
-        for pid in pids:
-            try:
-                os.kill(int(pid), 15)
-            except ProcessLookupError:
-                pass
-        time.sleep(1.0)
+        kill_namespace_processes(ns)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
 

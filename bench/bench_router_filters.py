@@ -40,6 +40,7 @@ from infra.parameters import build_parameters, instance_path
 from infra.plan import build_plan
 from infra.render import render_frr
 from lab.frr import FRR
+from lab.underlay import kill_namespace_processes
 from overlay_agent import pairing
 from overlay_agent.frr import Frr, fill_password
 from overlay_agent.gre.userspace import UserspaceBackend
@@ -143,12 +144,7 @@ def one_round(hosts: int, filters: bool) -> dict:
             backend.close()
         if frr is not None:
             frr.stop()
-        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
-        for pid in pids:
-            try:
-                os.kill(int(pid), 15)
-            except ProcessLookupError:
-                pass
+        kill_namespace_processes(ns)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
 
