@@ -134,19 +134,26 @@ print(" ".join(sorted(got)), flush=True)
 """
 
 
-def _send_and_listen(site, c, fam: str, dst: str, sources: list[tuple[str, bool]], port: int) -> set[str]:
-    """Sources (as the router namespace saw them) of UDP sent from the container with each source."""
-    listener = subprocess.Popen(["ip", "netns", "exec", site.router, sys.executable, "-c", LISTEN, fam, str(port), "3"],
+def _listen_while(site, listener_code: str, args: list[str], send) -> str:
+    """What a listener script printed in the router namespace after "ready", while `send()` ran."""
+    listener = subprocess.Popen(["ip", "netns", "exec", site.router, sys.executable, "-c", listener_code, *args],
                                 stdout=subprocess.PIPE, text=True)
     try:
         assert listener.stdout.readline().strip() == "ready"
-        for src, transparent in sources:
-            _in_container(c, SEND.format(fam=fam, src=src, dst=dst, port=port, transparent=transparent))
+        send()
         out, _ = listener.communicate(timeout=10)
     finally:
         if listener.poll() is None:
             listener.kill()
-    return set(out.split())
+    return out
+
+
+def _send_and_listen(site, c, fam: str, dst: str, sources: list[tuple[str, bool]], port: int) -> set[str]:
+    """Sources (as the router namespace saw them) of UDP sent from the container with each source."""
+    def send() -> None:
+        for src, transparent in sources:
+            _in_container(c, SEND.format(fam=fam, src=src, dst=dst, port=port, transparent=transparent))
+    return set(_listen_while(site, LISTEN, [fam, str(port), "3"], send).split())
 
 
 def test_forged_sources_are_dropped_at_the_veth_and_the_real_one_passes(site, agent):
@@ -191,16 +198,8 @@ print(n, flush=True)
 
 
 def _gre_seen(site, c) -> int:
-    listener = subprocess.Popen(["ip", "netns", "exec", site.router, sys.executable, "-c", GRE_LISTEN],
-                                stdout=subprocess.PIPE, text=True)
-    try:
-        assert listener.stdout.readline().strip() == "ready"
-        _in_container(c, GRE_SEND.format(dst=frrconf.ROUTER_V4))
-        out, _ = listener.communicate(timeout=10)
-    finally:
-        if listener.poll() is None:
-            listener.kill()
-    return int(out.strip())
+    return int(_listen_while(site, GRE_LISTEN, [],
+                             lambda: _in_container(c, GRE_SEND.format(dst=frrconf.ROUTER_V4))).strip())
 
 
 def test_gre_from_a_container_is_dropped(site, agent):
