@@ -7,6 +7,7 @@ address from the host's block. Reachability: one ICMP echo from the router names
 every /32. The idle resync figure is the agent's own overlay_resync_seconds histogram
 over resyncs that ran after everything was wired (nothing to change).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,10 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--resync-interval", type=float, default=5.0)
     args = ap.parse_args()
-    print(f"machine: {os.cpu_count()} cpus, {platform.platform()}, kernel {platform.release()}, "
-          f"{mem_available_mb()} MB available")
+    print(
+        f"machine: {os.cpu_count()} cpus, {platform.platform()}, kernel {platform.release()}, "
+        f"{mem_available_mb()} MB available"
+    )
     # The ARP/ND tables are shared by all namespaces and each container costs two entries;
     # the defaults (gc_thresh3 1024) overflow near 500 containers ("neighbor table
     # overflow!", containers unreachable). A docker host needs these raised (user data); so
@@ -61,26 +64,30 @@ def main() -> int:
         addrs = [f"100.64.{40 + i // 250}.{1 + i % 250}" for i in range(args.count)]
 
         def start_one(addr: str) -> None:
-            site.docker.containers.run(site.image, ["sleep", "36000"], labels={"overlay.ipv4": addr},
-                                       network_mode="none", detach=True)
+            site.docker.containers.run(
+                site.image, ["sleep", "36000"], labels={"overlay.ipv4": addr}, network_mode="none", detach=True
+            )
 
         t0 = time.monotonic()
         with ThreadPoolExecutor(8) as pool:
             for i, _ in enumerate(pool.map(start_one, addrs)):
                 if i % 250 == 249:
-                    print(f"  {i + 1} started ({time.monotonic() - t0:.0f} s, {mem_available_mb()} MB available)",
-                          flush=True)
+                    print(
+                        f"  {i + 1} started ({time.monotonic() - t0:.0f} s, {mem_available_mb()} MB available)",
+                        flush=True,
+                    )
         print(f"docker started {args.count} containers in {time.monotonic() - t0:.1f} s")
         want = {a + "/32" for a in addrs}
         wait_until(lambda: want <= set(site.host_routes()), 120, interval=0.5, what="all wired")
         print(f"all {args.count} wired (host FIB) {time.monotonic() - t0:.1f} s after the first start")
         wait_until(lambda: want <= site.router_fib(), 300, interval=1, what="router has all")
-        print(f"router has all {args.count} /32s (and the /128s: "
-              f"{sum(1 for p in site.router_fib() if ':' in p)}) {time.monotonic() - t0:.1f} s after the first start")
+        print(
+            f"router has all {args.count} /32s (and the /128s: "
+            f"{sum(1 for p in site.router_fib() if ':' in p)}) {time.monotonic() - t0:.1f} s after the first start"
+        )
 
         def ping(addr: str) -> bool:
-            out = subprocess.run(["ip", "netns", "exec", site.router, "ping", "-c1", "-W2", addr],
-                                 capture_output=True)
+            out = subprocess.run(["ip", "netns", "exec", site.router, "ping", "-c1", "-W2", addr], capture_output=True)
             return out.returncode == 0
 
         t1 = time.monotonic()
@@ -93,11 +100,13 @@ def main() -> int:
         time.sleep(args.resync_interval * 3 + 1)
         m1 = agent.metrics()
         s1, n1 = metric(m1, "overlay_resync_seconds_sum"), metric(m1, "overlay_resync_seconds_count")
-        changes0 = sum(float(x) for x in re.findall(r'^overlay_netlink_changes_total\{.*\} ([0-9.e+]+)$', m0, re.M))
-        changes1 = sum(float(x) for x in re.findall(r'^overlay_netlink_changes_total\{.*\} ([0-9.e+]+)$', m1, re.M))
+        changes0 = sum(float(x) for x in re.findall(r"^overlay_netlink_changes_total\{.*\} ([0-9.e+]+)$", m0, re.M))
+        changes1 = sum(float(x) for x in re.findall(r"^overlay_netlink_changes_total\{.*\} ([0-9.e+]+)$", m1, re.M))
         if n1 > n0:
-            print(f"idle full resync with {args.count} containers: {(s1 - s0) / (n1 - n0) * 1000:.0f} ms mean over "
-                  f"{int(n1 - n0)} resyncs; kernel changes meanwhile: {int(changes1 - changes0)}")
+            print(
+                f"idle full resync with {args.count} containers: {(s1 - s0) / (n1 - n0) * 1000:.0f} ms mean over "
+                f"{int(n1 - n0)} resyncs; kernel changes meanwhile: {int(changes1 - changes0)}"
+            )
         print(f"agent RSS with {args.count} containers: {agent.rss_kb() / 1024:.1f} MB")
 
         # Agent restart with everything running: the router's FIB must not lose a route.
@@ -112,8 +121,10 @@ def main() -> int:
         watch.terminate()
         lines = watch.communicate(timeout=10)[0].splitlines()
         deleted = [ln for ln in lines if ln.startswith("Deleted") and " 100.64." in " " + ln]
-        print(f"agent restart with {args.count} containers: first full pass done {ready:.2f} s after SIGTERM; "
-              f"routes deleted at the router meanwhile: {len(deleted)}; route changes at the router: {len(lines)}")
+        print(
+            f"agent restart with {args.count} containers: first full pass done {ready:.2f} s after SIGTERM; "
+            f"routes deleted at the router meanwhile: {len(deleted)}; route changes at the router: {len(lines)}"
+        )
         t2 = time.monotonic()
         site.remove_all()
         wait_until(lambda: not site.host_routes(), 300, interval=1, what="all routes gone")

@@ -1,4 +1,5 @@
 """Userspace GRE throughput: TCP bulk and ping RTT between two namespaces, over the tunnel vs the bare veth (root)."""
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,9 @@ def sh(*args, ns=None, check=True):
 
 
 def tcp_rate(a: str, b: str, addr: str) -> float:
-    sink = subprocess.Popen(["ip", "netns", "exec", b, sys.executable, "-c", SINK, addr], stdout=subprocess.PIPE,
-                            text=True)
+    sink = subprocess.Popen(
+        ["ip", "netns", "exec", b, sys.executable, "-c", SINK, addr], stdout=subprocess.PIPE, text=True
+    )
     try:
         sink.stdout.readline()
         out = sh(sys.executable, "-c", SOURCE, addr, str(SECONDS), ns=a)
@@ -64,8 +66,10 @@ def rtt(a: str, addr: str) -> str:
 
 
 def main() -> None:
-    print(f"machine: {platform.machine()} {os.cpu_count()} cpu(s), kernel {platform.release()}, "
-          f"python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()} {os.cpu_count()} cpu(s), kernel {platform.release()}, "
+        f"python {platform.python_version()}"
+    )
     tag = f"ovtb{os.getpid() % 100000}"
     a, b = f"{tag}-a", f"{tag}-b"
     tmp = Path(tempfile.mkdtemp(prefix="bench-gre-"))
@@ -82,22 +86,37 @@ def main() -> None:
             sh("ip", "addr", "add", f"{addr}/24", "dev", "eth0", ns=n)
             sh("ip", "link", "set", "eth0", "up", ns=n)
         for n, (loc, rem, i4l, i4r, i6l, i6r) in (
-                (a, ("10.20.0.1", "10.20.0.2", "169.254.64.0", "169.254.64.1", "fd00:7e::", "fd00:7e::1")),
-                (b, ("10.20.0.2", "10.20.0.1", "169.254.64.1", "169.254.64.0", "fd00:7e::1", "fd00:7e::"))):
-            doc = {"schema": 1, "name": "gre-1", "peer": "p", "kind": "host", "local": loc, "remote": rem, "key": 1,
-                   "ttl": 64, "mtu": 1472, "peer_asn": 65000,
-                   "inner_ipv4": {"local": i4l, "remote": i4r, "prefixlen": 31},
-                   "inner_ipv6": {"local": i6l, "remote": i6r, "prefixlen": 127}}
+            (a, ("10.20.0.1", "10.20.0.2", "169.254.64.0", "169.254.64.1", "fd00:7e::", "fd00:7e::1")),
+            (b, ("10.20.0.2", "10.20.0.1", "169.254.64.1", "169.254.64.0", "fd00:7e::1", "fd00:7e::")),
+        ):
+            doc = {
+                "schema": 1,
+                "name": "gre-1",
+                "peer": "p",
+                "kind": "host",
+                "local": loc,
+                "remote": rem,
+                "key": 1,
+                "ttl": 64,
+                "mtu": 1472,
+                "peer_asn": 65000,
+                "inner_ipv4": {"local": i4l, "remote": i4r, "prefixlen": 31},
+                "inner_ipv6": {"local": i6l, "remote": i6r, "prefixlen": 127},
+            }
             with IPRoute(netns=n) as ipr:
                 be = UserspaceBackend(tmp / n, netns=n)
                 good, _ = parse_tunnels({"tunnels/p": json.dumps(doc)})
                 TunnelReconciler(be, PyrouteTunnels(ipr)).apply(good)
                 be.close()
         time.sleep(0.5)
-        print(f"bare veth    TCP {tcp_rate(a, b, '10.20.0.2'):8.0f} Mbit/s   ping rtt min/avg/max/mdev "
-              f"{rtt(a, '10.20.0.2')}")
-        print(f"gre  IPv4in  TCP {tcp_rate(a, b, '169.254.64.1'):8.0f} Mbit/s   ping rtt min/avg/max/mdev "
-              f"{rtt(a, '169.254.64.1')}")
+        print(
+            f"bare veth    TCP {tcp_rate(a, b, '10.20.0.2'):8.0f} Mbit/s   ping rtt min/avg/max/mdev "
+            f"{rtt(a, '10.20.0.2')}"
+        )
+        print(
+            f"gre  IPv4in  TCP {tcp_rate(a, b, '169.254.64.1'):8.0f} Mbit/s   ping rtt min/avg/max/mdev "
+            f"{rtt(a, '169.254.64.1')}"
+        )
         print(f"gre  IPv6in  TCP {tcp_rate(a, b, 'fd00:7e::1'):8.0f} Mbit/s")
     finally:
         for n in made:

@@ -1,4 +1,5 @@
 """Lab figures: `up` time, container start -> /32 at a router and -> reachable from on-prem, stop -> withdrawn (p50/p99)."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,10 @@ def pct(values: list[float], q: float) -> float:
 
 def main() -> int:
     name = sys.argv[1] if len(sys.argv) > 1 else "lab"
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, kernel {platform.release()}, "
-          f"python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, kernel {platform.release()}, "
+        f"python {platform.python_version()}"
+    )
     lab = stack.Lab.load(name, say=lambda line: None)
     stack.down(lab, quiet=True)
     t0 = time.monotonic()
@@ -48,10 +51,15 @@ def main() -> int:
             withdraw.append(time.monotonic() - t)
     finally:
         stack.down(lab, quiet=True)
-    for label, values in (("start -> /32 at router", to_router), ("start -> reachable from on-prem", to_onprem),
-                          ("stop -> /32 gone at router", withdraw)):
-        print(f"{label:<34} p50 {statistics.median(values) * 1000:6.0f} ms   p99 {pct(values, 0.99) * 1000:6.0f} ms"
-              f"   (n={len(values)}; includes `docker run`/`rm -f` API calls)")
+    for label, values in (
+        ("start -> /32 at router", to_router),
+        ("start -> reachable from on-prem", to_onprem),
+        ("stop -> /32 gone at router", withdraw),
+    ):
+        print(
+            f"{label:<34} p50 {statistics.median(values) * 1000:6.0f} ms   p99 {pct(values, 0.99) * 1000:6.0f} ms"
+            f"   (n={len(values)}; includes `docker run`/`rm -f` API calls)"
+        )
     return 0
 
 

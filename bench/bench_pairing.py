@@ -1,4 +1,5 @@
 """Pairing apply speed: a router with 100 host tunnels (userspace GRE, real netlink) applies one host added (root)."""
+
 from __future__ import annotations
 
 import os
@@ -38,9 +39,10 @@ def router_snapshot(stacks: Path, hosts: int, rev: str) -> Snapshot:
     plan = build_plan(load_stack("lab", stacks))
     params = build_parameters(plan, lambda name: "! frr config unchanged by hosts\n")
     base = instance_path(plan, "router-1")
-    vals = {k[len(base) + 1:]: p.value for k, p in params.items() if k.startswith(base + "/")}
-    return Snapshot(rev, vals["agent"], vals["frr"], {k: v for k, v in vals.items() if k.startswith("tunnels/")},
-                    None, time.time())
+    vals = {k[len(base) + 1 :]: p.value for k, p in params.items() if k.startswith(base + "/")}
+    return Snapshot(
+        rev, vals["agent"], vals["frr"], {k: v for k, v in vals.items() if k.startswith("tunnels/")}, None, time.time()
+    )
 
 
 class Fixed:
@@ -61,8 +63,10 @@ def sh(*args, ns=None):
 
 
 def main() -> None:
-    print(f"machine: {platform.machine()} {os.cpu_count()} cpu(s), kernel {platform.release()}, "
-          f"python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()} {os.cpu_count()} cpu(s), kernel {platform.release()}, "
+        f"python {platform.python_version()}"
+    )
     ns = f"ovtbp{os.getpid() % 100000}"
     tmp = Path(tempfile.mkdtemp(prefix="bench-pairing-"))
     stacks = tmp / "stacks"
@@ -80,8 +84,14 @@ def main() -> None:
         with IPRoute(netns=ns) as ipr:
             backend = UserspaceBackend(tmp / "state", netns=ns)
             src = Fixed(snaps[HOSTS])
-            sync = PairingSync(Poller(src, Cache(tmp / "state")), TunnelReconciler(backend, PyrouteTunnels(ipr)),
-                               None, Cache(tmp / "state"), tmp / "state", metrics=PairingMetrics())
+            sync = PairingSync(
+                Poller(src, Cache(tmp / "state")),
+                TunnelReconciler(backend, PyrouteTunnels(ipr)),
+                None,
+                Cache(tmp / "state"),
+                tmp / "state",
+                metrics=PairingMetrics(),
+            )
             t0 = time.perf_counter()
             sync.start()
             sync.step(now=0.0)
@@ -97,14 +107,19 @@ def main() -> None:
                 assert len(sync.report.tunnels) == n and sync.report.changes > 0
             if os.environ.get("BENCH_PROFILE"):
                 import cProfile
+
                 cProfile.runctx("sync.apply(resync=True)", globals(), locals(), sort="cumtime")
             for _ in range(ROUNDS):
                 sync.apply(resync=True)  # nothing changed: the resync cost
                 idle.append(sync.last_apply_seconds)
-            print(f"one host added to {HOSTS}..{HOSTS + ROUNDS - 1} tunnels, apply after the read: "
-                  f"median {statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms")
-            print(f"resync with nothing to change ({HOSTS + ROUNDS} tunnels): median "
-                  f"{statistics.median(idle) * 1000:.0f} ms")
+            print(
+                f"one host added to {HOSTS}..{HOSTS + ROUNDS - 1} tunnels, apply after the read: "
+                f"median {statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms"
+            )
+            print(
+                f"resync with nothing to change ({HOSTS + ROUNDS} tunnels): median "
+                f"{statistics.median(idle) * 1000:.0f} ms"
+            )
             backend.close()
     finally:
         kill_namespace_processes(ns)

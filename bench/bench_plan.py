@@ -1,4 +1,5 @@
 """Plan speed: stack config -> OverlayPlan for 1,000 hosts x 4 routers (goal: under 1 s)."""
+
 from __future__ import annotations
 
 import platform
@@ -18,8 +19,10 @@ def raw(hosts: int, routers: int) -> dict:
         "hosts": {"count": hosts, "blockPrefix": 24},
         "pools": {"ipv4": ["10.96.0.0/14"], "ipv6": ["fd10:96::/48"]},
         "tunnels": {"ipv4": "169.254.64.0/18", "ipv6": "fd10:7e::/64"},
-        "onprem": [{"name": "dc1", "address": "198.51.100.1", "asn": 64700},
-                   {"name": "dc2", "address": "198.51.100.2", "asn": 64701}],
+        "onprem": [
+            {"name": "dc1", "address": "198.51.100.1", "asn": 64700},
+            {"name": "dc2", "address": "198.51.100.2", "asn": 64701},
+        ],
     }
 
 
@@ -40,9 +43,11 @@ def main() -> None:
         plan = build_plan(cfg)
         json_t = timed(lambda plan=plan: to_json(plan), 3)
         md_t = timed(lambda plan=plan: to_markdown(plan), 3)
-        print(f"{hosts:5d} hosts x {routers} routers ({len(plan.pairings)} pairings): "
-              f"config+plan median {statistics.median(plan_t) * 1000:.0f} ms (max {max(plan_t) * 1000:.0f} ms), "
-              f"json {statistics.median(json_t) * 1000:.0f} ms, markdown {statistics.median(md_t) * 1000:.0f} ms")
+        print(
+            f"{hosts:5d} hosts x {routers} routers ({len(plan.pairings)} pairings): "
+            f"config+plan median {statistics.median(plan_t) * 1000:.0f} ms (max {max(plan_t) * 1000:.0f} ms), "
+            f"json {statistics.median(json_t) * 1000:.0f} ms, markdown {statistics.median(md_t) * 1000:.0f} ms"
+        )
 
 
 if __name__ == "__main__":

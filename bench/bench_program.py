@@ -1,4 +1,5 @@
 """Program evaluation under Pulumi mocks, 20 to 200 hosts (goal: 200 in under 10 s, time per host flat)."""
+
 from __future__ import annotations
 
 import argparse
@@ -64,16 +65,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
     args = parser.parse_args()
-    print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}, "
-          f"pulumi {version('pulumi')}, pulumi-aws {version('pulumi-aws')}; stack {STACK}")
+    print(
+        f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}, "
+        f"pulumi {version('pulumi')}, pulumi-aws {version('pulumi-aws')}; stack {STACK}"
+    )
     evaluate(2)  # warm-up: imports and the agent archive
     print(f"{'hosts':>5}  {'resources':>9}  {'seconds':>7}  {'ms/host':>7}  {'ms/resource':>11}")
     rows = []
     for hosts in args.sizes:
         seconds, count = evaluate(hosts)
         rows.append((hosts, count, seconds))
-        print(f"{hosts:>5}  {count:>9}  {seconds:>7.2f}  {1000 * seconds / hosts:>7.1f}  "
-              f"{1000 * seconds / count:>11.2f}")
+        print(
+            f"{hosts:>5}  {count:>9}  {seconds:>7.2f}  {1000 * seconds / hosts:>7.1f}  {1000 * seconds / count:>11.2f}"
+        )
     if len(rows) >= 2:
         (h0, _, t0), (h1, _, t1) = rows[0], rows[-1]
         print(f"marginal: {1000 * (t1 - t0) / (h1 - h0):.1f} ms per added host ({h0} -> {h1})")

@@ -18,6 +18,7 @@ Each is measured with the filters and, as the control, with `host_filters` retur
 (the apply as it was before per-host filters), so the difference is the filters' cost.
 Also printed: the applied text's size.
 """
+
 from __future__ import annotations
 
 import logging
@@ -55,19 +56,36 @@ IDLE = 3  # resyncs with nothing to change
 
 def router_snapshot(hosts: int) -> tuple[Snapshot, str]:
     """router-1's parameters for a dual-stack stack of `hosts` hosts (one ASN each), and its private address."""
-    plan = build_plan(parse({
-        "region": "eu-west-1", "vpc": {"cidr": "10.20.0.0/16", "azs": ["a", "b"]},
-        "routers": {"count": 2}, "hosts": {"count": hosts, "asnMode": "per-host", "blockPrefix": 24},
-        "pools": {"ipv4": ["100.64.0.0/12"], "ipv6": ["fd10:96::/48"],
-                  "sharedIpv4": ["100.79.255.0/24"], "sharedIpv6": ["fd10:96:0:ffff::/120"]},
-        "tunnels": {"ipv4": "172.16.0.0/16", "ipv6": "fd10:7e::/64"},
-        "agent": {"pollInterval": 120},  # SSM's request quota with 1,000 hosts
-    }, "bench"))
+    plan = build_plan(
+        parse(
+            {
+                "region": "eu-west-1",
+                "vpc": {"cidr": "10.20.0.0/16", "azs": ["a", "b"]},
+                "routers": {"count": 2},
+                "hosts": {"count": hosts, "asnMode": "per-host", "blockPrefix": 24},
+                "pools": {
+                    "ipv4": ["100.64.0.0/12"],
+                    "ipv6": ["fd10:96::/48"],
+                    "sharedIpv4": ["100.79.255.0/24"],
+                    "sharedIpv6": ["fd10:96:0:ffff::/120"],
+                },
+                "tunnels": {"ipv4": "172.16.0.0/16", "ipv6": "fd10:7e::/64"},
+                "agent": {"pollInterval": 120},  # SSM's request quota with 1,000 hosts
+            },
+            "bench",
+        )
+    )
     params = build_parameters(plan, lambda n: render_frr(plan, n) if n == "router-1" else "!\n")
     base = instance_path(plan, "router-1") + "/"
-    vals = {k[len(base):]: p.value for k, p in params.items() if k.startswith(base)}
-    snap = Snapshot(f"h{hosts}", vals["agent"], vals["frr"],
-                    {k: v for k, v in vals.items() if k.startswith("tunnels/")}, PASSWORD, time.time())
+    vals = {k[len(base) :]: p.value for k, p in params.items() if k.startswith(base)}
+    snap = Snapshot(
+        f"h{hosts}",
+        vals["agent"],
+        vals["frr"],
+        {k: v for k, v in vals.items() if k.startswith("tunnels/")},
+        PASSWORD,
+        time.time(),
+    )
     return snap, str(plan.routers[0].private_ip)
 
 
@@ -111,8 +129,14 @@ def one_round(hosts: int, filters: bool) -> dict:
         with IPRoute(netns=ns) as ipr:
             backend = UserspaceBackend(tmp / "state", netns=ns)
             src = Fixed(snap)
-            sync = PairingSync(Poller(src, Cache(tmp / "state")), TunnelReconciler(backend, PyrouteTunnels(ipr)),
-                               agent_frr, Cache(tmp / "state"), tmp / "state", metrics=PairingMetrics())
+            sync = PairingSync(
+                Poller(src, Cache(tmp / "state")),
+                TunnelReconciler(backend, PyrouteTunnels(ipr)),
+                agent_frr,
+                Cache(tmp / "state"),
+                tmp / "state",
+                metrics=PairingMetrics(),
+            )
             sync.start()
             sync.step(now=0.0)
             boot = sync.last_apply_seconds
@@ -136,8 +160,13 @@ def one_round(hosts: int, filters: bool) -> dict:
             assert sync.frr_state.reloads == reloads, "an unchanged resync reloaded FRR"
             running = frr.vtysh("show running-config")
             assert ("match peer" in running) == filters
-            return {"boot": boot, "added": added, "idle": idle, "size": len((sync.frr_state.applied or "").encode()),
-                    "filters": len(real_filters(parse_tunnels(src.snap.tunnels)[0].values()).encode())}
+            return {
+                "boot": boot,
+                "added": added,
+                "idle": idle,
+                "size": len((sync.frr_state.applied or "").encode()),
+                "filters": len(real_filters(parse_tunnels(src.snap.tunnels)[0].values()).encode()),
+            }
     finally:
         pairing.host_filters = real_filters
         if backend is not None:
@@ -152,18 +181,25 @@ def one_round(hosts: int, filters: bool) -> dict:
 def main(counts: list[int]) -> None:
     # the agent's own warnings (e.g. "frr-reload needed a second run") belong in the figures' context
     logging.basicConfig(level=logging.WARNING, format="  agent %(levelname)s: %(message)s")
-    print(f"machine: {platform.machine()} {os.cpu_count()} cpu(s), kernel {platform.release()}, "
-          f"python {platform.python_version()}, load {os.getloadavg()[0]:.1f}")
-    print("| hosts | filters | applied text | boot apply (N tunnels + FRR) | one host added, median / max "
-          "| resync, nothing to change (median) |")
+    print(
+        f"machine: {platform.machine()} {os.cpu_count()} cpu(s), kernel {platform.release()}, "
+        f"python {platform.python_version()}, load {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        "| hosts | filters | applied text | boot apply (N tunnels + FRR) | one host added, median / max "
+        "| resync, nothing to change (median) |"
+    )
     print("|---|---|---|---|---|---|")
     for n in counts:
         for filters in (True, False):
             r = one_round(n, filters)
             ms = [a * 1000 for a in r["added"]]
-            print(f"| {n} | {'per host' if filters else 'none (control)'} | {r['size'] / 1024:.0f} KB "
-                  f"| {r['boot']:.2f} s | {statistics.median(ms):.0f} / {max(ms):.0f} ms "
-                  f"| {statistics.median(r['idle']) * 1000:.0f} ms |", flush=True)
+            print(
+                f"| {n} | {'per host' if filters else 'none (control)'} | {r['size'] / 1024:.0f} KB "
+                f"| {r['boot']:.2f} s | {statistics.median(ms):.0f} / {max(ms):.0f} ms "
+                f"| {statistics.median(r['idle']) * 1000:.0f} ms |",
+                flush=True,
+            )
     print(f"load after: {os.getloadavg()[0]:.1f}")
 
 
@@ -177,8 +213,11 @@ def sizes(counts: list[int]) -> None:
         t0 = time.perf_counter()
         text = pairing.host_filters(tunnels)
         took = time.perf_counter() - t0
-        print(f"| {n} | {len(snap.frr.encode()) / 1024:.1f} KB | {len(text.encode()) / 1024:.0f} KB "
-              f"({len(text.encode()) / n:.0f} bytes per host) | {took * 1000:.0f} ms |", flush=True)
+        print(
+            f"| {n} | {len(snap.frr.encode()) / 1024:.1f} KB | {len(text.encode()) / 1024:.0f} KB "
+            f"({len(text.encode()) / n:.0f} bytes per host) | {took * 1000:.0f} ms |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

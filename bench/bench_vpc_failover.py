@@ -6,6 +6,7 @@ then repeats lab.failover.run_once RUNS times (default 20): ping every 10 ms fro
 VPC-native instance, SIGSTOP every process of the preferred router, wait for the replies to
 come back through the other router, SIGCONT, wait for the tables to return.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,10 @@ def pct(values: list[float], q: float) -> float:
 
 def main() -> int:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 20
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, kernel {platform.release()}, "
-          f"python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, kernel {platform.release()}, "
+        f"python {platform.python_version()}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         doc = yaml.safe_load(stack_path("lab").read_text())
         doc["config"]["overlay:vpc"]["failover"] = "routeServer"
@@ -42,6 +45,7 @@ def main() -> int:
         try:
             stack.up(lab)
             from lab import egress
+
             demo.start_container(lab, "host-1", "bench-rs", {"overlay": "auto"})
             v4, _ = demo.container_addresses(lab, "host-1", "bench-rs")
             demo.start_container(lab, "host-2", "bench-peer", {"overlay": "auto"})
@@ -61,15 +65,20 @@ def main() -> int:
             stack.down(lab, quiet=True)
     bfd = lab.plan.bgp
     print(f"BFD {bfd.bfd_interval_ms} ms x {bfd.bfd_multiplier}; n={len(results)}")
-    for label, values in (("freeze -> replies again (longest gap)", [r.outage_s for r in results]),
-                          ("freeze -> tables on the takeover router", [r.detect_s for r in results]),
-                          ("thaw -> tables back on the preferred router", [r.return_s for r in results]),
-                          *((f"{k}: longest gap", [r.others[k][0] for r in results])
-                            for k in ("onprem", "host_to_host", "egress"))):
-        print(f"{label:<46} p50 {statistics.median(values) * 1000:6.0f} ms   p99 {pct(values, 0.99) * 1000:6.0f} ms"
-              f"   max {max(values) * 1000:6.0f} ms")
-    print(f"echoes lost after the thaw: VPC-native {sum(len(r.lost_after_thaw) for r in results)}, "
-          + ", ".join(f"{k} {sum(r.others[k][1] for r in results)}" for k in ("onprem", "host_to_host", "egress")))
+    for label, values in (
+        ("freeze -> replies again (longest gap)", [r.outage_s for r in results]),
+        ("freeze -> tables on the takeover router", [r.detect_s for r in results]),
+        ("thaw -> tables back on the preferred router", [r.return_s for r in results]),
+        *((f"{k}: longest gap", [r.others[k][0] for r in results]) for k in ("onprem", "host_to_host", "egress")),
+    ):
+        print(
+            f"{label:<46} p50 {statistics.median(values) * 1000:6.0f} ms   p99 {pct(values, 0.99) * 1000:6.0f} ms"
+            f"   max {max(values) * 1000:6.0f} ms"
+        )
+    print(
+        f"echoes lost after the thaw: VPC-native {sum(len(r.lost_after_thaw) for r in results)}, "
+        + ", ".join(f"{k} {sum(r.others[k][1] for r in results)}" for k in ("onprem", "host_to_host", "egress"))
+    )
     return 0
 
 

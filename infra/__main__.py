@@ -1,4 +1,5 @@
 """Pulumi entry (Pulumi.yaml `main: infra/`): runs as a script, so the repo root goes on sys.path first."""
+
 import sys
 from pathlib import Path
 

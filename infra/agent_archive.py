@@ -8,6 +8,7 @@ The bundle is reproducible: the wheel is built with a pinned setuptools and SOUR
 and the tar has no mtimes, owners or modes from this machine, so the S3 object changes only
 when the agent or a pin does. `python -m infra.agent_archive build` prints its path.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,17 @@ SOURCE_DATE_EPOCH = "315532800"
 # Instances run Debian 12's python3 (3.11). Every dependency must exist as a pure-Python
 # wheel, so one wheelhouse serves x86_64 and arm64 (Graviton) alike.
 TARGET_PYTHON = "3.11"
-_PURE = ["--only-binary=:all:", "--platform", "any", "--python-version", TARGET_PYTHON,
-         "--implementation", "py", "--abi", "none"]
+_PURE = [
+    "--only-binary=:all:",
+    "--platform",
+    "any",
+    "--python-version",
+    TARGET_PYTHON,
+    "--implementation",
+    "py",
+    "--abi",
+    "none",
+]
 _LOCK_LINE = re.compile(r"^([A-Za-z0-9_.-]+)==([^\s]+) --hash=sha256:([0-9a-f]{64})$")
 
 
@@ -79,8 +89,9 @@ def _sha256(path: Path) -> str:
 
 
 def _pip(args: list[str], **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
-                          capture_output=True, text=True, **kw)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", *args], capture_output=True, text=True, **kw
+    )
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise BundleError(f"pip {args[0]} failed: {' / '.join(tail)}")
@@ -106,8 +117,10 @@ def build_wheel(src: Path, out: Path) -> Path:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dest)
         out.mkdir(parents=True, exist_ok=True)
-        _pip(["wheel", "--quiet", "--no-deps", "--no-cache-dir", "-w", str(out), str(copy)],
-             env={**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PYTHONHASHSEED": "0"})
+        _pip(
+            ["wheel", "--quiet", "--no-deps", "--no-cache-dir", "-w", str(out), str(copy)],
+            env={**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PYTHONHASHSEED": "0"},
+        )
     wheels = sorted(out.glob("overlay_agent-*.whl"))
     if len(wheels) != 1:
         raise BundleError(f"expected one overlay_agent wheel in {out}, found {[w.name for w in wheels]}")
@@ -130,8 +143,9 @@ def download_wheelhouse(lock: Path, out: Path) -> list[Path]:
 def bundle_bytes(agent_wheel: Path, deps: list[Path], lock: Path) -> bytes:
     """The tar instances fetch: requirements.txt (every wheel by hash) and wheels/."""
     name, version = agent_wheel.name.split("-")[:2]
-    reqs = (lock.read_text().rstrip("\n") + "\n"
-            f"{name.replace('_', '-')}=={version} --hash=sha256:{_sha256(agent_wheel)}\n")
+    reqs = (
+        lock.read_text().rstrip("\n") + f"\n{name.replace('_', '-')}=={version} --hash=sha256:{_sha256(agent_wheel)}\n"
+    )
     files = {f"{BUNDLE_ROOT}/requirements.txt": reqs.encode()}
     for w in sorted([agent_wheel, *deps], key=lambda p: p.name):
         files[f"{BUNDLE_ROOT}/wheels/{w.name}"] = w.read_bytes()
@@ -168,14 +182,18 @@ def write_lock(src: Path = AGENT_DIR, lock: Path = LOCK_FILE) -> dict[str, str]:
     with tempfile.TemporaryDirectory(prefix="overlay-agent-lock-") as tmp:
         report = Path(tmp) / "report.json"
         _pip(["install", "--quiet", "--dry-run", "--ignore-installed", "--report", str(report), str(src)])
-        pins = {_normalise(i["metadata"]["name"]): i["metadata"]["version"]
-                for i in json.loads(report.read_text())["install"]
-                if _normalise(i["metadata"]["name"]) != "overlay-agent"}
+        pins = {
+            _normalise(i["metadata"]["name"]): i["metadata"]["version"]
+            for i in json.loads(report.read_text())["install"]
+            if _normalise(i["metadata"]["name"]) != "overlay-agent"
+        }
         dl = Path(tmp) / "wheels"
         _pip(["download", "--quiet", "--no-deps", *_PURE, "-d", str(dl), *[f"{n}=={v}" for n, v in pins.items()]])
         hashes = {_normalise(w.name.split("-")[0]): _sha256(w) for w in dl.glob("*.whl")}
-    lines = ["# The agent's runtime dependencies, resolved and hashed by `python -m infra.agent_archive lock`.",
-             "# Instances install exactly these (pip --no-index --require-hashes); do not edit by hand."]
+    lines = [
+        "# The agent's runtime dependencies, resolved and hashed by `python -m infra.agent_archive lock`.",
+        "# Instances install exactly these (pip --no-index --require-hashes); do not edit by hand.",
+    ]
     lines += [f"{n}=={pins[n]} --hash=sha256:{hashes[n]}" for n in sorted(pins)]
     lock.write_text("\n".join(lines) + "\n")
     return pins

@@ -3,6 +3,7 @@
 The version and the exit codes are the agent's (overlay_agent), so the whole product has
 one of each; the agent imports nothing from infra, infra may import the agent's constants.
 """
+
 from __future__ import annotations
 
 import argparse

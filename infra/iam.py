@@ -7,6 +7,7 @@ agent package, and let Session Manager and Run Command reach its SSM Agent. Noth
 in particular not `AmazonSSMManagedInstanceCore`, which allows `ssm:GetParameter(s)` on
 `Resource: "*"` (every parameter of the account, other stacks' passwords included).
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -51,26 +52,42 @@ def via_ssm(region: str) -> dict[str, str]:
     return {"kms:ViaService": f"ssm.{region}.amazonaws.com"}
 
 
-def role_policy(*, region: str, account: str, parameter_root: str, secrets: Iterable[str],
-                key_arn: str, object_arn: str) -> str:
+def role_policy(
+    *, region: str, account: str, parameter_root: str, secrets: Iterable[str], key_arn: str, object_arn: str
+) -> str:
     """One role's inline policy: `secrets` are the SecureString names this role may read."""
     instances = parameter_arn(region, account, f"{parameter_root}/instances")
     secret_arns = [parameter_arn(region, account, s) for s in secrets]
-    return json.dumps({"Version": "2012-10-17", "Statement": [
-        # Its own stack's instance parameters (the agent reads its own set by path; the set
-        # holds no secret, only placeholders) and the passwords this role needs by name.
-        {"Sid": "StackParameters", "Effect": "Allow", "Action": list(READ_ACTIONS),
-         "Resource": [instances, f"{instances}/*"]},
-        {"Sid": "Passwords", "Effect": "Allow", "Action": "ssm:GetParameter", "Resource": secret_arns},
-        # The passwords' customer-managed key, through SSM only. The AWS managed aws/ssm key
-        # lets every principal of the account decrypt (AWS Systems Manager User Guide,
-        # "Restricting decryption of SecureString parameter values"), hence a key per stack.
-        {"Sid": "PasswordKey", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": key_arn,
-         "Condition": {"StringEquals": via_ssm(region)}},
-        {"Sid": "AgentPackage", "Effect": "Allow", "Action": "s3:GetObject", "Resource": object_arn},
-        {"Sid": "SessionManager", "Effect": "Allow", "Action": list(SESSION_ACTIONS), "Resource": "*"},
-        {"Sid": "RunCommand", "Effect": "Allow", "Action": list(RUN_COMMAND_ACTIONS), "Resource": "*"},
-    ]}, sort_keys=True)
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                # Its own stack's instance parameters (the agent reads its own set by path; the set
+                # holds no secret, only placeholders) and the passwords this role needs by name.
+                {
+                    "Sid": "StackParameters",
+                    "Effect": "Allow",
+                    "Action": list(READ_ACTIONS),
+                    "Resource": [instances, f"{instances}/*"],
+                },
+                {"Sid": "Passwords", "Effect": "Allow", "Action": "ssm:GetParameter", "Resource": secret_arns},
+                # The passwords' customer-managed key, through SSM only. The AWS managed aws/ssm key
+                # lets every principal of the account decrypt (AWS Systems Manager User Guide,
+                # "Restricting decryption of SecureString parameter values"), hence a key per stack.
+                {
+                    "Sid": "PasswordKey",
+                    "Effect": "Allow",
+                    "Action": "kms:Decrypt",
+                    "Resource": key_arn,
+                    "Condition": {"StringEquals": via_ssm(region)},
+                },
+                {"Sid": "AgentPackage", "Effect": "Allow", "Action": "s3:GetObject", "Resource": object_arn},
+                {"Sid": "SessionManager", "Effect": "Allow", "Action": list(SESSION_ACTIONS), "Resource": "*"},
+                {"Sid": "RunCommand", "Effect": "Allow", "Action": list(RUN_COMMAND_ACTIONS), "Resource": "*"},
+            ],
+        },
+        sort_keys=True,
+    )
 
 
 def key_policy(*, region: str, account: str, stack: str, readers: Mapping[str, Iterable[str]]) -> str:
@@ -84,17 +101,31 @@ def key_policy(*, region: str, account: str, stack: str, readers: Mapping[str, I
     PARAMETER_ARN (AWS Systems Manager User Guide, "How Parameter Store uses AWS KMS").
     """
     statements: list[dict[str, Any]] = [
-        {"Sid": "AccountAdministers", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
-         "Action": "kms:*", "Resource": "*"},
+        {
+            "Sid": "AccountAdministers",
+            "Effect": "Allow",
+            "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+            "Action": "kms:*",
+            "Resource": "*",
+        },
     ]
     for i, (role_arn, arns) in enumerate(sorted(readers.items())):
-        statements.append({
-            "Sid": f"InstancesDecryptViaSsm{i}", "Effect": "Allow", "Principal": {"AWS": role_arn},
-            "Action": "kms:Decrypt", "Resource": "*",
-            "Condition": {"StringEquals": via_ssm(region),
-                          "ForAnyValue:StringEquals": {"kms:EncryptionContext:PARAMETER_ARN": sorted(arns)}}})
-    return json.dumps({"Version": "2012-10-17", "Id": f"overlay-{stack}-bgp-passwords",
-                       "Statement": statements}, sort_keys=True)
+        statements.append(
+            {
+                "Sid": f"InstancesDecryptViaSsm{i}",
+                "Effect": "Allow",
+                "Principal": {"AWS": role_arn},
+                "Action": "kms:Decrypt",
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": via_ssm(region),
+                    "ForAnyValue:StringEquals": {"kms:EncryptionContext:PARAMETER_ARN": sorted(arns)},
+                },
+            }
+        )
+    return json.dumps(
+        {"Version": "2012-10-17", "Id": f"overlay-{stack}-bgp-passwords", "Statement": statements}, sort_keys=True
+    )
 
 
 def reads_parameter(document: Mapping[str, Any] | str, name: str) -> list[str]:
@@ -111,7 +142,8 @@ def reads_parameter(document: Mapping[str, Any] | str, name: str) -> list[str]:
         for r in _as_list(stmt.get("Resource", [])) if "NotResource" not in stmt else ["*"]:
             path = r.split(":parameter", 1)[1] if ":parameter" in r else None
             if (path is not None and fnmatch.fnmatchcase(name, path)) or (
-                    path is None and fnmatch.fnmatchcase(f"arn:aws:ssm:us-east-1:000000000000:parameter{name}", r)):
+                path is None and fnmatch.fnmatchcase(f"arn:aws:ssm:us-east-1:000000000000:parameter{name}", r)
+            ):
                 out.append(stmt.get("Sid") or "(no Sid)")
                 break
     return out

@@ -5,6 +5,7 @@ No credentials, no Pulumi CLI, no AWS: the tests (tests/infra) and the preflight
 plausible computed outputs (ids, ARNs, EIPs, the VPC's IPv6 block) for what the program
 reads back; everything else a resource gets is exactly the inputs the program gave it.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -100,8 +101,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
             arch = next(f["values"][0] for f in args.args["filters"] if f["name"] == "architecture")
             return {"id": AMI[arch], "architecture": arch}
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/deployer", "userId": "AIDA0EXAMPLE",
-                    "id": ACCOUNT}
+            return {
+                "accountId": ACCOUNT,
+                "arn": f"arn:aws:iam::{ACCOUNT}:user/deployer",
+                "userId": "AIDA0EXAMPLE",
+                "id": ACCOUNT,
+            }
         return {}
 
 
@@ -118,11 +123,18 @@ class RecordingMonitor(pmocks.MockMonitor):
         if request.type != "pulumi:pulumi:Stack":
             inputs = self.mocks_.inputs.get((request.type, request.name), {})
             self.recorded[response.urn] = Recorded(
-                urn=response.urn, type=request.type, name=request.name, inputs=inputs,
-                parent=request.parent, provider=request.provider, custom=request.custom,
-                protect=request.protect, ignore_changes=list(request.ignoreChanges),
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                inputs=inputs,
+                parent=request.parent,
+                provider=request.provider,
+                custom=request.custom,
+                protect=request.protect,
+                ignore_changes=list(request.ignoreChanges),
                 dependencies=list(request.dependencies),
-                delete_before_replace=request.deleteBeforeReplace)
+                delete_before_replace=request.deleteBeforeReplace,
+            )
         return response
 
     def RegisterResourceOutputs(self, request):
@@ -148,9 +160,13 @@ class Run:
         return next(r for r in self.resources if r.urn == urn)
 
 
-def cli_config(stack: str, changes: dict[str, Any] | None = None, password: str | None = PASSWORD,
-               raw: dict[str, Any] | None = None,
-               onprem_password: str | None = ONPREM_PASSWORD) -> tuple[dict[str, str], list[str]]:
+def cli_config(
+    stack: str,
+    changes: dict[str, Any] | None = None,
+    password: str | None = PASSWORD,
+    raw: dict[str, Any] | None = None,
+    onprem_password: str | None = ONPREM_PASSWORD,
+) -> tuple[dict[str, str], list[str]]:
     """The stack file's config as the CLI passes it: every value a string, objects as JSON.
 
     `changes` maps dotted keys ("hosts.count") to new values. `raw`, when given, is the
@@ -182,9 +198,16 @@ def cli_config(stack: str, changes: dict[str, Any] | None = None, password: str 
     return config, secret_keys
 
 
-def run_program(stack: str, changes: dict[str, Any] | None = None, *, password: str | None = PASSWORD,
-                secret_keys: list[str] | None = None, via_env: bool = False,
-                raw: dict[str, Any] | None = None, onprem_password: str | None = ONPREM_PASSWORD) -> Run:
+def run_program(
+    stack: str,
+    changes: dict[str, Any] | None = None,
+    *,
+    password: str | None = PASSWORD,
+    secret_keys: list[str] | None = None,
+    via_env: bool = False,
+    raw: dict[str, Any] | None = None,
+    onprem_password: str | None = ONPREM_PASSWORD,
+) -> Run:
     """Evaluate infra/__main__.py for `stack` in a fresh Pulumi context; return what it registered.
 
     The config goes in through the runtime (as the language host sets it) or, with

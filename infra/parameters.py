@@ -1,4 +1,5 @@
 """The SSM parameter set of docs/contracts.md, per instance, from the plan; pure (no pulumi, no I/O)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -28,8 +29,14 @@ ADVANCED_MAX = 8192
 # replacement's create fails (ParameterAlreadyExists) or its delete removes the new one
 # (review F12). `frr` texts cross 4 KB as routers or on-prem peers are added (and drop
 # back when removed), so they are always Advanced; the JSON documents stay far below 4 KB.
-TIERS = {"agent": "Standard", "frr": "Advanced", "tunnels": "Standard", "revision": "Standard",
-         "route-server": "Standard", "vpc": "Standard"}
+TIERS = {
+    "agent": "Standard",
+    "frr": "Advanced",
+    "tunnels": "Standard",
+    "revision": "Standard",
+    "route-server": "Standard",
+    "vpc": "Standard",
+}
 # The placeholder the `frr` parameter carries where the BGP password goes; the agent
 # fills it in on the instance from the SecureString parameter (infra/placeholders.py).
 PASSWORD_PLACEHOLDER = placeholders.BGP_PASSWORD
@@ -49,6 +56,7 @@ class ParameterError(ValueError):
 @dataclass(frozen=True)
 class Parameter:
     """One SSM parameter. `value` is None only for the SecureString the caller supplies."""
+
     name: str
     type: str  # "String" or "SecureString"
     value: str | None
@@ -81,8 +89,13 @@ def _dump(doc: Any) -> str:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
-def agent_doc(plan: OverlayPlan, inst: Router | Host, *, poll_interval: float = POLL_INTERVAL,
-              resync_interval: float = RESYNC_INTERVAL) -> dict[str, Any]:
+def agent_doc(
+    plan: OverlayPlan,
+    inst: Router | Host,
+    *,
+    poll_interval: float = POLL_INTERVAL,
+    resync_interval: float = RESYNC_INTERVAL,
+) -> dict[str, Any]:
     is_host = isinstance(inst, Host)
     blocks = None
     if is_host:
@@ -98,7 +111,10 @@ def agent_doc(plan: OverlayPlan, inst: Router | Host, *, poll_interval: float = 
         "blocks": blocks,
         "pools": {"ipv4": [str(p) for p in plan.pools_v4], "ipv6": [str(p) for p in plan.pools_v6]},
         # What any host may announce besides its own block (docs/contracts.md).
-        "shared": {"ipv4": [str(p) for p in plan.shared_v4], "ipv6": [str(p) for p in plan.shared_v6] if plan.ipv6 else []},
+        "shared": {
+            "ipv4": [str(p) for p in plan.shared_v4],
+            "ipv6": [str(p) for p in plan.shared_v6] if plan.ipv6 else [],
+        },
         "settings": {
             "route_protocol": plan.route_protocol,
             "route_protocol_name": ROUTE_PROTOCOL_NAME,
@@ -121,8 +137,7 @@ def tunnel_doc(p: Pairing, side: str, host: Host | None = None) -> dict[str, Any
     remote = p.b.outer if side == "a" else p.a_local
     inner6 = None
     if p.inner_net_v6 is not None:
-        inner6 = {"local": str(me.inner_v6), "remote": str(peer.inner_v6),
-                  "prefixlen": p.inner_net_v6.prefixlen}
+        inner6 = {"local": str(me.inner_v6), "remote": str(peer.inner_v6), "prefixlen": p.inner_net_v6.prefixlen}
     return {
         "schema": SCHEMA,
         "name": p.ifname,
@@ -133,12 +148,17 @@ def tunnel_doc(p: Pairing, side: str, host: Host | None = None) -> dict[str, Any
         "key": p.key,
         "ttl": TUNNEL_TTL,
         "mtu": p.mtu,
-        "inner_ipv4": {"local": str(me.inner_v4), "remote": str(peer.inner_v4),
-                       "prefixlen": p.inner_net_v4.prefixlen},
+        "inner_ipv4": {"local": str(me.inner_v4), "remote": str(peer.inner_v4), "prefixlen": p.inner_net_v4.prefixlen},
         "inner_ipv6": inner6,
         "peer_asn": peer.asn,
-        **({"peer_blocks": {"ipv4": str(host.block_v4), "ipv6": str(host.block_v6) if host.block_v6 else None},
-            "peer_index": host.index} if host is not None and side == "a" else {}),
+        **(
+            {
+                "peer_blocks": {"ipv4": str(host.block_v4), "ipv6": str(host.block_v6) if host.block_v6 else None},
+                "peer_index": host.index,
+            }
+            if host is not None and side == "a"
+            else {}
+        ),
     }
 
 
@@ -164,26 +184,35 @@ def revision(params: list[Parameter]) -> str:
 
 def kind_of(name: str, instance_base: str) -> str:
     """agent, frr, tunnels or revision: the part of an instance parameter's name after its path."""
-    return name[len(instance_base) + 1:].split("/", 1)[0]
+    return name[len(instance_base) + 1 :].split("/", 1)[0]
 
 
 def _string(name: str, value: str, instance: str, kind: str) -> Parameter:
     nested = SSM_NESTED.search(value)
     if nested:
-        raise ParameterError(f"{name}: value contains {nested.group(0)[:40]!r}; SSM refuses values "
-                             "wrapped in double brackets {{...}} (PutParameter)")
+        raise ParameterError(
+            f"{name}: value contains {nested.group(0)[:40]!r}; SSM refuses values "
+            "wrapped in double brackets {{...}} (PutParameter)"
+        )
     tier = TIERS[kind]
     limit = STANDARD_MAX if tier == "Standard" else ADVANCED_MAX
     if len(value.encode()) > limit:
-        raise ParameterError(f"{name}: value is {len(value.encode())} bytes; {tier}-tier parameters "
-                             f"hold at most {limit}")
+        raise ParameterError(
+            f"{name}: value is {len(value.encode())} bytes; {tier}-tier parameters hold at most {limit}"
+        )
     return Parameter(name=name, type="String", value=value, instance=instance, tier=tier)
 
 
-def instance_parameters(plan: OverlayPlan, inst: Router | Host, frr_text: FrrRenderer, *,
-                        poll_interval: float = POLL_INTERVAL,
-                        resync_interval: float = RESYNC_INTERVAL,
-                        route_server: str | None = None, vpc: str | None = None) -> list[Parameter]:
+def instance_parameters(
+    plan: OverlayPlan,
+    inst: Router | Host,
+    frr_text: FrrRenderer,
+    *,
+    poll_interval: float = POLL_INTERVAL,
+    resync_interval: float = RESYNC_INTERVAL,
+    route_server: str | None = None,
+    vpc: str | None = None,
+) -> list[Parameter]:
     """agent, frr, tunnels/<peer>, route-server and vpc (routers, when given) and revision (last) for one instance.
 
     `route_server` is the router's route_server_doc text, known only once AWS has created
@@ -193,8 +222,12 @@ def instance_parameters(plan: OverlayPlan, inst: Router | Host, frr_text: FrrRen
     base = instance_path(plan, inst.name)
     frr = frr_text(inst.name)
     out = [
-        _string(f"{base}/agent", _dump(agent_doc(plan, inst, poll_interval=poll_interval,
-                                                 resync_interval=resync_interval)), inst.name, "agent"),
+        _string(
+            f"{base}/agent",
+            _dump(agent_doc(plan, inst, poll_interval=poll_interval, resync_interval=resync_interval)),
+            inst.name,
+            "agent",
+        ),
         _string(f"{base}/frr", frr, inst.name, "frr"),
     ]
     side = "a" if isinstance(inst, Router) else "b"
@@ -211,10 +244,15 @@ def instance_parameters(plan: OverlayPlan, inst: Router | Host, frr_text: FrrRen
     return out
 
 
-def build_parameters(plan: OverlayPlan, frr_text: FrrRenderer, *, poll_interval: float | None = None,
-                     resync_interval: float = RESYNC_INTERVAL,
-                     route_server: Callable[[str], str | None] | None = None,
-                     vpc_ipv6: str | None = None) -> dict[str, Parameter]:
+def build_parameters(
+    plan: OverlayPlan,
+    frr_text: FrrRenderer,
+    *,
+    poll_interval: float | None = None,
+    resync_interval: float = RESYNC_INTERVAL,
+    route_server: Callable[[str], str | None] | None = None,
+    vpc_ipv6: str | None = None,
+) -> dict[str, Parameter]:
     """Every parameter of the stack by name: each instance's set, then the BGP password(s).
 
     `frr_text(instance_name)` renders that instance's frr.conf (infra.render.render_frr)
@@ -228,10 +266,15 @@ def build_parameters(plan: OverlayPlan, frr_text: FrrRenderer, *, poll_interval:
     if poll_interval is None:
         poll_interval = plan.poll_interval  # overlay:agent.pollInterval (default POLL_INTERVAL)
     for inst in plan.instances:
-        for p in instance_parameters(plan, inst, frr_text, poll_interval=poll_interval,
-                                     resync_interval=resync_interval,
-                                     route_server=route_server(inst.name) if route_server else None,
-                                     vpc=vpc_doc(plan, vpc_ipv6) if vpc_ipv6 and plan.ipv6 else None):
+        for p in instance_parameters(
+            plan,
+            inst,
+            frr_text,
+            poll_interval=poll_interval,
+            resync_interval=resync_interval,
+            route_server=route_server(inst.name) if route_server else None,
+            vpc=vpc_doc(plan, vpc_ipv6) if vpc_ipv6 and plan.ipv6 else None,
+        ):
             params[p.name] = p
     params[password_name(plan)] = Parameter(password_name(plan), "SecureString", None, None)
     if plan.onprem:

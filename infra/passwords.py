@@ -6,6 +6,7 @@ agent is installed on instances without the program) and tests/unit/test_passwor
 pins the two equal over a range of candidates. A password that breaks it would otherwise
 be found only on the instances, as an FRR config no agent will apply.
 """
+
 from __future__ import annotations
 
 # Linux: TCP_MD5SIG_MAXKEYLEN (include/uapi/linux/tcp.h).
@@ -19,7 +20,11 @@ def password_problem(password: str) -> str | None:
     Whitespace or a newline would end the word FRR reads (and could inject configuration);
     the kernel holds at most 80 bytes. The message never contains the password.
     """
-    if (not password or len(password.encode()) > TCP_MD5SIG_MAXKEYLEN or any(c.isspace() for c in password)
-            or not password.isprintable()):
+    if (
+        not password
+        or len(password.encode()) > TCP_MD5SIG_MAXKEYLEN
+        or any(c.isspace() for c in password)
+        or not password.isprintable()
+    ):
         return f"unusable as a TCP MD5 key ({len(password)} characters; {RULE})"
     return None

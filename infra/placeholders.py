@@ -14,6 +14,7 @@ The form `<<WORDS WITH SPACES>>` is chosen for two rules:
   line ("% Unknown command") instead of taking the placeholder as the TCP MD5 key. For
   the same reason it can never equal a real password: the agent refuses whitespace in one.
 """
+
 from __future__ import annotations
 
 import re

@@ -20,6 +20,7 @@ Exit status: 0 clean (warnings and unchecked types are listed), 1 with one line 
 violation (resource, property, value, rule), 2 for bad usage or a stack config the
 program refuses.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,101 +55,221 @@ _SECRET_SIG = "4dabf18193072939515e22adb298388d"
 # pulumi-aws splits one CloudFormation resource into several (the S3 bucket's settings)
 # or CloudFormation has the setting on the parent (a role's managed policies).
 CFN: dict[str, tuple[str, dict[str, str]]] = {
-    "aws:ec2/vpc:Vpc": ("AWS::EC2::VPC", {
-        "cidrBlock": "CidrBlock", "instanceTenancy": "InstanceTenancy", "tags": "Tags"}),
-    "aws:ec2/subnet:Subnet": ("AWS::EC2::Subnet", {
-        "cidrBlock": "CidrBlock", "ipv6CidrBlock": "Ipv6CidrBlock", "availabilityZone": "AvailabilityZone",
-        "tags": "Tags"}),
+    "aws:ec2/vpc:Vpc": (
+        "AWS::EC2::VPC",
+        {"cidrBlock": "CidrBlock", "instanceTenancy": "InstanceTenancy", "tags": "Tags"},
+    ),
+    "aws:ec2/subnet:Subnet": (
+        "AWS::EC2::Subnet",
+        {
+            "cidrBlock": "CidrBlock",
+            "ipv6CidrBlock": "Ipv6CidrBlock",
+            "availabilityZone": "AvailabilityZone",
+            "tags": "Tags",
+        },
+    ),
     "aws:ec2/internetGateway:InternetGateway": ("AWS::EC2::InternetGateway", {"tags": "Tags"}),
-    "aws:ec2/egressOnlyInternetGateway:EgressOnlyInternetGateway": ("AWS::EC2::EgressOnlyInternetGateway", {
-        "tags": "Tags"}),
-    "aws:ec2/natGateway:NatGateway": ("AWS::EC2::NatGateway", {
-        "connectivityType": "ConnectivityType", "privateIp": "PrivateIpAddress",
-        "secondaryPrivateIpAddressCount": "SecondaryPrivateIpAddressCount", "tags": "Tags"}),
+    "aws:ec2/egressOnlyInternetGateway:EgressOnlyInternetGateway": (
+        "AWS::EC2::EgressOnlyInternetGateway",
+        {"tags": "Tags"},
+    ),
+    "aws:ec2/natGateway:NatGateway": (
+        "AWS::EC2::NatGateway",
+        {
+            "connectivityType": "ConnectivityType",
+            "privateIp": "PrivateIpAddress",
+            "secondaryPrivateIpAddressCount": "SecondaryPrivateIpAddressCount",
+            "tags": "Tags",
+        },
+    ),
     "aws:ec2/eip:Eip": ("AWS::EC2::EIP", {"domain": "Domain", "tags": "Tags"}),
     "aws:ec2/routeTable:RouteTable": ("AWS::EC2::RouteTable", {"tags": "Tags"}),
-    "aws:ec2/route:Route": ("AWS::EC2::Route", {
-        "destinationCidrBlock": "DestinationCidrBlock", "destinationIpv6CidrBlock": "DestinationIpv6CidrBlock"}),
+    "aws:ec2/route:Route": (
+        "AWS::EC2::Route",
+        {"destinationCidrBlock": "DestinationCidrBlock", "destinationIpv6CidrBlock": "DestinationIpv6CidrBlock"},
+    ),
     "aws:ec2/routeTableAssociation:RouteTableAssociation": ("AWS::EC2::SubnetRouteTableAssociation", {}),
-    "aws:ec2/securityGroup:SecurityGroup": ("AWS::EC2::SecurityGroup", {
-        "description": "GroupDescription", "name": "GroupName", "tags": "Tags",
-        "ingress[].fromPort": "SecurityGroupIngress[].FromPort", "ingress[].toPort": "SecurityGroupIngress[].ToPort",
-        "ingress[].protocol": "SecurityGroupIngress[].IpProtocol",
-        "ingress[].cidrBlocks[]": "SecurityGroupIngress[].CidrIp",
-        "ingress[].ipv6CidrBlocks[]": "SecurityGroupIngress[].CidrIpv6",
-        "egress[].fromPort": "SecurityGroupEgress[].FromPort", "egress[].toPort": "SecurityGroupEgress[].ToPort",
-        "egress[].protocol": "SecurityGroupEgress[].IpProtocol",
-        "egress[].cidrBlocks[]": "SecurityGroupEgress[].CidrIp",
-        "egress[].ipv6CidrBlocks[]": "SecurityGroupEgress[].CidrIpv6"}),
-    "aws:ec2/securityGroupRule:SecurityGroupRule": ("AWS::EC2::SecurityGroupIngress", {
-        "fromPort": "FromPort", "toPort": "ToPort", "protocol": "IpProtocol", "description": "Description",
-        "cidrBlocks[]": "CidrIp", "ipv6CidrBlocks[]": "CidrIpv6"}),
-    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": ("AWS::EC2::SecurityGroupIngress", {
-        "fromPort": "FromPort", "toPort": "ToPort", "ipProtocol": "IpProtocol", "description": "Description",
-        "cidrIpv4": "CidrIp", "cidrIpv6": "CidrIpv6"}),
-    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": ("AWS::EC2::SecurityGroupEgress", {
-        "fromPort": "FromPort", "toPort": "ToPort", "ipProtocol": "IpProtocol", "description": "Description",
-        "cidrIpv4": "CidrIp", "cidrIpv6": "CidrIpv6"}),
-    "aws:ec2/networkInterface:NetworkInterface": ("AWS::EC2::NetworkInterface", {
-        "description": "Description", "privateIps[]": "PrivateIpAddresses[].PrivateIpAddress",
-        "ipv6AddressCount": "Ipv6AddressCount", "ipv6PrefixCount": "Ipv6PrefixCount",
-        "interfaceType": "InterfaceType", "tags": "Tags"}),
-    "aws:ec2/instance:Instance": ("AWS::EC2::Instance", {
-        "instanceType": "InstanceType", "tenancy": "Tenancy",
-        "instanceInitiatedShutdownBehavior": "InstanceInitiatedShutdownBehavior",
-        "metadataOptions.httpEndpoint": "MetadataOptions.HttpEndpoint",
-        "metadataOptions.httpTokens": "MetadataOptions.HttpTokens",
-        "metadataOptions.httpPutResponseHopLimit": "MetadataOptions.HttpPutResponseHopLimit",
-        "metadataOptions.httpProtocolIpv6": "MetadataOptions.HttpProtocolIpv6",
-        "metadataOptions.instanceMetadataTags": "MetadataOptions.InstanceMetadataTags",
-        "rootBlockDevice.volumeType": "BlockDeviceMappings[].Ebs.VolumeType",
-        "rootBlockDevice.volumeSize": "BlockDeviceMappings[].Ebs.VolumeSize",
-        "rootBlockDevice.iops": "BlockDeviceMappings[].Ebs.Iops",
-        "tags": "Tags"}),
-    "aws:ec2/vpcEndpoint:VpcEndpoint": ("AWS::EC2::VPCEndpoint", {
-        "vpcEndpointType": "VpcEndpointType", "ipAddressType": "IpAddressType", "serviceName": "ServiceName",
-        "policy": "PolicyDocument"}),
-    "aws:iam/role:Role": ("AWS::IAM::Role", {
-        "assumeRolePolicy": "AssumeRolePolicyDocument", "name": "RoleName", "description": "Description",
-        "path": "Path", "maxSessionDuration": "MaxSessionDuration", "managedPolicyArns[]": "ManagedPolicyArns[]",
-        "permissionsBoundary": "PermissionsBoundary", "tags": "Tags"}),
-    "aws:iam/rolePolicy:RolePolicy": ("AWS::IAM::RolePolicy", {
-        "policy": "PolicyDocument", "name": "PolicyName", "role": "RoleName"}),
-    "aws:iam/rolePolicyAttachment:RolePolicyAttachment": ("AWS::IAM::Role", {
-        "policyArn": "ManagedPolicyArns[]", "role": "RoleName"}),
-    "aws:iam/policy:Policy": ("AWS::IAM::ManagedPolicy", {
-        "policy": "PolicyDocument", "name": "ManagedPolicyName", "description": "Description", "path": "Path"}),
-    "aws:iam/instanceProfile:InstanceProfile": ("AWS::IAM::InstanceProfile", {
-        "name": "InstanceProfileName", "path": "Path", "role": "Roles[]"}),
+    "aws:ec2/securityGroup:SecurityGroup": (
+        "AWS::EC2::SecurityGroup",
+        {
+            "description": "GroupDescription",
+            "name": "GroupName",
+            "tags": "Tags",
+            "ingress[].fromPort": "SecurityGroupIngress[].FromPort",
+            "ingress[].toPort": "SecurityGroupIngress[].ToPort",
+            "ingress[].protocol": "SecurityGroupIngress[].IpProtocol",
+            "ingress[].cidrBlocks[]": "SecurityGroupIngress[].CidrIp",
+            "ingress[].ipv6CidrBlocks[]": "SecurityGroupIngress[].CidrIpv6",
+            "egress[].fromPort": "SecurityGroupEgress[].FromPort",
+            "egress[].toPort": "SecurityGroupEgress[].ToPort",
+            "egress[].protocol": "SecurityGroupEgress[].IpProtocol",
+            "egress[].cidrBlocks[]": "SecurityGroupEgress[].CidrIp",
+            "egress[].ipv6CidrBlocks[]": "SecurityGroupEgress[].CidrIpv6",
+        },
+    ),
+    "aws:ec2/securityGroupRule:SecurityGroupRule": (
+        "AWS::EC2::SecurityGroupIngress",
+        {
+            "fromPort": "FromPort",
+            "toPort": "ToPort",
+            "protocol": "IpProtocol",
+            "description": "Description",
+            "cidrBlocks[]": "CidrIp",
+            "ipv6CidrBlocks[]": "CidrIpv6",
+        },
+    ),
+    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": (
+        "AWS::EC2::SecurityGroupIngress",
+        {
+            "fromPort": "FromPort",
+            "toPort": "ToPort",
+            "ipProtocol": "IpProtocol",
+            "description": "Description",
+            "cidrIpv4": "CidrIp",
+            "cidrIpv6": "CidrIpv6",
+        },
+    ),
+    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": (
+        "AWS::EC2::SecurityGroupEgress",
+        {
+            "fromPort": "FromPort",
+            "toPort": "ToPort",
+            "ipProtocol": "IpProtocol",
+            "description": "Description",
+            "cidrIpv4": "CidrIp",
+            "cidrIpv6": "CidrIpv6",
+        },
+    ),
+    "aws:ec2/networkInterface:NetworkInterface": (
+        "AWS::EC2::NetworkInterface",
+        {
+            "description": "Description",
+            "privateIps[]": "PrivateIpAddresses[].PrivateIpAddress",
+            "ipv6AddressCount": "Ipv6AddressCount",
+            "ipv6PrefixCount": "Ipv6PrefixCount",
+            "interfaceType": "InterfaceType",
+            "tags": "Tags",
+        },
+    ),
+    "aws:ec2/instance:Instance": (
+        "AWS::EC2::Instance",
+        {
+            "instanceType": "InstanceType",
+            "tenancy": "Tenancy",
+            "instanceInitiatedShutdownBehavior": "InstanceInitiatedShutdownBehavior",
+            "metadataOptions.httpEndpoint": "MetadataOptions.HttpEndpoint",
+            "metadataOptions.httpTokens": "MetadataOptions.HttpTokens",
+            "metadataOptions.httpPutResponseHopLimit": "MetadataOptions.HttpPutResponseHopLimit",
+            "metadataOptions.httpProtocolIpv6": "MetadataOptions.HttpProtocolIpv6",
+            "metadataOptions.instanceMetadataTags": "MetadataOptions.InstanceMetadataTags",
+            "rootBlockDevice.volumeType": "BlockDeviceMappings[].Ebs.VolumeType",
+            "rootBlockDevice.volumeSize": "BlockDeviceMappings[].Ebs.VolumeSize",
+            "rootBlockDevice.iops": "BlockDeviceMappings[].Ebs.Iops",
+            "tags": "Tags",
+        },
+    ),
+    "aws:ec2/vpcEndpoint:VpcEndpoint": (
+        "AWS::EC2::VPCEndpoint",
+        {
+            "vpcEndpointType": "VpcEndpointType",
+            "ipAddressType": "IpAddressType",
+            "serviceName": "ServiceName",
+            "policy": "PolicyDocument",
+        },
+    ),
+    "aws:iam/role:Role": (
+        "AWS::IAM::Role",
+        {
+            "assumeRolePolicy": "AssumeRolePolicyDocument",
+            "name": "RoleName",
+            "description": "Description",
+            "path": "Path",
+            "maxSessionDuration": "MaxSessionDuration",
+            "managedPolicyArns[]": "ManagedPolicyArns[]",
+            "permissionsBoundary": "PermissionsBoundary",
+            "tags": "Tags",
+        },
+    ),
+    "aws:iam/rolePolicy:RolePolicy": (
+        "AWS::IAM::RolePolicy",
+        {"policy": "PolicyDocument", "name": "PolicyName", "role": "RoleName"},
+    ),
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment": (
+        "AWS::IAM::Role",
+        {"policyArn": "ManagedPolicyArns[]", "role": "RoleName"},
+    ),
+    "aws:iam/policy:Policy": (
+        "AWS::IAM::ManagedPolicy",
+        {"policy": "PolicyDocument", "name": "ManagedPolicyName", "description": "Description", "path": "Path"},
+    ),
+    "aws:iam/instanceProfile:InstanceProfile": (
+        "AWS::IAM::InstanceProfile",
+        {"name": "InstanceProfileName", "path": "Path", "role": "Roles[]"},
+    ),
     "aws:s3/bucket:Bucket": ("AWS::S3::Bucket", {"bucket": "BucketName", "acl": "AccessControl", "tags": "Tags"}),
     "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": ("AWS::S3::Bucket", {}),
-    "aws:s3/bucketOwnershipControls:BucketOwnershipControls": ("AWS::S3::Bucket", {
-        "rule.objectOwnership": "OwnershipControls.Rules[].ObjectOwnership"}),
-    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": ("AWS::S3::Bucket", {
-        "rules[].applyServerSideEncryptionByDefault.sseAlgorithm":
-            "BucketEncryption.ServerSideEncryptionConfiguration[].ServerSideEncryptionByDefault.SSEAlgorithm",
-        "rules[].applyServerSideEncryptionByDefault.kmsMasterKeyId":
-            "BucketEncryption.ServerSideEncryptionConfiguration[].ServerSideEncryptionByDefault.KMSMasterKeyID"}),
-    "aws:s3/bucketVersioning:BucketVersioning": ("AWS::S3::Bucket", {
-        "versioningConfiguration.status": "VersioningConfiguration.Status"}),
+    "aws:s3/bucketOwnershipControls:BucketOwnershipControls": (
+        "AWS::S3::Bucket",
+        {"rule.objectOwnership": "OwnershipControls.Rules[].ObjectOwnership"},
+    ),
+    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": (
+        "AWS::S3::Bucket",
+        {
+            "rules[].applyServerSideEncryptionByDefault.sseAlgorithm": "BucketEncryption.ServerSideEncryptionConfiguration[].ServerSideEncryptionByDefault.SSEAlgorithm",
+            "rules[].applyServerSideEncryptionByDefault.kmsMasterKeyId": "BucketEncryption.ServerSideEncryptionConfiguration[].ServerSideEncryptionByDefault.KMSMasterKeyID",
+        },
+    ),
+    "aws:s3/bucketVersioning:BucketVersioning": (
+        "AWS::S3::Bucket",
+        {"versioningConfiguration.status": "VersioningConfiguration.Status"},
+    ),
     "aws:s3/bucketPolicy:BucketPolicy": ("AWS::S3::BucketPolicy", {}),
-    "aws:ssm/parameter:Parameter": ("AWS::SSM::Parameter", {
-        "name": "Name", "type": "Type", "tier": "Tier", "description": "Description", "dataType": "DataType",
-        "allowedPattern": "AllowedPattern", "tags": "Tags"}),
+    "aws:ssm/parameter:Parameter": (
+        "AWS::SSM::Parameter",
+        {
+            "name": "Name",
+            "type": "Type",
+            "tier": "Tier",
+            "description": "Description",
+            "dataType": "DataType",
+            "allowedPattern": "AllowedPattern",
+            "tags": "Tags",
+        },
+    ),
     # VPC Route Server (its endpoints peer with the routers).
-    "aws:vpc/routeServer:RouteServer": ("AWS::EC2::RouteServer", {
-        "amazonSideAsn": "AmazonSideAsn", "persistRoutes": "PersistRoutes",
-        "persistRoutesDuration": "PersistRoutesDuration", "tags": "Tags"}),
+    "aws:vpc/routeServer:RouteServer": (
+        "AWS::EC2::RouteServer",
+        {
+            "amazonSideAsn": "AmazonSideAsn",
+            "persistRoutes": "PersistRoutes",
+            "persistRoutesDuration": "PersistRoutesDuration",
+            "tags": "Tags",
+        },
+    ),
     "aws:vpc/routeServerEndpoint:RouteServerEndpoint": ("AWS::EC2::RouteServerEndpoint", {"tags": "Tags"}),
-    "aws:vpc/routeServerPeer:RouteServerPeer": ("AWS::EC2::RouteServerPeer", {
-        "bgpOptions.peerAsn": "BgpOptions.PeerAsn", "bgpOptions.peerLivenessDetection": "BgpOptions.PeerLivenessDetection",
-        "peerAddress": "PeerAddress", "tags": "Tags"}),
+    "aws:vpc/routeServerPeer:RouteServerPeer": (
+        "AWS::EC2::RouteServerPeer",
+        {
+            "bgpOptions.peerAsn": "BgpOptions.PeerAsn",
+            "bgpOptions.peerLivenessDetection": "BgpOptions.PeerLivenessDetection",
+            "peerAddress": "PeerAddress",
+            "tags": "Tags",
+        },
+    ),
     "aws:vpc/routeServerPropagation:RouteServerPropagation": ("AWS::EC2::RouteServerPropagation", {}),
     "aws:vpc/routeServerVpcAssociation:RouteServerVpcAssociation": ("AWS::EC2::RouteServerAssociation", {}),
-    "aws:kms/key:Key": ("AWS::KMS::Key", {
-        "description": "Description", "keyUsage": "KeyUsage", "customerMasterKeySpec": "KeySpec",
-        "deletionWindowInDays": "PendingWindowInDays", "rotationPeriodInDays": "RotationPeriodInDays",
-        "policy": "KeyPolicy", "tags": "Tags"}),
+    "aws:kms/key:Key": (
+        "AWS::KMS::Key",
+        {
+            "description": "Description",
+            "keyUsage": "KeyUsage",
+            "customerMasterKeySpec": "KeySpec",
+            "deletionWindowInDays": "PendingWindowInDays",
+            "rotationPeriodInDays": "RotationPeriodInDays",
+            "policy": "KeyPolicy",
+            "tags": "Tags",
+        },
+    ),
     "aws:kms/alias:Alias": ("AWS::KMS::Alias", {"name": "AliasName", "targetKeyId": "TargetKeyId"}),
 }
 
@@ -157,6 +278,7 @@ NO_COUNTERPART = {
     "aws:s3/bucketObjectv2:BucketObjectv2": "CloudFormation has no S3 object resource",
     "aws:ec2/subnetCidrReservation:SubnetCidrReservation": "CloudFormation has no subnet CIDR reservation resource",
 }
+
 
 # Where CloudFormation is narrower than the API the provider calls. AWS::SSM::Parameter's
 # Type lists String and StringList only: CloudFormation cannot create SecureStrings, the
@@ -230,13 +352,17 @@ class Report:
         return [f for f in self.findings if f.level == "warning"]
 
     def lines(self) -> list[str]:
-        out = [f"preflight {self.stack} ({self.region}): {self.resources} resources, {self.checked_values} values "
-               f"checked against CloudFormation schemas (cfn-lint {_cfnlint_version()}) and AWS's documented rules"]
+        out = [
+            f"preflight {self.stack} ({self.region}): {self.resources} resources, {self.checked_values} values "
+            f"checked against CloudFormation schemas (cfn-lint {_cfnlint_version()}) and AWS's documented rules"
+        ]
         out += [f"UNCHECKED {t} ({n}): {reason}" for t, (n, reason) in sorted(self.unchecked.items())]
         out += [f.line() for f in self.warnings]
         out += [f.line() for f in self.violations]
-        out.append(f"preflight {self.stack}: {len(self.violations)} violation(s), {len(self.warnings)} warning(s), "
-                   f"{len(self.unchecked)} type(s) unchecked")
+        out.append(
+            f"preflight {self.stack}: {len(self.violations)} violation(s), {len(self.warnings)} warning(s), "
+            f"{len(self.unchecked)} type(s) unchecked"
+        )
         return out
 
 
@@ -249,6 +375,7 @@ def _show(value: Any) -> str:
 
 
 # -- CloudFormation schemas ----------------------------------------------------------------
+
 
 def _cfnlint_dir() -> Path:
     import cfnlint
@@ -307,6 +434,7 @@ class PreflightError(Exception):
 
 # -- values ---------------------------------------------------------------------------------
 
+
 def unsecret(value: Any) -> Any:
     if isinstance(value, dict):
         if value.get(_SECRET_SIG) is not None and "value" in value:
@@ -319,6 +447,7 @@ def unsecret(value: Any) -> Any:
 
 def values_at(inputs: dict, path: str) -> Iterator[tuple[str, Any]]:
     """(concrete path, value) for every value at `path` ("a[].b") in `inputs`."""
+
     def walk(node: Any, parts: list[str], where: str) -> Iterator[tuple[str, Any]]:
         if not parts:
             if node is not None:
@@ -341,6 +470,7 @@ def values_at(inputs: dict, path: str) -> Iterator[tuple[str, Any]]:
                 yield from walk(item, rest, f"{here}[{i}]")
         else:
             yield from walk(child, rest, here)
+
     return walk(inputs, path.split("."), "")
 
 
@@ -391,9 +521,11 @@ def check_value(value: Any, node: dict, where: str) -> list[str]:
 
 # -- the checks ------------------------------------------------------------------------------
 
+
 @dataclass
 class Resource:
     """What the preflight needs of a captured resource (infra.mockrun.Recorded has more)."""
+
     name: str
     type: str
     inputs: dict
@@ -411,9 +543,12 @@ def _effective_tags(res: Resource, default_tags: dict[str, str], taggable: bool)
 # Names Pulumi generates when the program sets none: the logical name, a dash and 7 random
 # hex characters (Pulumi's auto-naming). The longest such name is what AWS will see.
 AUTONAMED = {
-    "aws:iam/role:Role": "name", "aws:iam/instanceProfile:InstanceProfile": "name",
-    "aws:iam/rolePolicy:RolePolicy": "name", "aws:iam/policy:Policy": "name",
-    "aws:ec2/securityGroup:SecurityGroup": "name", "aws:s3/bucket:Bucket": "bucket",
+    "aws:iam/role:Role": "name",
+    "aws:iam/instanceProfile:InstanceProfile": "name",
+    "aws:iam/rolePolicy:RolePolicy": "name",
+    "aws:iam/policy:Policy": "name",
+    "aws:ec2/securityGroup:SecurityGroup": "name",
+    "aws:s3/bucket:Bucket": "bucket",
 }
 
 
@@ -431,9 +566,17 @@ def schema_findings(res: Resource, region: str, report: Report) -> list[Finding]
         target_type = target_type or cfn_type
         schema = cfn_schema(region, target_type)
         if schema is None:
-            out.append(Finding("warning", res.name, res.type, "(type)", target_type,
-                               f"CloudFormation has no {target_type} in {region}: not checked (is the "
-                               "service offered in this Region?)"))
+            out.append(
+                Finding(
+                    "warning",
+                    res.name,
+                    res.type,
+                    "(type)",
+                    target_type,
+                    f"CloudFormation has no {target_type} in {region}: not checked (is the "
+                    "service offered in this Region?)",
+                )
+            )
             continue
         node = dict(cfn_property(schema, target_path))
         node.update(OVERRIDES.get((target_type, target_path), {}))
@@ -448,18 +591,50 @@ def schema_findings(res: Resource, region: str, report: Report) -> list[Finding]
 def tag_findings(res: Resource, tags: dict[str, str]) -> list[Finding]:
     out = []
     if len(tags) > MAX_TAGS:
-        out.append(Finding("violation", res.name, res.type, "tags", f"{len(tags)} tags",
-                           f"AWS allows at most {MAX_TAGS} tags per resource (tag restrictions)"))
+        out.append(
+            Finding(
+                "violation",
+                res.name,
+                res.type,
+                "tags",
+                f"{len(tags)} tags",
+                f"AWS allows at most {MAX_TAGS} tags per resource (tag restrictions)",
+            )
+        )
     for key, value in sorted(tags.items()):
         if len(key) > MAX_TAG_KEY:
-            out.append(Finding("violation", res.name, res.type, f"tags[{key[:20]}...]", key,
-                               f"tag keys hold at most {MAX_TAG_KEY} characters (tag restrictions)"))
+            out.append(
+                Finding(
+                    "violation",
+                    res.name,
+                    res.type,
+                    f"tags[{key[:20]}...]",
+                    key,
+                    f"tag keys hold at most {MAX_TAG_KEY} characters (tag restrictions)",
+                )
+            )
         if key.lower().startswith("aws:"):
-            out.append(Finding("violation", res.name, res.type, f"tags[{key}]", key,
-                               "the aws: prefix is reserved for AWS's own tags (tag restrictions)"))
+            out.append(
+                Finding(
+                    "violation",
+                    res.name,
+                    res.type,
+                    f"tags[{key}]",
+                    key,
+                    "the aws: prefix is reserved for AWS's own tags (tag restrictions)",
+                )
+            )
         if value is not None and len(str(value)) > MAX_TAG_VALUE:
-            out.append(Finding("violation", res.name, res.type, f"tags[{key}]", value,
-                               f"tag values hold at most {MAX_TAG_VALUE} characters (tag restrictions)"))
+            out.append(
+                Finding(
+                    "violation",
+                    res.name,
+                    res.type,
+                    f"tags[{key}]",
+                    value,
+                    f"tag values hold at most {MAX_TAG_VALUE} characters (tag restrictions)",
+                )
+            )
     return out
 
 
@@ -475,18 +650,36 @@ def documented_findings(res: Resource) -> list[Finding]:
         for direction in ("ingress", "egress"):
             for where, value in values_at(inputs, f"{direction}[].description"):
                 if isinstance(value, str) and not EC2_RULE_DESCRIPTION.fullmatch(value):
-                    out.append(Finding("violation", res.name, res.type, where, value,
-                                       "EC2 refuses it: security group rule descriptions are up to 255 characters "
-                                       "of a-zA-Z0-9 space ._-:/()#,@[]+=;{}!$* (EC2 API reference, "
-                                       "AuthorizeSecurityGroupIngress IpRange.Description)"))
-    if res.type in ("aws:ec2/securityGroupRule:SecurityGroupRule",
-                    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
-                    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"):
+                    out.append(
+                        Finding(
+                            "violation",
+                            res.name,
+                            res.type,
+                            where,
+                            value,
+                            "EC2 refuses it: security group rule descriptions are up to 255 characters "
+                            "of a-zA-Z0-9 space ._-:/()#,@[]+=;{}!$* (EC2 API reference, "
+                            "AuthorizeSecurityGroupIngress IpRange.Description)",
+                        )
+                    )
+    if res.type in (
+        "aws:ec2/securityGroupRule:SecurityGroupRule",
+        "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
+        "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule",
+    ):
         value = inputs.get("description")
         if isinstance(value, str) and not EC2_RULE_DESCRIPTION.fullmatch(value):
-            out.append(Finding("violation", res.name, res.type, "description", value,
-                               "EC2 refuses it: security group rule descriptions are up to 255 characters "
-                               "of a-zA-Z0-9 space ._-:/()#,@[]+=;{}!$* (EC2 API reference)"))
+            out.append(
+                Finding(
+                    "violation",
+                    res.name,
+                    res.type,
+                    "description",
+                    value,
+                    "EC2 refuses it: security group rule descriptions are up to 255 characters "
+                    "of a-zA-Z0-9 space ._-:/()#,@[]+=;{}!$* (EC2 API reference)",
+                )
+            )
     if res.type == "aws:ssm/parameter:Parameter":
         for key in ("value", "insecureValue"):
             value = inputs.get(key)
@@ -497,31 +690,61 @@ def documented_findings(res: Resource) -> list[Finding]:
                 # SSM PutParameter API reference (botocore ssm service-2.json,
                 # PutParameterRequest.Value): "You can't include values wrapped in double
                 # brackets {{}} or {{ssm:parameter-name}} in a parameter value."
-                out.append(Finding("violation", res.name, res.type, key, nested.group(0),
-                                   "SSM refuses values wrapped in double brackets {{...}} "
-                                   "(PutParameter API reference, Value)"))
+                out.append(
+                    Finding(
+                        "violation",
+                        res.name,
+                        res.type,
+                        key,
+                        nested.group(0),
+                        "SSM refuses values wrapped in double brackets {{...}} (PutParameter API reference, Value)",
+                    )
+                )
             size = len(value.encode())
             tier = inputs.get("tier") or "Standard"
             # PutParameter API reference, Value: "Standard parameters have a value limit
             # of 4 KB. Advanced parameters have a value limit of 8 KB."
             limit = STANDARD_MAX if tier == "Standard" else ADVANCED_MAX
             if size > limit:
-                out.append(Finding("violation", res.name, res.type, key, f"{size} bytes",
-                                   f"SSM holds at most {limit} bytes in the {tier} tier "
-                                   "(PutParameter API reference, Value)"))
+                out.append(
+                    Finding(
+                        "violation",
+                        res.name,
+                        res.type,
+                        key,
+                        f"{size} bytes",
+                        f"SSM holds at most {limit} bytes in the {tier} tier (PutParameter API reference, Value)",
+                    )
+                )
             if key == "insecureValue":
                 for n, line in _clear_passwords(value):
-                    out.append(Finding("violation", res.name, res.type, f"{key} line {n}", line,
-                                       "a String parameter holds a password in clear: only a placeholder "
-                                       "(infra/placeholders.py) may stand there; the secret is a SecureString"))
+                    out.append(
+                        Finding(
+                            "violation",
+                            res.name,
+                            res.type,
+                            f"{key} line {n}",
+                            line,
+                            "a String parameter holds a password in clear: only a placeholder "
+                            "(infra/placeholders.py) may stand there; the secret is a SecureString",
+                        )
+                    )
     if res.type == "aws:ec2/instance:Instance":
         value = inputs.get("userData")
         if isinstance(value, str) and len(value.encode()) > USER_DATA_LIMIT:
             # EC2 User Guide, "Work with instance user data": "User data is limited to
             # 16 KB, in raw form, before it is base64-encoded."
-            out.append(Finding("violation", res.name, res.type, "userData", f"{len(value.encode())} bytes",
-                               f"EC2 user data is limited to {USER_DATA_LIMIT} bytes raw, before base64 "
-                               "(EC2 User Guide, instance user data)"))
+            out.append(
+                Finding(
+                    "violation",
+                    res.name,
+                    res.type,
+                    "userData",
+                    f"{len(value.encode())} bytes",
+                    f"EC2 user data is limited to {USER_DATA_LIMIT} bytes raw, before base64 "
+                    "(EC2 User Guide, instance user data)",
+                )
+            )
     return out
 
 
@@ -530,8 +753,12 @@ def _clear_passwords(text: str) -> list[tuple[int, str]]:
     out = []
     for n, line in enumerate(text.splitlines(), 1):
         words = line.split()
-        if len(words) >= 4 and words[0] == "neighbor" and words[2] == "password" \
-                and not placeholders.PATTERN.fullmatch(" ".join(words[3:])):
+        if (
+            len(words) >= 4
+            and words[0] == "neighbor"
+            and words[2] == "password"
+            and not placeholders.PATTERN.fullmatch(" ".join(words[3:]))
+        ):
             out.append((n, " ".join(words[:3]) + " (hidden)"))
     return out
 
@@ -542,8 +769,11 @@ def _sg_rule_counts(inputs: dict) -> dict[tuple[str, str], int]:
     counts: Counter = Counter()
     for direction in ("ingress", "egress"):
         for rule in inputs.get(direction) or []:
-            groups = len(rule.get("securityGroups") or []) + (1 if rule.get("self") else 0) \
+            groups = (
+                len(rule.get("securityGroups") or [])
+                + (1 if rule.get("self") else 0)
                 + len(rule.get("prefixListIds") or [])
+            )
             counts[(direction, "IPv4")] += len(rule.get("cidrBlocks") or []) + groups
             counts[(direction, "IPv6")] += len(rule.get("ipv6CidrBlocks") or []) + groups
     return counts
@@ -565,30 +795,57 @@ def quota_findings(resources: list[Resource], quotas: dict[str, int]) -> list[Fi
     table_names = {mock_id(r.name): r.name for r in resources if r.type == "aws:ec2/routeTable:RouteTable"}
     for (table, family), names in sorted(routes.items()):
         if len(names) > limit:
-            out.append(Finding("violation", table_names.get(table, table), "aws:ec2/routeTable:RouteTable", f"routes ({family})",
-                               f"{len(names)} routes",
-                               f"more than {limit} {family} routes in one table; raise the "
-                               f"{QUOTA_NAMES['routes-per-route-table']} first (Amazon VPC quotas), then run "
-                               f"with --quota routes-per-route-table=N"))
+            out.append(
+                Finding(
+                    "violation",
+                    table_names.get(table, table),
+                    "aws:ec2/routeTable:RouteTable",
+                    f"routes ({family})",
+                    f"{len(names)} routes",
+                    f"more than {limit} {family} routes in one table; raise the "
+                    f"{QUOTA_NAMES['routes-per-route-table']} first (Amazon VPC quotas), then run "
+                    f"with --quota routes-per-route-table=N",
+                )
+            )
     limit = quotas["rules-per-security-group"]
     for res in resources:
         if res.type != "aws:ec2/securityGroup:SecurityGroup":
             continue
         for (direction, family), n in sorted(_sg_rule_counts(unsecret(res.inputs)).items()):
             if n > limit:
-                out.append(Finding("violation", res.name, res.type, f"{direction} ({family})", f"{n} rules",
-                                   f"more than {limit} {direction} {family} rules in one group; raise the "
-                                   f"{QUOTA_NAMES['rules-per-security-group']} first (Amazon VPC quotas), then "
-                                   f"run with --quota rules-per-security-group=N"))
+                out.append(
+                    Finding(
+                        "violation",
+                        res.name,
+                        res.type,
+                        f"{direction} ({family})",
+                        f"{n} rules",
+                        f"more than {limit} {direction} {family} rules in one group; raise the "
+                        f"{QUOTA_NAMES['rules-per-security-group']} first (Amazon VPC quotas), then "
+                        f"run with --quota rules-per-security-group=N",
+                    )
+                )
     eips = [r for r in resources if r.type == "aws:ec2/eip:Eip"]
     limit = quotas["eips-per-region"]
     if len(eips) >= limit:
         over = len(eips) > limit
-        out.append(Finding("warning", "stack", "aws:ec2/eip:Eip", "count", f"{len(eips)} EIPs",
-                           (f"more than the {limit} the account may hold in the Region" if over else
-                            f"all {limit} the account may hold in the Region: any other EIP there makes the up "
-                            f"fail part-way") + f"; raise the {QUOTA_NAMES['eips-per-region']} before the up "
-                           "(Amazon VPC quotas, Elastic IP addresses per Region: 5)"))
+        out.append(
+            Finding(
+                "warning",
+                "stack",
+                "aws:ec2/eip:Eip",
+                "count",
+                f"{len(eips)} EIPs",
+                (
+                    f"more than the {limit} the account may hold in the Region"
+                    if over
+                    else f"all {limit} the account may hold in the Region: any other EIP there makes the up "
+                    f"fail part-way"
+                )
+                + f"; raise the {QUOTA_NAMES['eips-per-region']} before the up "
+                "(Amazon VPC quotas, Elastic IP addresses per Region: 5)",
+            )
+        )
     return out
 
 
@@ -616,8 +873,10 @@ def check(resources: list[Resource], region: str, stack: str, quotas: dict[str, 
         taggable = "tags" in CFN[res.type][1]
         report.findings += tag_findings(res, _effective_tags(res, default_tags, taggable))
     report.findings += quota_findings(aws, quotas)
-    report.unchecked = {t: (n, NO_COUNTERPART.get(t, "no CloudFormation counterpart in the preflight's table"))
-                        for t, n in unchecked.items()}
+    report.unchecked = {
+        t: (n, NO_COUNTERPART.get(t, "no CloudFormation counterpart in the preflight's table"))
+        for t, n in unchecked.items()
+    }
     return report
 
 
@@ -629,8 +888,9 @@ STAND_IN_PASSWORD = "preflight-stand-in-not-a-secret"
 STAND_IN_ONPREM_PASSWORD = "preflight-onprem-stand-in-not-a-secret"
 
 
-def capture(stack: str, raw: dict[str, Any] | None = None,
-            stacks_dir: Path | None = None) -> tuple[list[Resource], str]:
+def capture(
+    stack: str, raw: dict[str, Any] | None = None, stacks_dir: Path | None = None
+) -> tuple[list[Resource], str]:
     """Run the program for `stack` under mocks; (resources, region).
 
     The config is the stack file's (in `stacks_dir`, default stacks/) or, when given,
@@ -660,8 +920,9 @@ def capture(stack: str, raw: dict[str, Any] | None = None,
     return resources, cfg.region
 
 
-def preflight(stack: str, raw: dict[str, Any] | None = None, quotas: dict[str, int] | None = None,
-              stacks_dir: Path | None = None) -> Report:
+def preflight(
+    stack: str, raw: dict[str, Any] | None = None, quotas: dict[str, int] | None = None, stacks_dir: Path | None = None
+) -> Report:
     resources, region = capture(stack, raw, stacks_dir)
     return check(resources, region, stack, quotas)
 
@@ -677,10 +938,17 @@ def parser() -> argparse.ArgumentParser:
     parser = common_parser(
         "python -m infra.preflight",
         "Check every resource the program would create for STACK against AWS's CloudFormation "
-        "schemas and documented rules (no credentials, no Pulumi CLI).")
+        "schemas and documented rules (no credentials, no Pulumi CLI).",
+    )
     parser.add_argument("stack", help="stack name (stacks/Pulumi.<stack>.yaml)")
-    parser.add_argument("--quota", action="append", type=_quota, default=[], metavar="NAME=N",
-                        help="the account's raised quota: " + ", ".join(f"{k} (default {v})" for k, v in QUOTAS.items()))
+    parser.add_argument(
+        "--quota",
+        action="append",
+        type=_quota,
+        default=[],
+        metavar="NAME=N",
+        help="the account's raised quota: " + ", ".join(f"{k} (default {v})" for k, v in QUOTAS.items()),
+    )
     parser.add_argument("--stacks-dir", type=Path, default=None, help="where the stack files are (default stacks/)")
     return parser
 

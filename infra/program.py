@@ -1,4 +1,5 @@
 """The Pulumi program: reads and validates the stack config once, builds the plan, creates the components."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,16 @@ from infra.components.router import RoutingInstance
 from infra.components.routes import PoolRoutes, PoolRoutesArgs
 from infra.components.security import SecurityGroups, SecurityGroupsArgs
 from infra.config import PROJECT, SECRET_KEYS, ConfigError, StackConfig, foreign_key_problem, parse
-from infra.parameters import (ParameterError, build_parameters, instance_path, onprem_password_name,
-                              password_name, root, route_server_doc, vpc_doc)
+from infra.parameters import (
+    ParameterError,
+    build_parameters,
+    instance_path,
+    onprem_password_name,
+    password_name,
+    root,
+    route_server_doc,
+    vpc_doc,
+)
 from infra.passwords import password_problem
 from infra.plan import OverlayPlan, build_plan
 from infra.plan.report import to_mermaid
@@ -76,8 +85,9 @@ def load_config(stack: str) -> tuple[StackConfig, str, str | None]:
     cfg = parse(raw, stack)
     password = secrets.get("bgpPassword")
     if not password:
-        raise ConfigError(f"{PROJECT}:bgpPassword", None,
-                          f"is required: pulumi config set --secret {PROJECT}:bgpPassword <password>")
+        raise ConfigError(
+            f"{PROJECT}:bgpPassword", None, f"is required: pulumi config set --secret {PROJECT}:bgpPassword <password>"
+        )
     problem = password_problem(str(password))
     if problem:
         raise ConfigError(f"{PROJECT}:bgpPassword", "(hidden)", problem)
@@ -88,14 +98,22 @@ def load_config(stack: str) -> tuple[StackConfig, str, str | None]:
         return cfg, password, None
     if not onprem:
         names = ", ".join(o.name for o in cfg.onprem)
-        raise ConfigError(key, None, f"is required for the on-prem peers ({names}): pulumi config set --secret "
-                          f"{key} <password> (the datacenter sessions' own key; docker hosts never hold it)")
+        raise ConfigError(
+            key,
+            None,
+            f"is required for the on-prem peers ({names}): pulumi config set --secret "
+            f"{key} <password> (the datacenter sessions' own key; docker hosts never hold it)",
+        )
     problem = password_problem(str(onprem))
     if problem:
         raise ConfigError(key, "(hidden)", problem)
     if str(onprem) == str(password):
-        raise ConfigError(key, "(hidden)", f"must differ from {PROJECT}:bgpPassword, which every docker host "
-                          "holds (review F10: a host never holds the datacenter peering key)")
+        raise ConfigError(
+            key,
+            "(hidden)",
+            f"must differ from {PROJECT}:bgpPassword, which every docker host "
+            "holds (review F10: a host never holds the datacenter peering key)",
+        )
     return cfg, password, onprem
 
 
@@ -108,11 +126,15 @@ def architecture(instance_type: str) -> str:
 
 def debian_ami(arch: str, provider: aws.Provider) -> pulumi.Output[str]:
     return aws.ec2.get_ami_output(
-        most_recent=True, owners=[DEBIAN_OWNER],
-        filters=[{"name": "name", "values": [f"debian-12-{'arm64' if arch == 'arm64' else 'amd64'}-*"]},
-                 {"name": "architecture", "values": [arch]},
-                 {"name": "virtualization-type", "values": ["hvm"]}],
-        opts=pulumi.InvokeOutputOptions(provider=provider)).id
+        most_recent=True,
+        owners=[DEBIAN_OWNER],
+        filters=[
+            {"name": "name", "values": [f"debian-12-{'arm64' if arch == 'arm64' else 'amd64'}-*"]},
+            {"name": "architecture", "values": [arch]},
+            {"name": "virtualization-type", "values": ["hvm"]},
+        ],
+        opts=pulumi.InvokeOutputOptions(provider=provider),
+    ).id
 
 
 def check_static_routes(plan: OverlayPlan) -> None:
@@ -121,17 +143,32 @@ def check_static_routes(plan: OverlayPlan) -> None:
     per_host = 2 if plan.ipv6 else 1
     count = 2 + len(plan.pools_v4) + len(plan.pools_v6) + per_host * len(plan.hosts)
     if count > MAX_ROUTES_PER_TABLE:
-        raise ConfigError(f"{PROJECT}:routing.mode", "static",
-                          f"{len(plan.hosts)} hosts need {count} routes per table; AWS allows "
-                          f"{MAX_ROUTES_PER_TABLE} (use mode router)")
+        raise ConfigError(
+            f"{PROJECT}:routing.mode",
+            "static",
+            f"{len(plan.hosts)} hosts need {count} routes per table; AWS allows "
+            f"{MAX_ROUTES_PER_TABLE} (use mode router)",
+        )
 
 
 def pairing_table(plan: OverlayPlan) -> list[dict[str, Any]]:
-    return [{"router": p.a.name, "peer": p.b.name, "kind": p.kind, "key": p.key, "interface": p.ifname,
-             "router_inner_ipv4": str(p.a.inner_v4), "peer_inner_ipv4": str(p.b.inner_v4),
-             "router_inner_ipv6": str(p.a.inner_v6) if p.a.inner_v6 else None,
-             "peer_inner_ipv6": str(p.b.inner_v6) if p.b.inner_v6 else None,
-             "mtu": p.mtu, "router_asn": p.a.asn, "peer_asn": p.b.asn} for p in plan.pairings]
+    return [
+        {
+            "router": p.a.name,
+            "peer": p.b.name,
+            "kind": p.kind,
+            "key": p.key,
+            "interface": p.ifname,
+            "router_inner_ipv4": str(p.a.inner_v4),
+            "peer_inner_ipv4": str(p.b.inner_v4),
+            "router_inner_ipv6": str(p.a.inner_v6) if p.a.inner_v6 else None,
+            "peer_inner_ipv6": str(p.b.inner_v6) if p.b.inner_v6 else None,
+            "mtu": p.mtu,
+            "router_asn": p.a.asn,
+            "peer_asn": p.b.asn,
+        }
+        for p in plan.pairings
+    ]
 
 
 def one_line_errors(stack: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -139,32 +176,34 @@ def one_line_errors(stack: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     gives for errors outside apply. An exception inside an apply escapes main()'s handler and
     reaches the CLI wrapped in "While processing input ..." lines; RunError passes through
     unwrapped and the CLI prints its message alone (review F17)."""
+
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except (ParameterError, RenderError) as exc:
             raise pulumi.RunError(f"stack {stack}: {exc}") from None
+
     return wrapped
 
 
-def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str],
-           onprem_password: pulumi.Input[str] | None = None) -> dict[str, Any]:
+def create(
+    cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str], onprem_password: pulumi.Input[str] | None = None
+) -> dict[str, Any]:
     """Every resource of the stack from the plan; returns the stack outputs.
 
     `cfg` supplies the settings the plan does not carry (hosts' IPv6 /80 delegation, their
     root volume size).
     """
     prod = plan.environment == "prod"
-    stack_tags = {"project": plan.project, "stack": plan.stack, "environment": plan.environment,
-                  "managed-by": "pulumi"}
+    stack_tags = {"project": plan.project, "stack": plan.stack, "environment": plan.environment, "managed-by": "pulumi"}
     provider = aws.Provider("aws", region=plan.region, default_tags={"tags": stack_tags})
     opts = pulumi.ResourceOptions(providers=[provider])
 
     network = Network("net", NetworkArgs(plan), opts)
-    sgs = SecurityGroups("sg", SecurityGroupsArgs(plan, network.vpc.id,
-                                                  network.vpc.ipv6_cidr_block if plan.ipv6 else None), opts)
-    agent = AgentPackage("agent", AgentPackageArgs(plan.stack, build_bundle(), AGENT_KEY,
-                                                   force_destroy=not prod), opts)
+    sgs = SecurityGroups(
+        "sg", SecurityGroupsArgs(plan, network.vpc.id, network.vpc.ipv6_cidr_block if plan.ipv6 else None), opts
+    )
+    agent = AgentPackage("agent", AgentPackageArgs(plan.stack, build_bundle(), AGENT_KEY, force_destroy=not prod), opts)
     account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(provider=provider)).account_id
     # One role per instance kind: the kinds read different secrets (docs/deploy.md). The
     # on-prem password is the routers' alone: a docker host never holds the datacenter key.
@@ -175,44 +214,88 @@ def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str],
             raise ConfigError(f"{PROJECT}:onpremBgpPassword", None, "is required for the on-prem peers")
         values[onprem_password_name(plan)] = onprem_password
         secrets["router"].append(onprem_password_name(plan))
-    roles = {kind: InstanceRole(f"{kind}s", InstanceRoleArgs(
-        region=plan.region, account=account, project=plan.project, stack=plan.stack,
-        parameter_root=root(plan), secrets=secrets[kind], agent_object_arn=agent.object_arn, kind=kind), opts)
-        for kind in ("router", "host")}
-    passwords = BgpPassword("bgp-password", BgpPasswordArgs(
-        region=plan.region, account=account, stack=plan.stack, values=values,
-        readers=[(roles[kind].role.arn, secrets[kind]) for kind in ("router", "host")], prod=prod), opts)
+    roles = {
+        kind: InstanceRole(
+            f"{kind}s",
+            InstanceRoleArgs(
+                region=plan.region,
+                account=account,
+                project=plan.project,
+                stack=plan.stack,
+                parameter_root=root(plan),
+                secrets=secrets[kind],
+                agent_object_arn=agent.object_arn,
+                kind=kind,
+            ),
+            opts,
+        )
+        for kind in ("router", "host")
+    }
+    passwords = BgpPassword(
+        "bgp-password",
+        BgpPasswordArgs(
+            region=plan.region,
+            account=account,
+            stack=plan.stack,
+            values=values,
+            readers=[(roles[kind].role.arn, secrets[kind]) for kind in ("router", "host")],
+            prod=prod,
+        ),
+        opts,
+    )
     for role in roles.values():
         role.grant(passwords.key.arn)
 
     params: dict[str | None, list] = {}
     for p in build_parameters(plan, lambda name: render_frr(plan, name)).values():
         params.setdefault(p.instance, []).append(p)
-    amis = {arch: debian_ami(arch, provider) for arch in
-            sorted({architecture(i.instance_type) for i in plan.instances})}
+    amis = {
+        arch: debian_ami(arch, provider) for arch in sorted({architecture(i.instance_type) for i in plan.instances})
+    }
 
     def args_for(inst, role: str, sg_ids, **extra) -> InstanceArgs:
         path = instance_path(plan, inst.name)
         kind = "public" if role == "router" else "private"
-        user_data = agent.bucket.bucket.apply(one_line_errors(
-            plan.stack, lambda bucket, n=inst.name, p=path: render_user_data(
-                plan, n, bucket=bucket, agent_key=AGENT_KEY, parameter_path=p)))
+        user_data = agent.bucket.bucket.apply(
+            one_line_errors(
+                plan.stack,
+                lambda bucket, n=inst.name, p=path: render_user_data(
+                    plan, n, bucket=bucket, agent_key=AGENT_KEY, parameter_path=p
+                ),
+            )
+        )
         return InstanceArgs(
-            plan_stack=plan.stack, region=plan.region, role=role,
+            plan_stack=plan.stack,
+            region=plan.region,
+            role=role,
             subnet_id=network.subnets[(inst.az, kind)].id,
-            private_ip=str(inst.private_ip), security_group_ids=sg_ids,
-            ami_id=amis[architecture(inst.instance_type)], instance_type=inst.instance_type,
-            user_data=user_data, parameters=params[inst.name],
-            parameter_path=path, instance_profile=roles[role].profile.name, ipv6=plan.ipv6,
+            private_ip=str(inst.private_ip),
+            security_group_ids=sg_ids,
+            ami_id=amis[architecture(inst.instance_type)],
+            instance_type=inst.instance_type,
+            user_data=user_data,
+            parameters=params[inst.name],
+            parameter_path=path,
+            instance_profile=roles[role].profile.name,
+            ipv6=plan.ipv6,
             boot_after=[*network.egress[(inst.az, kind)], roles[role].policy, agent.object],
-            volume_tags=stack_tags, **extra)
+            volume_tags=stack_tags,
+            **extra,
+        )
 
     router_sgs = [sgs.members.id] + ([sgs.onprem.id] if sgs.onprem else [])
     route_server = None
     if plan.vpc_failover == "routeServer":
-        route_server = RouteServer("route-server", RouteServerArgs(
-            plan, network.vpc.id, {k: s.id for k, s in network.subnets.items()},
-            {k: t.id for k, t in network.route_tables.items()}), opts)
+        route_server = RouteServer(
+            "route-server",
+            RouteServerArgs(
+                plan,
+                network.vpc.id,
+                {k: s.id for k, s in network.subnets.items()},
+                {k: t.id for k, t in network.route_tables.items()},
+            ),
+            opts,
+        )
         router_sgs.append(sgs.route_server_group(route_server.endpoint_addresses()).id)
     routers = {}
     for r in plan.routers:
@@ -221,34 +304,52 @@ def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str],
             # The endpoints' addresses reach the router as a parameter the agent reads
             # (docs/vpc-failover.md); the value is an Output, the resource is not in an apply.
             late[f"{instance_path(plan, r.name)}/route-server"] = pulumi.Output.all(
-                *route_server.router_doc_inputs(r.name)).apply(lambda ips: route_server_doc(plan, list(ips)))
+                *route_server.router_doc_inputs(r.name)
+            ).apply(lambda ips: route_server_doc(plan, list(ips)))
         if plan.ipv6:
             # The VPC's IPv6 block, denied from on-prem by the router's agent (docs/frr.md):
             # AWS assigns it when it creates the VPC.
             late[f"{instance_path(plan, r.name)}/vpc"] = network.vpc.ipv6_cidr_block.apply(
-                lambda block: vpc_doc(plan, block))
-        args = args_for(r, "router", router_sgs, eip=r.eip, protect=prod, eip_after=[network.igw],
-                        late_parameters=late)
+                lambda block: vpc_doc(plan, block)
+            )
+        args = args_for(r, "router", router_sgs, eip=r.eip, protect=prod, eip_after=[network.igw], late_parameters=late)
         routers[r.name] = RoutingInstance(r.name, args, opts)
         if route_server is not None:
             route_server.peer(r.name, after=[routers[r.name].eni])
     if route_server is None:
         # static: one fixed router ENI per AZ's tables; with routeServer the route server
         # writes the pool routes (one route per prefix per table either way).
-        PoolRoutes("pools", PoolRoutesArgs(plan, {k: t.id for k, t in network.route_tables.items()},
-                                           {n: r.eni.id for n, r in routers.items()}), opts)
+        PoolRoutes(
+            "pools",
+            PoolRoutesArgs(
+                plan, {k: t.id for k, t in network.route_tables.items()}, {n: r.eni.id for n, r in routers.items()}
+            ),
+            opts,
+        )
     tables = {f"{kind}-{az}": t.id for (az, kind), t in network.route_tables.items()}
     for h in plan.hosts:
         static = None
         if plan.routing_mode == "static":
             static = StaticRoutes(tables, str(h.block_v4), str(h.block_v6) if h.block_v6 else None)
-        DockerHost(h.name, args_for(h, "host", [sgs.members.id], ipv6_prefix=cfg.host_ipv6_delegation,
-                                    root_volume_gb=cfg.host_root_volume_gb),
-                   static, opts)
+        DockerHost(
+            h.name,
+            args_for(
+                h,
+                "host",
+                [sgs.members.id],
+                ipv6_prefix=cfg.host_ipv6_delegation,
+                root_volume_gb=cfg.host_root_volume_gb,
+            ),
+            static,
+            opts,
+        )
 
     eips = {n: r.public_ip for n, r in routers.items() if r.public_ip is not None}
-    onprem_frr = pulumi.Output.all(**eips).apply(one_line_errors(
-        plan.stack, lambda resolved: {o.name: render_onprem_frr(plan, o.name, dict(resolved)) for o in plan.onprem}))
+    onprem_frr = pulumi.Output.all(**eips).apply(
+        one_line_errors(
+            plan.stack, lambda resolved: {o.name: render_onprem_frr(plan, o.name, dict(resolved)) for o in plan.onprem}
+        )
+    )
     return {
         "vpcId": network.vpc.id,
         "agentBucket": agent.bucket.bucket,
@@ -257,8 +358,11 @@ def create(cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str],
         "pairings": pairing_table(plan),
         "onpremFrr": onprem_frr,
         "topology": to_mermaid(plan),
-        **({"routeServerEndpoints": {az: e.eni_address for az, e in route_server.endpoints.items()}}
-           if route_server is not None else {}),
+        **(
+            {"routeServerEndpoints": {az: e.eni_address for az, e in route_server.endpoints.items()}}
+            if route_server is not None
+            else {}
+        ),
     }
 
 

@@ -1,4 +1,5 @@
 """Writes a stack's parameter set (infra.parameters) to SSM with boto3: for the lab and tests."""
+
 from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
@@ -6,9 +7,15 @@ from typing import Any, Iterable, Mapping
 from infra.parameters import Parameter
 
 
-def put_parameters(client: Any, params: Mapping[str, Parameter], password: str, *,
-                   onprem_password: str | None = None, prune: bool = False,
-                   key_id: str | None = None) -> list[str]:
+def put_parameters(
+    client: Any,
+    params: Mapping[str, Parameter],
+    password: str,
+    *,
+    onprem_password: str | None = None,
+    prune: bool = False,
+    key_id: str | None = None,
+) -> list[str]:
     """Put every parameter (the bgp-password SecureString gets `password`, onprem-bgp-password
     `onprem_password`); return the names written.
 
@@ -38,7 +45,7 @@ def put_parameters(client: Any, params: Mapping[str, Parameter], password: str, 
         root = "/".join(next(iter(params)).split("/")[:3])
         stale = [n for n in _names_under(client, root) if n not in params]
         for i in range(0, len(stale), 10):  # DeleteParameters takes at most 10 names
-            client.delete_parameters(Names=stale[i:i + 10])
+            client.delete_parameters(Names=stale[i : i + 10])
     return written
 
 

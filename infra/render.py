@@ -1,4 +1,5 @@
 """Pure rendering of FRR configs and cloud-config user data from the OverlayPlan (jinja2 templates in userdata/)."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -76,7 +77,10 @@ def bogons_marker(family: str, prefix_list: str, *, vpc_ipv6: bool = False) -> s
     """The marker line for `prefix_list` (family "ip" or "ipv6")."""
     _check(family in ("ip", "ipv6"), "family", family, "must be 'ip' or 'ipv6'")
     _check(not vpc_ipv6 or family == "ipv6", "vpc_ipv6", vpc_ipv6, "the VPC's IPv6 block goes in an ipv6 list")
-    return f"! agent: {family} prefix-list {prefix_list} seq {BOGONS_SEQ}+ deny bogons{', vpc-ipv6' if vpc_ipv6 else ''}"
+    return (
+        f"! agent: {family} prefix-list {prefix_list} seq {BOGONS_SEQ}+ deny bogons{', vpc-ipv6' if vpc_ipv6 else ''}"
+    )
+
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -97,13 +101,24 @@ def _check(ok: bool, field_name: str, value: Any, reason: str) -> None:
 
 
 def _check_name(field_name: str, value: Any) -> None:
-    _check(isinstance(value, str) and bool(_NAME.match(value)), field_name, value,
-           "must be 1-63 characters of a-z, 0-9 and '-', starting with a letter")
+    _check(
+        isinstance(value, str) and bool(_NAME.match(value)),
+        field_name,
+        value,
+        "must be 1-63 characters of a-z, 0-9 and '-', starting with a letter",
+    )
 
 
 def _check_asn(field_name: str, value: Any) -> None:
-    _check(isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4294967294
-           and value not in (23456, 65535), field_name, value, "is not a usable ASN")
+    _check(
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and 1 <= value <= 4294967294
+        and value not in (23456, 65535),
+        field_name,
+        value,
+        "is not a usable ASN",
+    )
 
 
 def _check_addr(field_name: str, value: Any, version: int) -> None:
@@ -123,13 +138,18 @@ def _check_net(field_name: str, value: Any, version: int) -> None:
 
 
 def _check_int(field_name: str, value: Any, lo: int, hi: int) -> None:
-    _check(isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
-           field_name, value, f"must be a whole number between {lo} and {hi}")
+    _check(
+        isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
+        field_name,
+        value,
+        f"must be a whole number between {lo} and {hi}",
+    )
 
 
 @dataclass(frozen=True)
 class BgpSettings:
     """Timers, BFD, limits and graceful restart shared by every session of the stack."""
+
     keepalive: int
     hold: int
     bfd_interval_ms: int
@@ -152,23 +172,44 @@ class BgpSettings:
         _check_int("bgp.max_prefix", self.max_prefix, 1, 4294967295)
         _check_int("bgp.max_prefix_restart", self.max_prefix_restart, 1, 65535)
         _check_int("bgp.max_paths", self.max_paths, 1, 64)
-        _check(isinstance(self.graceful_restart, bool), "bgp.graceful_restart", self.graceful_restart,
-               "must be true or false")
+        _check(
+            isinstance(self.graceful_restart, bool),
+            "bgp.graceful_restart",
+            self.graceful_restart,
+            "must be true or false",
+        )
         # The templates state these as FRR's defaults (which FRR leaves out of its running
         # config); other values would need the commands written out.
-        _check(self.gr_restart_time == 120, "bgp.gr_restart_time", self.gr_restart_time,
-               "must be 120 (FRR's default, which the templates assume)")
-        _check(self.gr_stalepath_time == 360, "bgp.gr_stalepath_time", self.gr_stalepath_time,
-               "must be 360 (FRR's default, which the templates assume)")
-        _check(self.password == PASSWORD_PLACEHOLDER, "bgp.password", "<hidden>",
-               f"must be the placeholder {PASSWORD_PLACEHOLDER} (the agent fills in the secret)")
-        _check(self.onprem_password == ONPREM_PASSWORD_PLACEHOLDER, "bgp.onprem_password", "<hidden>",
-               f"must be the placeholder {ONPREM_PASSWORD_PLACEHOLDER} (the agent fills in the secret)")
+        _check(
+            self.gr_restart_time == 120,
+            "bgp.gr_restart_time",
+            self.gr_restart_time,
+            "must be 120 (FRR's default, which the templates assume)",
+        )
+        _check(
+            self.gr_stalepath_time == 360,
+            "bgp.gr_stalepath_time",
+            self.gr_stalepath_time,
+            "must be 360 (FRR's default, which the templates assume)",
+        )
+        _check(
+            self.password == PASSWORD_PLACEHOLDER,
+            "bgp.password",
+            "<hidden>",
+            f"must be the placeholder {PASSWORD_PLACEHOLDER} (the agent fills in the secret)",
+        )
+        _check(
+            self.onprem_password == ONPREM_PASSWORD_PLACEHOLDER,
+            "bgp.onprem_password",
+            "<hidden>",
+            f"must be the placeholder {ONPREM_PASSWORD_PLACEHOLDER} (the agent fills in the secret)",
+        )
 
 
 @dataclass(frozen=True)
 class Policy:
     """The prefixes every filter is built from (strings, as FRR writes them)."""
+
     pools_v4: tuple[str, ...]
     pools_v6: tuple[str, ...]
     tunnel_v4: str
@@ -181,12 +222,20 @@ class Policy:
     shared_v6: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.pools_v4, tuple) and len(self.pools_v4) > 0, "pools_v4", self.pools_v4,
-               "must be a non-empty tuple")
+        _check(
+            isinstance(self.pools_v4, tuple) and len(self.pools_v4) > 0,
+            "pools_v4",
+            self.pools_v4,
+            "must be a non-empty tuple",
+        )
         # The templates number prefix-list entries in steps of 5 below fixed entries at 100.
         for name in ("pools_v4", "pools_v6"):
-            _check(len(getattr(self, name)) <= MAX_POOLS, name, getattr(self, name),
-                   f"at most {MAX_POOLS} pools per family")
+            _check(
+                len(getattr(self, name)) <= MAX_POOLS,
+                name,
+                getattr(self, name),
+                f"at most {MAX_POOLS} pools per family",
+            )
         for i, p in enumerate(self.pools_v4):
             _check_net(f"pools_v4[{i}]", p, 4)
         _check(isinstance(self.pools_v6, tuple), "pools_v6", self.pools_v6, "must be a tuple")
@@ -195,20 +244,36 @@ class Policy:
         _check_net("tunnel_v4", self.tunnel_v4, 4)
         if self.tunnel_v6 is not None:
             _check_net("tunnel_v6", self.tunnel_v6, 6)
-        _check(bool(self.pools_v6) == (self.tunnel_v6 is not None), "pools_v6", self.pools_v6,
-               "IPv6 pools and the IPv6 tunnel pool go together (both or neither)")
+        _check(
+            bool(self.pools_v6) == (self.tunnel_v6 is not None),
+            "pools_v6",
+            self.pools_v6,
+            "IPv6 pools and the IPv6 tunnel pool go together (both or neither)",
+        )
         _check_net("vpc_cidr", self.vpc_cidr, 4)
-        _check(self.announce in ("aggregates", "specifics"), "announce", self.announce,
-               "must be 'aggregates' or 'specifics'")
+        _check(
+            self.announce in ("aggregates", "specifics"),
+            "announce",
+            self.announce,
+            "must be 'aggregates' or 'specifics'",
+        )
         for name, version in (("shared_v4", 4), ("shared_v6", 6)):
             nets = getattr(self, name)
-            _check(isinstance(nets, tuple) and len(nets) <= MAX_POOLS, name, nets,
-                   f"must be a tuple of at most {MAX_POOLS} networks")
+            _check(
+                isinstance(nets, tuple) and len(nets) <= MAX_POOLS,
+                name,
+                nets,
+                f"must be a tuple of at most {MAX_POOLS} networks",
+            )
             pools = [ipaddress.ip_network(p) for p in (self.pools_v4 if version == 4 else self.pools_v6)]
             for i, n in enumerate(nets):
                 _check_net(f"{name}[{i}]", n, version)
-                _check(any(ipaddress.ip_network(n).subnet_of(p) for p in pools), f"{name}[{i}]", n,
-                       "must lie inside the pools")
+                _check(
+                    any(ipaddress.ip_network(n).subnet_of(p) for p in pools),
+                    f"{name}[{i}]",
+                    n,
+                    "must lie inside the pools",
+                )
 
     @property
     def ipv6(self) -> bool:
@@ -218,6 +283,7 @@ class Policy:
 @dataclass(frozen=True)
 class OnPremNeighbor:
     """A router's explicit neighbor across the internet, on the pairing's inner addresses."""
+
     name: str
     asn: int
     ifname: str
@@ -229,8 +295,12 @@ class OnPremNeighbor:
     def __post_init__(self) -> None:
         _check_name("onprem.name", self.name)
         _check_asn(f"onprem[{self.name}].asn", self.asn)
-        _check(isinstance(self.ifname, str) and 1 <= len(self.ifname) <= 15, f"onprem[{self.name}].ifname",
-               self.ifname, "must be a Linux interface name (1-15 characters)")
+        _check(
+            isinstance(self.ifname, str) and 1 <= len(self.ifname) <= 15,
+            f"onprem[{self.name}].ifname",
+            self.ifname,
+            "must be a Linux interface name (1-15 characters)",
+        )
         _check_addr(f"onprem[{self.name}].inner_v4", self.inner_v4, 4)
         if self.inner_v6 is not None:
             _check_addr(f"onprem[{self.name}].inner_v6", self.inner_v6, 6)
@@ -250,6 +320,7 @@ def _check_speaker(ctx) -> None:
 @dataclass(frozen=True)
 class RouteServerPeering:
     """A router's BGP toward the VPC route server (docs/vpc-failover.md)."""
+
     asn: int
     med: int
     prepend: int  # how many times the router's ASN is prepended
@@ -264,6 +335,7 @@ class RouteServerPeering:
 @dataclass(frozen=True)
 class RouterFrrContext:
     """Everything userdata/frr-router.conf.j2 reads. No host appears here, by design."""
+
     project: str
     stack: str
     hostname: str
@@ -288,28 +360,49 @@ class RouterFrrContext:
         _check_int("host_limit_v4", self.host_limit_v4, 1, 4294967295)
         _check_int("host_limit_v6", self.host_limit_v6, 1, 4294967295)
         if self.route_server is not None:
-            _check(self.route_server.asn != self.asn, "route_server.asn", self.route_server.asn,
-                   "must differ from the router's ASN (the route server peers eBGP)")
+            _check(
+                self.route_server.asn != self.asn,
+                "route_server.asn",
+                self.route_server.asn,
+                "must differ from the router's ASN (the route server peers eBGP)",
+            )
         _check_net("listen_v4", self.listen_v4, 4)
-        _check(ipaddress.ip_network(self.listen_v4).subnet_of(ipaddress.ip_network(self.policy.tunnel_v4)),
-               "listen_v4", self.listen_v4, f"must lie inside the tunnel pool {self.policy.tunnel_v4}")
-        _check((self.listen_v6 is not None) == self.policy.ipv6, "listen_v6", self.listen_v6,
-               "must be given exactly when the stack has IPv6")
+        _check(
+            ipaddress.ip_network(self.listen_v4).subnet_of(ipaddress.ip_network(self.policy.tunnel_v4)),
+            "listen_v4",
+            self.listen_v4,
+            f"must lie inside the tunnel pool {self.policy.tunnel_v4}",
+        )
+        _check(
+            (self.listen_v6 is not None) == self.policy.ipv6,
+            "listen_v6",
+            self.listen_v6,
+            "must be given exactly when the stack has IPv6",
+        )
         if self.listen_v6 is not None:
             _check_net("listen_v6", self.listen_v6, 6)
         _check_int("listen_limit", self.listen_limit, 1, LISTEN_LIMIT_MAX)
         _check_addr("underlay_gateway", self.underlay_gateway, 4)
         _check(isinstance(self.onprem, tuple), "onprem", self.onprem, "must be a tuple")
         for peer in self.onprem:
-            _check(peer.asn != self.asn, f"onprem[{peer.name}].asn", peer.asn,
-                   "must differ from the router's ASN (on-prem peering is eBGP)")
-            _check((peer.inner_v6 is not None) == self.policy.ipv6, f"onprem[{peer.name}].inner_v6",
-                   peer.inner_v6, "must be given exactly when the stack has IPv6")
+            _check(
+                peer.asn != self.asn,
+                f"onprem[{peer.name}].asn",
+                peer.asn,
+                "must differ from the router's ASN (on-prem peering is eBGP)",
+            )
+            _check(
+                (peer.inner_v6 is not None) == self.policy.ipv6,
+                f"onprem[{peer.name}].inner_v6",
+                peer.inner_v6,
+                "must be given exactly when the stack has IPv6",
+            )
 
 
 @dataclass(frozen=True)
 class RouterNeighbor:
     """A docker host's neighbor: one router, on the pairing's inner addresses."""
+
     name: str
     asn: int
     ifname: str
@@ -319,8 +412,12 @@ class RouterNeighbor:
     def __post_init__(self) -> None:
         _check_name("router.name", self.name)
         _check_asn(f"router[{self.name}].asn", self.asn)
-        _check(isinstance(self.ifname, str) and 1 <= len(self.ifname) <= 15, f"router[{self.name}].ifname",
-               self.ifname, "must be a Linux interface name (1-15 characters)")
+        _check(
+            isinstance(self.ifname, str) and 1 <= len(self.ifname) <= 15,
+            f"router[{self.name}].ifname",
+            self.ifname,
+            "must be a Linux interface name (1-15 characters)",
+        )
         _check_addr(f"router[{self.name}].inner_v4", self.inner_v4, 4)
         if self.inner_v6 is not None:
             _check_addr(f"router[{self.name}].inner_v6", self.inner_v6, 6)
@@ -329,6 +426,7 @@ class RouterNeighbor:
 @dataclass(frozen=True)
 class HostFrrContext:
     """Everything userdata/frr-host.conf.j2 reads."""
+
     project: str
     stack: str
     hostname: str
@@ -342,14 +440,22 @@ class HostFrrContext:
     def __post_init__(self) -> None:
         _check_speaker(self)
         _check_addr("underlay_gateway", self.underlay_gateway, 4)
-        _check(isinstance(self.routers, tuple) and len(self.routers) > 0, "routers", self.routers,
-               "a docker host needs at least one router")
+        _check(
+            isinstance(self.routers, tuple) and len(self.routers) > 0,
+            "routers",
+            self.routers,
+            "a docker host needs at least one router",
+        )
         asns = {r.asn for r in self.routers}
         _check(len(asns) == 1, "routers", sorted(asns), "all routers of a stack share one ASN")
         _check(self.asn not in asns, "asn", self.asn, "must differ from the routers' ASN (eBGP)")
         for r in self.routers:
-            _check((r.inner_v6 is not None) == self.policy.ipv6, f"router[{r.name}].inner_v6", r.inner_v6,
-                   "must be given exactly when the stack has IPv6")
+            _check(
+                (r.inner_v6 is not None) == self.policy.ipv6,
+                f"router[{r.name}].inner_v6",
+                r.inner_v6,
+                "must be given exactly when the stack has IPv6",
+            )
 
     @property
     def router_asn(self) -> int:
@@ -359,6 +465,7 @@ class HostFrrContext:
 @dataclass(frozen=True)
 class RouterTunnel:
     """The on-prem side of one pairing: a GRE tunnel toward one router's EIP."""
+
     router: str
     eip: str
     asn: int
@@ -388,6 +495,7 @@ class RouterTunnel:
 @dataclass(frozen=True)
 class OnPremFrrContext:
     """Everything userdata/frr-onprem.conf.j2 reads: the datacenter router's side."""
+
     project: str
     stack: str
     hostname: str
@@ -414,19 +522,23 @@ class OnPremFrrContext:
         _check_addr("public", self.public, 4)
         _check_asn("router_asn", self.router_asn)
         _check(self.asn != self.router_asn, "asn", self.asn, "must differ from the routers' ASN (eBGP)")
-        _check(isinstance(self.tunnels, tuple) and len(self.tunnels) > 0, "tunnels", self.tunnels,
-               "an on-prem peer needs at least one router")
+        _check(
+            isinstance(self.tunnels, tuple) and len(self.tunnels) > 0,
+            "tunnels",
+            self.tunnels,
+            "an on-prem peer needs at least one router",
+        )
         for i, n in enumerate(self.networks_v4):
             _check_net(f"networks_v4[{i}]", n, 4)
         for i, n in enumerate(self.networks_v6):
             _check_net(f"networks_v6[{i}]", n, 6)
-        _check(not self.networks_v6 or self.policy.ipv6, "networks_v6", self.networks_v6,
-               "the stack has IPv6 off")
+        _check(not self.networks_v6 or self.policy.ipv6, "networks_v6", self.networks_v6, "the stack has IPv6 off")
 
 
 @dataclass(frozen=True)
 class UserDataContext:
     """Everything the cloud-config templates read. Holds no secret (user data is clear text)."""
+
     project: str
     stack: str
     instance: str
@@ -445,31 +557,65 @@ class UserDataContext:
     egress_nft: str | None = None  # docker hosts: the egress NAT ruleset (render_egress_nft)
 
     def __post_init__(self) -> None:
-        _check(self.gre_backend in ("kernel", "userspace"), "gre_backend", self.gre_backend,
-               "must be 'kernel' or 'userspace'")
+        _check(
+            self.gre_backend in ("kernel", "userspace"),
+            "gre_backend",
+            self.gre_backend,
+            "must be 'kernel' or 'userspace'",
+        )
         _check_name("project", self.project)
         _check_name("stack", self.stack)
         _check_name("instance", self.instance)
         _check(self.role in ("router", "host"), "role", self.role, "must be 'router' or 'host'")
-        _check(isinstance(self.region, str) and bool(re.match(r"^[a-z]{2}(-[a-z]+)+-\d+$", self.region)),
-               "region", self.region, "must be an AWS region name such as eu-west-1")
-        _check(isinstance(self.bucket, str) and bool(_BUCKET.match(self.bucket)), "bucket", self.bucket,
-               "must be an S3 bucket name (3-63 characters of a-z, 0-9, '.', '-')")
-        _check(isinstance(self.agent_key, str) and bool(_KEY.match(self.agent_key))
-               and self.agent_key.endswith(".tar") and not self.agent_key.startswith("/"),
-               "agent_key", self.agent_key,
-               "must be the S3 key of the agent bundle (a .tar: the agent wheel and its wheelhouse)")
-        _check(isinstance(self.parameter_path, str) and bool(_PARAM.match(self.parameter_path)),
-               "parameter_path", self.parameter_path, "must be an SSM path such as /overlay/lab/instances/host-1")
+        _check(
+            isinstance(self.region, str) and bool(re.match(r"^[a-z]{2}(-[a-z]+)+-\d+$", self.region)),
+            "region",
+            self.region,
+            "must be an AWS region name such as eu-west-1",
+        )
+        _check(
+            isinstance(self.bucket, str) and bool(_BUCKET.match(self.bucket)),
+            "bucket",
+            self.bucket,
+            "must be an S3 bucket name (3-63 characters of a-z, 0-9, '.', '-')",
+        )
+        _check(
+            isinstance(self.agent_key, str)
+            and bool(_KEY.match(self.agent_key))
+            and self.agent_key.endswith(".tar")
+            and not self.agent_key.startswith("/"),
+            "agent_key",
+            self.agent_key,
+            "must be the S3 key of the agent bundle (a .tar: the agent wheel and its wheelhouse)",
+        )
+        _check(
+            isinstance(self.parameter_path, str) and bool(_PARAM.match(self.parameter_path)),
+            "parameter_path",
+            self.parameter_path,
+            "must be an SSM path such as /overlay/lab/instances/host-1",
+        )
         _check_int("route_protocol", self.route_protocol, 1, 255)
-        _check(self.route_protocol not in FORBIDDEN_PROTOCOLS, "route_protocol", self.route_protocol,
-               "is claimed by FRR or the kernel or another routing daemon (0-18, 42, 99, 186-198)")
+        _check(
+            self.route_protocol not in FORBIDDEN_PROTOCOLS,
+            "route_protocol",
+            self.route_protocol,
+            "is claimed by FRR or the kernel or another routing daemon (0-18, 42, 99, 186-198)",
+        )
         _check_name("route_protocol_name", self.route_protocol_name)
-        _check(set(self.frr_daemons) <= {"zebra", "bgpd", "bfdd", "staticd"} and "zebra" in self.frr_daemons
-               and "bgpd" in self.frr_daemons, "frr_daemons", self.frr_daemons,
-               "must include zebra and bgpd, from zebra, bgpd, bfdd, staticd")
-        _check(self.mss_clamp == (self.role == "router"), "mss_clamp", self.mss_clamp,
-               "routers clamp MSS, docker hosts do not")
+        _check(
+            set(self.frr_daemons) <= {"zebra", "bgpd", "bfdd", "staticd"}
+            and "zebra" in self.frr_daemons
+            and "bgpd" in self.frr_daemons,
+            "frr_daemons",
+            self.frr_daemons,
+            "must include zebra and bgpd, from zebra, bgpd, bfdd, staticd",
+        )
+        _check(
+            self.mss_clamp == (self.role == "router"),
+            "mss_clamp",
+            self.mss_clamp,
+            "routers clamp MSS, docker hosts do not",
+        )
 
     @property
     def packages(self) -> tuple[str, ...]:
@@ -481,10 +627,18 @@ class UserDataContext:
 
     @property
     def bootstrap_json(self) -> str:
-        return json.dumps({
-            "schema": 1, "project": self.project, "stack": self.stack, "instance": self.instance,
-            "role": self.role, "region": self.region, "parameter_path": self.parameter_path,
-        }, sort_keys=True)
+        return json.dumps(
+            {
+                "schema": 1,
+                "project": self.project,
+                "stack": self.stack,
+                "instance": self.instance,
+                "role": self.role,
+                "region": self.region,
+                "parameter_path": self.parameter_path,
+            },
+            sort_keys=True,
+        )
 
 
 # -- contexts from the plan ---------------------------------------------------------
@@ -493,11 +647,17 @@ class UserDataContext:
 def bgp_settings(plan: OverlayPlan) -> BgpSettings:
     b = plan.bgp
     return BgpSettings(
-        keepalive=b.keepalive, hold=b.hold, bfd_interval_ms=b.bfd_interval_ms,
-        bfd_multiplier=b.bfd_multiplier, max_prefix=b.max_prefix,
-        max_prefix_restart=MAX_PREFIX_RESTART_MIN, max_paths=MAX_PATHS,
-        graceful_restart=b.graceful_restart, gr_restart_time=GR_RESTART_TIME,
-        gr_stalepath_time=GR_STALEPATH_TIME, password=PASSWORD_PLACEHOLDER,
+        keepalive=b.keepalive,
+        hold=b.hold,
+        bfd_interval_ms=b.bfd_interval_ms,
+        bfd_multiplier=b.bfd_multiplier,
+        max_prefix=b.max_prefix,
+        max_prefix_restart=MAX_PREFIX_RESTART_MIN,
+        max_paths=MAX_PATHS,
+        graceful_restart=b.graceful_restart,
+        gr_restart_time=GR_RESTART_TIME,
+        gr_stalepath_time=GR_STALEPATH_TIME,
+        password=PASSWORD_PLACEHOLDER,
     )
 
 
@@ -538,21 +698,38 @@ def router_context(plan: OverlayPlan, router: Router) -> RouterFrrContext:
     # bound that does not move when hosts are added, so the router's text stays put.
     limit = min(LISTEN_LIMIT_MAX, (listen.num_addresses // 2) * (2 if pol.ipv6 else 1))
     onprem = tuple(
-        OnPremNeighbor(name=p.b.name, asn=p.b.asn, ifname=p.ifname, inner_v4=str(p.b.inner_v4),
-                       inner_v6=_v6(p.b.inner_v6) if pol.ipv6 else None, public=str(p.b.outer), mtu=p.mtu)
-        for p in plan.pairings if p.kind == "onprem" and p.a.name == router.name
+        OnPremNeighbor(
+            name=p.b.name,
+            asn=p.b.asn,
+            ifname=p.ifname,
+            inner_v4=str(p.b.inner_v4),
+            inner_v6=_v6(p.b.inner_v6) if pol.ipv6 else None,
+            public=str(p.b.outer),
+            mtu=p.mtu,
+        )
+        for p in plan.pairings
+        if p.kind == "onprem" and p.a.name == router.name
     )
     return RouterFrrContext(
-        project=plan.project, stack=plan.stack, hostname=router.name, router_id=str(router.private_ip),
-        asn=router.asn, listen_v4=str(router.listen_v4),
+        project=plan.project,
+        stack=plan.stack,
+        hostname=router.name,
+        router_id=str(router.private_ip),
+        asn=router.asn,
+        listen_v4=str(router.listen_v4),
         listen_v6=str(router.listen_v6) if pol.ipv6 and router.listen_v6 is not None else None,
-        listen_limit=limit, underlay_gateway=_gateway(router.subnet),
+        listen_limit=limit,
+        underlay_gateway=_gateway(router.subnet),
         # Always on: anycast addresses live on hosts with different ASNs in per-host mode,
         # and with one shared host ASN it changes nothing. Deciding it from the current
         # hosts would change the router's text when a host is added.
         multipath_relax=True,
-        policy=pol, bgp=bgp_settings(plan), onprem=onprem, route_server=_route_server(plan, router),
-        host_limit_v4=plan.host_limit(4), host_limit_v6=plan.host_limit(6) if pol.ipv6 else 1,
+        policy=pol,
+        bgp=bgp_settings(plan),
+        onprem=onprem,
+        route_server=_route_server(plan, router),
+        host_limit_v4=plan.host_limit(4),
+        host_limit_v6=plan.host_limit(6) if pol.ipv6 else 1,
     )
 
 
@@ -560,6 +737,7 @@ def _route_server(plan: OverlayPlan, router: Router) -> RouteServerPeering | Non
     if plan.vpc_failover != "routeServer":
         return None
     from infra.rules import route_server_announcements
+
     a = next(a for a in route_server_announcements(plan) if a.router == router.name)
     return RouteServerPeering(asn=plan.route_server_asn, med=a.med, prepend=a.prepend)
 
@@ -567,45 +745,81 @@ def _route_server(plan: OverlayPlan, router: Router) -> RouteServerPeering | Non
 def host_context(plan: OverlayPlan, host: Host) -> HostFrrContext:
     pol = policy(plan)
     routers = tuple(
-        RouterNeighbor(name=p.a.name, asn=p.a.asn, ifname=p.ifname, inner_v4=str(p.a.inner_v4),
-                       inner_v6=_v6(p.a.inner_v6) if pol.ipv6 else None)
-        for p in plan.pairings if p.kind == "host" and p.b.name == host.name
+        RouterNeighbor(
+            name=p.a.name,
+            asn=p.a.asn,
+            ifname=p.ifname,
+            inner_v4=str(p.a.inner_v4),
+            inner_v6=_v6(p.a.inner_v6) if pol.ipv6 else None,
+        )
+        for p in plan.pairings
+        if p.kind == "host" and p.b.name == host.name
     )
     return HostFrrContext(
-        project=plan.project, stack=plan.stack, hostname=host.name, router_id=str(host.private_ip),
-        asn=host.asn, underlay_gateway=_gateway(host.subnet), policy=pol, bgp=bgp_settings(plan),
+        project=plan.project,
+        stack=plan.stack,
+        hostname=host.name,
+        router_id=str(host.private_ip),
+        asn=host.asn,
+        underlay_gateway=_gateway(host.subnet),
+        policy=pol,
+        bgp=bgp_settings(plan),
         routers=routers,
     )
 
 
-def onprem_context(plan: OverlayPlan, peer_name: str, router_eips: Mapping[str, str], *,
-                   networks_v4: tuple[str, ...] = (), networks_v6: tuple[str, ...] = ()) -> OnPremFrrContext:
+def onprem_context(
+    plan: OverlayPlan,
+    peer_name: str,
+    router_eips: Mapping[str, str],
+    *,
+    networks_v4: tuple[str, ...] = (),
+    networks_v6: tuple[str, ...] = (),
+) -> OnPremFrrContext:
     peer = next((p for p in plan.onprem if p.name == peer_name), None)
     if peer is None:
         known = ", ".join(p.name for p in plan.onprem) or "none"
-        raise RenderError(f"peer_name = {peer_name!r}: not an on-prem peer of stack {plan.stack} "
-                          f"(peers: {known})")
+        raise RenderError(f"peer_name = {peer_name!r}: not an on-prem peer of stack {plan.stack} (peers: {known})")
     missing = [r.name for r in plan.routers if r.name not in router_eips]
     if missing:
-        raise RenderError(f"router_eips: no EIP for {', '.join(missing)} (every router peers with "
-                          f"{peer_name}, so every router's EIP is needed)")
+        raise RenderError(
+            f"router_eips: no EIP for {', '.join(missing)} (every router peers with "
+            f"{peer_name}, so every router's EIP is needed)"
+        )
     extra = sorted(set(router_eips) - {r.name for r in plan.routers})
     if extra:
         raise RenderError(f"router_eips: {', '.join(extra)} not routers of stack {plan.stack}")
     pol = policy(plan)
     pairings: list[Pairing] = [p for p in plan.pairings if p.kind == "onprem" and p.b.name == peer_name]
     tunnels = tuple(
-        RouterTunnel(router=p.a.name, eip=str(router_eips[p.a.name]), asn=p.a.asn, ifname=p.ifname,
-                     key=p.key, mtu=p.mtu, local_v4=str(p.b.inner_v4), remote_v4=str(p.a.inner_v4),
-                     local_v6=_v6(p.b.inner_v6) if pol.ipv6 else None,
-                     remote_v6=_v6(p.a.inner_v6) if pol.ipv6 else None)
+        RouterTunnel(
+            router=p.a.name,
+            eip=str(router_eips[p.a.name]),
+            asn=p.a.asn,
+            ifname=p.ifname,
+            key=p.key,
+            mtu=p.mtu,
+            local_v4=str(p.b.inner_v4),
+            remote_v4=str(p.a.inner_v4),
+            local_v6=_v6(p.b.inner_v6) if pol.ipv6 else None,
+            remote_v6=_v6(p.a.inner_v6) if pol.ipv6 else None,
+        )
         for p in pairings
     )
     return OnPremFrrContext(
-        project=plan.project, stack=plan.stack, hostname=peer_name, asn=peer.asn, public=str(peer.address),
-        router_asn=plan.routers[0].asn, policy=pol, bgp=bgp_settings(plan), tunnels=tunnels,
-        networks_v4=tuple(networks_v4), networks_v6=tuple(networks_v6),
-        limit_v4=_onprem_limit(plan, 4), limit_v6=_onprem_limit(plan, 6),
+        project=plan.project,
+        stack=plan.stack,
+        hostname=peer_name,
+        asn=peer.asn,
+        public=str(peer.address),
+        router_asn=plan.routers[0].asn,
+        policy=pol,
+        bgp=bgp_settings(plan),
+        tunnels=tunnels,
+        networks_v4=tuple(networks_v4),
+        networks_v6=tuple(networks_v6),
+        limit_v4=_onprem_limit(plan, 4),
+        limit_v6=_onprem_limit(plan, 6),
     )
 
 
@@ -614,20 +828,33 @@ def _onprem_limit(plan: OverlayPlan, version: int) -> int:
         return plan.bgp.max_prefix
     pools = plan.pools_v4 if version == 4 else plan.pools_v6
     shared = plan.shared_v4 if version == 4 else plan.shared_v6
-    blocks = sum(h.block_v4.num_addresses if version == 4 else (h.block_v6.num_addresses if h.block_v6 else 0)
-                 for h in plan.hosts[:1]) * len(plan.hosts)
+    blocks = sum(
+        h.block_v4.num_addresses if version == 4 else (h.block_v6.num_addresses if h.block_v6 else 0)
+        for h in plan.hosts[:1]
+    ) * len(plan.hosts)
     return max(1, min(4294967295, len(pools) + blocks + sum(n.num_addresses for n in shared)))
 
 
-def user_data_context(plan: OverlayPlan, instance_name: str, *, bucket: str, agent_key: str,
-                      parameter_path: str) -> UserDataContext:
+def user_data_context(
+    plan: OverlayPlan, instance_name: str, *, bucket: str, agent_key: str, parameter_path: str
+) -> UserDataContext:
     inst = _instance(plan, instance_name)
     role = "router" if isinstance(inst, Router) else "host"
     return UserDataContext(
-        project=plan.project, stack=plan.stack, instance=inst.name, role=role, region=plan.region,
-        bucket=bucket, agent_key=agent_key, parameter_path=parameter_path,
-        route_protocol=plan.route_protocol, route_protocol_name=ROUTE_PROTOCOL_NAME,
-        frr_daemons=FRR_DAEMONS, agent_venv=AGENT_VENV, agent_etc=AGENT_ETC, mss_clamp=role == "router",
+        project=plan.project,
+        stack=plan.stack,
+        instance=inst.name,
+        role=role,
+        region=plan.region,
+        bucket=bucket,
+        agent_key=agent_key,
+        parameter_path=parameter_path,
+        route_protocol=plan.route_protocol,
+        route_protocol_name=ROUTE_PROTOCOL_NAME,
+        frr_daemons=FRR_DAEMONS,
+        agent_venv=AGENT_VENV,
+        agent_etc=AGENT_ETC,
+        mss_clamp=role == "router",
         egress_nft=render_egress_nft(plan) if role == "host" else None,
     )
 
@@ -639,6 +866,7 @@ VETH_PREFIX = "ovc"
 @dataclass(frozen=True)
 class EgressContext:
     """userdata/host-egress.nft.j2: what a docker host SNATs (docs/egress.md)."""
+
     stack: str
     keep_v4: tuple[str, ...]  # destinations that keep the container's address: the VPC, the pools
     pools_v4: tuple[str, ...]
@@ -656,8 +884,12 @@ class EgressContext:
 
 def egress_context(plan: OverlayPlan) -> EgressContext:
     pools4 = tuple(str(p) for p in plan.pools_v4)
-    return EgressContext(stack=plan.stack, keep_v4=(str(plan.vpc_cidr),) + pools4, pools_v4=pools4,
-                         pools_v6=tuple(str(p) for p in plan.pools_v6) if plan.ipv6 else ())
+    return EgressContext(
+        stack=plan.stack,
+        keep_v4=(str(plan.vpc_cidr),) + pools4,
+        pools_v4=pools4,
+        pools_v6=tuple(str(p) for p in plan.pools_v6) if plan.ipv6 else (),
+    )
 
 
 def render_egress_nft(plan: OverlayPlan) -> str:
@@ -702,24 +934,29 @@ def render_frr(plan: OverlayPlan, instance_name: str) -> str:
     return render_template("frr-host.conf.j2", host_context(plan, inst))
 
 
-def render_onprem_frr(plan: OverlayPlan, peer_name: str, router_eips: Mapping[str, str], *,
-                      networks_v4: tuple[str, ...] = (), networks_v6: tuple[str, ...] = ()) -> str:
+def render_onprem_frr(
+    plan: OverlayPlan,
+    peer_name: str,
+    router_eips: Mapping[str, str],
+    *,
+    networks_v4: tuple[str, ...] = (),
+    networks_v6: tuple[str, ...] = (),
+) -> str:
     """The on-prem router's side: GRE set-up (as shell comments) and its FRR configuration.
 
     `networks_v4`/`networks_v6` are the datacenter prefixes it announces (none by default:
     the operator adds their own)."""
-    return render_template("frr-onprem.conf.j2", onprem_context(
-        plan, peer_name, router_eips, networks_v4=networks_v4, networks_v6=networks_v6))
+    return render_template(
+        "frr-onprem.conf.j2",
+        onprem_context(plan, peer_name, router_eips, networks_v4=networks_v4, networks_v6=networks_v6),
+    )
 
 
-def render_user_data(plan: OverlayPlan, instance_name: str, *, bucket: str, agent_key: str,
-                     parameter_path: str) -> str:
+def render_user_data(plan: OverlayPlan, instance_name: str, *, bucket: str, agent_key: str, parameter_path: str) -> str:
     """The instance's cloud-config (starts with `#cloud-config`); holds no secret."""
-    ctx = user_data_context(plan, instance_name, bucket=bucket, agent_key=agent_key,
-                            parameter_path=parameter_path)
+    ctx = user_data_context(plan, instance_name, bucket=bucket, agent_key=agent_key, parameter_path=parameter_path)
     text = render_template(f"{ctx.role}.cloud-config.j2", ctx)
     size = len(text.encode())
     if size > USER_DATA_LIMIT:
-        raise RenderError(f"user data for {instance_name} is {size} bytes; EC2 accepts at most "
-                          f"{USER_DATA_LIMIT}")
+        raise RenderError(f"user data for {instance_name} is {size} bytes; EC2 accepts at most {USER_DATA_LIMIT}")
     return text

@@ -1,4 +1,5 @@
 """Security group rules and VPC route targets as plain data: the program creates them, verify checks them; pure."""
+
 from __future__ import annotations
 
 import re
@@ -53,10 +54,14 @@ def members_ingress(plan: OverlayPlan, vpc_ipv6: str | None) -> list[Rule]:
         # only (the route-server group): the VPC-wide container rules leave those ports out,
         # since security groups are a union of allows. A container port 179, 3784 or 4784
         # is then not reachable from the VPC (on-prem and other containers still reach it).
-        rules += [Rule(f"container traffic from the VPC (tcp {lo}-{hi})", "tcp", lo, hi, vpc4, vpc6)
-                  for lo, hi in _except(BGP_PORT)]
-        rules += [Rule(f"container traffic from the VPC (udp {lo}-{hi})", "udp", lo, hi, vpc4, vpc6)
-                  for lo, hi in _except(*BFD_PORTS)]
+        rules += [
+            Rule(f"container traffic from the VPC (tcp {lo}-{hi})", "tcp", lo, hi, vpc4, vpc6)
+            for lo, hi in _except(BGP_PORT)
+        ]
+        rules += [
+            Rule(f"container traffic from the VPC (udp {lo}-{hi})", "udp", lo, hi, vpc4, vpc6)
+            for lo, hi in _except(*BFD_PORTS)
+        ]
     else:
         rules += [
             Rule("container traffic from the VPC (tcp)", "tcp", 0, 65535, vpc4, vpc6),
@@ -82,12 +87,10 @@ def onprem_ingress(plan: OverlayPlan) -> list[Rule]:
     """On routers, when the stack has on-prem peers: their GRE, and PMTU signals from the path."""
     if not plan.onprem:
         return []
-    rules = [Rule(f"GRE from on-prem peer {o.name}", GRE, 0, 0, cidrs_v4=(f"{o.address}/32",))
-             for o in plan.onprem]
+    rules = [Rule(f"GRE from on-prem peer {o.name}", GRE, 0, 0, cidrs_v4=(f"{o.address}/32",)) for o in plan.onprem]
     # The on-prem tunnels cross the internet: a too-big signal may come from any hop on the
     # path, so this one ICMP type is open to the world.
-    rules.append(Rule("fragmentation needed from the internet path (PMTUD)", *FRAG_NEEDED,
-                      cidrs_v4=(WORLD4,)))
+    rules.append(Rule("fragmentation needed from the internet path (PMTUD)", *FRAG_NEEDED, cidrs_v4=(WORLD4,)))
     return rules
 
 
@@ -126,6 +129,7 @@ MED_STEP = 100
 @dataclass(frozen=True)
 class Announcement:
     """What one router tells the route server about the pools."""
+
     router: str
     az: str
     med: int

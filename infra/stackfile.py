@@ -1,4 +1,5 @@
 """Reads `stacks/Pulumi.<stack>.yaml` for tools that run without the Pulumi CLI (report, lab, verify)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,13 +32,15 @@ class _StrictLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a stack file",
-                                              event.start_mark)
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a stack file", event.start_mark
+            )
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
-                                                  self.peek_event().start_mark)
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark
+                )
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -50,8 +53,9 @@ class _StrictLoader(yaml.SafeLoader):
                 duplicate = key in seen
                 seen.add(key)
             except TypeError:
-                raise yaml.constructor.ConstructorError(None, None, "a mapping key must be a plain value",
-                                                        key_node.start_mark) from None
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a mapping key must be a plain value", key_node.start_mark
+                ) from None
             if duplicate:
                 raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         return super().construct_mapping(node, deep)
@@ -85,7 +89,7 @@ def stack_path(stack: str, stacks_dir: Path = STACKS_DIR) -> Path:
 
 
 def list_stacks(stacks_dir: Path = STACKS_DIR) -> list[str]:
-    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in stacks_dir.glob("Pulumi.*.yaml"))
+    return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in stacks_dir.glob("Pulumi.*.yaml"))
 
 
 def overlay_values(document: Any, source: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
 """`python -m infra.verify STACK`: checks what a real `pulumi up` built (boto3) against the plan; prints pass/fail."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,15 @@ from infra.config import PROJECT, ConfigError
 from infra.iam import policy_problems, reads_parameter
 from infra.parameters import build_parameters, onprem_password_name, password_name, route_server_doc
 from infra.plan import OverlayPlan, build_plan
-from infra.rules import (Rule, failover_targets, members_ingress, normalize, onprem_ingress, route_server_ingress,
-                         router_for_az)
+from infra.rules import (
+    Rule,
+    failover_targets,
+    members_ingress,
+    normalize,
+    onprem_ingress,
+    route_server_ingress,
+    router_for_az,
+)
 from infra.stackfile import load_stack
 from overlay_agent.texttable import text_table
 
@@ -43,16 +51,25 @@ def _rules_of(group: dict) -> list[Rule]:
         proto = {"58": "icmpv6", "1": "icmp", "6": "tcp", "17": "udp"}.get(proto, proto)
         self_ = any(p.get("GroupId") == group["GroupId"] for p in perm.get("UserIdGroupPairs", []))
         others = [p["GroupId"] for p in perm.get("UserIdGroupPairs", []) if p.get("GroupId") != group["GroupId"]]
-        out.append(Rule("", proto, perm.get("FromPort", 0), perm.get("ToPort", 0),
-                        tuple(r["CidrIp"] for r in perm.get("IpRanges", [])) + tuple(f"sg:{g}" for g in others),
-                        tuple(r["CidrIpv6"] for r in perm.get("Ipv6Ranges", [])), self_))
+        out.append(
+            Rule(
+                "",
+                proto,
+                perm.get("FromPort", 0),
+                perm.get("ToPort", 0),
+                tuple(r["CidrIp"] for r in perm.get("IpRanges", [])) + tuple(f"sg:{g}" for g in others),
+                tuple(r["CidrIpv6"] for r in perm.get("Ipv6Ranges", [])),
+                self_,
+            )
+        )
     return out
 
 
 def _describe_rules(rules: set[tuple]) -> str:
-    return "; ".join(f"{p}{'' if lo is None else f' {lo}-{hi}'} from "
-                     f"{', '.join([*v4, *v6] + (['self'] if s else []))}" for p, lo, hi, v4, v6, s in sorted(
-                         rules, key=str))
+    return "; ".join(
+        f"{p}{'' if lo is None else f' {lo}-{hi}'} from {', '.join([*v4, *v6] + (['self'] if s else []))}"
+        for p, lo, hi, v4, v6, s in sorted(rules, key=str)
+    )
 
 
 class Verifier:
@@ -90,33 +107,50 @@ class Verifier:
             eni = enis[0]
             self.eni_ids[inst.name] = eni["NetworkInterfaceId"]
             self.eni_subnets[inst.name] = eni.get("SubnetId", "")
-            self.add("eni address", inst.name, eni["PrivateIpAddress"] == str(inst.private_ip),
-                     f"{eni['PrivateIpAddress']} (plan {inst.private_ip})")
-            self.add("eni source/dest check off", inst.name, eni.get("SourceDestCheck") is False,
-                     f"SourceDestCheck={eni.get('SourceDestCheck')}")
-            reservations = self.ec2.describe_instances(Filters=_tagged(stack, inst.name) + [
-                {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}
-            ])["Reservations"]
+            self.add(
+                "eni address",
+                inst.name,
+                eni["PrivateIpAddress"] == str(inst.private_ip),
+                f"{eni['PrivateIpAddress']} (plan {inst.private_ip})",
+            )
+            self.add(
+                "eni source/dest check off",
+                inst.name,
+                eni.get("SourceDestCheck") is False,
+                f"SourceDestCheck={eni.get('SourceDestCheck')}",
+            )
+            reservations = self.ec2.describe_instances(
+                Filters=_tagged(stack, inst.name)
+                + [{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
+            )["Reservations"]
             found = [i for r in reservations for i in r["Instances"]]
             if len(found) != 1:
                 self.add("instance", inst.name, False, f"{len(found)} instances tagged {stack}-{inst.name} (want 1)")
                 continue
             ec2i = found[0]
             attached = [n["NetworkInterfaceId"] for n in ec2i.get("NetworkInterfaces", [])]
-            self.add("instance on its eni", inst.name, eni["NetworkInterfaceId"] in attached,
-                     f"{eni['NetworkInterfaceId']} in {attached}")
+            self.add(
+                "instance on its eni",
+                inst.name,
+                eni["NetworkInterfaceId"] in attached,
+                f"{eni['NetworkInterfaceId']} in {attached}",
+            )
             tokens = ec2i.get("MetadataOptions", {}).get("HttpTokens")
             self.add("imdsv2 required", inst.name, tokens == "required", f"HttpTokens={tokens}")
             self.add("no ssh key", inst.name, not ec2i.get("KeyName"), f"KeyName={ec2i.get('KeyName')}")
-            root = next((b for b in ec2i.get("BlockDeviceMappings", [])
-                         if b["DeviceName"] == ec2i.get("RootDeviceName")), None)
+            root = next(
+                (b for b in ec2i.get("BlockDeviceMappings", []) if b["DeviceName"] == ec2i.get("RootDeviceName")), None
+            )
             if root is None:
                 self.add("root volume encrypted gp3", inst.name, False, "no root volume mapping")
                 continue
             vol = self.ec2.describe_volumes(VolumeIds=[root["Ebs"]["VolumeId"]])["Volumes"][0]
-            self.add("root volume encrypted gp3", inst.name,
-                     vol.get("Encrypted") is True and vol.get("VolumeType") == "gp3",
-                     f"Encrypted={vol.get('Encrypted')} VolumeType={vol.get('VolumeType')}")
+            self.add(
+                "root volume encrypted gp3",
+                inst.name,
+                vol.get("Encrypted") is True and vol.get("VolumeType") == "gp3",
+                f"Encrypted={vol.get('Encrypted')} VolumeType={vol.get('VolumeType')}",
+            )
 
     def routes(self) -> None:
         """Each table sends the pools to its AZ's router ENI (static mode: each host block to its host)."""
@@ -128,19 +162,31 @@ class Verifier:
                 if len(tables) != 1:
                     self.add("pool routes", subject, False, f"{len(tables)} route tables (want 1)")
                     continue
-                have = {(r.get("DestinationCidrBlock") or r.get("DestinationIpv6CidrBlock")):
-                        r.get("NetworkInterfaceId") for r in tables[0]["Routes"]}
+                have = {
+                    (r.get("DestinationCidrBlock") or r.get("DestinationIpv6CidrBlock")): r.get("NetworkInterfaceId")
+                    for r in tables[0]["Routes"]
+                }
                 # routeServer: the route server's FIB puts the preferred router in every table.
-                router = router_for_az(plan, az) if plan.vpc_failover != "routeServer" else \
-                    next(pref for a, pref, _ in failover_targets(plan) if a == az)
+                router = (
+                    router_for_az(plan, az)
+                    if plan.vpc_failover != "routeServer"
+                    else next(pref for a, pref, _ in failover_targets(plan) if a == az)
+                )
                 want = {str(p): (router, self.eni_ids.get(router)) for p in plan.pools_v4 + plan.pools_v6}
                 if plan.routing_mode == "static":
                     for h in plan.hosts:
                         want.update({str(b): (h.name, self.eni_ids.get(h.name)) for b in (h.block_v4, h.block_v6) if b})
-                wrong = [f"{dest} -> {have.get(dest) or 'nothing'} (want {who})" for dest, (who, eni) in
-                         sorted(want.items()) if eni is None or have.get(dest) != eni]
-                self.add("pool routes", subject, not wrong,
-                         f"{len(want)} routes as planned" if not wrong else "; ".join(wrong[:4]))
+                wrong = [
+                    f"{dest} -> {have.get(dest) or 'nothing'} (want {who})"
+                    for dest, (who, eni) in sorted(want.items())
+                    if eni is None or have.get(dest) != eni
+                ]
+                self.add(
+                    "pool routes",
+                    subject,
+                    not wrong,
+                    f"{len(want)} routes as planned" if not wrong else "; ".join(wrong[:4]),
+                )
 
     def route_server(self) -> None:
         """The route server, its VPC association, an endpoint per router subnet, one peer per
@@ -153,13 +199,25 @@ class Verifier:
             return
         rs = servers[0]
         rs_id = rs["RouteServerId"]
-        ok = rs.get("State") == "available" and rs.get("AmazonSideAsn") == plan.route_server_asn \
+        ok = (
+            rs.get("State") == "available"
+            and rs.get("AmazonSideAsn") == plan.route_server_asn
             and rs.get("PersistRoutesState") == "disabled"
-        self.add("route server", rs_id, ok, f"State={rs.get('State')} AmazonSideAsn={rs.get('AmazonSideAsn')} "
-                 f"(plan {plan.route_server_asn}) PersistRoutesState={rs.get('PersistRoutesState')}")
+        )
+        self.add(
+            "route server",
+            rs_id,
+            ok,
+            f"State={rs.get('State')} AmazonSideAsn={rs.get('AmazonSideAsn')} "
+            f"(plan {plan.route_server_asn}) PersistRoutesState={rs.get('PersistRoutesState')}",
+        )
         assocs = self.ec2.get_route_server_associations(RouteServerId=rs_id)["RouteServerAssociations"]
-        self.add("route server associated", rs_id, any(a.get("State") == "associated" for a in assocs),
-                 "; ".join(f"{a.get('VpcId')} {a.get('State')}" for a in assocs) or "no association")
+        self.add(
+            "route server associated",
+            rs_id,
+            any(a.get("State") == "associated" for a in assocs),
+            "; ".join(f"{a.get('VpcId')} {a.get('State')}" for a in assocs) or "no association",
+        )
 
         rs_filter = [{"Name": "route-server-id", "Values": [rs_id]}]
         endpoints = self.ec2.describe_route_server_endpoints(Filters=rs_filter)["RouteServerEndpoints"]
@@ -169,10 +227,13 @@ class Verifier:
         for r in plan.routers:
             subnet = self.eni_subnets.get(r.name)
             mine = [e for e in endpoints if e["SubnetId"] == subnet]
-            self.add("route server endpoint", f"{r.name} subnet {subnet}",
-                     bool(mine) and all(e.get("State") == "available" for e in mine),
-                     "; ".join(f"{e['RouteServerEndpointId']} {e.get('EniAddress')} {e.get('State')}"
-                               for e in mine) or "no endpoint in the router's subnet")
+            self.add(
+                "route server endpoint",
+                f"{r.name} subnet {subnet}",
+                bool(mine) and all(e.get("State") == "available" for e in mine),
+                "; ".join(f"{e['RouteServerEndpointId']} {e.get('EniAddress')} {e.get('State')}" for e in mine)
+                or "no endpoint in the router's subnet",
+            )
         peers = self.ec2.describe_route_server_peers(Filters=rs_filter)["RouteServerPeers"]
         peers = [p for p in peers if p.get("State") not in ("deleted", "deleting")]
         for r in plan.routers:
@@ -184,20 +245,33 @@ class Verifier:
             bgp = (p.get("BgpStatus") or {}).get("Status")
             bfd = (p.get("BfdStatus") or {}).get("Status")
             opts = p.get("BgpOptions") or {}
-            ok = p.get("State") == "available" and bgp == "up" and bfd == "up" and \
-                opts.get("PeerAsn") == r.asn and opts.get("PeerLivenessDetection") == "bfd"
-            self.add("route server peer up", r.name, ok,
-                     f"{p['RouteServerPeerId']} State={p.get('State')} BGP={bgp} BFD={bfd} "
-                     f"PeerAsn={opts.get('PeerAsn')} liveness={opts.get('PeerLivenessDetection')}"
-                     + (f" ({p['FailureReason']})" if p.get("FailureReason") else ""))
+            ok = (
+                p.get("State") == "available"
+                and bgp == "up"
+                and bfd == "up"
+                and opts.get("PeerAsn") == r.asn
+                and opts.get("PeerLivenessDetection") == "bfd"
+            )
+            self.add(
+                "route server peer up",
+                r.name,
+                ok,
+                f"{p['RouteServerPeerId']} State={p.get('State')} BGP={bgp} BFD={bfd} "
+                f"PeerAsn={opts.get('PeerAsn')} liveness={opts.get('PeerLivenessDetection')}"
+                + (f" ({p['FailureReason']})" if p.get("FailureReason") else ""),
+            )
         props = self.ec2.get_route_server_propagations(RouteServerId=rs_id)["RouteServerPropagations"]
         propagated = {p["RouteTableId"] for p in props if p.get("State") == "available"}
         for az in plan.azs:
             for kind in ("public", "private"):
                 tables = self.ec2.describe_route_tables(Filters=_tagged(stack, f"{kind}-{az}"))["RouteTables"]
                 tid = tables[0]["RouteTableId"] if len(tables) == 1 else None
-                self.add("route server propagation", f"{stack}-{kind}-{az}", tid in propagated,
-                         f"{tid} {'propagated' if tid in propagated else 'not propagated'}")
+                self.add(
+                    "route server propagation",
+                    f"{stack}-{kind}-{az}",
+                    tid in propagated,
+                    f"{tid} {'propagated' if tid in propagated else 'not propagated'}",
+                )
 
     def security_groups(self) -> None:
         stack = self.plan.stack
@@ -206,7 +280,8 @@ class Verifier:
             wanted["onprem"] = lambda v6: onprem_ingress(self.plan)
         if self.plan.vpc_failover == "routeServer":
             wanted["route-server"] = lambda v6: route_server_ingress(
-                [a for addrs in self.endpoints_by_subnet.values() for a in addrs])
+                [a for addrs in self.endpoints_by_subnet.values() for a in addrs]
+            )
         for name, rules_for in wanted.items():
             groups = self.ec2.describe_security_groups(Filters=_tagged(stack, name))["SecurityGroups"]
             if len(groups) != 1:
@@ -237,12 +312,15 @@ class Verifier:
     def parameters(self) -> None:
         route_server = None
         if self.plan.vpc_failover == "routeServer":
+
             def route_server(name: str) -> str | None:
                 if name not in {r.name for r in self.plan.routers}:
                     return None
                 return route_server_doc(self.plan, self.endpoints_by_subnet.get(self.eni_subnets.get(name, ""), []))
-        want = build_parameters(self.plan, self.frr_text, route_server=route_server,
-                                vpc_ipv6=self.vpc_ipv6() if self.plan.ipv6 else None)
+
+        want = build_parameters(
+            self.plan, self.frr_text, route_server=route_server, vpc_ipv6=self.vpc_ipv6() if self.plan.ipv6 else None
+        )
         root = f"/{self.plan.project}/{self.plan.stack}"
         got: dict[str, dict] = {}
         for page in self.ssm.get_paginator("get_parameters_by_path").paginate(Path=root, Recursive=True):
@@ -260,22 +338,28 @@ class Verifier:
                 bad.append(f"{name} differs from the plan")
         extra = sorted(set(got) - set(want))
         bad += [f"{name} not in the plan" for name in extra]
-        self.add("parameters equal the plan", root, not bad,
-                 f"{len(want)} as planned" if not bad else f"{len(bad)} wrong: " + "; ".join(bad[:5])
-                 + (" ..." if len(bad) > 5 else ""))
-        self.add("bgp password is a SecureString", password_name(self.plan),
-                 got.get(password_name(self.plan), {}).get("Type") == "SecureString",
-                 "present" if password_name(self.plan) in got else "missing")
+        self.add(
+            "parameters equal the plan",
+            root,
+            not bad,
+            f"{len(want)} as planned"
+            if not bad
+            else f"{len(bad)} wrong: " + "; ".join(bad[:5]) + (" ..." if len(bad) > 5 else ""),
+        )
+        self.add(
+            "bgp password is a SecureString",
+            password_name(self.plan),
+            got.get(password_name(self.plan), {}).get("Type") == "SecureString",
+            "present" if password_name(self.plan) in got else "missing",
+        )
         self.password_key()
-
 
     def instance_roles(self) -> None:
         """The stack's roles (IAM path /<project>/<stack>/): no managed policy attached (the
         review's F9: AmazonSSMManagedInstanceCore reads every parameter of the account), and
         no inline statement reading parameters or decrypting beyond the stack (infra.iam)."""
         path = f"/{self.plan.project}/{self.plan.stack}/"
-        roles = [r for page in self.iam.get_paginator("list_roles").paginate(PathPrefix=path)
-                 for r in page["Roles"]]
+        roles = [r for page in self.iam.get_paginator("list_roles").paginate(PathPrefix=path) for r in page["Roles"]]
         if not roles:
             self.add("instance role policies", path, False, "no roles under this IAM path")
             return
@@ -286,29 +370,39 @@ class Verifier:
             # without the program's kind tag counts as not the routers'.
             tags = {t["Key"]: t["Value"] for t in self.iam.list_role_tags(RoleName=name).get("Tags", [])}
             router = tags.get("overlay-role") == "router"
-            attached = [p["PolicyArn"] for page in self.iam.get_paginator("list_attached_role_policies").paginate(
-                RoleName=name) for p in page["AttachedPolicies"]]
+            attached = [
+                p["PolicyArn"]
+                for page in self.iam.get_paginator("list_attached_role_policies").paginate(RoleName=name)
+                for p in page["AttachedPolicies"]
+            ]
             problems = [f"managed policy attached: {arn}" for arn in attached]
-            inline = [n for page in self.iam.get_paginator("list_role_policies").paginate(RoleName=name)
-                      for n in page["PolicyNames"]]
+            inline = [
+                n
+                for page in self.iam.get_paginator("list_role_policies").paginate(RoleName=name)
+                for n in page["PolicyNames"]
+            ]
             for pname in inline:
                 doc = self.iam.get_role_policy(RoleName=name, PolicyName=pname)["PolicyDocument"]
                 if isinstance(doc, str):  # boto3 decodes it; a raw endpoint may not
                     doc = json.loads(urllib.parse.unquote(doc))
                 problems += [f"{pname}: {p}" for p in policy_problems(doc, f"/{self.plan.project}/{self.plan.stack}")]
                 if not router:
-                    problems += [f"{pname}: {sid}: reads {onprem} (routers only)"
-                                 for sid in reads_parameter(doc, onprem)]
-            self.add("instance role policies", name, not problems,
-                     f"{len(inline)} inline, none too broad" if not problems else "; ".join(problems[:4]))
+                    problems += [
+                        f"{pname}: {sid}: reads {onprem} (routers only)" for sid in reads_parameter(doc, onprem)
+                    ]
+            self.add(
+                "instance role policies",
+                name,
+                not problems,
+                f"{len(inline)} inline, none too broad" if not problems else "; ".join(problems[:4]),
+            )
 
     def password_key(self) -> None:
         """The BGP password(s) under a customer-managed key, not the account-wide aws/ssm."""
         for name in [password_name(self.plan)] + ([onprem_password_name(self.plan)] if self.plan.onprem else []):
             found = self.ssm.describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [name]}])["Parameters"]
             key = found[0].get("KeyId") if found else None
-            self.add("bgp password under the stack's key", name, bool(key) and key != "alias/aws/ssm",
-                     f"KeyId={key}")
+            self.add("bgp password under the stack's key", name, bool(key) and key != "alias/aws/ssm", f"KeyId={key}")
 
 
 def table(rows: list[Check]) -> str:
@@ -319,8 +413,11 @@ def table(rows: list[Check]) -> str:
 def parser() -> argparse.ArgumentParser:
     parser = common_parser("python -m infra.verify", __doc__)
     parser.add_argument("stack", help="stack name: plans stacks/Pulumi.STACK.yaml and checks its region")
-    parser.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL"),
-                        help="AWS API endpoint (default: AWS's own, or $AWS_ENDPOINT_URL)")
+    parser.add_argument(
+        "--endpoint-url",
+        default=os.environ.get("AWS_ENDPOINT_URL"),
+        help="AWS API endpoint (default: AWS's own, or $AWS_ENDPOINT_URL)",
+    )
     return parser
 
 

@@ -1,4 +1,5 @@
 """`python -m lab up|status|demo|down [STACK]`: a whole stack on this machine, in network namespaces."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("stack", nargs="?", default="lab", help="stack name (stacks/Pulumi.STACK.yaml); default lab")
     p.add_argument("--stacks-dir", type=Path, default=STACKS_DIR, help=argparse.SUPPRESS)
     p.add_argument("--keep", action="store_true", help="demo: leave the demo containers running")
-    p.add_argument("--vms", action="store_true",
-                   help="up: routers and docker hosts as Debian 12 VMs booted with the program's user data")
+    p.add_argument(
+        "--vms",
+        action="store_true",
+        help="up: routers and docker hosts as Debian 12 VMs booted with the program's user data",
+    )
     return p
 
 

@@ -1,4 +1,5 @@
 """Long-running lab processes inside a namespace: started detached, logged to the state dir, stopped by pidfile."""
+
 from __future__ import annotations
 
 import contextlib
@@ -16,9 +17,14 @@ def start(ns_name: str, argv: list[str], *, log: Path, pidfile: Path, env: dict 
     """Start `argv` in the namespace, in its own session (it outlives the lab command)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        proc = subprocess.Popen(["ip", "netns", "exec", ns_name, *argv], stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True,
-                                env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns_name, *argv],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
     pidfile.write_text(f"{proc.pid}\n")
     return proc.pid
 

@@ -1,4 +1,5 @@
 """What a user wants to see in the lab: sessions, routes, containers reachable from on-prem, ECMP; plus the helpers tests reuse."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -19,6 +20,7 @@ SERVE = "echo $OVERLAY_HOST > /www/index.html && exec httpd -f -p 80 -h /www"
 
 # -- helpers shared with the end-to-end tests ---------------------------------------------
 
+
 def docker_client(lab: Lab, host: str):
     import docker
 
@@ -31,9 +33,16 @@ def start_container(lab: Lab, host: str, name: str, labels: dict[str, str], **kw
 
     client = docker_client(lab, host)
     try:
-        return client.containers.run(image.ensure(client), ["sh", "-c", SERVE], name=name, detach=True,
-                                     network_mode="none", labels=labels,
-                                     environment={"OVERLAY_HOST": host}, **kw)
+        return client.containers.run(
+            image.ensure(client),
+            ["sh", "-c", SERVE],
+            name=name,
+            detach=True,
+            network_mode="none",
+            labels=labels,
+            environment={"OVERLAY_HOST": host},
+            **kw,
+        )
     finally:
         client.close()
 
@@ -60,15 +69,27 @@ def agent_status(lab: Lab, host: str) -> dict:
 def agent_status_text(lab: Lab, name: str) -> str:
     """`overlay-agent status` run inside the instance's namespace, with the lab's paths."""
     adir, frr = lab.agent_dir(name), lab.frr_for(name)
-    cmd = ["ip", "netns", "exec", lab.topo.instance(name).ns, str(Path(sys.executable).with_name("overlay-agent")),
-           "status", "--status-file", str(adir / "status.json"), "--state-dir", str(adir / "state"),
-           "--vty-socket", str(frr.vty_dir)]
+    cmd = [
+        "ip",
+        "netns",
+        "exec",
+        lab.topo.instance(name).ns,
+        str(Path(sys.executable).with_name("overlay-agent")),
+        "status",
+        "--status-file",
+        str(adir / "status.json"),
+        "--state-dir",
+        str(adir / "state"),
+        "--vty-socket",
+        str(frr.vty_dir),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     return (proc.stdout + proc.stderr).rstrip()
 
 
 def container_addresses(lab: Lab, host: str, name: str, timeout: float = 20) -> tuple[str, str]:
     """The (IPv4, IPv6) the agent gave a container, from its status file."""
+
     def wired() -> tuple[str, str] | None:
         for row in agent_status(lab, host).get("containers", []):
             if row.get("name") == name and row.get("ipv4"):
@@ -86,32 +107,46 @@ def has_route(lab: Lab, speaker: str, prefix: str) -> bool:
 def wait_route(lab: Lab, speaker: str, prefix: str, present: bool = True, timeout: float = 30) -> float:
     """Seconds until `prefix` is (or is no longer) in `speaker`'s RIB."""
     t0 = time.monotonic()
-    wait_until(lambda: has_route(lab, speaker, prefix) == present, timeout, 0.05,
-               f"{prefix} {'in' if present else 'gone from'} {speaker}'s RIB", error=LabError)
+    wait_until(
+        lambda: has_route(lab, speaker, prefix) == present,
+        timeout,
+        0.05,
+        f"{prefix} {'in' if present else 'gone from'} {speaker}'s RIB",
+        error=LabError,
+    )
     return time.monotonic() - t0
 
 
 def http_get(ns: str, address: str, timeout: float = 3) -> str | None:
     """One HTTP GET from inside a namespace; the body, or None when it failed."""
     host = f"[{address}]" if ":" in address else address
-    code = ("import sys,urllib.request;"
-            f"print(urllib.request.urlopen('http://{host}/', timeout={timeout}).read().decode().strip())")
-    proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=timeout + 10)
+    code = (
+        "import sys,urllib.request;"
+        f"print(urllib.request.urlopen('http://{host}/', timeout={timeout}).read().decode().strip())"
+    )
+    proc = subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout + 10
+    )
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
 def spread(ns: str, address: str, count: int = 40, timeout: float = 3) -> Counter:
     """`count` new TCP connections from `ns` to `address`; which host answered each."""
     host = f"[{address}]" if ":" in address else address
-    code = ("import urllib.request,collections,json;c=collections.Counter()\n"
-            f"for i in range({count}):\n"
-            "  try:\n"
-            f"    c[urllib.request.urlopen('http://{host}/', timeout={timeout}).read().decode().strip()]+=1\n"
-            "  except Exception as e: c['error']+=1\n"
-            "print(json.dumps(c))")
-    proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=count * timeout + 30)
+    code = (
+        "import urllib.request,collections,json;c=collections.Counter()\n"
+        f"for i in range({count}):\n"
+        "  try:\n"
+        f"    c[urllib.request.urlopen('http://{host}/', timeout={timeout}).read().decode().strip()]+=1\n"
+        "  except Exception as e: c['error']+=1\n"
+        "print(json.dumps(c))"
+    )
+    proc = subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=count * timeout + 30,
+    )
     if proc.returncode != 0:
         raise LabError(f"spread from {ns} to {address} failed: {proc.stderr.strip()[-300:]}")
     return Counter(json.loads(proc.stdout))
@@ -127,6 +162,7 @@ def anycast_addresses(lab: Lab) -> tuple[str, str]:
 
 
 # -- CLI ------------------------------------------------------------------------------------
+
 
 def status(lab: Lab) -> int:
     if not lab.is_up():
@@ -209,8 +245,9 @@ def run(lab: Lab, keep: bool = False) -> int:
                 counts = spread(site.client_ns, addr, 40)
                 # ECMP by flow: 40 connections reach both hosts of the anycast pair
                 failures += counts["error"] > 0 or len(counts) < min(2, len(lab.plan.hosts))
-                print(f"  40 connections to anycast {addr}: " +
-                      ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+                print(
+                    f"  40 connections to anycast {addr}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+                )
     finally:
         if not keep:
             for host, name in made:

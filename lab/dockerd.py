@@ -11,6 +11,7 @@ Why it is started this way:
   no docker0, and a storage driver that works on any filesystem; containers run with
   `--network none` and the agent adds their veth.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,16 +56,28 @@ class Dockerd:
 
     def command(self) -> list[str]:
         ns = ["nsenter", f"--net=/run/netns/{self.netns}"] if self.netns else []
-        cmd = ["unshare", "--mount", "--propagation", "private"] + ns + [
-            "dockerd",
-            "--iptables=false", "--ip6tables=false", "--bridge=none", "--storage-driver=vfs",
-            "--data-root", str(self.data_root),
-            "--exec-root", str(self.exec_root),
-            "--pidfile", str(self.dir / "dockerd.pid"),
-            "-H", self.url,
-            "--userland-proxy=false",
-            "--shutdown-timeout", "2",
-        ]
+        cmd = (
+            ["unshare", "--mount", "--propagation", "private"]
+            + ns
+            + [
+                "dockerd",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+                "--storage-driver=vfs",
+                "--data-root",
+                str(self.data_root),
+                "--exec-root",
+                str(self.exec_root),
+                "--pidfile",
+                str(self.dir / "dockerd.pid"),
+                "-H",
+                self.url,
+                "--userland-proxy=false",
+                "--shutdown-timeout",
+                "2",
+            ]
+        )
         if self.live_restore:
             cmd.append("--live-restore")
         return cmd
@@ -81,8 +94,9 @@ class Dockerd:
 
     def _start(self, timeout: float) -> None:
         with open(self.dir / "dockerd.log", "ab") as log:
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             code = self.proc.poll()

@@ -13,6 +13,7 @@
 Both servers answer a GET with "<name> <client address>", so a test sees which address
 a flow arrived from.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -103,8 +104,12 @@ def build(plan: OverlayPlan, topo: LabTopology, state: Path) -> str:
     _route(s3, dst="0.0.0.0/0", gateway=str(S3_VPC_SIDE))
     sysctl(topo.vpc_ns, {**FORWARDING, **RP_LOOSE})
     for ns_name, label in ((www, "internet"), (s3, "s3-endpoint")):
-        daemon.start(ns_name, [sys.executable, "-c", SERVER, label], log=state / "logs" / f"{label}.log",
-                     pidfile=state / f"{label}.pid")
+        daemon.start(
+            ns_name,
+            [sys.executable, "-c", SERVER, label],
+            log=state / "logs" / f"{label}.log",
+            pidfile=state / f"{label}.pid",
+        )
         daemon.wait_tcp(ns_name, "127.0.0.1", PORT, 30, f"{label} server")
     apply_host_rules(plan, topo)
     return f"{www} ({WWW_V4}{', ' + str(WWW_V6) if plan.ipv6 else ''}), {s3} ({S3_PREFIX})"
@@ -120,17 +125,21 @@ def apply_host_rules(plan: OverlayPlan, topo: LabTopology) -> None:
 
 def eigw_ruleset(topo: LabTopology) -> str:
     """IPv6 through the IGW: private subnets out, and only replies back in (an egress-only gateway)."""
-    return "\n".join([
-        "table ip6 lab_eigw {",
-        "  chain forward {",
-        "    type filter hook forward priority filter; policy accept;",
-        "    iifname \"igw\" ct state established,related accept",
-        "    iifname \"igw\" drop",
-        "  }",
-        "}",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "table ip6 lab_eigw {",
+                "  chain forward {",
+                "    type filter hook forward priority filter; policy accept;",
+                '    iifname "igw" ct state established,related accept',
+                '    iifname "igw" drop',
+                "  }",
+                "}",
+            ]
+        )
+        + "\n"
+    )
 
 
 def apply_eigw(topo: LabTopology) -> None:
-    sh(topo.vpc_ns, "nft", "-f", "-", input="add table ip6 lab_eigw\ndelete table ip6 lab_eigw\n"
-       + eigw_ruleset(topo))
+    sh(topo.vpc_ns, "nft", "-f", "-", input="add table ip6 lab_eigw\ndelete table ip6 lab_eigw\n" + eigw_ruleset(topo))

@@ -4,6 +4,7 @@ Used by tests/lab/test_vpc_failover.py and bench/bench_vpc_failover.py. Every wa
 a condition (the route server's choice in the VPC namespace's main table, replies seen),
 never a fixed sleep.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,8 +53,13 @@ class Pinger:
     def __init__(self, ns: str | None, address: str, enter: list[str] | None = None):
         self.replies: dict[int, float] = {}
         prefix = enter if enter is not None else ["ip", "netns", "exec", ns]
-        self.proc = subprocess.Popen([*prefix, "ping", "-n", "-D", "-i", str(INTERVAL), "-W", "1", address],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            [*prefix, "ping", "-n", "-D", "-i", str(INTERVAL), "-W", "1", address],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -112,6 +118,7 @@ def frozen(ns: str):
 def container_enter(lab, host: str, name: str) -> list[str]:
     """Run a command in a container's network namespace (the host's ping binary, by PID)."""
     from lab import demo
+
     client = demo.docker_client(lab, host)
     try:
         pid = client.containers.get(name).attrs["State"]["Pid"]
@@ -144,16 +151,28 @@ class FailoverRun:
     others: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"router": self.router, "takeover": self.takeover, "outage_s": round(self.outage_s, 4),
-                "detect_s": round(self.detect_s, 4), "return_s": round(self.return_s, 4),
-                "lost_after_thaw": len(self.lost_after_thaw),
-                **({"lost_at_s": self.lost_at_s[:20]} if self.lost_at_s else {}),
-                **{f"{k}_gap_s": round(v[0], 4) for k, v in self.others.items()},
-                **{f"{k}_lost_after_thaw": v[1] for k, v in self.others.items()}}
+        return {
+            "router": self.router,
+            "takeover": self.takeover,
+            "outage_s": round(self.outage_s, 4),
+            "detect_s": round(self.detect_s, 4),
+            "return_s": round(self.return_s, 4),
+            "lost_after_thaw": len(self.lost_after_thaw),
+            **({"lost_at_s": self.lost_at_s[:20]} if self.lost_at_s else {}),
+            **{f"{k}_gap_s": round(v[0], 4) for k, v in self.others.items()},
+            **{f"{k}_lost_after_thaw": v[1] for k, v in self.others.items()},
+        }
 
 
-def run_once(lab, target: str, pool: str, *, settle_replies: int = 100, timeout: float = 30,
-             others: dict[str, tuple[list[str] | None, str | None, str]] | None = None) -> FailoverRun:
+def run_once(
+    lab,
+    target: str,
+    pool: str,
+    *,
+    settle_replies: int = 100,
+    timeout: float = 30,
+    others: dict[str, tuple[list[str] | None, str | None, str]] | None = None,
+) -> FailoverRun:
     """Ping `target` from the VPC-native instance, freeze the preferred router, thaw it.
 
     `others`: label -> (enter prefix or None, namespace or None, address): more pingers run
@@ -173,16 +192,26 @@ def run_once(lab, target: str, pool: str, *, settle_replies: int = 100, timeout:
         wait_for(lambda: len(pinger.snapshot()) >= settle_replies, timeout, f"{settle_replies} replies from {target}")
         with frozen(router_ns):
             t_freeze = time.time()
-            t_switch = wait_for(lambda: vpc_choice(lab, pool) not in (preferred, None), timeout,
-                                f"the route server moving {pool} off {preferred}")
+            t_switch = wait_for(
+                lambda: vpc_choice(lab, pool) not in (preferred, None),
+                timeout,
+                f"the route server moving {pool} off {preferred}",
+            )
             takeover = vpc_choice(lab, pool)
-            wait_for(lambda: pinger.replies_after(t_switch) >= settle_replies, timeout,
-                     f"replies from {target} through {takeover}")
+            wait_for(
+                lambda: pinger.replies_after(t_switch) >= settle_replies,
+                timeout,
+                f"replies from {target} through {takeover}",
+            )
         t_thaw = time.time()
-        t_back = wait_for(lambda: vpc_choice(lab, pool) == preferred, 60,
-                          f"the route server moving {pool} back to {preferred}")
-        wait_for(lambda: pinger.replies_after(t_back) >= settle_replies, timeout,
-                 f"replies from {target} through {preferred} again")
+        t_back = wait_for(
+            lambda: vpc_choice(lab, pool) == preferred, 60, f"the route server moving {pool} back to {preferred}"
+        )
+        wait_for(
+            lambda: pinger.replies_after(t_back) >= settle_replies,
+            timeout,
+            f"replies from {target} through {preferred} again",
+        )
     finally:
         replies = pinger.stop()
         extra_replies = {label: p.stop() for label, p in extra.items()}
@@ -191,10 +220,19 @@ def run_once(lab, target: str, pool: str, *, settle_replies: int = 100, timeout:
     outage = _gap(replies, t_freeze - 1, t_thaw)
     # The return's cost: echoes unanswered from the first reply after the thaw to the last.
     lost = _lost_after(replies, t_thaw)
-    others_out = {label: (_gap(r, t_freeze - 1, t_thaw), len(_lost_after(r, t_thaw)))
-                  for label, r in extra_replies.items()}
-    return FailoverRun(preferred, takeover or "?", outage, t_switch - t_freeze, t_back - t_thaw, lost,
-                       _sent_at(replies, lost, t_thaw), others_out)
+    others_out = {
+        label: (_gap(r, t_freeze - 1, t_thaw), len(_lost_after(r, t_thaw))) for label, r in extra_replies.items()
+    }
+    return FailoverRun(
+        preferred,
+        takeover or "?",
+        outage,
+        t_switch - t_freeze,
+        t_back - t_thaw,
+        lost,
+        _sent_at(replies, lost, t_thaw),
+        others_out,
+    )
 
 
 def _sent_at(replies: dict[int, float], seqs: list[int], t0: float) -> list[float]:

@@ -17,6 +17,7 @@ Usage:
         frr.wait(lambda: frr.bgp_established() == 2)
         print(frr.vtysh("show ip route"))
 """
+
 from __future__ import annotations
 
 import grp
@@ -50,8 +51,9 @@ def available() -> bool:
 class FRR:
     """One FRR instance in `netns` (None: the current namespace)."""
 
-    def __init__(self, netns: str | None, name: str, daemons: Iterable[str] = DAEMONS,
-                 workdir: str | Path | None = None):
+    def __init__(
+        self, netns: str | None, name: str, daemons: Iterable[str] = DAEMONS, workdir: str | Path | None = None
+    ):
         self.netns = netns
         self.name = name
         self.daemons = tuple(daemons)
@@ -94,13 +96,20 @@ class FRR:
                     self.zserv.unlink(missing_ok=True)
                 cmd = self._prefix() + [
                     str(FRR_BIN / daemon),
-                    "-f", "/dev/null",  # config comes from vtysh below
-                    "-i", str(self.vty_dir / f"{daemon}.pid"),
-                    "-z", str(self.zserv),
-                    "--vty_socket", str(self.vty_dir),
-                    "-P", "0",
-                    "--log", f"file:{self.log_path(daemon)}",
-                    "--limit-fds", "4096",  # zebra sizes tables by RLIMIT_NOFILE; keep it small
+                    "-f",
+                    "/dev/null",  # config comes from vtysh below
+                    "-i",
+                    str(self.vty_dir / f"{daemon}.pid"),
+                    "-z",
+                    str(self.zserv),
+                    "--vty_socket",
+                    str(self.vty_dir),
+                    "-P",
+                    "0",
+                    "--log",
+                    f"file:{self.log_path(daemon)}",
+                    "--limit-fds",
+                    "4096",  # zebra sizes tables by RLIMIT_NOFILE; keep it small
                 ]
                 if daemon == "bgpd":
                     cmd += ["-p", "179"]
@@ -108,9 +117,13 @@ class FRR:
                     # Its control socket defaults to /var/run/frr/bfdd.sock, shared by every
                     # instance on the machine; each instance gets its own.
                     cmd += ["--bfdctl", str(self.vty_dir / "bfdd.sock")]
-                self.procs[daemon] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                                      stderr=open(self.dir / f"{daemon}.stderr", "wb"),
-                                                      start_new_session=True)
+                self.procs[daemon] = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=open(self.dir / f"{daemon}.stderr", "wb"),
+                    start_new_session=True,
+                )
                 # bgpd connects to zebra's zserv socket; starting it first only costs retries.
                 self._wait_socket(daemon, timeout)
             self.apply(config_text)
@@ -144,8 +157,12 @@ class FRR:
         with tempfile.NamedTemporaryFile("w", suffix=".conf", dir=self.dir, delete=False) as fh:
             fh.write(config_text)
         try:
-            out = subprocess.run([VTYSH, "--vty_socket", str(self.vty_dir), "-C", "-f", fh.name],
-                                 capture_output=True, text=True, timeout=30)
+            out = subprocess.run(
+                [VTYSH, "--vty_socket", str(self.vty_dir), "-C", "-f", fh.name],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             if out.returncode != 0:
                 raise FRRError(f"frr {self.name}: config check failed: {(out.stdout + out.stderr).strip()}")
         finally:
@@ -155,11 +172,17 @@ class FRR:
         """Push configuration lines into the running daemons (additive, like typing them in)."""
         path = self.dir / "apply.conf"
         path.write_text(config_text)
-        out = subprocess.run(self._prefix() + [VTYSH, "--vty_socket", str(self.vty_dir), "-f", str(path)],
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            self._prefix() + [VTYSH, "--vty_socket", str(self.vty_dir), "-f", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if out.returncode != 0:
-            raise FRRError(f"frr {self.name}: applying config failed ({out.returncode}): "
-                           f"{(out.stdout + out.stderr).strip()[-800:]}")
+            raise FRRError(
+                f"frr {self.name}: applying config failed ({out.returncode}): "
+                f"{(out.stdout + out.stderr).strip()[-800:]}"
+            )
 
     def stop(self) -> None:
         """Stop every daemon (TERM, then KILL) and remove the work directory; never raises."""
@@ -210,8 +233,10 @@ class FRR:
             cmd += ["-c", c]
         out = subprocess.run(self._prefix() + cmd, capture_output=True, text=True, timeout=timeout)
         if out.returncode != 0:
-            raise FRRError(f"frr {self.name}: vtysh {' / '.join(commands)} failed ({out.returncode}): "
-                           f"{(out.stdout + out.stderr).strip()[-400:]}")
+            raise FRRError(
+                f"frr {self.name}: vtysh {' / '.join(commands)} failed ({out.returncode}): "
+                f"{(out.stdout + out.stderr).strip()[-400:]}"
+            )
         return out.stdout
 
     def vtysh_json(self, command: str) -> dict:
@@ -251,9 +276,16 @@ class FRR:
                 return True
         return False
 
-    def wait(self, predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.1,
-             what: str = "condition") -> None:
+    def wait(
+        self, predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.1, what: str = "condition"
+    ) -> None:
         """Poll `predicate` until true (an FRR not answering yet counts as false); raise
         FRRError naming `what` on timeout."""
-        wait_until(predicate, timeout, interval, what, error=lambda msg: FRRError(f"frr {self.name}: {msg}"),
-                   ignore=(FRRError,))
+        wait_until(
+            predicate,
+            timeout,
+            interval,
+            what,
+            error=lambda msg: FRRError(f"frr {self.name}: {msg}"),
+            ignore=(FRRError,),
+        )

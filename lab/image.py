@@ -1,4 +1,5 @@
 """The local test image: a busybox-static root filesystem imported with `docker import` (no registry needed)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,8 +12,32 @@ import docker.errors
 
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static
 REPOSITORY = "overlay-test"
-APPLETS = ("sh", "httpd", "nc", "sleep", "ip", "ifconfig", "cat", "echo", "wget", "ps", "ping", "ping6",
-           "true", "false", "ls", "kill", "hostname", "env", "rm", "touch", "test", "mkdir", "dd", "head")
+APPLETS = (
+    "sh",
+    "httpd",
+    "nc",
+    "sleep",
+    "ip",
+    "ifconfig",
+    "cat",
+    "echo",
+    "wget",
+    "ps",
+    "ping",
+    "ping6",
+    "true",
+    "false",
+    "ls",
+    "kill",
+    "hostname",
+    "env",
+    "rm",
+    "touch",
+    "test",
+    "mkdir",
+    "dd",
+    "head",
+)
 INDEX = b"overlay-test\n"
 
 
@@ -20,8 +45,10 @@ def _rootfs() -> tuple[bytes, str]:
     data = BUSYBOX.read_bytes()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        def add(name: str, *, body: bytes | None = None, mode: int = 0o644, kind: bytes = tarfile.REGTYPE,
-                link: str = "") -> None:
+
+        def add(
+            name: str, *, body: bytes | None = None, mode: int = 0o644, kind: bytes = tarfile.REGTYPE, link: str = ""
+        ) -> None:
             info = tarfile.TarInfo(name)
             info.mode, info.type, info.linkname, info.mtime = mode, kind, link, 0
             if body is not None:
@@ -49,8 +76,9 @@ def ensure(client: docker.DockerClient) -> str:
         return ref
     except docker.errors.ImageNotFound:
         pass
-    client.api.import_image_from_data(tarball, repository=REPOSITORY, tag=digest,
-                                      changes=['CMD ["/bin/sh"]', "WORKDIR /"])
+    client.api.import_image_from_data(
+        tarball, repository=REPOSITORY, tag=digest, changes=['CMD ["/bin/sh"]', "WORKDIR /"]
+    )
     client.images.get(ref)  # raises if the import did not produce it
     return ref
 

@@ -1,4 +1,5 @@
 """The lab's on-prem router: its GRE tunnels to the routers' EIPs (the agent's own tunnel reconciler) and its FRR config."""
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,9 @@ def tunnel_docs(plan: OverlayPlan, topo: LabTopology, site: OnPremSite) -> dict[
 
 def frr_config(plan: OverlayPlan, topo: LabTopology, site: OnPremSite, password: str) -> str:
     eips = {i.name: str(i.eip) for i in topo.instances if i.eip is not None}
-    text = render_onprem_frr(plan, site.name, eips, networks_v4=(str(site.lan_v4),),
-                             networks_v6=(str(site.lan_v6),) if plan.ipv6 else ())
+    text = render_onprem_frr(
+        plan, site.name, eips, networks_v4=(str(site.lan_v4),), networks_v6=(str(site.lan_v6),) if plan.ipv6 else ()
+    )
     # The datacenter team's step (the on-prem password); the agent's fill, so the lab never
     # has a second copy.
     return fill_password(text, None, onprem_password=password, source=f"on-prem {site.name} frr")
@@ -43,9 +45,13 @@ def apply_tunnels(site: OnPremSite, docs: dict[str, str], state_dir: Path) -> di
     state_dir.mkdir(parents=True, exist_ok=True)
     spec = state_dir / "tunnels.json"
     spec.write_text(json.dumps(docs))
-    proc = subprocess.run(["ip", "netns", "exec", site.ns, sys.executable, "-m", "lab.onprem", str(spec),
-                           str(state_dir)], capture_output=True, text=True, timeout=60,
-                          cwd=Path(__file__).resolve().parent.parent)
+    proc = subprocess.run(
+        ["ip", "netns", "exec", site.ns, sys.executable, "-m", "lab.onprem", str(spec), str(state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     if proc.returncode != 0:
         raise LabError(f"on-prem {site.name}: tunnels failed: {proc.stderr.strip()[-400:]}")
     return json.loads(proc.stdout)

@@ -1,5 +1,6 @@
 """Polling until a condition holds: the one helper the lab, the root and end-to-end tests and the
 benchmarks share, so that each waits on a condition rather than a fixed sleep."""
+
 from __future__ import annotations
 
 import time
@@ -13,9 +14,15 @@ class Timeout(AssertionError):
     an assertion; the lab passes its own error class (LabError, FRRError)."""
 
 
-def wait_until(pred: Callable[[], T], timeout: float = 20.0, interval: float = 0.05, what: str = "condition", *,
-               error: Callable[[str], BaseException] = Timeout,
-               ignore: tuple[type[BaseException], ...] = ()) -> T:
+def wait_until(
+    pred: Callable[[], T],
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    what: str = "condition",
+    *,
+    error: Callable[[str], BaseException] = Timeout,
+    ignore: tuple[type[BaseException], ...] = (),
+) -> T:
     """Call `pred` every `interval` seconds until it returns a true value, and return that value.
 
     An exception of a class in `ignore` counts as "not yet" (a daemon not answering during its

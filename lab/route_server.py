@@ -18,6 +18,7 @@ What AWS documents, and how the lab does it (docs/lab.md, "Route Server emulatio
 - A peer lost (BFD down): its paths leave the RIB, the FIB is recomputed and the tables
   follow at once. Persisted routes are off, as the program sets them.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -90,16 +91,30 @@ def frr_config(plan: OverlayPlan, topo: LabTopology) -> str:
         " neighbor ROUTERS bfd profile ROUTERS",
     ]
     for r in plan.routers:
-        lines += [f" neighbor {r.private_ip} remote-as {r.asn}",
-                  f" neighbor {r.private_ip} peer-group ROUTERS",
-                  f" neighbor {r.private_ip} update-source {eps[r.az]}"]
-    lines += [" !", " address-family ipv4 unicast", "  neighbor ROUTERS activate",
-              "  neighbor ROUTERS route-map PEER-IN in", "  neighbor ROUTERS route-map PEER-OUT out",
-              "  ! One target per route, as in a VPC route table.", "  maximum-paths 1",
-              " exit-address-family"]
+        lines += [
+            f" neighbor {r.private_ip} remote-as {r.asn}",
+            f" neighbor {r.private_ip} peer-group ROUTERS",
+            f" neighbor {r.private_ip} update-source {eps[r.az]}",
+        ]
+    lines += [
+        " !",
+        " address-family ipv4 unicast",
+        "  neighbor ROUTERS activate",
+        "  neighbor ROUTERS route-map PEER-IN in",
+        "  neighbor ROUTERS route-map PEER-OUT out",
+        "  ! One target per route, as in a VPC route table.",
+        "  maximum-paths 1",
+        " exit-address-family",
+    ]
     if plan.ipv6:
-        lines += [" !", " address-family ipv6 unicast", "  neighbor ROUTERS activate",
-                  "  neighbor ROUTERS route-map PEER-IN6 in", "  neighbor ROUTERS route-map PEER-OUT out",
-                  "  maximum-paths 1", " exit-address-family"]
+        lines += [
+            " !",
+            " address-family ipv6 unicast",
+            "  neighbor ROUTERS activate",
+            "  neighbor ROUTERS route-map PEER-IN6 in",
+            "  neighbor ROUTERS route-map PEER-OUT out",
+            "  maximum-paths 1",
+            " exit-address-family",
+        ]
     lines += ["exit", "!"]
     return "\n".join(lines) + "\n"

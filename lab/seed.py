@@ -1,4 +1,5 @@
 """`python -m lab.seed STACK --endpoint URL`: publish a stack's parameters to an SSM endpoint (the lab's moto)."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,16 +25,19 @@ def route_server_docs(plan):
         return None
     from infra.parameters import route_server_doc
     from lab import route_server, topology
+
     topo = topology.build(plan)
     routers = {r.name for r in plan.routers}
-    return lambda name: route_server_doc(plan, route_server.router_endpoints(plan, topo, name)) \
-        if name in routers else None
+    return lambda name: (
+        route_server_doc(plan, route_server.router_endpoints(plan, topo, name)) if name in routers else None
+    )
 
 
 def client(endpoint: str, region: str):
     # moto accepts any credentials; real ones are never needed or read here.
-    return boto3.client("ssm", endpoint_url=endpoint, region_name=region, aws_access_key_id="lab",
-                        aws_secret_access_key="lab")
+    return boto3.client(
+        "ssm", endpoint_url=endpoint, region_name=region, aws_access_key_id="lab", aws_secret_access_key="lab"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,11 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    params = build_parameters(plan, lambda name: render_frr(plan, name), poll_interval=LAB_POLL_INTERVAL,
-                              resync_interval=LAB_RESYNC_INTERVAL, route_server=route_server_docs(plan),
-                              vpc_ipv6=str(LAB_VPC_V6))
-    written = put_parameters(client(args.endpoint, args.region), params, LAB_PASSWORD,
-                             onprem_password=LAB_ONPREM_PASSWORD, prune=True)
+    params = build_parameters(
+        plan,
+        lambda name: render_frr(plan, name),
+        poll_interval=LAB_POLL_INTERVAL,
+        resync_interval=LAB_RESYNC_INTERVAL,
+        route_server=route_server_docs(plan),
+        vpc_ipv6=str(LAB_VPC_V6),
+    )
+    written = put_parameters(
+        client(args.endpoint, args.region), params, LAB_PASSWORD, onprem_password=LAB_ONPREM_PASSWORD, prune=True
+    )
     print(json.dumps({"written": written}))
     return 0
 

@@ -1,4 +1,5 @@
 """The lab's parameter store: moto's SSM in server mode inside the VPC namespace, seeded by the program's own code path."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,12 @@ def start(topo: LabTopology, state: Path) -> None:
     pidfile = state / "moto.pid"
     if daemon.alive(pidfile):
         return
-    daemon.start(topo.vpc_ns, [str(Path(sys.executable).with_name("moto_server")), "-H", "0.0.0.0", "-p", str(PORT)],
-                 log=state / "logs" / "moto.log", pidfile=pidfile)
+    daemon.start(
+        topo.vpc_ns,
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "0.0.0.0", "-p", str(PORT)],
+        log=state / "logs" / "moto.log",
+        pidfile=pidfile,
+    )
     daemon.wait_tcp(topo.vpc_ns, "127.0.0.1", PORT, 30, "moto SSM server")
 
 
@@ -44,12 +49,23 @@ def stop(state: Path) -> None:
 
 def seed(plan: OverlayPlan, topo: LabTopology, stacks_dir: Path | None = None) -> list[str]:
     """Publish the stack's parameters with infra.publish, from inside the VPC namespace."""
-    cmd = ["ip", "netns", "exec", topo.vpc_ns, sys.executable, "-m", "lab.seed", plan.stack,
-           "--endpoint", f"http://127.0.0.1:{PORT}", "--region", plan.region]
+    cmd = [
+        "ip",
+        "netns",
+        "exec",
+        topo.vpc_ns,
+        sys.executable,
+        "-m",
+        "lab.seed",
+        plan.stack,
+        "--endpoint",
+        f"http://127.0.0.1:{PORT}",
+        "--region",
+        plan.region,
+    ]
     if stacks_dir is not None:
         cmd += ["--stacks-dir", str(stacks_dir)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).resolve().parent.parent)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
     if proc.returncode != 0:
         raise LabError(f"seeding parameters for stack {plan.stack} failed: {proc.stderr.strip()[-500:]}")
     return json.loads(proc.stdout)["written"]

@@ -1,4 +1,5 @@
 """Brings a whole stack up in namespaces and down again: underlay, SSM, FRR, dockerd, agents, on-prem."""
+
 from __future__ import annotations
 
 import contextlib
@@ -78,6 +79,7 @@ def _step(lab: Lab, n: int, total: int, what: str, fn: Callable[[], str | None])
 
 # -- up -----------------------------------------------------------------------------------
 
+
 def _as_agent_applies(text: str, plan: OverlayPlan) -> str:
     # The agent's own fills (and their refusals), as on an instance: the password, the
     # bogon filters and the lab VPC's IPv6 block (its `vpc` parameter, lab/seed.py).
@@ -100,6 +102,7 @@ def _start_frr(lab: Lab, names: list[str]) -> str:
 
 def _start_egress(lab: Lab) -> str:
     from lab import egress
+
     out = egress.build(lab.plan, lab.topo, lab.state)
     if lab.plan.ipv6:
         egress.apply_eigw(lab.topo)
@@ -132,14 +135,24 @@ def agent_command(lab: Lab, name: str) -> list[str]:
     inst = lab.topo.instance(name)
     adir = lab.agent_dir(name)
     frr = lab.frr_for(name)
-    cmd = [str(Path(sys.executable).with_name("overlay-agent")), "run",
-           "--bootstrap", str(adir / "bootstrap.json"),
-           "--state-dir", str(adir / "state"),
-           "--status-file", str(adir / "status.json"),
-           "--frr-vty-socket", str(frr.vty_dir),
-           "--frr-confdir", str(frr.dir),
-           "--metrics-address", f"{inst.address}:9469",
-           "--log-format", "text"]
+    cmd = [
+        str(Path(sys.executable).with_name("overlay-agent")),
+        "run",
+        "--bootstrap",
+        str(adir / "bootstrap.json"),
+        "--state-dir",
+        str(adir / "state"),
+        "--status-file",
+        str(adir / "status.json"),
+        "--frr-vty-socket",
+        str(frr.vty_dir),
+        "--frr-confdir",
+        str(frr.dir),
+        "--metrics-address",
+        f"{inst.address}:9469",
+        "--log-format",
+        "text",
+    ]
     if inst.role == "host":
         cmd += ["--docker-url", lab.docker_url(name)]
     return cmd
@@ -151,23 +164,37 @@ def _start_agents(lab: Lab, names: list[str]) -> str:
         adir = lab.agent_dir(inst.name)
         adir.mkdir(parents=True, exist_ok=True)
         # The same bootstrap document user data writes on EC2, plus the lab's endpoint.
-        (adir / "bootstrap.json").write_text(json.dumps({
-            "schema": 1, "project": lab.plan.project, "stack": lab.plan.stack, "instance": inst.name,
-            "role": topo_inst.role, "region": lab.plan.region,
-            "parameter_path": f"/{lab.plan.project}/{lab.plan.stack}/instances/{inst.name}",
-            "endpoint_url": ssm.endpoint_for(topo_inst),
-        }, indent=1))
-        daemon.start(topo_inst.ns, agent_command(lab, inst.name), log=lab.state / "logs" / f"agent-{inst.name}.log",
-                     pidfile=adir / "agent.pid", env={"AWS_ACCESS_KEY_ID": "lab", "AWS_SECRET_ACCESS_KEY": "lab"})
+        (adir / "bootstrap.json").write_text(
+            json.dumps(
+                {
+                    "schema": 1,
+                    "project": lab.plan.project,
+                    "stack": lab.plan.stack,
+                    "instance": inst.name,
+                    "role": topo_inst.role,
+                    "region": lab.plan.region,
+                    "parameter_path": f"/{lab.plan.project}/{lab.plan.stack}/instances/{inst.name}",
+                    "endpoint_url": ssm.endpoint_for(topo_inst),
+                },
+                indent=1,
+            )
+        )
+        daemon.start(
+            topo_inst.ns,
+            agent_command(lab, inst.name),
+            log=lab.state / "logs" / f"agent-{inst.name}.log",
+            pidfile=adir / "agent.pid",
+            env={"AWS_ACCESS_KEY_ID": "lab", "AWS_SECRET_ACCESS_KEY": "lab"},
+        )
     return f"{len(names)} agents"
 
 
 def _start_onprem(lab: Lab) -> str:
     for site in lab.topo.sites:
-        report = onprem.apply_tunnels(site, onprem.tunnel_docs(lab.plan, lab.topo, site),
-                                      lab.state / "onprem" / site.name)
-        lab.frr_for(site.name).start(onprem.frr_config(lab.plan, lab.topo, site, ssm.LAB_ONPREM_PASSWORD),
-                                     timeout=30)
+        report = onprem.apply_tunnels(
+            site, onprem.tunnel_docs(lab.plan, lab.topo, site), lab.state / "onprem" / site.name
+        )
+        lab.frr_for(site.name).start(onprem.frr_config(lab.plan, lab.topo, site, ssm.LAB_ONPREM_PASSWORD), timeout=30)
         lab.say(f"      {site.name}: {len(report['tunnels'])} tunnels ({report['backend']} GRE)")
     return ", ".join(s.name for s in lab.topo.sites) or "no on-prem peers"
 
@@ -229,19 +256,29 @@ def up(lab: Lab) -> None:
     instances = [i.name for i in lab.plan.instances]
     hosts = [h.name for h in lab.plan.hosts]
     steps = [
-        ("underlay (namespaces, subnets, VPC route tables, IGW NAT, internet, on-prem LANs)",
-         lambda: build_underlay(lab.plan, lab.topo, underlay_mtu(lab.plan)) or f"{len(lab.topo.namespaces)} namespaces"),
-        ("parameter store (moto SSM in the VPC, seeded by the program's code path)",
-         lambda: (ssm.start(lab.topo, lab.state), f"{len(ssm.seed(lab.plan, lab.topo, lab.stacks_dir))} parameters")[1]),
-        *([("VPC route server stand-in (FRR with BFD in the VPC namespace)", lambda: _start_route_server(lab))]
-          if lab.plan.vpc_failover == "routeServer" else []),
+        (
+            "underlay (namespaces, subnets, VPC route tables, IGW NAT, internet, on-prem LANs)",
+            lambda: (
+                build_underlay(lab.plan, lab.topo, underlay_mtu(lab.plan)) or f"{len(lab.topo.namespaces)} namespaces"
+            ),
+        ),
+        (
+            "parameter store (moto SSM in the VPC, seeded by the program's code path)",
+            lambda: (ssm.start(lab.topo, lab.state), f"{len(ssm.seed(lab.plan, lab.topo, lab.stacks_dir))} parameters")[
+                1
+            ],
+        ),
+        *(
+            [("VPC route server stand-in (FRR with BFD in the VPC namespace)", lambda: _start_route_server(lab))]
+            if lab.plan.vpc_failover == "routeServer"
+            else []
+        ),
         ("FRR on every instance", lambda: _start_frr(lab, instances)),
         ("docker daemons on the hosts", lambda: _start_docker(lab, hosts)),
         ("agents (pairing sync everywhere, container wiring on hosts)", lambda: _start_agents(lab, instances)),
         ("on-prem routers (GRE to the EIPs, FRR from the stack's on-prem config)", lambda: _start_onprem(lab)),
         ("BGP sessions", lambda: wait_sessions(lab)),
-        ("egress: internet server behind the IGW/NAT, S3 endpoint stand-in, host SNAT",
-         lambda: _start_egress(lab)),
+        ("egress: internet server behind the IGW/NAT, S3 endpoint stand-in, host SNAT", lambda: _start_egress(lab)),
     ]
     try:
         for i, (what, fn) in enumerate(steps, 1):
@@ -255,16 +292,23 @@ def up(lab: Lab) -> None:
 
 
 def _mark_up(lab: Lab, seconds: float) -> None:
-    (lab.state / "up.json").write_text(json.dumps({"stack": lab.plan.stack, "up_seconds": round(seconds, 1),
-                                                   "namespaces": list(lab.topo.namespaces)}, indent=1))
+    (lab.state / "up.json").write_text(
+        json.dumps(
+            {"stack": lab.plan.stack, "up_seconds": round(seconds, 1), "namespaces": list(lab.topo.namespaces)},
+            indent=1,
+        )
+    )
 
 
 def _stale_instances(lab: Lab) -> list[str]:
     """Namespaces of instances the plan no longer has (a host or router removed from the stack)."""
     prefix = topology.ns_prefix(lab.plan.stack)
     wanted = set(lab.topo.namespaces)
-    return [n for n in lab_namespaces(lab.plan.stack)
-            if n not in wanted and n[len(prefix):].startswith(("router-", "host-"))]
+    return [
+        n
+        for n in lab_namespaces(lab.plan.stack)
+        if n not in wanted and n[len(prefix) :].startswith(("router-", "host-"))
+    ]
 
 
 def sync(lab: Lab) -> None:
@@ -299,6 +343,7 @@ def sync(lab: Lab) -> None:
         if hosts:
             _start_docker(lab, hosts)
             from lab import egress
+
             egress.apply_host_rules(lab.plan, lab.topo)  # the new hosts' user data egress rules
         _start_agents(lab, names)
     wait_sessions(lab)
@@ -312,6 +357,7 @@ def underlay_mtu(plan: OverlayPlan) -> int:
 
 
 # -- down -----------------------------------------------------------------------------------
+
 
 def down(lab: Lab, quiet: bool = False) -> None:
     """Remove everything the lab made; safe to run on a half-built or absent lab."""

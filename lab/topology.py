@@ -1,4 +1,5 @@
 """The lab's topology from a plan: namespaces, links and addresses standing for the VPC, internet and on-prem; pure."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -30,6 +31,7 @@ AZ_TABLE_BASE = 100
 @dataclass(frozen=True)
 class Segment:
     """A subnet bridge in the VPC namespace; the VPC router holds .1 like AWS's."""
+
     bridge: str
     cidr: ipaddress.IPv4Network
     gateway: ipaddress.IPv4Address
@@ -116,25 +118,61 @@ def build(plan: OverlayPlan) -> LabTopology:
     instances = []
     for r in plan.routers:
         eip = EIP_POOL.network_address + EIP_BASE + r.index if r.eip else None
-        instances.append(Instance(r.name, "router", prefix + r.name, seg[(az_index[r.az], "public")],
-                                  r.private_ip, f"p-{r.name}"[:15], eip))
+        instances.append(
+            Instance(
+                r.name,
+                "router",
+                prefix + r.name,
+                seg[(az_index[r.az], "public")],
+                r.private_ip,
+                f"p-{r.name}"[:15],
+                eip,
+            )
+        )
     for h in plan.hosts:
-        instances.append(Instance(h.name, "host", prefix + h.name, seg[(az_index[h.az], "private")],
-                                  h.private_ip, f"p-{h.name}"[:15], None))
+        instances.append(
+            Instance(
+                h.name,
+                "host",
+                prefix + h.name,
+                seg[(az_index[h.az], "private")],
+                h.private_ip,
+                f"p-{h.name}"[:15],
+                None,
+            )
+        )
     native_seg = seg[(0, "private")]
-    instances.append(Instance("native", "native", prefix + "native", native_seg,
-                              native_seg.cidr.network_address + NATIVE_OFFSET, "p-native", None))
+    instances.append(
+        Instance(
+            "native",
+            "native",
+            prefix + "native",
+            native_seg,
+            native_seg.cidr.network_address + NATIVE_OFFSET,
+            "p-native",
+            None,
+        )
+    )
 
     sites = []
     for i, peer in enumerate(plan.onprem):
         lan4 = list(ONPREM_LAN_V4.subnets(new_prefix=24))[i]
         lan6 = list(ONPREM_LAN_V6.subnets(new_prefix=64))[i] if plan.ipv6 else ONPREM_LAN_V6
-        sites.append(OnPremSite(
-            name=peer.name, ns=prefix + peer.name, client_ns=prefix + peer.name + "-cl",
-            public=peer.address, inet_port=f"s-{peer.name}"[:15], lan_v4=lan4, lan_v6=lan6,
-            router_lan_v4=lan4.network_address + 1, router_lan_v6=lan6.network_address + 1,
-            client_v4=lan4.network_address + 10, client_v6=lan6.network_address + 10,
-        ))
+        sites.append(
+            OnPremSite(
+                name=peer.name,
+                ns=prefix + peer.name,
+                client_ns=prefix + peer.name + "-cl",
+                public=peer.address,
+                inet_port=f"s-{peer.name}"[:15],
+                lan_v4=lan4,
+                lan_v6=lan6,
+                router_lan_v4=lan4.network_address + 1,
+                router_lan_v6=lan6.network_address + 1,
+                client_v4=lan4.network_address + 10,
+                client_v6=lan6.network_address + 10,
+            )
+        )
 
     # Per-AZ route tables: the pools go to the router in that AZ; AZs without a router
     # use router (AZ index mod #routers), as an operator would point them.
@@ -144,6 +182,12 @@ def build(plan: OverlayPlan) -> LabTopology:
         router = in_az[0] if in_az else plan.routers[i % len(plan.routers)]
         tables.append((AZ_TABLE_BASE + i, router.name))
 
-    return LabTopology(stack=plan.stack, vpc_ns=prefix + "vpc", inet_ns=prefix + "inet",
-                       segments=tuple(segments), instances=tuple(instances), sites=tuple(sites),
-                       az_tables=tuple(tables))
+    return LabTopology(
+        stack=plan.stack,
+        vpc_ns=prefix + "vpc",
+        inet_ns=prefix + "inet",
+        segments=tuple(segments),
+        instances=tuple(instances),
+        sites=tuple(sites),
+        az_tables=tuple(tables),
+    )

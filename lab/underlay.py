@@ -1,4 +1,5 @@
 """Builds and removes the lab's underlay with pyroute2: namespaces, subnet bridges, IGW with 1:1 NAT, internet, on-prem LANs."""
+
 from __future__ import annotations
 
 import contextlib
@@ -13,7 +14,7 @@ from pyroute2 import NetNS, netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from infra.plan import OverlayPlan
-from lab.topology import (IGW_INET_SIDE, IGW_VPC_SIDE, INET_PEER_GW, EIP_POOL, LabTopology, ns_prefix)
+from lab.topology import IGW_INET_SIDE, IGW_VPC_SIDE, INET_PEER_GW, EIP_POOL, LabTopology, ns_prefix
 
 
 IFA_F_NODAD = 0x02  # include/uapi/linux/if_addr.h
@@ -80,8 +81,9 @@ def _addr(ns_name: str, ifname: str, cidr: str) -> None:
         kw = {}
         if iface.version == 6:
             kw["flags"] = IFA_F_NODAD  # addresses are unique by plan; DAD only delays them a second
-        n.addr("add", index=n.link_lookup(ifname=ifname)[0], address=str(iface.ip),
-               prefixlen=iface.network.prefixlen, **kw)
+        n.addr(
+            "add", index=n.link_lookup(ifname=ifname)[0], address=str(iface.ip), prefixlen=iface.network.prefixlen, **kw
+        )
 
 
 def _route(ns_name: str, **kw) -> None:
@@ -128,15 +130,22 @@ def build_underlay(plan: OverlayPlan, topo: LabTopology, underlay_mtu: int) -> N
                 n.route("replace", dst=str(pool), gateway=str(router.address_v6), table=table)
         if plan.vpc_failover == "routeServer":
             from lab.route_server import endpoints
+
             for az, address in endpoints(plan, topo).items():
                 seg = next(s for s in topo.segments if s.kind == "public" and s.az_index == plan.azs.index(az))
-                n.addr("add", index=n.link_lookup(ifname=seg.bridge)[0], address=str(address),
-                       prefixlen=seg.cidr.prefixlen)
+                n.addr(
+                    "add", index=n.link_lookup(ifname=seg.bridge)[0], address=str(address), prefixlen=seg.cidr.prefixlen
+                )
         for seg in topo.segments:
             table = topo.az_tables[seg.az_index][0]
             for family in (2, 10) if seg.cidr_v6 is not None else (2,):  # AF_INET, AF_INET6
-                n.rule("add", table=table, priority=1000 + seg.az_index * 10 + (seg.kind == "public"),
-                       iifname=seg.bridge, family=family)
+                n.rule(
+                    "add",
+                    table=table,
+                    priority=1000 + seg.az_index * 10 + (seg.kind == "public"),
+                    iifname=seg.bridge,
+                    family=family,
+                )
         if plan.routing_mode == "static":
             for h in plan.hosts:
                 n.route("replace", dst=str(h.block_v4), gateway=str(h.private_ip))
@@ -176,8 +185,7 @@ def wire_instance(topo: LabTopology, inst, underlay_mtu: int, create: bool = Fal
         _create_ns(inst.ns)
     _veth(inst.ns, "eth0", topo.vpc_ns, inst.vpc_port, underlay_mtu)
     with ns(topo.vpc_ns) as n:
-        n.link("set", index=n.link_lookup(ifname=inst.vpc_port)[0],
-               master=n.link_lookup(ifname=inst.segment.bridge)[0])
+        n.link("set", index=n.link_lookup(ifname=inst.vpc_port)[0], master=n.link_lookup(ifname=inst.segment.bridge)[0])
     _addr(inst.ns, "eth0", f"{inst.address}/{inst.segment.cidr.prefixlen}")
     _route(inst.ns, dst="0.0.0.0/0", gateway=str(inst.segment.gateway))
     if inst.address_v6 is not None:
@@ -190,30 +198,30 @@ def wire_instance(topo: LabTopology, inst, underlay_mtu: int, create: bool = Fal
 
 def apply_nat(topo: LabTopology) -> None:
     # Replace our table whole (add-then-delete makes the delete safe when it is absent).
-    sh(topo.vpc_ns, "nft", "-f", "-",
-       input="add table ip lab_igw\ndelete table ip lab_igw\n" + nat_ruleset(topo))
+    sh(topo.vpc_ns, "nft", "-f", "-", input="add table ip lab_igw\ndelete table ip lab_igw\n" + nat_ruleset(topo))
 
 
 def nat_ruleset(topo: LabTopology) -> str:
     """nftables for the IGW: 1:1 NAT per EIP, and nothing else private leaves to the internet."""
     routers = [i for i in topo.instances if i.eip is not None]
     lines = ["table ip lab_igw {", "  chain prerouting_eip {", "    type nat hook prerouting priority dstnat;"]
-    lines += [f"    iifname \"igw\" ip daddr {r.eip} dnat to {r.address}" for r in routers]
+    lines += [f'    iifname "igw" ip daddr {r.eip} dnat to {r.address}' for r in routers]
     lines += ["  }", "  chain postrouting_eip {", "    type nat hook postrouting priority srcnat;"]
-    lines += [f"    oifname \"igw\" ip saddr {r.address} snat to {r.eip}" for r in routers]
+    lines += [f'    oifname "igw" ip saddr {r.address} snat to {r.eip}' for r in routers]
     # Each AZ's NAT gateway (collapsed into the IGW here): its private subnet leaves with
     # the AZ's NAT EIP (203.0.113.200 + AZ index); a source outside the subnets (a
     # container's own address) has no NAT mapping and is dropped below.
     private = [s for s in topo.segments if s.kind == "private"]
-    lines += [f"    oifname \"igw\" ip saddr {s.cidr} snat to {EIP_POOL.network_address + 200 + s.az_index}"
-              for s in private]
+    lines += [
+        f'    oifname "igw" ip saddr {s.cidr} snat to {EIP_POOL.network_address + 200 + s.az_index}' for s in private
+    ]
     lines += ["  }", "  chain forward_igw {", "    type filter hook forward priority filter; policy accept;"]
     # Like an IGW: only addresses with an EIP (or behind a NAT gateway) reach the internet.
     allowed = ", ".join([str(r.address) for r in routers] + [str(s.cidr) for s in private])
     if allowed:
-        lines.append(f"    oifname \"igw\" ip saddr != {{ {allowed} }} drop")
+        lines.append(f'    oifname "igw" ip saddr != {{ {allowed} }} drop')
     else:
-        lines.append("    oifname \"igw\" drop")
+        lines.append('    oifname "igw" drop')
     lines += ["  }", "}"]
     return "\n".join(lines) + "\n"
 

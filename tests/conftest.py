@@ -1,4 +1,5 @@
 """Shared fixtures: per-test network namespaces that are always removed."""
+
 from __future__ import annotations
 
 import pytest

@@ -9,6 +9,7 @@
 `--check` writes nothing and exits 1 naming each stale file (tests/unit/test_docs_generated.py
 runs it); after changing a command's options or a config key, run it without `--check`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,15 +46,25 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     from lab import __main__ as lab_main
     from overlay_agent import cli as agent_cli
 
-    return {"overlay-agent": agent_cli.parser(), "python -m infra.plan": plan_main.parser(),
-            "python -m infra.verify": verify.parser(), "python -m infra.preflight": preflight.parser(),
-            "python -m lab": lab_main.parser()}
+    return {
+        "overlay-agent": agent_cli.parser(),
+        "python -m infra.plan": plan_main.parser(),
+        "python -m infra.verify": verify.parser(),
+        "python -m infra.preflight": preflight.parser(),
+        "python -m lab": lab_main.parser(),
+    }
 
 
 # (command, argv to its parser): a subcommand's help comes from `<command> <sub> --help`.
-HELP_PAGES = (("overlay-agent", []), ("overlay-agent", ["run"]), ("overlay-agent", ["status"]),
-              ("python -m infra.plan", []), ("python -m infra.verify", []),
-              ("python -m infra.preflight", []), ("python -m lab", []))
+HELP_PAGES = (
+    ("overlay-agent", []),
+    ("overlay-agent", ["run"]),
+    ("overlay-agent", ["status"]),
+    ("python -m infra.plan", []),
+    ("python -m infra.verify", []),
+    ("python -m infra.preflight", []),
+    ("python -m lab", []),
+)
 
 
 def help_text(command: str, sub: list[str]) -> str:
@@ -168,7 +179,7 @@ def config_schema() -> dict:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "overlay stack file (stacks/Pulumi.<stack>.yaml)",
         "description": "Generated from infra/config.py SCHEMA by python -m tools.gendocs. Cross-field rules "
-                       "(overlaps, capacity, ASN clashes) are checked by infra/config.py only.",
+        "(overlaps, capacity, ASN clashes) are checked by infra/config.py only.",
         "type": "object",
         "properties": {"config": {"type": "object", "properties": top, "required": required}},
         "required": ["config"],
@@ -177,8 +188,9 @@ def config_schema() -> dict:
 
 # Blocks inside hand-written docs: NAME -> its text.
 BLOCKS: dict[str, Callable[[], str]] = {
-    "overlay-agent synopsis": lambda: "```\n" + "".join(usage_text("overlay-agent", [s]) for s in ("run", "status"))
-    + "```\n",
+    "overlay-agent synopsis": lambda: (
+        "```\n" + "".join(usage_text("overlay-agent", [s]) for s in ("run", "status")) + "```\n"
+    ),
 }
 BLOCK = re.compile(r"(<!-- generated: (?P<name>[^>]+?) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 
@@ -191,8 +203,11 @@ def documents() -> dict[Path, str]:
     """Every generated file or marked doc -> what it must contain."""
     import json
 
-    docs = {DOCS / "cli.md": cli_md(), DOCS / "config.md": config_md(),
-            DOCS / "config.schema.json": json.dumps(config_schema(), indent=1) + "\n"}
+    docs = {
+        DOCS / "cli.md": cli_md(),
+        DOCS / "config.md": config_md(),
+        DOCS / "config.schema.json": json.dumps(config_schema(), indent=1) + "\n",
+    }
     for path in sorted(DOCS.glob("*.md")):
         if path not in docs and BLOCK.search(path.read_text()):
             docs[path] = _fill_blocks(path.read_text())

@@ -9,5 +9,7 @@ __version__ = "0.1.0"
 EXIT_OK = 0
 EXIT_FAILED = 1  # a check failed: unhealthy, violations, drift, a crashed task
 EXIT_BAD_INPUT = 2  # bad input or usage, or something the command needs could not be asked
-EXIT_STATUS = ("exit status: 0 ok; 1 a check failed (unhealthy, violations, drift) or the work did not "
-               "complete; 2 bad input or usage (one line on stderr), or a dependency could not be asked")
+EXIT_STATUS = (
+    "exit status: 0 ok; 1 a check failed (unhealthy, violations, drift) or the work did not "
+    "complete; 2 bad input or usage (one line on stderr), or a dependency could not be asked"
+)

@@ -1,4 +1,5 @@
 """Lowest-free address allocation from the host's block; the set of used addresses is rebuilt from the kernel and Docker."""
+
 from __future__ import annotations
 
 import ipaddress

@@ -1,4 +1,5 @@
 """The `overlay-agent` command: `run` (the reconcilers, one thread each) and `status`."""
+
 from __future__ import annotations
 
 import argparse
@@ -83,9 +84,17 @@ def cmd_run(args) -> int:
     if args.bootstrap:
         from . import pairing
 
-        sync = pairing.build(args.bootstrap, state_dir=args.state_dir, registry=metrics.registry,
-                             gre_backend=args.gre_backend, gre_daemon=args.gre_daemon, frr_vty_socket=args.frr_vty_socket,
-                             frr_confdir=args.frr_confdir, status_path=args.pairing_status, no_frr=args.no_frr)
+        sync = pairing.build(
+            args.bootstrap,
+            state_dir=args.state_dir,
+            registry=metrics.registry,
+            gre_backend=args.gre_backend,
+            gre_daemon=args.gre_daemon,
+            frr_vty_socket=args.frr_vty_socket,
+            frr_confdir=args.frr_confdir,
+            status_path=args.pairing_status,
+            no_frr=args.no_frr,
+        )
         signal.signal(signal.SIGHUP, lambda *_: sync.hup())  # poll the parameters now
         cfg = pairing.wait_config(sync, stop)
         if cfg is None:
@@ -111,8 +120,9 @@ def cmd_run(args) -> int:
             stop.set()
 
     threads = [threading.Thread(target=guard, args=(t,), name=t.name, daemon=True) for t in tasks]
-    log.info("agent started", extra={"instance": cfg.instance, "role": cfg.role,
-                                     "tasks": ",".join(t.name for t in tasks)})
+    log.info(
+        "agent started", extra={"instance": cfg.instance, "role": cfg.role, "tasks": ",".join(t.name for t in tasks)}
+    )
     for t in threads:
         t.start()
     while not stop.wait(1.0):
@@ -143,8 +153,9 @@ def cmd_status(args) -> int:
     install = install_state(args.state_dir)
 
     # Routers have no container wiring (no containers file); hosts show both parts.
-    pair = pairing.live_status(args.pairing_status or f"{args.state_dir}/pairing.json",
-                               vty_socket=args.vty_socket, live=not args.no_live)
+    pair = pairing.live_status(
+        args.pairing_status or f"{args.state_dir}/pairing.json", vty_socket=args.vty_socket, live=not args.no_live
+    )
     try:
         doc = status_mod.collect(args.status_file, live=not args.no_live, vty_socket=args.vty_socket)
     except AgentError:
@@ -156,10 +167,15 @@ def cmd_status(args) -> int:
     else:
         line = ""
         if install is not None:
-            line = (f"install: {install.get('state')} ({install.get('detail')}) at {install.get('at')}, "
-                    f"attempt {install.get('attempt')}")
-        print("\n\n".join(t for t in (line, status_mod.table(doc) if doc else "",
-                                        pairing.table(pair) if pair else "") if t))
+            line = (
+                f"install: {install.get('state')} ({install.get('detail')}) at {install.get('at')}, "
+                f"attempt {install.get('attempt')}"
+            )
+        print(
+            "\n\n".join(
+                t for t in (line, status_mod.table(doc) if doc else "", pairing.table(pair) if pair else "") if t
+            )
+        )
     bad = doc is not None and any(r["state"] == "error" for r in doc.get("containers", []))
     not_installed = install is not None and install.get("state") != "installed"
     return EXIT_FAILED if bad or not_installed or pairing.unhealthy(pair) else EXIT_OK
@@ -170,18 +186,31 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the agent's reconcilers until SIGTERM", description=(
-        "Run the agent's reconcilers until SIGTERM: the pairing sync (tunnels, FRR) from SSM with "
-        "--bootstrap, and on docker hosts the container wiring."), epilog=EXIT_STATUS)
+    run = sub.add_parser(
+        "run",
+        help="run the agent's reconcilers until SIGTERM",
+        description=(
+            "Run the agent's reconcilers until SIGTERM: the pairing sync (tunnels, FRR) from SSM with "
+            "--bootstrap, and on docker hosts the container wiring."
+        ),
+        epilog=EXIT_STATUS,
+    )
     run.add_argument("--config", help="the instance's agent JSON document (without --bootstrap)")
     run.add_argument("--bootstrap", help="bootstrap JSON (user data): read parameters from SSM, run the pairing sync")
-    run.add_argument("--state-dir", default="/var/lib/overlay-agent",
-                     help="pairing sync: parameter cache, GRE daemon socket, FRR work files")
+    run.add_argument(
+        "--state-dir",
+        default="/var/lib/overlay-agent",
+        help="pairing sync: parameter cache, GRE daemon socket, FRR work files",
+    )
     run.add_argument("--pairing-status", default=None, help="pairing status file (default: <state-dir>/pairing.json)")
     run.add_argument("--gre-backend", choices=("auto", "kernel", "userspace"), default="auto")
-    run.add_argument("--gre-daemon", choices=("spawn", "systemd"), default="spawn",
-                     help="userspace GRE: start its daemon when none answers (spawn), or wait for the "
-                          "one systemd runs (overlay-gre.service), so agent restarts never touch it")
+    run.add_argument(
+        "--gre-daemon",
+        choices=("spawn", "systemd"),
+        default="spawn",
+        help="userspace GRE: start its daemon when none answers (spawn), or wait for the "
+        "one systemd runs (overlay-gre.service), so agent restarts never touch it",
+    )
     run.add_argument("--frr-vty-socket", default=None, help="FRR vty socket directory (default: FRR's own)")
     run.add_argument("--frr-confdir", default="/etc/frr", help="FRR config directory (frr-reload --confdir)")
     run.add_argument("--no-frr", action="store_true", help="tunnels only; leave FRR alone")
@@ -190,19 +219,30 @@ def parser() -> argparse.ArgumentParser:
     # Loopback by default: the VPC security group lets every VPC workload reach every port
     # of the instances, and containers reach the host's addresses (security review,
     # finding 11). A Prometheus elsewhere needs --metrics-address <private-ip>:9469.
-    run.add_argument("--metrics-address", default="127.0.0.1:9469",
-                     help="host:port for Prometheus /metrics (default loopback only); empty to disable")
-    run.add_argument("--log-level", default="info", type=str.lower,
-                     choices=("debug", "info", "warning", "error", "critical"))
+    run.add_argument(
+        "--metrics-address",
+        default="127.0.0.1:9469",
+        help="host:port for Prometheus /metrics (default loopback only); empty to disable",
+    )
+    run.add_argument(
+        "--log-level", default="info", type=str.lower, choices=("debug", "info", "warning", "error", "critical")
+    )
     run.add_argument("--log-format", choices=("json", "text"), default="json")
     run.add_argument("--no-containers", action="store_true", help="do not wire containers")
-    run.add_argument("--no-guard", action="store_true",
-                     help="no anti-spoofing table (nftables) for container source addresses")
+    run.add_argument(
+        "--no-guard", action="store_true", help="no anti-spoofing table (nftables) for container source addresses"
+    )
     run.set_defaults(func=cmd_run)
 
-    st = sub.add_parser("status", help="containers, addresses, veths, routes, BGP announcement", description=(
-        "Show the install state, the containers (addresses, veths, routes, BGP announcement) and the "
-        "pairings (tunnels, BGP sessions)."), epilog=EXIT_STATUS)
+    st = sub.add_parser(
+        "status",
+        help="containers, addresses, veths, routes, BGP announcement",
+        description=(
+            "Show the install state, the containers (addresses, veths, routes, BGP announcement) and the "
+            "pairings (tunnels, BGP sessions)."
+        ),
+        epilog=EXIT_STATUS,
+    )
     st.add_argument("--json", action="store_true")
     st.add_argument("--status-file", default=status_mod.DEFAULT_STATUS_FILE)
     st.add_argument("--vty-socket", default=None, help="FRR vty socket directory (vtysh --vty_socket)")

@@ -1,4 +1,5 @@
 """The agent's configuration: the `agent` JSON document (docs/contracts.md) as a validated, frozen dataclass."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -102,8 +103,10 @@ def _setting(raw: dict, key: str, default: Any, kind: type | tuple, where: str) 
     value = raw.get(key, default)
     # bool is an int subclass: `true` is no protocol number; "15" (a string) is no interval.
     if isinstance(value, bool) or not isinstance(value, kind):
-        raise ConfigError(f"{where}.{key} is {_show(value)}, expected "
-                          f"{'a number' if kind == (int, float) else getattr(kind, '__name__', kind)}")
+        raise ConfigError(
+            f"{where}.{key} is {_show(value)}, expected "
+            f"{'a number' if kind == (int, float) else getattr(kind, '__name__', kind)}"
+        )
     return value
 
 
@@ -214,12 +217,18 @@ def parse(doc: Any, source: str = "agent") -> AgentConfig:
             if not any(block6.subnet_of(p) for p in pools6):
                 raise ConfigError(f"{source}: blocks.ipv6 {block6} lies outside pools.ipv6")
         for block in (block4, block6):
-            clash = next((n for n in shared4 + shared6 if block is not None and n.version == block.version
-                          and n.overlaps(block)), None)
+            clash = next(
+                (
+                    n
+                    for n in shared4 + shared6
+                    if block is not None and n.version == block.version and n.overlaps(block)
+                ),
+                None,
+            )
             if clash is not None:
                 raise ConfigError(f"{source}: shared range {clash} overlaps this host's block {block}")
     elif blocks is not None:
-        raise ConfigError(f"{source}: a router has \"blocks\": null, got {blocks!r}")
+        raise ConfigError(f'{source}: a router has "blocks": null, got {blocks!r}')
 
     raw = doc.get("settings") or {}
     if not isinstance(raw, dict):
@@ -227,8 +236,9 @@ def parse(doc: Any, source: str = "agent") -> AgentConfig:
     where = f"{source}: settings"
     proto = _setting(raw, "route_protocol", 149, int, where)
     if not 1 <= proto <= 255 or proto in FORBIDDEN_PROTOCOLS:
-        raise ConfigError(f"{where}.route_protocol {_show(proto)} is reserved or out of "
-                          f"range (1-255, not {_FORBIDDEN_TEXT})")
+        raise ConfigError(
+            f"{where}.route_protocol {_show(proto)} is reserved or out of range (1-255, not {_FORBIDDEN_TEXT})"
+        )
     name = _setting(raw, "route_protocol_name", "overlay", str, where)
     if not _NAME.match(name):
         raise ConfigError(f"{where}.route_protocol_name {_show(name)} must be a short name (letters, digits, _.-)")
@@ -236,8 +246,9 @@ def parse(doc: Any, source: str = "agent") -> AgentConfig:
     for key, default in (("poll_interval", 15.0), ("resync_interval", 30.0)):
         value = float(_setting(raw, key, default, (int, float), where))
         if not math.isfinite(value) or not INTERVAL_MIN <= value <= INTERVAL_MAX:
-            raise ConfigError(f"{where}.{key} {_show(value)} must be between {INTERVAL_MIN:g} and "
-                              f"{INTERVAL_MAX:g} seconds")
+            raise ConfigError(
+                f"{where}.{key} {_show(value)} must be between {INTERVAL_MIN:g} and {INTERVAL_MAX:g} seconds"
+            )
         intervals[key] = value
     settings = Settings(route_protocol=proto, route_protocol_name=name, **intervals)
 

@@ -30,6 +30,7 @@ Hazards (each handled below, and why):
   time (route_metric); anycast and block addresses get one fixed metric and stay ECMP.
   The metric comes from Docker's state only, so a restarted agent computes the same one.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -121,6 +122,7 @@ def route_metric(created: float, moving: bool) -> int:
 
 # -- model -------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Wired:
     """A finished wiring found in the kernel (or made by us)."""
@@ -165,8 +167,7 @@ class Actual:
                 del self.superseded[key]
 
 
-def actual_from_kernel(view: KernelView, proto: int,
-                       owns: Callable[[Address], bool] = lambda addr: True) -> Actual:
+def actual_from_kernel(view: KernelView, proto: int, owns: Callable[[Address], bool] = lambda addr: True) -> Actual:
     """Our wirings, strays and routes from one kernel view.
 
     Our route protocol has two writers: this reconciler owns its /32s and /128s inside the
@@ -256,8 +257,10 @@ def desire(containers: Iterable[ContainerInfo], actual: Actual, cfg: AgentConfig
 
     # Already-wired containers first (they keep what they have), then by age, then id, so
     # the outcome does not depend on Docker's listing order.
-    ordered = sorted((c for c in containers if c.running and labels_mod.opted_in(c.labels)),
-                     key=lambda c: (c.id not in actual.wired, c.created, c.id))
+    ordered = sorted(
+        (c for c in containers if c.running and labels_mod.opted_in(c.labels)),
+        key=lambda c: (c.id not in actual.wired, c.created, c.id),
+    )
     for c in ordered:
         try:
             checked = _check(c, cfg)
@@ -295,8 +298,12 @@ def desire(containers: Iterable[ContainerInfo], actual: Actual, cfg: AgentConfig
                 break
         if clash is not None:
             holder = next(x for x, _ in candidates if x.id == clash[1])
-            refuse(c, "duplicate", f"address {clash[0]} is already used by container {holder.name} "
-                                   "on this host (set overlay.anycast=true on both to share it)")
+            refuse(
+                c,
+                "duplicate",
+                f"address {clash[0]} is already used by container {holder.name} "
+                "on this host (set overlay.anycast=true on both to share it)",
+            )
             continue
         for addr in (req.ipv4, req.ipv6):
             if addr is not None:
@@ -321,9 +328,19 @@ def desire(containers: Iterable[ContainerInfo], actual: Actual, cfg: AgentConfig
         if req.health_withdraw and c.health != "healthy":
             announce = False
             why = f"health {c.health}" if c.health else "no healthcheck defined"
-        w = Wiring(c.id, c.name, veth_name(c.id), "ovl0" if c.networks else "eth0", v4, v6,
-                   default_routes=not c.networks, announce=announce, anycast=req.anycast,
-                   withdrawn_because=why, pid=c.pid)
+        w = Wiring(
+            c.id,
+            c.name,
+            veth_name(c.id),
+            "ovl0" if c.networks else "eth0",
+            v4,
+            v6,
+            default_routes=not c.networks,
+            announce=announce,
+            anycast=req.anycast,
+            withdrawn_because=why,
+            pid=c.pid,
+        )
         out.wirings[c.id] = w
         if announce:
             for addr, explicit in ((v4, req.ipv4 is not None), (v6, req.ipv6 is not None)):
@@ -340,8 +357,12 @@ def _check(c: ContainerInfo, cfg: AgentConfig) -> labels_mod.Request | Problem:
     if c.network_mode == "host":
         return Problem(c.id, c.name, "host_network", "runs in the host network namespace; nothing to wire")
     if c.network_mode.startswith("container:"):
-        return Problem(c.id, c.name, "shared_netns", f"shares the network namespace of {c.network_mode[10:22]}; "
-                                                     "label that container instead")
+        return Problem(
+            c.id,
+            c.name,
+            "shared_netns",
+            f"shares the network namespace of {c.network_mode[10:22]}; label that container instead",
+        )
     try:
         req = labels_mod.parse(c.labels)
     except labels_mod.LabelError as exc:
@@ -351,15 +372,22 @@ def _check(c: ContainerInfo, cfg: AgentConfig) -> labels_mod.Request | Problem:
             continue
         pools = cfg.pools_ipv4 if addr.version == 4 else cfg.pools_ipv6
         if not cfg.in_pools(addr):
-            return Problem(c.id, c.name, "outside_pools", f"address {addr} is outside the pools "
-                                                          f"({', '.join(map(str, pools)) or 'none'})")
+            return Problem(
+                c.id,
+                c.name,
+                "outside_pools",
+                f"address {addr} is outside the pools ({', '.join(map(str, pools)) or 'none'})",
+            )
         block = cfg.block_ipv4 if addr.version == 4 else cfg.block_ipv6
         for net in (*pools, *((block,) if block is not None else ())):
             # The network address of a pool or block (for IPv6 the subnet-router anycast
             # address, RFC 4291 2.6.1) and the IPv4 broadcast address are never handed out by
             # the allocator either: routers and middleboxes treat them specially.
-            if addr in net and net.num_addresses > 2 and (
-                    addr == net.network_address or (addr.version == 4 and addr == net.broadcast_address)):
+            if (
+                addr in net
+                and net.num_addresses > 2
+                and (addr == net.network_address or (addr.version == 4 and addr == net.broadcast_address))
+            ):
                 kind = "network" if addr == net.network_address else "broadcast"
                 return Problem(c.id, c.name, "bad_label", f"address {addr} is the {kind} address of {net}")
         # Ownership: a host announces its own block and the stack's shared ranges; the
@@ -367,9 +395,14 @@ def _check(c: ContainerInfo, cfg: AgentConfig) -> labels_mod.Request | Problem:
         # hijack of another host's address, refused here first.
         if cfg.role == "host" and not cfg.may_announce(addr):
             shared = cfg.shared_ipv4 if addr.version == 4 else cfg.shared_ipv6
-            return Problem(c.id, c.name, "not_owned", f"address {addr} is not this host's to announce: only its "
-                                                      f"block {block or 'none'} and the shared ranges "
-                                                      f"({', '.join(map(str, shared)) or 'none'})")
+            return Problem(
+                c.id,
+                c.name,
+                "not_owned",
+                f"address {addr} is not this host's to announce: only its "
+                f"block {block or 'none'} and the shared ranges "
+                f"({', '.join(map(str, shared)) or 'none'})",
+            )
     return req
 
 
@@ -384,6 +417,7 @@ def _auto(previous: Address | None, alloc: BlockAllocator | None, block) -> Addr
 
 
 # -- actions -----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class RouteDel:
@@ -441,8 +475,8 @@ def diff(desired: Desired, actual: Actual) -> list[Action]:
 
     def differs(dst: Prefix, veths: frozenset[str]) -> bool:
         return actual.routes.get(dst) != veths or actual.metrics.get(dst) != desired.metrics.get(dst, 0)
-    rewire = {cid for cid, w in desired.wirings.items()
-              if cid in actual.wired and not w.same_as(actual.wired[cid])}
+
+    rewire = {cid for cid, w in desired.wirings.items() if cid in actual.wired and not w.same_as(actual.wired[cid])}
     staying = {w.veth for cid, w in actual.wired.items() if cid in desired.wirings and cid not in rewire}
     early = set()
     for dst, veths in sorted(desired.routes.items(), key=lambda kv: str(kv[0])):
@@ -469,6 +503,7 @@ def diff(desired: Desired, actual: Actual) -> list[Action]:
 
 # -- shims (injected; the unit tests use in-memory fakes) ---------------------------------
 
+
 class NetlinkShim(Protocol):
     def snapshot(self, prefix: str) -> KernelView: ...
     def link_index(self, name: str) -> int | None: ...
@@ -492,14 +527,21 @@ class DockerShimLike(Protocol):
 
 # -- the reconciler ----------------------------------------------------------------------
 
+
 class ContainerReconciler:
     """Owns the host's container veths and the routes of our protocol inside the pools (the
     tunnel pins outside them are the pairing sync's). Single-threaded apply."""
 
     name = "containers"
 
-    def __init__(self, cfg: AgentConfig, docker: DockerShimLike, netlink: NetlinkShim,
-                 metrics: Metrics | None = None, status_path: str | Path | None = None):
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        docker: DockerShimLike,
+        netlink: NetlinkShim,
+        metrics: Metrics | None = None,
+        status_path: str | Path | None = None,
+    ):
         self.cfg = cfg
         self.docker = docker
         self.netlink = netlink
@@ -638,8 +680,11 @@ class ContainerReconciler:
                     act.drop_veth(a.veth)
                     self.metrics.netlink_changes.labels("unwire").inc()
                     if a.container_id:
-                        log.info("unwired container %s", a.container_id[:12],
-                                 extra={"container": a.container_id[:12], "veth": a.veth})
+                        log.info(
+                            "unwired container %s",
+                            a.container_id[:12],
+                            extra={"container": a.container_id[:12], "veth": a.veth},
+                        )
                 elif isinstance(a, Wire):
                     if not self._wire(a.wiring):
                         failed.add(a.wiring.veth)
@@ -659,8 +704,12 @@ class ContainerReconciler:
                     self.metrics.netlink_changes.labels("route_set").inc()
             except NetlinkError as exc:
                 # One failed change must not stop the others; the next resync retries.
-                log.error("netlink change %s failed: %s", type(a).__name__, exc,
-                          extra={"reason": "netlink", "errno": exc.errno})
+                log.error(
+                    "netlink change %s failed: %s",
+                    type(a).__name__,
+                    exc,
+                    extra={"reason": "netlink", "errno": exc.errno},
+                )
                 self.metrics.errors.labels("netlink").inc()
             except Exception:  # one change must not stop the pass (see _wire)
                 log.exception("netlink change %s failed unexpectedly", a)
@@ -722,8 +771,7 @@ class ContainerReconciler:
                 self._guard_have = None  # our picture may be wrong: read it again and retry once
                 if attempt == 2:
                     if str(exc) != self._guard_error:
-                        log.error("anti-spoofing table: %s (retried at the next pass)", exc,
-                                  extra={"reason": "guard"})
+                        log.error("anti-spoofing table: %s (retried at the next pass)", exc, extra={"reason": "guard"})
                     self._guard_error = str(exc)
                     self._guard_backoff = True  # a missing or broken nft must not slow every event pass
                     self.metrics.errors.labels("guard").inc()
@@ -745,7 +793,10 @@ class ContainerReconciler:
             pid = fresh.pid
         cfg = self.cfg
         spec = WireSpec(
-            veth=w.veth, ifname=w.ifname, ipv4=w.ipv4, ipv6=w.ipv6,
+            veth=w.veth,
+            ifname=w.ifname,
+            ipv4=w.ipv4,
+            ipv6=w.ipv6,
             via4=("0.0.0.0/0",) if w.default_routes else tuple(map(str, cfg.pools_ipv4)),
             via6=("::/0",) if w.default_routes else tuple(map(str, cfg.pools_ipv6)),
             alias=encode_alias(w.container_id, w.ipv4, w.ipv6, pid),
@@ -769,9 +820,21 @@ class ContainerReconciler:
         self.actual.wired[w.container_id] = Wired(w.container_id, w.veth, w.ipv4, w.ipv6, pid)
         self.apply_problems.pop(w.container_id, None)
         self.metrics.netlink_changes.labels("wire").inc()
-        log.info("wired container %s: %s %s via %s", w.name, w.ipv4 or "-", w.ipv6 or "-", w.veth,
-                 extra={"container": w.name, "id": w.container_id[:12], "ipv4": str(w.ipv4 or ""),
-                        "ipv6": str(w.ipv6 or ""), "veth": w.veth, "announce": w.announce})
+        log.info(
+            "wired container %s: %s %s via %s",
+            w.name,
+            w.ipv4 or "-",
+            w.ipv6 or "-",
+            w.veth,
+            extra={
+                "container": w.name,
+                "id": w.container_id[:12],
+                "ipv4": str(w.ipv4 or ""),
+                "ipv6": str(w.ipv6 or ""),
+                "veth": w.veth,
+                "announce": w.announce,
+            },
+        )
         return True
 
     def _fail(self, w: Wiring, reason: str, message: str) -> None:
@@ -834,9 +897,14 @@ class ContainerReconciler:
             return
         if need > self._neigh_limit:
             self._neigh_warned = True
-            log.warning("%d containers need about %d neighbour entries but net.ipv4.neigh.default.gc_thresh3 "
-                        "is %d (and likewise ipv6): raise gc_thresh1/2/3 or containers become unreachable",
-                        wired, need, self._neigh_limit, extra={"reason": "neighbour_table"})
+            log.warning(
+                "%d containers need about %d neighbour entries but net.ipv4.neigh.default.gc_thresh3 "
+                "is %d (and likewise ipv6): raise gc_thresh1/2/3 or containers become unreachable",
+                wired,
+                need,
+                self._neigh_limit,
+                extra={"reason": "neighbour_table"},
+            )
 
     def _routed(self, w: Wiring) -> bool:
         act = self.actual
@@ -859,19 +927,48 @@ class ContainerReconciler:
                 state = f"withdrawn ({w.withdrawn_because})"
             else:
                 state = "routed" if routed else "route missing"
-            rows.append({"id": cid[:12], "name": w.name, "ipv4": str(w.ipv4 or ""), "ipv6": str(w.ipv6 or ""),
-                         "veth": w.veth, "wired": wired, "route": routed, "announce": w.announce,
-                         "anycast": w.anycast, "state": state, "reason": ""})
+            rows.append(
+                {
+                    "id": cid[:12],
+                    "name": w.name,
+                    "ipv4": str(w.ipv4 or ""),
+                    "ipv6": str(w.ipv6 or ""),
+                    "veth": w.veth,
+                    "wired": wired,
+                    "route": routed,
+                    "announce": w.announce,
+                    "anycast": w.anycast,
+                    "state": state,
+                    "reason": "",
+                }
+            )
         for cid, p in sorted(problems.items(), key=lambda kv: kv[1].name):
-            rows.append({"id": cid[:12], "name": p.name, "ipv4": "", "ipv6": "", "veth": "",
-                         "wired": False, "route": False, "announce": False, "anycast": False,
-                         "state": "error", "reason": p.reason, "error": p.message})
+            rows.append(
+                {
+                    "id": cid[:12],
+                    "name": p.name,
+                    "ipv4": "",
+                    "ipv6": "",
+                    "veth": "",
+                    "wired": False,
+                    "route": False,
+                    "announce": False,
+                    "anycast": False,
+                    "state": "error",
+                    "reason": p.reason,
+                    "error": p.message,
+                }
+            )
         return rows
 
     def _write_status(self, problems: dict[str, Problem]) -> None:
-        doc = {"generated": time.time(), "instance": self.cfg.instance, "route_protocol": self.proto,
-               "last_resync_age": round(time.monotonic() - self.last_resync, 3) if self.last_resync else None,
-               "containers": self.status_rows()}
+        doc = {
+            "generated": time.time(),
+            "instance": self.cfg.instance,
+            "route_protocol": self.proto,
+            "last_resync_age": round(time.monotonic() - self.last_resync, 3) if self.last_resync else None,
+            "containers": self.status_rows(),
+        }
         assert self.status_path is not None
         try:
             atomic_write_json(self.status_path, doc, indent=1)  # `status` never reads half a file
@@ -887,8 +984,11 @@ class ContainerReconciler:
             # Our routes are found by their protocol: switching it live would orphan every
             # route installed so far. A restart adopts the new number (and a resync then
             # removes nothing it does not own).
-            log.error("agent parameter changes the route protocol %d -> %d: restart the agent to apply it",
-                      self.proto, cfg.settings.route_protocol)
+            log.error(
+                "agent parameter changes the route protocol %d -> %d: restart the agent to apply it",
+                self.proto,
+                cfg.settings.route_protocol,
+            )
             cfg = replace(cfg, settings=replace(cfg.settings, route_protocol=self.proto))
         if cfg != self.cfg:
             log.info("agent configuration changed (pools, block or settings): full resync")
@@ -920,8 +1020,11 @@ class ContainerReconciler:
             try:
                 if batch:
                     self.handle_events(batch)
-                if want_resync or (self.last_resync == 0.0 and not batch) or \
-                        time.monotonic() >= self.last_resync + interval:
+                if (
+                    want_resync
+                    or (self.last_resync == 0.0 and not batch)
+                    or time.monotonic() >= self.last_resync + interval
+                ):
                     if not self.resync() and not want_resync:
                         # Docker is down: try again soon rather than after a full interval.
                         self.last_resync = time.monotonic() - interval + 2.0

@@ -1,4 +1,5 @@
 """The docker SDK shim: running containers, one container, and the event stream, as plain records."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -21,8 +22,9 @@ EVENT_IDLE = 600.0  # seconds without any container event before the stream is r
 
 # Events that can change what a container needs from us. health_status arrives as
 # "health_status: healthy"; exec_* and the like are ignored.
-RELEVANT = frozenset({"start", "restart", "die", "stop", "kill", "oom", "destroy", "pause", "unpause",
-                      "health_status", "update"})
+RELEVANT = frozenset(
+    {"start", "restart", "die", "stop", "kill", "oom", "destroy", "pause", "unpause", "health_status", "update"}
+)
 
 
 @dataclass(frozen=True)
@@ -114,16 +116,18 @@ class DockerShim:
         for row in rows:
             mode = (row.get("HostConfig") or {}).get("NetworkMode") or ""
             nets = (row.get("NetworkSettings") or {}).get("Networks")
-            out.append(ContainerInfo(
-                id=row["Id"],
-                name=(row.get("Names") or ["/" + row["Id"][:12]])[0].lstrip("/"),
-                labels=dict(row.get("Labels") or {}),
-                running=row.get("State") == "running",
-                health=_health_from_status(row.get("Status") or ""),
-                network_mode=mode,
-                networks=_networks(mode, nets),
-                created=_created(row.get("Created")),
-            ))
+            out.append(
+                ContainerInfo(
+                    id=row["Id"],
+                    name=(row.get("Names") or ["/" + row["Id"][:12]])[0].lstrip("/"),
+                    labels=dict(row.get("Labels") or {}),
+                    running=row.get("State") == "running",
+                    health=_health_from_status(row.get("Status") or ""),
+                    network_mode=mode,
+                    networks=_networks(mode, nets),
+                    created=_created(row.get("Created")),
+                )
+            )
         return out
 
     def inspect(self, container_id: str) -> ContainerInfo | None:
@@ -161,9 +165,12 @@ class DockerShim:
         # reconnect, which costs one full resync.
         api = self._client()
         try:
-            response = api._get(api._url("/events"),
-                                params={"filters": docker.utils.convert_filters({"type": "container"})},
-                                stream=True, timeout=(5, 5))
+            response = api._get(
+                api._url("/events"),
+                params={"filters": docker.utils.convert_filters({"type": "container"})},
+                stream=True,
+                timeout=(5, 5),
+            )
             api._raise_for_status(response)
             raw = api._get_raw_response_socket(response)
             getattr(raw, "_sock", raw).settimeout(EVENT_IDLE)  # a SocketIO over a unix socket
@@ -183,8 +190,13 @@ class DockerShim:
                     continue
                 attrs = actor.get("Attributes") or {}
                 yield Event(cid, action, int(raw.get("timeNano") or 0), attrs)
-        except (docker.errors.DockerException, requests.exceptions.RequestException, ValueError, OSError,
-                urllib3.exceptions.HTTPError) as exc:
+        except (
+            docker.errors.DockerException,
+            requests.exceptions.RequestException,
+            ValueError,
+            OSError,
+            urllib3.exceptions.HTTPError,
+        ) as exc:
             raise DockerError(f"docker at {self.base_url}: event stream broke: {exc}") from exc
         finally:
             try:

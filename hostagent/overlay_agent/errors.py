@@ -1,4 +1,5 @@
 """The agent's one error hierarchy; I/O shims translate library errors into these at the boundary."""
+
 from __future__ import annotations
 
 
@@ -22,8 +23,7 @@ class NetlinkError(AgentError):
 class CommandError(AgentError):
     """An external command (vtysh, frr-reload) failed; keeps command, exit code and stderr."""
 
-    def __init__(self, message: str, *, cmd: list[str] | None = None, returncode: int | None = None,
-                 stderr: str = ""):
+    def __init__(self, message: str, *, cmd: list[str] | None = None, returncode: int | None = None, stderr: str = ""):
         super().__init__(message)
         self.cmd = cmd or []
         self.returncode = returncode

@@ -26,6 +26,7 @@ Hazards:
 - Paths: on an instance FRR uses /etc/frr and its default vty sockets; in the lab each
   FRR has its own vty socket directory and config directory (--vty_socket, --confdir).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -70,20 +71,27 @@ def refuse_placeholders(text: str, *, source: str = "frr") -> None:
     m = placeholders.PATTERN.search(text)
     if m:
         line = text.count("\n", 0, m.start()) + 1
-        raise ConfigError(f"{source}: line {line} still holds the placeholder {m.group(0)}; "
-                          "refusing to apply a config without its secret")
+        raise ConfigError(
+            f"{source}: line {line} still holds the placeholder {m.group(0)}; "
+            "refusing to apply a config without its secret"
+        )
 
 
 def _usable(password: str, name: str) -> None:
-    if not password or len(password.encode()) > TCP_MD5SIG_MAXKEYLEN or any(c.isspace() for c in password) \
-            or not password.isprintable():
+    if (
+        not password
+        or len(password.encode()) > TCP_MD5SIG_MAXKEYLEN
+        or any(c.isspace() for c in password)
+        or not password.isprintable()
+    ):
         # Never echo the password itself into a log line.
-        raise ConfigError(f"{name}: unusable as a TCP MD5 key ({len(password)} characters; needs 1-80 "
-                          "printable characters without spaces)")
+        raise ConfigError(
+            f"{name}: unusable as a TCP MD5 key ({len(password)} characters; needs 1-80 "
+            "printable characters without spaces)"
+        )
 
 
-def fill_password(text: str, password: str | None, *, onprem_password: str | None = None,
-                  source: str = "frr") -> str:
+def fill_password(text: str, password: str | None, *, onprem_password: str | None = None, source: str = "frr") -> str:
     """The `frr` parameter with its placeholders replaced; ConfigError when one cannot be.
 
     `password` is the stack's (bgp-password: sessions between routers and hosts),
@@ -92,13 +100,17 @@ def fill_password(text: str, password: str | None, *, onprem_password: str | Non
     does not know, from a newer program): FRR would refuse it anyway, but say why here.
     """
     filled = text
-    for placeholder, value, name in ((PLACEHOLDER, password, "bgp-password"),
-                                     (ONPREM_PLACEHOLDER, onprem_password, "onprem-bgp-password")):
+    for placeholder, value, name in (
+        (PLACEHOLDER, password, "bgp-password"),
+        (ONPREM_PLACEHOLDER, onprem_password, "onprem-bgp-password"),
+    ):
         if placeholder not in filled:
             continue
         if value is None:
-            raise ConfigError(f"{source}: needs the {'on-prem ' if placeholder == ONPREM_PLACEHOLDER else ''}"
-                              f"BGP password but the {name} parameter was not read")
+            raise ConfigError(
+                f"{source}: needs the {'on-prem ' if placeholder == ONPREM_PLACEHOLDER else ''}"
+                f"BGP password but the {name} parameter was not read"
+            )
         _usable(value, name)
         filled = filled.replace(placeholder, value)
     refuse_placeholders(filled, source=source)
@@ -123,7 +135,7 @@ def fill_route_server(text: str, doc: str | None, *, source: str = "route-server
     out = []
     for line in text.splitlines(keepends=True):
         if line.strip() == ROUTE_SERVER_MARKER:
-            indent = line[:len(line) - len(line.lstrip())]
+            indent = line[: len(line) - len(line.lstrip())]
             out += [f"{indent}{n}\n" for n in lines]
         else:
             out.append(line)
@@ -161,8 +173,10 @@ def fill_bogons(text: str, vpc_doc: str | None, *, source: str = "frr") -> str:
         out.append(line if line.endswith("\n") else line + "\n")
         m = FILTER_MARKER.match(line.rstrip("\n"))
         if not m:
-            raise ConfigError(f"{source}: line {n} is an agent marker this agent does not know: "
-                              f"{line.strip()[:120]!r}; refusing to apply a config without its filters")
+            raise ConfigError(
+                f"{source}: line {n} is an agent marker this agent does not know: "
+                f"{line.strip()[:120]!r}; refusing to apply a config without its filters"
+            )
         family, name, seq, vpc = m.group(1), m.group(2), int(m.group(3)), m.group(4)
         bogons = BOGONS_V4 if family == "ip" else BOGONS_V6
         prefixes = [b if b.endswith("/128") else f"{b} le {32 if family == 'ip' else 128}" for b in bogons]
@@ -171,8 +185,10 @@ def fill_bogons(text: str, vpc_doc: str | None, *, source: str = "frr") -> str:
                 raise ConfigError(f"{source}: line {n}: vpc-ipv6 belongs in an ipv6 prefix-list")
             block = block or vpc_ipv6_block(vpc_doc)
             if block is None:
-                raise ConfigError(f"{source}: line {n} needs the VPC's IPv6 block but the vpc parameter "
-                                  "was not read; refusing to apply a config without its filters")
+                raise ConfigError(
+                    f"{source}: line {n} needs the VPC's IPv6 block but the vpc parameter "
+                    "was not read; refusing to apply a config without its filters"
+                )
             prefixes.append(f"{block} le 128")
         out += [f"{family} prefix-list {name} seq {seq + 5 * i} deny {p}\n" for i, p in enumerate(prefixes)]
     return "".join(out)
@@ -193,8 +209,16 @@ class Session:
 class Frr:
     """Talks to one FRR instance through vtysh and frr-reload.py."""
 
-    def __init__(self, state_dir: str | Path, *, vty_socket: str | None = None, confdir: str = "/etc/frr",
-                 bindir: str = "/usr/bin", reload_script: str = RELOAD, timeout: float = 60.0):
+    def __init__(
+        self,
+        state_dir: str | Path,
+        *,
+        vty_socket: str | None = None,
+        confdir: str = "/etc/frr",
+        bindir: str = "/usr/bin",
+        reload_script: str = RELOAD,
+        timeout: float = 60.0,
+    ):
         self.state_dir = Path(state_dir)
         self.vty_socket = vty_socket
         self.confdir = confdir
@@ -221,9 +245,12 @@ class Frr:
             cmd += ["-c", c]
         out = self._run(cmd, "vtysh")
         if out.returncode != 0:
-            raise CommandError(f"vtysh {' / '.join(commands)}: exit {out.returncode}: "
-                               f"{redact(_last_line(out.stdout + out.stderr))}", cmd=cmd, returncode=out.returncode,
-                               stderr=redact(out.stderr + out.stdout))
+            raise CommandError(
+                f"vtysh {' / '.join(commands)}: exit {out.returncode}: {redact(_last_line(out.stdout + out.stderr))}",
+                cmd=cmd,
+                returncode=out.returncode,
+                stderr=redact(out.stderr + out.stdout),
+            )
         return out.stdout
 
     def _write(self, name: str, text: str) -> Path:
@@ -242,9 +269,12 @@ class Frr:
         cmd = ["python3", self.reload_script, "--test", *self._paths(), str(path)]
         out = self._run(cmd, "frr-reload --test")
         if out.returncode != 0:
-            raise CommandError(f"frr-reload --test: exit {out.returncode}: "
-                               f"{redact(_last_line(out.stderr + out.stdout), text)}",
-                               cmd=cmd, returncode=out.returncode, stderr=redact(out.stderr + out.stdout, text))
+            raise CommandError(
+                f"frr-reload --test: exit {out.returncode}: {redact(_last_line(out.stderr + out.stdout), text)}",
+                cmd=cmd,
+                returncode=out.returncode,
+                stderr=redact(out.stderr + out.stdout, text),
+            )
         return _parse_test(out.stdout)
 
     def differs(self, text: str) -> bool:
@@ -275,9 +305,13 @@ class Frr:
         out = self._reload_once(path)
         if out.returncode == 0:
             return f"frr-reload needed a second run (first: {first})"
-        err = CommandError(f"frr-reload --reload: FRR rejected the config (exit {out.returncode}): "
-                           f"{redact(_reason(out.stdout + out.stderr), text)}", cmd=out.args,
-                           returncode=out.returncode, stderr=redact(out.stderr + out.stdout, text))
+        err = CommandError(
+            f"frr-reload --reload: FRR rejected the config (exit {out.returncode}): "
+            f"{redact(_reason(out.stdout + out.stderr), text)}",
+            cmd=out.args,
+            returncode=out.returncode,
+            stderr=redact(out.stderr + out.stdout, text),
+        )
         if previous is not None:
             # frr-reload checks the file before changing anything, but a failure half-way
             # through leaves a mix: put the previous config back (best effort).
@@ -291,9 +325,18 @@ class Frr:
         out = []
         for afi, body in sorted(doc.items()):
             for peer, p in sorted((body.get("peers") or {}).items()):
-                out.append(Session(peer=peer, afi=afi, state=p.get("state", "?"), remote_as=p.get("remoteAs"),
-                                   uptime_ms=p.get("peerUptimeMsec"), prefixes_in=p.get("pfxRcd"),
-                                   prefixes_out=p.get("pfxSnt"), hostname=p.get("hostname")))
+                out.append(
+                    Session(
+                        peer=peer,
+                        afi=afi,
+                        state=p.get("state", "?"),
+                        remote_as=p.get("remoteAs"),
+                        uptime_ms=p.get("peerUptimeMsec"),
+                        prefixes_in=p.get("pfxRcd"),
+                        prefixes_out=p.get("pfxSnt"),
+                        hostname=p.get("hostname"),
+                    )
+                )
         return out
 
 

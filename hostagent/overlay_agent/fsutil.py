@@ -1,4 +1,5 @@
 """Files the agent writes: root-only, replaced atomically."""
+
 from __future__ import annotations
 
 import json

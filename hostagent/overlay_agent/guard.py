@@ -22,6 +22,7 @@ when it unwires. The chain is rewritten in one transaction at start (atomic: no 
 without the rules), the sets are kept, so an agent restart changes nothing for traffic.
 Another tool's tables are never touched; the agent touches only this table.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -80,8 +81,12 @@ class NftGuard:
             raise CommandError(f"nft: {exc}", cmd=cmd) from exc
         if out.returncode != 0:
             err = (out.stderr.strip().splitlines() or ["(no output)"])[0]
-            raise CommandError(f"nft {' '.join(args)}: exit {out.returncode}: {err}", cmd=cmd,
-                               returncode=out.returncode, stderr=out.stderr)
+            raise CommandError(
+                f"nft {' '.join(args)}: exit {out.returncode}: {err}",
+                cmd=cmd,
+                returncode=out.returncode,
+                stderr=out.stderr,
+            )
         return out.stdout
 
     def ensure(self) -> None:
@@ -113,8 +118,9 @@ class NftGuard:
             return lambda: None
         cmd = [self.nft, "-f", "-"]
         try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    text=True)
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            )
         except OSError as exc:
             raise CommandError(f"nft: {exc}", cmd=cmd) from exc
         try:
@@ -135,6 +141,8 @@ class NftGuard:
             proc.stderr.close()
             if proc.returncode != 0:
                 first = (err.strip().splitlines() or ["(no output)"])[0]
-                raise CommandError(f"nft -f -: exit {proc.returncode}: {first}", cmd=cmd,
-                                   returncode=proc.returncode, stderr=err)
+                raise CommandError(
+                    f"nft -f -: exit {proc.returncode}: {first}", cmd=cmd, returncode=proc.returncode, stderr=err
+                )
+
         return wait

@@ -1,4 +1,5 @@
 """Container labels that opt a container into the overlay, parsed into a request or a reason for refusal."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -81,10 +82,15 @@ def _address(labels: Mapping[str, str], key: str, version: int):
     if addr.version == 6 and (addr.ipv4_mapped is not None or addr in _V4_COMPAT):
         # ::ffff:a.b.c.d is an IPv4 address in IPv6 clothing: the kernel would route it as
         # IPv6 while the container's IPv4 traffic uses its IPv4 address.
-        raise LabelError("bad_label", f"label {key}={show(text)} embeds an IPv4 address; "
-                                      "put it in overlay.ipv4")
-    if addr.is_multicast or addr.is_unspecified or addr.is_loopback or addr.is_link_local or \
-            (addr.version == 4 and addr == _BROADCAST4) or (addr.version == 6 and addr in _SITE_LOCAL6):
+        raise LabelError("bad_label", f"label {key}={show(text)} embeds an IPv4 address; put it in overlay.ipv4")
+    if (
+        addr.is_multicast
+        or addr.is_unspecified
+        or addr.is_loopback
+        or addr.is_link_local
+        or (addr.version == 4 and addr == _BROADCAST4)
+        or (addr.version == 6 and addr in _SITE_LOCAL6)
+    ):
         raise LabelError("bad_label", f"label {key}={show(text)} is not a unicast address")
     return addr
 

@@ -1,4 +1,5 @@
 """Structured logging: one JSON object per line on stderr (the journal keeps it), or plain text for people."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Prometheus metrics of the agent, on a registry of their own (one per agent process, or per test)."""
+
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -12,20 +13,31 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.containers_wired = Gauge("overlay_containers_wired", "Containers with a veth and addresses", registry=r)
-        self.containers_announced = Gauge("overlay_containers_announced",
-                                          "Wired containers whose host routes are installed", registry=r)
-        self.routes_installed = Gauge("overlay_routes_installed", "Host routes carrying the agent's protocol",
-                                      ["family"], registry=r)
-        self.errors = Counter("overlay_container_errors", "Containers refused or failed, by reason",
-                              ["reason"], registry=r)
-        self.wiring_latency = Histogram("overlay_wiring_latency_seconds",
-                                        "Docker start event to the container's host routes in the kernel",
-                                        buckets=LATENCY_BUCKETS, registry=r)
-        self.resync_seconds = Histogram("overlay_resync_seconds", "Duration of a full resync",
-                                        buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10), registry=r)
+        self.containers_announced = Gauge(
+            "overlay_containers_announced", "Wired containers whose host routes are installed", registry=r
+        )
+        self.routes_installed = Gauge(
+            "overlay_routes_installed", "Host routes carrying the agent's protocol", ["family"], registry=r
+        )
+        self.errors = Counter(
+            "overlay_container_errors", "Containers refused or failed, by reason", ["reason"], registry=r
+        )
+        self.wiring_latency = Histogram(
+            "overlay_wiring_latency_seconds",
+            "Docker start event to the container's host routes in the kernel",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.resync_seconds = Histogram(
+            "overlay_resync_seconds",
+            "Duration of a full resync",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+            registry=r,
+        )
         self.resyncs = Counter("overlay_resyncs", "Full resyncs, by result", ["result"], registry=r)
-        self.netlink_changes = Counter("overlay_netlink_changes", "Changes applied to the kernel, by kind",
-                                       ["kind"], registry=r)
+        self.netlink_changes = Counter(
+            "overlay_netlink_changes", "Changes applied to the kernel, by kind", ["kind"], registry=r
+        )
         self.docker_up = Gauge("overlay_docker_up", "1 while the Docker event stream is connected", registry=r)
 
     def serve(self, address: str) -> None:

@@ -1,4 +1,5 @@
 """The pyroute2 shim: the only module that talks netlink for links, addresses and routes."""
+
 from __future__ import annotations
 
 import ctypes
@@ -102,7 +103,7 @@ def _attrs(buf: bytes, offset: int, end: int) -> dict[int, bytes]:
         length, kind = _RTATTR.unpack_from(buf, offset)
         if length < _RTATTR.size:
             break
-        out[kind & 0x3FFF] = buf[offset + _RTATTR.size: offset + length]
+        out[kind & 0x3FFF] = buf[offset + _RTATTR.size : offset + length]
         offset += _align(length)
     return out
 
@@ -145,7 +146,7 @@ def _messages(datagrams: Iterable[bytes], seq: int, fixed: int) -> Iterator[Mess
                     if code:
                         raise OSError(code, os.strerror(code))
                     return
-                body = buf[body_start: offset + length]
+                body = buf[body_start : offset + length]
                 yield kind, body, _attrs(body, _align(fixed), len(body))
             offset += _align(length)
 
@@ -158,16 +159,21 @@ def _dump(msg_type: int, header: bytes, extra: bytes = b"", strict: bool = False
             sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
         seq = next(_seq)
         payload = header + extra
-        sock.sendto(_NLMSGHDR.pack(_NLMSGHDR.size + len(payload), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
-                    + payload, (0, 0))
+        sock.sendto(
+            _NLMSGHDR.pack(_NLMSGHDR.size + len(payload), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + payload,
+            (0, 0),
+        )
         yield from _messages(iter(lambda: sock.recv(1 << 20), b""), seq, len(header))
 
 
 # The two dump requests Netlink.snapshot sends: every link (without statistics, which are
 # most of an RTM_NEWLINK message), and the main table's routes per family (strict checking
 # makes the kernel filter the dump to that table).
-LINK_REQUEST = (RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0),
-                _rtattr(IFLA_EXT_MASK, struct.pack("=I", RTEXT_FILTER_SKIP_STATS)))
+LINK_REQUEST = (
+    RTM_GETLINK,
+    _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0),
+    _rtattr(IFLA_EXT_MASK, struct.pack("=I", RTEXT_FILTER_SKIP_STATS)),
+)
 
 
 def route_request(family: int) -> tuple[int, bytes, bytes]:
@@ -311,12 +317,14 @@ class Netlink:
             try:
                 # Creating the peer directly in the target namespace (IFLA_NET_NS_FD on the
                 # peer) avoids a window where it exists in the host under a temporary name.
-                self.ipr.link("add", ifname=spec.veth, kind="veth",
-                              peer={"ifname": spec.ifname, "net_ns_fd": nsfd})
+                self.ipr.link("add", ifname=spec.veth, kind="veth", peer={"ifname": spec.ifname, "net_ns_fd": nsfd})
             except _PyNetlinkError as exc:
                 if exc.code == E.EEXIST:
-                    raise NetlinkError(f"the container already has an interface named {spec.ifname}",
-                                       errno=exc.code, request="create veth") from exc
+                    raise NetlinkError(
+                        f"the container already has an interface named {spec.ifname}",
+                        errno=exc.code,
+                        request="create veth",
+                    ) from exc
                 raise _err(exc, f"create veth {spec.veth}") from exc
             index = self.link_index(spec.veth)
             if index is None:
@@ -403,8 +411,7 @@ class Netlink:
             # addresses, so a restarted agent rebuilds its allocation from the kernel.
             self.ipr.link("set", index=index, state="up", ifalias=spec.alias)
         except FileNotFoundError as exc:
-            raise NetlinkError(f"veth {spec.veth} vanished while wiring", errno=E.ENODEV,
-                               request="sysctl") from exc
+            raise NetlinkError(f"veth {spec.veth} vanished while wiring", errno=E.ENODEV, request="sysctl") from exc
         except (_PyNetlinkError, OSError) as exc:
             raise _err(exc, f"configure host side {spec.veth}") from exc
 
@@ -420,8 +427,9 @@ class Netlink:
         self._index.pop(veth, None)
         return True
 
-    def route_set(self, dst: ipaddress.IPv4Network | ipaddress.IPv6Network, veths: Iterable[str],
-                  proto: int, metric: int = 0) -> None:
+    def route_set(
+        self, dst: ipaddress.IPv4Network | ipaddress.IPv6Network, veths: Iterable[str], proto: int, metric: int = 0
+    ) -> None:
         """Install (replace) the host route dst -> veth(s) at `metric`, tagged with our protocol.
 
         The kernel keys a route by destination and priority (IPv4 fib_table_insert, IPv6
@@ -432,8 +440,7 @@ class Netlink:
         for name in sorted(veths):
             idx = self._index.get(name) or self.link_index(name)
             if idx is None:
-                raise NetlinkError(f"route {dst}: link {name} does not exist", errno=E.ENODEV,
-                                   request="route replace")
+                raise NetlinkError(f"route {dst}: link {name} does not exist", errno=E.ENODEV, request="route replace")
             oifs.append(idx)
         kwargs: dict = {"dst": str(dst), "table": MAIN_TABLE, "proto": proto, "scope": 253 if dst.version == 4 else 0}
         if metric:
@@ -449,15 +456,22 @@ class Netlink:
         except _PyNetlinkError as exc:
             raise _err(exc, f"route replace {dst}") from exc
 
-    def route_del(self, dst: ipaddress.IPv4Network | ipaddress.IPv6Network, proto: int,
-                  metric: int | None = None) -> bool:
+    def route_del(
+        self, dst: ipaddress.IPv4Network | ipaddress.IPv6Network, proto: int, metric: int | None = None
+    ) -> bool:
         """Delete our host route (only one carrying `proto`, at `metric` when given); False when it is gone."""
         extra = {} if metric is None else {"priority": metric}
         try:
             # scope 255 (RT_SCOPE_NOWHERE) is the kernel's wildcard for IPv4 deletes; pyroute2
             # otherwise sends scope 0 (universe) and our scope-link route is "not found".
-            self.ipr.route("del", dst=str(dst), table=MAIN_TABLE, proto=proto, **extra,
-                           **({"scope": 255} if dst.version == 4 else {}))
+            self.ipr.route(
+                "del",
+                dst=str(dst),
+                table=MAIN_TABLE,
+                proto=proto,
+                **extra,
+                **({"scope": 255} if dst.version == 4 else {}),
+            )
         except _PyNetlinkError as exc:
             if exc.code in (E.ESRCH, E.ENOENT, E.ENODEV):
                 return False

@@ -19,6 +19,7 @@ Hazards:
 - A config FRR rejects: the previous config stays (frr.Frr.reload restores it), the
   error is in the log, the metric and `status`; the next changed text is tried again.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,22 +48,32 @@ STATUS_NAME = "pairing.json"
 class PairingMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         r = registry or CollectorRegistry()
-        self.parameters_ok = Gauge("overlay_parameters_ok",
-                                   "1 while the last read of the SSM parameters succeeded", registry=r)
-        self.parameter_failures = Counter("overlay_parameter_failures", "Failed reads of the SSM parameters",
-                                          registry=r)
-        self.parameter_fetches = Counter("overlay_parameter_fetches",
-                                         "Full reads of the parameter set (the revision moved)", registry=r)
-        self.parameters_age = Gauge("overlay_parameters_last_success_timestamp",
-                                    "Unix time of the last successful parameter read", registry=r)
+        self.parameters_ok = Gauge(
+            "overlay_parameters_ok", "1 while the last read of the SSM parameters succeeded", registry=r
+        )
+        self.parameter_failures = Counter(
+            "overlay_parameter_failures", "Failed reads of the SSM parameters", registry=r
+        )
+        self.parameter_fetches = Counter(
+            "overlay_parameter_fetches", "Full reads of the parameter set (the revision moved)", registry=r
+        )
+        self.parameters_age = Gauge(
+            "overlay_parameters_last_success_timestamp", "Unix time of the last successful parameter read", registry=r
+        )
         self.tunnels = Gauge("overlay_tunnels", "Tunnels by state", ["state"], registry=r)
-        self.tunnels_rejected = Gauge("overlay_tunnel_parameters_rejected",
-                                      "Tunnel parameters refused as malformed", registry=r)
+        self.tunnels_rejected = Gauge(
+            "overlay_tunnel_parameters_rejected", "Tunnel parameters refused as malformed", registry=r
+        )
         self.frr_reloads = Counter("overlay_frr_reloads", "frr-reload runs, by result", ["result"], registry=r)
-        self.agent_refused = Counter("overlay_agent_document_refused",
-                                     "Agent documents refused as invalid (the last good one stays)", registry=r)
-        self.apply_seconds = Histogram("overlay_pairing_apply_seconds", "Duration of one pairing apply",
-                                       buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10), registry=r)
+        self.agent_refused = Counter(
+            "overlay_agent_document_refused", "Agent documents refused as invalid (the last good one stays)", registry=r
+        )
+        self.apply_seconds = Histogram(
+            "overlay_pairing_apply_seconds",
+            "Duration of one pairing apply",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+            registry=r,
+        )
 
 
 @dataclass
@@ -140,7 +151,9 @@ class PairingSync:
                     self.agent_error = f"{exc} (keeping the last good agent document)"
                 else:
                     log.exception("agent document refused")
-                    self.agent_error = f"agent: refused ({type(exc).__name__}: {str(exc)[:200]}); keeping the last good one"
+                    self.agent_error = (
+                        f"agent: refused ({type(exc).__name__}: {str(exc)[:200]}); keeping the last good one"
+                    )
                 self.metrics.agent_refused.inc()
                 log.error("%s", self.agent_error)
 
@@ -149,8 +162,12 @@ class PairingSync:
             snap = self.poller.poll()
         except ParameterError as exc:
             self.metrics.parameter_failures.inc()
-            log.error("parameters: %s (keeping revision %s; retry in %.0f s)", exc, self.poller.state.revision,
-                      self.poller.next_delay())
+            log.error(
+                "parameters: %s (keeping revision %s; retry in %.0f s)",
+                exc,
+                self.poller.state.revision,
+                self.poller.next_delay(),
+            )
             snap = None
         else:
             if snap is not None:
@@ -180,8 +197,9 @@ class PairingSync:
             self.start()
         while not stop.is_set():
             self.step()
-            wait = max(0.0, min(self.next_poll, self.next_resync if self.snapshot else self.next_poll)
-                       - time.monotonic())
+            wait = max(
+                0.0, min(self.next_poll, self.next_resync if self.snapshot else self.next_poll) - time.monotonic()
+            )
             self._wake.wait(timeout=min(wait, 1.0))  # wake at least every second to notice `stop`
             self._wake.clear()
 
@@ -246,9 +264,12 @@ class PairingSync:
         if st.applied is None and st.reloads == 0:
             self._load_frr_state()
         try:
-            text = fill_bogons(fill_route_server(fill_password(snap.frr, snap.password,
-                                                             onprem_password=snap.onprem_password),
-                                               snap.route_server), snap.vpc)
+            text = fill_bogons(
+                fill_route_server(
+                    fill_password(snap.frr, snap.password, onprem_password=snap.onprem_password), snap.route_server
+                ),
+                snap.vpc,
+            )
             if extra:
                 text = text.rstrip("\n") + "\n" + extra
         except ConfigError as exc:
@@ -299,11 +320,23 @@ class PairingSync:
             "generated": time.time(),
             "instance": self.cfg.instance if self.cfg else None,
             "role": self.cfg.role if self.cfg else None,
-            "parameters": {"ok": st.ok, "source": st.source, "revision": st.revision, "failures": st.failures,
-                           "error": st.last_error, "last_success": st.last_success, "agent_error": self.agent_error},
+            "parameters": {
+                "ok": st.ok,
+                "source": st.source,
+                "revision": st.revision,
+                "failures": st.failures,
+                "error": st.last_error,
+                "last_success": st.last_success,
+                "agent_error": self.agent_error,
+            },
             "tunnels": self.report.to_json() if self.report else None,
-            "frr": {"error": self.frr_state.error, "reloads": self.frr_state.reloads,
-                    "applied": self.frr_state.applied is not None} if self.frr else None,
+            "frr": {
+                "error": self.frr_state.error,
+                "reloads": self.frr_state.reloads,
+                "applied": self.frr_state.applied is not None,
+            }
+            if self.frr
+            else None,
             "last_apply_seconds": self.last_apply_seconds,
         }
 
@@ -315,9 +348,18 @@ class PairingSync:
             log.error("cannot write status %s: %s", path, exc)
 
 
-def build(bootstrap_path: str, *, state_dir: str, registry: CollectorRegistry | None = None,
-          gre_backend: str = "auto", frr_vty_socket: str | None = None, frr_confdir: str = "/etc/frr",
-          status_path: str | None = None, no_frr: bool = False, gre_daemon: str = "spawn") -> PairingSync:
+def build(
+    bootstrap_path: str,
+    *,
+    state_dir: str,
+    registry: CollectorRegistry | None = None,
+    gre_backend: str = "auto",
+    frr_vty_socket: str | None = None,
+    frr_confdir: str = "/etc/frr",
+    status_path: str | None = None,
+    no_frr: bool = False,
+    gre_daemon: str = "spawn",
+) -> PairingSync:
     """Wire the real shims: boto3, pyroute2 in this namespace, the chosen GRE backend, frr-reload."""
     from pyroute2 import IPRoute
 
@@ -335,8 +377,15 @@ def build(bootstrap_path: str, *, state_dir: str, registry: CollectorRegistry | 
     cache = Cache(sdir)
     poller = Poller(source, cache)
     frr = None if no_frr else Frr(sdir, vty_socket=frr_vty_socket, confdir=frr_confdir)
-    sync = PairingSync(poller, TunnelReconciler(backend, PyrouteTunnels(ipr)), frr, cache, sdir,
-                       metrics=PairingMetrics(registry), status_path=Path(status_path) if status_path else None)
+    sync = PairingSync(
+        poller,
+        TunnelReconciler(backend, PyrouteTunnels(ipr)),
+        frr,
+        cache,
+        sdir,
+        metrics=PairingMetrics(registry),
+        status_path=Path(status_path) if status_path else None,
+    )
     return sync
 
 
@@ -345,8 +394,11 @@ def wait_config(sync: PairingSync, stop: threading.Event) -> config_mod.AgentCon
     sync.start()
     while sync.cfg is None and not stop.is_set():
         delay = sync.poller.next_delay()
-        log.error("no usable agent parameter yet (%s); retry in %.0f s",
-                  sync.agent_error or sync.poller.state.last_error or "not published", delay)
+        log.error(
+            "no usable agent parameter yet (%s); retry in %.0f s",
+            sync.agent_error or sync.poller.state.last_error or "not published",
+            delay,
+        )
         if stop.wait(delay):
             return None
         sync.poll_now()
@@ -373,6 +425,7 @@ def live_status(path: str | Path, *, vty_socket: str | None = None, live: bool =
         from pyroute2 import IPRoute
 
         from .tunnels import PyrouteTunnels
+
         with IPRoute() as ipr:
             links = PyrouteTunnels(ipr).view().links
         for t in tunnels:
@@ -402,8 +455,20 @@ def table(doc: dict) -> str:
         lines.append(f"agent parameter: {p['agent_error']}")
     tun = doc.get("tunnels") or {}
     lines.append(f"tunnels ({tun.get('backend', '?')} GRE):" + (f" {tun['error']}" if tun.get("error") else ""))
-    rows = [(t["name"], t["peer"], t["kind"], t["remote"], t["key"], t["state"], t["rx_bytes"], t["tx_bytes"],
-             t.get("error") or "") for t in tun.get("tunnels") or []]
+    rows = [
+        (
+            t["name"],
+            t["peer"],
+            t["kind"],
+            t["remote"],
+            t["key"],
+            t["state"],
+            t["rx_bytes"],
+            t["tx_bytes"],
+            t.get("error") or "",
+        )
+        for t in tun.get("tunnels") or []
+    ]
     lines += text_table(("TUNNEL", "PEER", "KIND", "REMOTE", "KEY", "STATE", "RX BYTES", "TX BYTES", "ERROR"), rows)
     for r in tun.get("rejected") or []:
         lines.append(f"rejected: {r['error']}")
@@ -414,8 +479,18 @@ def table(doc: dict) -> str:
     if sessions is None:
         lines.append(f"bgp sessions: unknown ({doc.get('sessions_error', 'not checked')})")
     else:
-        rows = [(s["peer"], s["afi"], s["remote_as"], s["state"],
-                 f"{(s['uptime_ms'] or 0) // 1000}s", s["prefixes_in"], s["prefixes_out"]) for s in sessions]
+        rows = [
+            (
+                s["peer"],
+                s["afi"],
+                s["remote_as"],
+                s["state"],
+                f"{(s['uptime_ms'] or 0) // 1000}s",
+                s["prefixes_in"],
+                s["prefixes_out"],
+            )
+            for s in sessions
+        ]
         lines += text_table(("BGP PEER", "AFI", "AS", "STATE", "UP", "PFX IN", "PFX OUT"), rows)
     return "\n".join(lines)
 
@@ -424,5 +499,10 @@ def unhealthy(doc: dict | None) -> bool:
     if not doc:
         return False
     tun = doc.get("tunnels") or {}
-    return (not (doc.get("parameters") or {}).get("ok") or bool(tun.get("rejected")) or bool(tun.get("error"))
-            or any(t["state"] == "error" for t in tun.get("tunnels") or []) or bool((doc.get("frr") or {}).get("error")))
+    return (
+        not (doc.get("parameters") or {}).get("ok")
+        or bool(tun.get("rejected"))
+        or bool(tun.get("error"))
+        or any(t["state"] == "error" for t in tun.get("tunnels") or [])
+        or bool((doc.get("frr") or {}).get("error"))
+    )

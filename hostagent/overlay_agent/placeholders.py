@@ -6,6 +6,7 @@ still contains one (a test pins these equal to the program's). The form
 where FRR's `neighbor ... password LINE` takes one, so FRR itself refuses a config where
 one was left in rather than using it as the key.
 """
+
 from __future__ import annotations
 
 import re

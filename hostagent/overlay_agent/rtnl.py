@@ -1,5 +1,6 @@
 """rtnetlink constants and error translation shared by the agent's netlink users
 (container wiring, tunnels, kernel GRE)."""
+
 from __future__ import annotations
 
 import os

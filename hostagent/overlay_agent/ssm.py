@@ -14,6 +14,7 @@ Hazards:
   exponentially (with jitter) up to a cap, and the failure shows in metrics and status.
 - The cache holds the BGP password (it is in frr.conf too): written 0600, atomically.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,15 +62,26 @@ def load_bootstrap(path: str | Path) -> Bootstrap:
     doc = config_loads(data, str(path))
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: expected a JSON object")
-    missing = [k for k in ("project", "stack", "instance", "role", "region", "parameter_path")
-               if not isinstance(doc.get(k), str) or not doc.get(k)]
+    missing = [
+        k
+        for k in ("project", "stack", "instance", "role", "region", "parameter_path")
+        if not isinstance(doc.get(k), str) or not doc.get(k)
+    ]
     if missing:
         raise ConfigError(f"{path}: missing or empty {', '.join(missing)}")
     if not doc["parameter_path"].startswith("/") or doc["parameter_path"].endswith("/"):
-        raise ConfigError(f"{path}: parameter_path {doc['parameter_path']!r} must be an SSM path like "
-                          "/overlay/lab/instances/host-1")
-    return Bootstrap(doc["project"], doc["stack"], doc["instance"], doc["role"], doc["region"],
-                     doc["parameter_path"], doc.get("endpoint_url"))
+        raise ConfigError(
+            f"{path}: parameter_path {doc['parameter_path']!r} must be an SSM path like /overlay/lab/instances/host-1"
+        )
+    return Bootstrap(
+        doc["project"],
+        doc["stack"],
+        doc["instance"],
+        doc["role"],
+        doc["region"],
+        doc["parameter_path"],
+        doc.get("endpoint_url"),
+    )
 
 
 @dataclass(frozen=True)
@@ -94,9 +106,17 @@ class Snapshot:
 
     @classmethod
     def from_json(cls, doc: dict) -> "Snapshot":
-        return cls(doc["revision"], doc.get("agent"), doc.get("frr"), dict(doc.get("tunnels") or {}),
-                   doc.get("password"), float(doc.get("fetched_at") or 0), doc.get("route_server"), doc.get("vpc"),
-                   doc.get("onprem_password"))
+        return cls(
+            doc["revision"],
+            doc.get("agent"),
+            doc.get("frr"),
+            dict(doc.get("tunnels") or {}),
+            doc.get("password"),
+            float(doc.get("fetched_at") or 0),
+            doc.get("route_server"),
+            doc.get("vpc"),
+            doc.get("onprem_password"),
+        )
 
 
 def _error(exc: Exception, what: str) -> ParameterError:
@@ -120,8 +140,9 @@ def make_client(bootstrap: Bootstrap):
 class ParameterSource:
     """Reads one instance's parameters through a boto3 SSM client (injected)."""
 
-    def __init__(self, client: Any, parameter_path: str, password_name: str | None,
-                 onprem_password_name: str | None = None):
+    def __init__(
+        self, client: Any, parameter_path: str, password_name: str | None, onprem_password_name: str | None = None
+    ):
         self.client = client
         self.path = parameter_path.rstrip("/")
         self.password_name = password_name
@@ -138,10 +159,11 @@ class ParameterSource:
         values: dict[str, str] = {}
         try:
             pages = self.client.get_paginator("get_parameters_by_path").paginate(
-                Path=self.path, Recursive=True, WithDecryption=True)
+                Path=self.path, Recursive=True, WithDecryption=True
+            )
             for page in pages:
                 for p in page["Parameters"]:
-                    values[p["Name"][len(self.path) + 1:]] = p["Value"]
+                    values[p["Name"][len(self.path) + 1 :]] = p["Value"]
         except Exception as exc:
             raise _error(exc, f"list {self.path}") from exc
         if "revision" not in values:
@@ -157,13 +179,23 @@ class ParameterSource:
         onprem = None
         if self.onprem_password_name and placeholders.ONPREM_BGP_PASSWORD in (values.get("frr") or ""):
             try:
-                onprem = self.client.get_parameter(Name=self.onprem_password_name,
-                                                   WithDecryption=True)["Parameter"]["Value"]
+                onprem = self.client.get_parameter(Name=self.onprem_password_name, WithDecryption=True)["Parameter"][
+                    "Value"
+                ]
             except Exception as exc:
                 raise _error(exc, f"get {self.onprem_password_name}") from exc
         tunnels = {k: v for k, v in values.items() if k.startswith("tunnels/")}
-        return Snapshot(values["revision"], values.get("agent"), values.get("frr"), tunnels, password, time.time(),
-                        values.get("route-server"), values.get("vpc"), onprem)
+        return Snapshot(
+            values["revision"],
+            values.get("agent"),
+            values.get("frr"),
+            tunnels,
+            password,
+            time.time(),
+            values.get("route-server"),
+            values.get("vpc"),
+            onprem,
+        )
 
 
 class Cache:

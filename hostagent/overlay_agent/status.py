@@ -1,4 +1,5 @@
 """`overlay-agent status`: the running agent's view of its containers, checked live against the kernel and FRR."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -43,8 +44,7 @@ def bgp_prefixes(vty_socket: str | None = None) -> set[str] | None:
         return None
     found: set[str] = set()
     for afi in ("ipv4", "ipv6"):
-        cmd = [vtysh] + (["--vty_socket", vty_socket] if vty_socket else []) + \
-              ["-c", f"show bgp {afi} unicast json"]
+        cmd = [vtysh] + (["--vty_socket", vty_socket] if vty_socket else []) + ["-c", f"show bgp {afi} unicast json"]
         try:
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
         except (OSError, subprocess.TimeoutExpired):
@@ -85,16 +85,24 @@ def table(doc: dict) -> str:
     for r in doc.get("containers", []):
         ann = r.get("announced")
         state = r["state"] if r["state"] != "error" else f"error {r['reason']}: {r.get('error', '')}"
-        rows.append((r["name"], r["ipv4"] or "-", r["ipv6"] or "-", r["veth"] or "-",
-                     "yes" if r.get("route") else "no", "?" if ann is None else ("yes" if ann else "no"), state))
+        rows.append(
+            (
+                r["name"],
+                r["ipv4"] or "-",
+                r["ipv6"] or "-",
+                r["veth"] or "-",
+                "yes" if r.get("route") else "no",
+                "?" if ann is None else ("yes" if ann else "no"),
+                state,
+            )
+        )
     lines = text_table(head, rows)
     n = len(doc.get("containers", []))
     errors = sum(1 for r in doc.get("containers", []) if r["state"] == "error")
     age = time.time() - float(doc.get("generated") or 0)
     # The agent rewrites the file after every pass and at least every resync interval; an
     # old file means the agent is not running (the routes stay, nothing reconciles them).
-    lines.append(f"{n} containers, {errors} with errors; route protocol {doc.get('route_protocol')}; "
-                 f"agent view {age:.0f} s old")
+    lines.append(
+        f"{n} containers, {errors} with errors; route protocol {doc.get('route_protocol')}; agent view {age:.0f} s old"
+    )
     return "\n".join(lines)
-
-

@@ -1,4 +1,5 @@
 """Plain-text tables for the commands' human output (`overlay-agent status`, `infra.verify`)."""
+
 from __future__ import annotations
 
 from typing import Iterable, Sequence

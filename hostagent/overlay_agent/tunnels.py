@@ -28,6 +28,7 @@ Hazards, and what is done about each:
 - A backend failure on one tunnel (a name taken by a foreign link, say) is that tunnel's
   error; the pass goes on with the rest.
 """
+
 from __future__ import annotations
 
 import errno as E
@@ -55,6 +56,7 @@ IPv6Iface = ipaddress.IPv6Interface
 
 
 # -- desired state (pure) ---------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Tunnel:
@@ -144,9 +146,20 @@ def parse_tunnel(param: str, text: str) -> Tunnel:
             raise ConfigError(f"{param}: peer_index {index!r} is not a host index (0..{MAX_FILTERED_HOSTS - 1})")
         block4 = _block(blocks.get("ipv4"), 4, param)
         block6 = _block(blocks.get("ipv6"), 6, param) if blocks.get("ipv6") is not None else None
-    return Tunnel(param=param, peer=peer, kind=kind, link=link, inner4=inner4[0], remote4=inner4[1],
-                  inner6=inner6[0] if inner6 else None, remote6=inner6[1] if inner6 else None, peer_asn=asn,
-                  peer_block4=block4, peer_block6=block6, peer_index=index)
+    return Tunnel(
+        param=param,
+        peer=peer,
+        kind=kind,
+        link=link,
+        inner4=inner4[0],
+        remote4=inner4[1],
+        inner6=inner6[0] if inner6 else None,
+        remote6=inner6[1] if inner6 else None,
+        peer_asn=asn,
+        peer_block4=block4,
+        peer_block6=block6,
+        peer_index=index,
+    )
 
 
 def _block(value, version: int, where: str):
@@ -175,21 +188,26 @@ def host_filters(tunnels: Iterable[Tunnel]) -> str:
     here from the tunnels/<host> parameters, which carry each host's block.
     """
     lines: list[str] = []
-    for t in sorted((t for t in tunnels if t.peer_index is not None and t.peer_block4 is not None),
-                    key=lambda t: t.peer_index):
+    for t in sorted(
+        (t for t in tunnels if t.peer_index is not None and t.peer_block4 is not None), key=lambda t: t.peer_index
+    ):
         seq, n = HOST_FILTER_SEQ + t.peer_index, t.peer_index + 1
-        lines += [f"! host {n} over {t.name}: its own block",
-                  f"ip prefix-list HOST{n}-V4 seq 5 permit {t.peer_block4} ge 32",
-                  f"route-map HOSTS-IN permit {seq}",
-                  f" match peer {t.remote4}",
-                  f" match ip address prefix-list HOST{n}-V4",
-                  "exit"]
+        lines += [
+            f"! host {n} over {t.name}: its own block",
+            f"ip prefix-list HOST{n}-V4 seq 5 permit {t.peer_block4} ge 32",
+            f"route-map HOSTS-IN permit {seq}",
+            f" match peer {t.remote4}",
+            f" match ip address prefix-list HOST{n}-V4",
+            "exit",
+        ]
         if t.peer_block6 is not None and t.remote6 is not None:
-            lines += [f"ipv6 prefix-list HOST{n}-V6 seq 5 permit {t.peer_block6} ge 128",
-                      f"route-map HOSTS6-IN permit {seq}",
-                      f" match peer {t.remote6}",
-                      f" match ipv6 address prefix-list HOST{n}-V6",
-                      "exit"]
+            lines += [
+                f"ipv6 prefix-list HOST{n}-V6 seq 5 permit {t.peer_block6} ge 128",
+                f"route-map HOSTS6-IN permit {seq}",
+                f" match peer {t.remote6}",
+                f" match ipv6 address prefix-list HOST{n}-V6",
+                "exit",
+            ]
     return "".join(line + "\n" for line in lines)
 
 
@@ -212,8 +230,10 @@ def parse_tunnels(raw: dict[str, str]) -> tuple[dict[str, Tunnel], dict[str, str
             continue
         triple = (t.link.local, t.link.remote, t.link.key)
         if triple in by_triple:
-            errors[param] = (f"{param}: local {t.link.local} remote {t.link.remote} key {t.link.key} is already "
-                             f"used by {by_triple[triple]}; received GRE could not be told apart")
+            errors[param] = (
+                f"{param}: local {t.link.local} remote {t.link.remote} key {t.link.key} is already "
+                f"used by {by_triple[triple]}; received GRE could not be told apart"
+            )
             continue
         by_triple[triple] = param
         tunnels[t.name] = t
@@ -221,6 +241,7 @@ def parse_tunnels(raw: dict[str, str]) -> tuple[dict[str, Tunnel], dict[str, str
 
 
 # -- actual state ------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class LinkState:
@@ -276,12 +297,12 @@ class TunnelNetlink(Protocol):
 
 def is_pin(route: Route, proto: int, pools: Iterable[ipaddress.IPv4Network]) -> bool:
     """Our pin class: the agent's protocol, an IPv4 /32, outside the container pools."""
-    return (route.proto == proto and route.dst.prefixlen == 32
-            and not any(route.dst.subnet_of(p) for p in pools))
+    return route.proto == proto and route.dst.prefixlen == 32 and not any(route.dst.subnet_of(p) for p in pools)
 
 
-def underlay_hop(remote: ipaddress.IPv4Address, routes: Iterable[Route], skip_oifs: set[int],
-                 proto: int, pools) -> Pin | None:
+def underlay_hop(
+    remote: ipaddress.IPv4Address, routes: Iterable[Route], skip_oifs: set[int], proto: int, pools
+) -> Pin | None:
     """The route the underlay alone gives `remote`: longest match, lowest metric, ignoring tunnels and pins."""
     best: Route | None = None
     for r in routes:
@@ -295,6 +316,7 @@ def underlay_hop(remote: ipaddress.IPv4Address, routes: Iterable[Route], skip_oi
 
 
 # -- the reconciler ----------------------------------------------------------------------
+
 
 @dataclass
 class TunnelStatus:
@@ -319,16 +341,21 @@ class Report:
     error: str | None = None  # the pass as a whole failed (backend unreachable)
 
     def to_json(self) -> dict:
-        return {"backend": self.backend, "changes": self.changes, "error": self.error,
-                "tunnels": [vars(t) for t in self.tunnels],
-                "rejected": [{"parameter": p, "error": e} for p, e in sorted(self.rejected.items())]}
+        return {
+            "backend": self.backend,
+            "changes": self.changes,
+            "error": self.error,
+            "tunnels": [vars(t) for t in self.tunnels],
+            "rejected": [{"parameter": p, "error": e} for p, e in sorted(self.rejected.items())],
+        }
 
 
 class TunnelReconciler:
     """Desired tunnels -> backend links + netlink addresses and pins. Not thread-safe: one caller."""
 
-    def __init__(self, backend: Backend, nl: TunnelNetlink, *, proto: int = 149,
-                 pools: Iterable[ipaddress.IPv4Network] = ()):
+    def __init__(
+        self, backend: Backend, nl: TunnelNetlink, *, proto: int = 149, pools: Iterable[ipaddress.IPv4Network] = ()
+    ):
         self.backend = backend
         self.nl = nl
         self.proto = proto
@@ -337,8 +364,9 @@ class TunnelReconciler:
     def apply(self, tunnels: dict[str, Tunnel], rejected: dict[str, str] | None = None) -> Report:
         """Make the kernel match `tunnels`; return what is there now, per tunnel."""
         report = Report(self.backend.name, rejected=dict(rejected or {}))
-        status = {n: TunnelStatus(n, t.peer, t.kind, t.param, t.link.remote, t.link.key)
-                  for n, t in sorted(tunnels.items())}
+        status = {
+            n: TunnelStatus(n, t.peer, t.kind, t.param, t.link.remote, t.link.key) for n, t in sorted(tunnels.items())
+        }
         have = self.backend.list()
         # Removals first: a renamed tunnel frees its (remote, key) before the new one claims it.
         for name in sorted(set(have) - set(tunnels)):
@@ -354,8 +382,14 @@ class TunnelReconciler:
             try:
                 self.backend.put(t.link)
                 report.changes += 1
-                log.info("tunnel %s %s to %s (%s)", name, "changed" if name in have else "created",
-                         t.peer, t.link.remote, extra={"tunnel": name, "peer": t.peer})
+                log.info(
+                    "tunnel %s %s to %s (%s)",
+                    name,
+                    "changed" if name in have else "created",
+                    t.peer,
+                    t.link.remote,
+                    extra={"tunnel": name, "peer": t.peer},
+                )
             except AgentError as exc:
                 status[name].state, status[name].error = "error", f"{t.param}: {exc}"
                 log.error("%s: %s", t.param, exc)
@@ -406,8 +440,9 @@ class TunnelReconciler:
             changes += 1
         return changes
 
-    def _pins(self, tunnels: dict[str, Tunnel], status: dict[str, TunnelStatus], view: View,
-              tunnel_oifs: set[int]) -> int:
+    def _pins(
+        self, tunnels: dict[str, Tunnel], status: dict[str, TunnelStatus], view: View, tunnel_oifs: set[int]
+    ) -> int:
         have = {r.dst: Pin(r.oif, r.gateway) for r in view.routes4 if is_pin(r, self.proto, self.pools)}
         want: dict[ipaddress.IPv4Network, Pin] = {}
         for name, t in sorted(tunnels.items()):
@@ -441,6 +476,7 @@ class TunnelReconciler:
 
 # -- the pyroute2 shim -------------------------------------------------------------------
 
+
 class PyrouteTunnels:
     """TunnelNetlink on a pyroute2 IPRoute: the only netlink user of the tunnel reconciler."""
 
@@ -449,13 +485,21 @@ class PyrouteTunnels:
 
     def view(self) -> View:
         from pyroute2.netlink.exceptions import NetlinkError as _Py
+
         try:
             links = {}
             for m in self.ipr.get_links():
                 st = m.get("stats64") or {}
-                links[m.get("ifname")] = LinkState(m.get("ifname"), m["index"], m["flags"], m.get("mtu") or 0,
-                                                   st.get("rx_bytes", 0), st.get("tx_bytes", 0),
-                                                   st.get("rx_packets", 0), st.get("tx_packets", 0))
+                links[m.get("ifname")] = LinkState(
+                    m.get("ifname"),
+                    m["index"],
+                    m["flags"],
+                    m.get("mtu") or 0,
+                    st.get("rx_bytes", 0),
+                    st.get("tx_bytes", 0),
+                    st.get("rx_packets", 0),
+                    st.get("tx_packets", 0),
+                )
             addrs: dict[int, set] = {}
             for a in self.ipr.get_addr():
                 iface = ipaddress.ip_interface(f"{a.get('address')}/{a['prefixlen']}")
@@ -479,6 +523,7 @@ class PyrouteTunnels:
 
     def _do(self, request: str, fn, *args, ok: tuple = (), **kwargs) -> None:
         from pyroute2.netlink.exceptions import NetlinkError as _Py
+
         try:
             fn(*args, **kwargs)
         except _Py as exc:
@@ -491,18 +536,48 @@ class PyrouteTunnels:
 
     def addr_add(self, index: int, iface) -> None:
         kw = {"flags": IFA_F_NODAD} if iface.version == 6 else {}
-        self._do(f"add {iface}", self.ipr.addr, "add", index=index, address=str(iface.ip),
-                 prefixlen=iface.network.prefixlen, ok=(E.EEXIST,), **kw)
+        self._do(
+            f"add {iface}",
+            self.ipr.addr,
+            "add",
+            index=index,
+            address=str(iface.ip),
+            prefixlen=iface.network.prefixlen,
+            ok=(E.EEXIST,),
+            **kw,
+        )
 
     def addr_del(self, index: int, iface) -> None:
-        self._do(f"delete {iface}", self.ipr.addr, "del", index=index, address=str(iface.ip),
-                 prefixlen=iface.network.prefixlen, ok=(E.EADDRNOTAVAIL, E.ENODEV))
+        self._do(
+            f"delete {iface}",
+            self.ipr.addr,
+            "del",
+            index=index,
+            address=str(iface.ip),
+            prefixlen=iface.network.prefixlen,
+            ok=(E.EADDRNOTAVAIL, E.ENODEV),
+        )
 
     def route_replace(self, dst: ipaddress.IPv4Network, pin: Pin, proto: int) -> None:
         kw = {"gateway": pin.gateway} if pin.gateway else {"scope": RT_SCOPE_LINK}
-        self._do(f"route replace {dst}", self.ipr.route, "replace", dst=str(dst), oif=pin.oif,
-                 table=MAIN_TABLE, proto=proto, **kw)
+        self._do(
+            f"route replace {dst}",
+            self.ipr.route,
+            "replace",
+            dst=str(dst),
+            oif=pin.oif,
+            table=MAIN_TABLE,
+            proto=proto,
+            **kw,
+        )
 
     def route_del(self, dst: ipaddress.IPv4Network, pin: Pin, proto: int) -> None:
-        self._do(f"route del {dst}", self.ipr.route, "del", dst=str(dst), table=MAIN_TABLE, proto=proto,
-                 ok=(E.ESRCH, E.ENOENT))
+        self._do(
+            f"route del {dst}",
+            self.ipr.route,
+            "del",
+            dst=str(dst),
+            table=MAIN_TABLE,
+            proto=proto,
+            ok=(E.ESRCH, E.ENOENT),
+        )

@@ -1,4 +1,5 @@
 """BgpPassword: the stack's BGP (TCP MD5) password(s) as SSM SecureStrings under the stack's own KMS key."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,22 +30,34 @@ class BgpPassword(pulumi.ComponentResource):
 
         def policy(resolved: list) -> str:
             account, *arns = resolved
-            readers = {arn: [iam.parameter_arn(args.region, account, n) for n in names]
-                       for arn, (_, names) in zip(arns, args.readers)}
+            readers = {
+                arn: [iam.parameter_arn(args.region, account, n) for n in names]
+                for arn, (_, names) in zip(arns, args.readers)
+            }
             return iam.key_policy(region=args.region, account=account, stack=args.stack, readers=readers)
 
         # A customer-managed key, so that only this stack's roles (and the account's
         # administrators) can decrypt its passwords: see infra.iam.key_policy.
         self.key = aws.kms.Key(
-            f"{name}-key", description=f"overlay {args.stack}: BGP password SecureStrings",
-            enable_key_rotation=True, deletion_window_in_days=30 if args.prod else 7,
-            policy=pulumi.Output.all(args.account, *role_arns).apply(policy), opts=child)
-        aws.kms.Alias(f"{name}-alias", name=f"alias/overlay/{args.stack}/bgp-passwords",
-                      target_key_id=self.key.key_id, opts=child)
+            f"{name}-key",
+            description=f"overlay {args.stack}: BGP password SecureStrings",
+            enable_key_rotation=True,
+            deletion_window_in_days=30 if args.prod else 7,
+            policy=pulumi.Output.all(args.account, *role_arns).apply(policy),
+            opts=child,
+        )
+        aws.kms.Alias(
+            f"{name}-alias", name=f"alias/overlay/{args.stack}/bgp-passwords", target_key_id=self.key.key_id, opts=child
+        )
         self.parameters = {}
         for i, (pname, value) in enumerate(sorted(args.values.items())):
             suffix = "parameter" if i == 0 else f"parameter-{pname.rsplit('/', 1)[-1]}"
             self.parameters[pname] = aws.ssm.Parameter(
-                f"{name}-{suffix}", name=pname, type="SecureString", key_id=self.key.arn,
-                value=pulumi.Output.secret(value), opts=child)
+                f"{name}-{suffix}",
+                name=pname,
+                type="SecureString",
+                key_id=self.key.arn,
+                value=pulumi.Output.secret(value),
+                opts=child,
+            )
         self.register_outputs({"names": sorted(args.values), "key_arn": self.key.arn})

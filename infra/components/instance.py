@@ -1,4 +1,5 @@
 """OverlayInstance: the parts routers and docker hosts share (fixed ENI, instance, SSM parameters)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ class InstanceArgs:
 
 
 def _parameter_suffix(p: Parameter, path: str) -> str:
-    return p.name[len(path) + 1:].replace("/", "-")
+    return p.name[len(path) + 1 :].replace("/", "-")
 
 
 class OverlayInstance(pulumi.ComponentResource):
@@ -64,17 +65,26 @@ class OverlayInstance(pulumi.ComponentResource):
             if p.name.endswith("/revision"):
                 continue
             self.parameters[p.name] = aws.ssm.Parameter(
-                f"{name}-{_parameter_suffix(p, args.parameter_path)}", name=p.name, type=p.type,
-                insecure_value=p.value, tier=p.tier, opts=child)
+                f"{name}-{_parameter_suffix(p, args.parameter_path)}",
+                name=p.name,
+                type=p.type,
+                insecure_value=p.value,
+                tier=p.tier,
+                opts=child,
+            )
             content.append(self.parameters[p.name])
         for pname, value in sorted(args.late_parameters.items()):
             # Small JSON documents: always the standard tier.
             self.parameters[pname] = aws.ssm.Parameter(
-                f"{name}-{pname[len(args.parameter_path) + 1:].replace('/', '-')}", name=pname, type="String",
-                insecure_value=value, tier="Standard", opts=child)
+                f"{name}-{pname[len(args.parameter_path) + 1 :].replace('/', '-')}",
+                name=pname,
+                type="String",
+                insecure_value=value,
+                tier="Standard",
+                opts=child,
+            )
             content.append(self.parameters[pname])
-        boot = [self.parameters[p.name] for p in args.parameters
-                if p.name.endswith(("/agent", "/frr"))]
+        boot = [self.parameters[p.name] for p in args.parameters if p.name.endswith(("/agent", "/frr"))]
         for p in args.parameters:
             if p.name.endswith("/revision"):
                 value: pulumi.Input[str] = p.value
@@ -83,45 +93,68 @@ class OverlayInstance(pulumi.ComponentResource):
                     names = sorted(args.late_parameters)
                     value = pulumi.Output.all(*[args.late_parameters[n] for n in names]).apply(
                         lambda vals, known=known, names=names: revision(
-                            known + [Parameter(n, "String", v, None) for n, v in zip(names, vals)]))
+                            known + [Parameter(n, "String", v, None) for n, v in zip(names, vals)]
+                        )
+                    )
                 self.parameters[p.name] = aws.ssm.Parameter(
-                    f"{name}-revision", name=p.name, type=p.type, insecure_value=value, tier=p.tier,
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=content))
+                    f"{name}-revision",
+                    name=p.name,
+                    type=p.type,
+                    insecure_value=value,
+                    tier=p.tier,
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=content),
+                )
 
         # A fixed ENI carries the plan's private address and survives instance replacement;
         # source/dest check off because it forwards container and tunnel traffic.
         self.eni = aws.ec2.NetworkInterface(
-            f"{name}-eni", subnet_id=args.subnet_id, private_ips=[args.private_ip],
-            security_groups=list(args.security_group_ids), source_dest_check=False,
+            f"{name}-eni",
+            subnet_id=args.subnet_id,
+            private_ips=[args.private_ip],
+            security_groups=list(args.security_group_ids),
+            source_dest_check=False,
             ipv6_address_count=1 if args.ipv6 else None,
             # IPv6 prefix delegation gives the ENI a /80 (AWS's fixed delegated size).
             ipv6_prefix_count=1 if args.ipv6_prefix else None,
-            description=f"{args.plan_stack} {args.role} {name}", tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, protect=args.protect))
+            description=f"{args.plan_stack} {args.role} {name}",
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+        )
         self.eip = None
         if args.eip:
             self.eip = aws.ec2.Eip(
-                f"{name}-eip", domain="vpc", network_interface=self.eni.id,
-                associate_with_private_ip=args.private_ip, tags=tags,
-                opts=pulumi.ResourceOptions(parent=self, protect=args.protect, depends_on=list(args.eip_after)))
+                f"{name}-eip",
+                domain="vpc",
+                network_interface=self.eni.id,
+                associate_with_private_ip=args.private_ip,
+                tags=tags,
+                opts=pulumi.ResourceOptions(parent=self, protect=args.protect, depends_on=list(args.eip_after)),
+            )
 
         # The router's EIP is its only IPv4 egress (public subnet): it must be associated
         # before cloud-init reaches for the package mirrors.
         after = [*boot, *args.boot_after, *([self.eip] if self.eip else [])]
         self.instance = aws.ec2.Instance(
-            f"{name}-instance", ami=args.ami_id, instance_type=args.instance_type,
+            f"{name}-instance",
+            ami=args.ami_id,
+            instance_type=args.instance_type,
             iam_instance_profile=args.instance_profile,
             primary_network_interface={"network_interface_id": self.eni.id, "delete_on_termination": False},
             # IMDSv2 only; hop limit 1 keeps containers (one hop further) away from the
             # instance's credentials.
-            metadata_options={"http_endpoint": "enabled", "http_tokens": "required",
-                              "http_put_response_hop_limit": 1},
-            root_block_device={"encrypted": True, "volume_type": "gp3",
-                               "volume_size": args.root_volume_gb, "delete_on_termination": True},
+            metadata_options={"http_endpoint": "enabled", "http_tokens": "required", "http_put_response_hop_limit": 1},
+            root_block_device={
+                "encrypted": True,
+                "volume_type": "gp3",
+                "volume_size": args.root_volume_gb,
+                "delete_on_termination": True,
+            },
             # The provider's default_tags do not reach volumes; the stack's tags go on the
             # root volume here so cost reports and `infra.verify` find it.
             volume_tags={**args.volume_tags, **tags},
-            user_data=args.user_data, user_data_replace_on_change=False, tags=tags,
+            user_data=args.user_data,
+            user_data_replace_on_change=False,
+            tags=tags,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 # Changes reach running instances through the parameters; a new AMI or user
@@ -140,10 +173,16 @@ class OverlayInstance(pulumi.ComponentResource):
                 delete_before_replace=True,
                 # It boots after its agent and frr parameters exist and its egress works, but
                 # does not depend on its tunnels: a new host's tunnel must not touch a router.
-                depends_on=after))
+                depends_on=after,
+            ),
+        )
         self.private_ip = args.private_ip
         self.public_ip = self.eip.public_ip if self.eip else None
 
     def _outputs(self) -> dict:
-        return {"instance_id": self.instance.id, "eni_id": self.eni.id, "private_ip": self.private_ip,
-                "public_ip": self.public_ip}
+        return {
+            "instance_id": self.instance.id,
+            "eni_id": self.eni.id,
+            "private_ip": self.private_ip,
+            "public_ip": self.public_ip,
+        }

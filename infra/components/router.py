@@ -1,4 +1,5 @@
 """RoutingInstance: a router; its fixed ENI and its EIP (every router has one) are protected in prod."""
+
 from __future__ import annotations
 
 import pulumi

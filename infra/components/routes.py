@@ -1,4 +1,5 @@
 """PoolRoutes: every route table sends the container pools to a router's ENI, the one in its own AZ."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,11 +34,19 @@ class PoolRoutes(pulumi.ComponentResource):
             router = router_for_az(plan, az)
             targets[f"{kind}-{az}"] = router
             for pool in plan.pools_v4:
-                aws.ec2.Route(f"{name}-{kind}-{az}-{_slug(str(pool))}", route_table_id=table_id,
-                              destination_cidr_block=str(pool),
-                              network_interface_id=args.router_eni_ids[router], opts=child)
+                aws.ec2.Route(
+                    f"{name}-{kind}-{az}-{_slug(str(pool))}",
+                    route_table_id=table_id,
+                    destination_cidr_block=str(pool),
+                    network_interface_id=args.router_eni_ids[router],
+                    opts=child,
+                )
             for pool in plan.pools_v6:
-                aws.ec2.Route(f"{name}-{kind}-{az}-{_slug(str(pool))}", route_table_id=table_id,
-                              destination_ipv6_cidr_block=str(pool),
-                              network_interface_id=args.router_eni_ids[router], opts=child)
+                aws.ec2.Route(
+                    f"{name}-{kind}-{az}-{_slug(str(pool))}",
+                    route_table_id=table_id,
+                    destination_ipv6_cidr_block=str(pool),
+                    network_interface_id=args.router_eni_ids[router],
+                    opts=child,
+                )
         self.register_outputs({"targets": targets})

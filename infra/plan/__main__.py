@@ -1,4 +1,5 @@
 """`python -m infra.plan STACK`: the plan report for pull-request review, from the stack file alone."""
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,12 @@ def parser() -> argparse.ArgumentParser:
     parser = common_parser("python -m infra.plan", __doc__)
     parser.add_argument("stack", help="stack name: reads stacks/Pulumi.STACK.yaml")
     parser.add_argument("--format", choices=sorted(FORMATS), default="markdown")
-    parser.add_argument("--diff", metavar="OTHER", type=Path,
-                        help="the old plan (JSON from --format json) or old stack YAML; prints what changes")
+    parser.add_argument(
+        "--diff",
+        metavar="OTHER",
+        type=Path,
+        help="the old plan (JSON from --format json) or old stack YAML; prints what changes",
+    )
     parser.add_argument("--stacks-dir", type=Path, default=STACKS_DIR, help=argparse.SUPPRESS)
     return parser
 

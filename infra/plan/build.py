@@ -1,4 +1,5 @@
 """StackConfig -> OverlayPlan: deterministic, stable allocation by index; no I/O, no pulumi."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -28,7 +29,6 @@ def fixed_band(subnet: ipaddress.IPv4Network) -> tuple[ipaddress.IPv4Network, ..
     return tuple(ipaddress.summarize_address_range(first, last))
 
 
-
 def nth_subnet(net, prefixlen: int, n: int):
     """The n-th subnet of `net` at `prefixlen`, by arithmetic (no enumeration)."""
     size = 1 << (net.max_prefixlen - prefixlen)
@@ -56,8 +56,17 @@ def _subnets(cfg: StackConfig) -> tuple[Subnet, ...]:
         private = nth_subnet(cfg.vpc_cidr, prefix, i)
         public = nth_subnet(cfg.vpc_cidr, prefix, 8 + i)
         out.append(Subnet(az, i, "private", private, i if cfg.ipv6 else None, fixed_band(private)))
-        out.append(Subnet(az, i, "public", public, 8 + i if cfg.ipv6 else None, fixed_band(public),
-                          public.network_address + NAT_OFFSET))
+        out.append(
+            Subnet(
+                az,
+                i,
+                "public",
+                public,
+                8 + i if cfg.ipv6 else None,
+                fixed_band(public),
+                public.network_address + NAT_OFFSET,
+            )
+        )
     return tuple(out)
 
 
@@ -81,29 +90,41 @@ def build_plan(cfg: StackConfig) -> OverlayPlan:
     for j in range(cfg.router_count):
         az = j % n_az
         subnet = by_az[(az, "public")]
-        routers.append(Router(
-            name=f"router-{j + 1}", index=j, az=cfg.azs[az], subnet=subnet,
-            private_ip=_fixed_ip(subnet, j // n_az), asn=cfg.router_asn,
-            # Every router gets an EIP: on-prem peers need a stable public address, and
-            # without one a router in a public subnet has no IPv4 egress at all (SSM,
-            # packages at boot), since a pre-made ENI cannot take an auto-assigned one.
-            instance_type=cfg.router_instance_type, eip=True,
-            listen_v4=nth_subnet(cfg.tunnel_v4, slice_prefix4, j),
-            listen_v6=nth_subnet(cfg.tunnel_v6, slice_prefix6, j) if cfg.tunnel_v6 else None,
-        ))
+        routers.append(
+            Router(
+                name=f"router-{j + 1}",
+                index=j,
+                az=cfg.azs[az],
+                subnet=subnet,
+                private_ip=_fixed_ip(subnet, j // n_az),
+                asn=cfg.router_asn,
+                # Every router gets an EIP: on-prem peers need a stable public address, and
+                # without one a router in a public subnet has no IPv4 egress at all (SSM,
+                # packages at boot), since a pre-made ENI cannot take an auto-assigned one.
+                instance_type=cfg.router_instance_type,
+                eip=True,
+                listen_v4=nth_subnet(cfg.tunnel_v4, slice_prefix4, j),
+                listen_v6=nth_subnet(cfg.tunnel_v6, slice_prefix6, j) if cfg.tunnel_v6 else None,
+            )
+        )
 
     hosts = []
     for k in range(cfg.host_count):
         az = k % n_az
         subnet = by_az[(az, "private")]
-        hosts.append(Host(
-            name=f"host-{k + 1}", index=k, az=cfg.azs[az], subnet=subnet,
-            private_ip=_fixed_ip(subnet, k // n_az),
-            asn=cfg.host_asn + k if cfg.host_asn_mode == "per-host" else cfg.host_asn,
-            instance_type=cfg.host_instance_type,
-            block_v4=nth_block(cfg.pools_v4, cfg.host_block_prefix, k),
-            block_v6=nth_block(cfg.pools_v6, cfg.host_ipv6_block_prefix, k) if cfg.ipv6 else None,
-        ))
+        hosts.append(
+            Host(
+                name=f"host-{k + 1}",
+                index=k,
+                az=cfg.azs[az],
+                subnet=subnet,
+                private_ip=_fixed_ip(subnet, k // n_az),
+                asn=cfg.host_asn + k if cfg.host_asn_mode == "per-host" else cfg.host_asn,
+                instance_type=cfg.host_instance_type,
+                block_v4=nth_block(cfg.pools_v4, cfg.host_block_prefix, k),
+                block_v6=nth_block(cfg.pools_v6, cfg.host_ipv6_block_prefix, k) if cfg.ipv6 else None,
+            )
+        )
 
     def inner(slice_index: int, slot: int):
         net4 = nth_subnet(cfg.tunnel_v4, 31, slice_index * per_slice + slot)
@@ -123,30 +144,58 @@ def build_plan(cfg: StackConfig) -> OverlayPlan:
     for r in routers:
         for h in hosts:
             net4, net6, key = inner(r.index, h.index)
-            pairings.append(Pairing(
-                kind="host",
-                a=Endpoint(r.name, r.asn, r.private_ip, net4[0], lo6(net6)),
-                b=Endpoint(h.name, h.asn, h.private_ip, net4[1], hi6(net6)),
-                key=key, mtu=cfg.mtu, inner_net_v4=net4, inner_net_v6=net6, a_local=r.private_ip,
-            ))
+            pairings.append(
+                Pairing(
+                    kind="host",
+                    a=Endpoint(r.name, r.asn, r.private_ip, net4[0], lo6(net6)),
+                    b=Endpoint(h.name, h.asn, h.private_ip, net4[1], hi6(net6)),
+                    key=key,
+                    mtu=cfg.mtu,
+                    inner_net_v4=net4,
+                    inner_net_v6=net6,
+                    a_local=r.private_ip,
+                )
+            )
         for p, peer in enumerate(cfg.onprem):
             net4, net6, key = inner(cfg.max_routers + r.index, p)
-            pairings.append(Pairing(
-                kind="onprem",
-                a=Endpoint(r.name, r.asn, None, net4[0], lo6(net6)),
-                b=Endpoint(peer.name, peer.asn, peer.address, net4[1], hi6(net6)),
-                key=key, mtu=cfg.onprem_mtu, inner_net_v4=net4, inner_net_v6=net6,
-                a_local=r.private_ip,
-            ))
+            pairings.append(
+                Pairing(
+                    kind="onprem",
+                    a=Endpoint(r.name, r.asn, None, net4[0], lo6(net6)),
+                    b=Endpoint(peer.name, peer.asn, peer.address, net4[1], hi6(net6)),
+                    key=key,
+                    mtu=cfg.onprem_mtu,
+                    inner_net_v4=net4,
+                    inner_net_v6=net6,
+                    a_local=r.private_ip,
+                )
+            )
 
     return OverlayPlan(
-        project=PROJECT, stack=cfg.stack, region=cfg.region, environment=cfg.environment,
-        vpc_cidr=cfg.vpc_cidr, ipv6=cfg.ipv6, azs=cfg.azs, subnets=subnets,
-        routers=tuple(routers), hosts=tuple(hosts), onprem=cfg.onprem, pairings=tuple(pairings),
-        pools_v4=cfg.pools_v4, pools_v6=cfg.pools_v6, tunnel_v4=cfg.tunnel_v4,
-        tunnel_v6=cfg.tunnel_v6, bgp=cfg.bgp, routing_mode=cfg.routing_mode,
-        route_protocol=cfg.route_protocol, mtu=cfg.mtu, onprem_mtu=cfg.onprem_mtu,
-        vpc_failover=cfg.vpc_failover, route_server_asn=cfg.route_server_asn,
+        project=PROJECT,
+        stack=cfg.stack,
+        region=cfg.region,
+        environment=cfg.environment,
+        vpc_cidr=cfg.vpc_cidr,
+        ipv6=cfg.ipv6,
+        azs=cfg.azs,
+        subnets=subnets,
+        routers=tuple(routers),
+        hosts=tuple(hosts),
+        onprem=cfg.onprem,
+        pairings=tuple(pairings),
+        pools_v4=cfg.pools_v4,
+        pools_v6=cfg.pools_v6,
+        tunnel_v4=cfg.tunnel_v4,
+        tunnel_v6=cfg.tunnel_v6,
+        bgp=cfg.bgp,
+        routing_mode=cfg.routing_mode,
+        route_protocol=cfg.route_protocol,
+        mtu=cfg.mtu,
+        onprem_mtu=cfg.onprem_mtu,
+        vpc_failover=cfg.vpc_failover,
+        route_server_asn=cfg.route_server_asn,
         poll_interval=cfg.poll_interval,
-        shared_v4=cfg.shared_v4, shared_v6=cfg.shared_v6,
+        shared_v4=cfg.shared_v4,
+        shared_v6=cfg.shared_v6,
     )

@@ -1,4 +1,5 @@
 """The OverlayPlan: frozen dataclasses describing every address, instance and pairing of a stack."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -60,6 +61,7 @@ class Host:
 @dataclass(frozen=True)
 class Endpoint:
     """One side of a pairing: who, its outer (underlay) address and its inner addresses."""
+
     name: str
     asn: int
     outer: IPv4 | None  # None: a router's EIP, known only once AWS allocates it
@@ -70,6 +72,7 @@ class Endpoint:
 @dataclass(frozen=True)
 class Pairing:
     """A GRE tunnel plus its BGP sessions. `a` is always the router."""
+
     kind: str  # "host" or "onprem"
     a: Endpoint
     b: Endpoint
@@ -158,7 +161,6 @@ def to_data(value: Any) -> Any:
         return [to_data(v) for v in value]
     if isinstance(value, dict):
         return {k: to_data(v) for k, v in value.items()}
-    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address,
-                          ipaddress.IPv4Network, ipaddress.IPv6Network)):
+    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Network, ipaddress.IPv6Network)):
         return str(value)
     return value

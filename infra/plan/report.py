@@ -1,4 +1,5 @@
 """The plan as a reviewer reads it: markdown tables, JSON, a Mermaid topology, and a plan diff; pure."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,9 @@ def quota_lines(plan: OverlayPlan) -> list[str]:
     instances = len(plan.routers) + len(plan.hosts)
     tps = instances / plan.poll_interval
     # Any IPv6 block stands in for AWS's here (routers' `vpc`): only the count matters.
-    standard = sum(1 for p in build_parameters(plan, lambda name: "", vpc_ipv6="::/56").values()
-                   if p.tier == "Standard")
+    standard = sum(
+        1 for p in build_parameters(plan, lambda name: "", vpc_ipv6="::/56").values() if p.tier == "Standard"
+    )
     eips = sum(1 for r in plan.routers if r.eip) + len(plan.azs)
     return [
         f"- SSM polling: {instances} instances every {plan.poll_interval} s = {tps:.1f} requests/s of the "
@@ -71,53 +73,102 @@ def to_markdown(plan: OverlayPlan) -> str:
         "",
         "## Subnets",
         "",
-        *_table(["AZ", "kind", "IPv4", "IPv6 /64 index", "reserved for fixed addresses", "NAT gateway"],
-                [[s.az, s.kind, s.cidr, s.ipv6_netnum, ", ".join(map(str, s.reserved)), s.nat_ip or ""]
-                 for s in plan.subnets]),
+        *_table(
+            ["AZ", "kind", "IPv4", "IPv6 /64 index", "reserved for fixed addresses", "NAT gateway"],
+            [
+                [s.az, s.kind, s.cidr, s.ipv6_netnum, ", ".join(map(str, s.reserved)), s.nat_ip or ""]
+                for s in plan.subnets
+            ],
+        ),
         "",
         "## Instances",
         "",
-        *_table(["name", "role", "AZ", "private IP", "ASN", "type", "IPv4 block", "IPv6 block", "EIP"],
-                [[r.name, "router", r.az, r.private_ip, r.asn, r.instance_type, "", "",
-                  "yes" if r.eip else "no"] for r in plan.routers]
-                + [[h.name, "host", h.az, h.private_ip, h.asn, h.instance_type, h.block_v4,
-                    h.block_v6 or "", ""] for h in plan.hosts]),
+        *_table(
+            ["name", "role", "AZ", "private IP", "ASN", "type", "IPv4 block", "IPv6 block", "EIP"],
+            [
+                [r.name, "router", r.az, r.private_ip, r.asn, r.instance_type, "", "", "yes" if r.eip else "no"]
+                for r in plan.routers
+            ]
+            + [
+                [h.name, "host", h.az, h.private_ip, h.asn, h.instance_type, h.block_v4, h.block_v6 or "", ""]
+                for h in plan.hosts
+            ],
+        ),
         "",
         "## Pairings",
         "",
-        *_table(["router", "peer", "kind", "outer (router -> peer)", "GRE key", "interface", "inner IPv4",
-                 "inner IPv6", "MTU", "ASNs"],
-                [[p.a.name, p.b.name, p.kind, f"{p.a_local}{' (EIP)' if p.kind == 'onprem' else ''} -> "
-                  f"{p.b.outer}", p.key, p.ifname, f"{p.a.inner_v4} / {p.b.inner_v4}",
-                  f"{p.a.inner_v6} / {p.b.inner_v6}" if p.inner_net_v6 else "", p.mtu,
-                  f"{p.a.asn} / {p.b.asn}"] for p in plan.pairings]),
+        *_table(
+            [
+                "router",
+                "peer",
+                "kind",
+                "outer (router -> peer)",
+                "GRE key",
+                "interface",
+                "inner IPv4",
+                "inner IPv6",
+                "MTU",
+                "ASNs",
+            ],
+            [
+                [
+                    p.a.name,
+                    p.b.name,
+                    p.kind,
+                    f"{p.a_local}{' (EIP)' if p.kind == 'onprem' else ''} -> {p.b.outer}",
+                    p.key,
+                    p.ifname,
+                    f"{p.a.inner_v4} / {p.b.inner_v4}",
+                    f"{p.a.inner_v6} / {p.b.inner_v6}" if p.inner_net_v6 else "",
+                    p.mtu,
+                    f"{p.a.asn} / {p.b.asn}",
+                ]
+                for p in plan.pairings
+            ],
+        ),
     ]
     lines += ["", "## VPC failover", "", *_failover(plan)]
     if plan.onprem:
-        lines += ["", "## On-prem peers", "",
-                  *_table(["name", "public address", "ASN", "routers"],
-                          [[o.name, o.address, o.asn, ", ".join(r.name for r in plan.routers)]
-                           for o in plan.onprem])]
+        lines += [
+            "",
+            "## On-prem peers",
+            "",
+            *_table(
+                ["name", "public address", "ASN", "routers"],
+                [[o.name, o.address, o.asn, ", ".join(r.name for r in plan.routers)] for o in plan.onprem],
+            ),
+        ]
     return "\n".join(lines) + "\n"
 
 
 def _failover(plan: OverlayPlan) -> list[str]:
     # Imported here: infra.rules imports the plan package.
     from infra.rules import failover_targets, route_server_announcements
-    rows = [[az, pref, " -> ".join(takeover) or "nothing (the route stays on a dead router)"]
-            for az, pref, takeover in failover_targets(plan)]
+
+    rows = [
+        [az, pref, " -> ".join(takeover) or "nothing (the route stays on a dead router)"]
+        for az, pref, takeover in failover_targets(plan)
+    ]
     if plan.vpc_failover == "routeServer":
-        head = [f"VPC Route Server (AS{plan.route_server_asn}), BFD liveness: one FIB, so every route table "
-                "prefers the same router; the pools move to the next live router when it goes.", ""]
-        head += _table(["router", "AZ", "MED", "AS-path prepends"],
-                       [[a.router, a.az, a.med, a.prepend] for a in route_server_announcements(plan)])
+        head = [
+            f"VPC Route Server (AS{plan.route_server_asn}), BFD liveness: one FIB, so every route table "
+            "prefers the same router; the pools move to the next live router when it goes.",
+            "",
+        ]
+        head += _table(
+            ["router", "AZ", "MED", "AS-path prepends"],
+            [[a.router, a.az, a.med, a.prepend] for a in route_server_announcements(plan)],
+        )
         cross = [az for az, pref, _ in failover_targets(plan) if plan.router(pref).az != az]
         if cross:
             head += ["", f"Cross-AZ: the tables of {', '.join(cross)} send pool traffic to another AZ's router."]
         head.append("")
     else:
-        head = ["static: each AZ's tables send the pools to one router ENI; nothing moves the route when "
-                "that router fails.", ""]
+        head = [
+            "static: each AZ's tables send the pools to one router ENI; nothing moves the route when "
+            "that router fails.",
+            "",
+        ]
     return head + _table(["AZ tables", "prefer", "takeover order"], rows)
 
 
@@ -136,8 +187,9 @@ def to_mermaid(plan: OverlayPlan) -> str:
         lines.append("  end")
     for i, az in enumerate(plan.azs):
         lines.append(f'  subgraph az{i}["{az}"]')
-        lines += [f'    {_mid(r.name)}{{{{"{r.name}<br/>{r.private_ip}<br/>AS{r.asn}"}}}}'
-                  for r in plan.routers if r.az == az]
+        lines += [
+            f'    {_mid(r.name)}{{{{"{r.name}<br/>{r.private_ip}<br/>AS{r.asn}"}}}}' for r in plan.routers if r.az == az
+        ]
         hosts = [h for h in plan.hosts if h.az == az]
         if group_hosts and hosts:
             lines.append(f'    hosts_az{i}["{len(hosts)} docker hosts<br/>{hosts[0].name} .. {hosts[-1].name}"]')
@@ -162,6 +214,7 @@ def to_mermaid(plan: OverlayPlan) -> str:
 
 # -- diff ---------------------------------------------------------------------------
 
+
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(value, dict):
         out: dict[str, Any] = {}
@@ -173,16 +226,32 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 def _changes(old: dict, new: dict, skip: tuple[str, ...] = ()) -> list[str]:
     fo, fn = _flatten(old), _flatten(new)
-    return [f"{k} {fo.get(k)} -> {fn.get(k)}" for k in sorted(set(fo) | set(fn))
-            if k not in skip and fo.get(k) != fn.get(k)]
+    return [
+        f"{k} {fo.get(k)} -> {fn.get(k)}" for k in sorted(set(fo) | set(fn)) if k not in skip and fo.get(k) != fn.get(k)
+    ]
 
 
 def diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """What a config change does to the plan, one line per instance, pairing or setting."""
     lines: list[str] = []
-    settings = ("region", "environment", "vpc_cidr", "ipv6", "azs", "pools_v4", "pools_v6", "tunnel_v4",
-                "tunnel_v6", "bgp", "routing_mode", "route_protocol", "mtu", "onprem_mtu", "vpc_failover",
-                "route_server_asn")
+    settings = (
+        "region",
+        "environment",
+        "vpc_cidr",
+        "ipv6",
+        "azs",
+        "pools_v4",
+        "pools_v6",
+        "tunnel_v4",
+        "tunnel_v6",
+        "bgp",
+        "routing_mode",
+        "route_protocol",
+        "mtu",
+        "onprem_mtu",
+        "vpc_failover",
+        "route_server_asn",
+    )
     for key in settings:
         if old.get(key) != new.get(key):
             if isinstance(new.get(key), dict):
@@ -200,16 +269,22 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     for section, label in (("routers", "router"), ("hosts", "host"), ("onprem", "on-prem peer")):
         o, n = index(old, section), index(new, section)
         for name in sorted(set(n) - set(o), key=_natural):
-            peers = sorted((p["a"]["name"] if p["b"]["name"] == name else p["b"]["name"]
-                            for pid, p in new_pairs.items() if pid not in old_pairs
-                            and name in (p["a"]["name"], p["b"]["name"])), key=_natural)
+            peers = sorted(
+                (
+                    p["a"]["name"] if p["b"]["name"] == name else p["b"]["name"]
+                    for pid, p in new_pairs.items()
+                    if pid not in old_pairs and name in (p["a"]["name"], p["b"]["name"])
+                ),
+                key=_natural,
+            )
             added_names.add(name)
             detail = _instance_summary(n[name])
             lines.append(f"{label} {name} added{detail}: pairings to {', '.join(peers) or 'none'}")
         for name in sorted(set(o) - set(n), key=_natural):
             removed_names.add(name)
-            gone = sum(1 for pid, p in old_pairs.items() if pid not in new_pairs
-                       and name in (p["a"]["name"], p["b"]["name"]))
+            gone = sum(
+                1 for pid, p in old_pairs.items() if pid not in new_pairs and name in (p["a"]["name"], p["b"]["name"])
+            )
             lines.append(f"{label} {name} removed (with {gone} pairings)")
         for name in sorted(set(o) & set(n), key=_natural):
             changed = _changes(o[name], n[name])

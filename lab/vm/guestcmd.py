@@ -9,6 +9,7 @@ Protocol: one JSON object per line each way. Request {"argv": [...], "timeout": 
 {"sh": "...", "timeout": s}; reply {"rc": int, "out": str, "err": str}.
 Runs as root under systemd (lab-guestcmd.service), standard library only.
 """
+
 import json
 import os
 import subprocess
@@ -39,8 +40,9 @@ def run(line: bytes) -> dict:
     try:
         req = json.loads(line)
         argv = ["/bin/sh", "-c", req["sh"]] if "sh" in req else list(req["argv"])
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=float(req.get("timeout", 60)),
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=float(req.get("timeout", 60)), stdin=subprocess.DEVNULL
+        )
         return {"id": req.get("id"), "rc": proc.returncode, "out": proc.stdout, "err": proc.stderr}
     except subprocess.TimeoutExpired as exc:
         return {"id": req.get("id"), "rc": 124, "out": "", "err": f"timed out after {exc.timeout} s"}

@@ -13,6 +13,7 @@ lab-guestcmd (lab/vm/guestcmd.py), the lab's stand-in for SSM Run Command over v
 The image lives in /var/cache/overlay-vm/<recipe hash>/ (base.raw, vmlinuz, initrd.img) and is
 rebuilt when the recipe (recipe_hash: packages, mirror, guestcmd.py, RECIPE_VERSION) changes. Build: ~2-3 min.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,14 +33,37 @@ MIRROR = os.environ.get("OVERLAY_VM_MIRROR", "http://deb.debian.org/debian")
 SUITE = "bookworm"
 # python3-cffi-backend must be listed: debootstrap does not resolve python3-cryptography's
 # virtual dependency (python3-cffi-backend-api-*), and cloud-init would stay unconfigured.
-PACKAGES = ("systemd-sysv", "udev", "dbus", "cloud-init", "python3-cffi-backend", "iproute2", "ifupdown",
-            "isc-dhcp-client", "kmod", "initramfs-tools", "linux-image-cloud-amd64", "iputils-ping",
-            "procps", "ca-certificates", "netbase", "curl", "gnupg", "less", "python3")
+PACKAGES = (
+    "systemd-sysv",
+    "udev",
+    "dbus",
+    "cloud-init",
+    "python3-cffi-backend",
+    "iproute2",
+    "ifupdown",
+    "isc-dhcp-client",
+    "kmod",
+    "initramfs-tools",
+    "linux-image-cloud-amd64",
+    "iputils-ping",
+    "procps",
+    "ca-certificates",
+    "netbase",
+    "curl",
+    "gnupg",
+    "less",
+    "python3",
+)
 DISK_SIZE = "4G"
 RECIPE_VERSION = 1
 # Host tools the build and the VMs need (Debian packages).
-HOST_PACKAGES = {"qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils",
-                 "debootstrap": "debootstrap", "mkfs.ext4": "e2fsprogs", "cloud-localds": "cloud-image-utils"}
+HOST_PACKAGES = {
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-img": "qemu-utils",
+    "debootstrap": "debootstrap",
+    "mkfs.ext4": "e2fsprogs",
+    "cloud-localds": "cloud-image-utils",
+}
 _HERE = Path(__file__).resolve().parent
 
 GUESTCMD_UNIT = """[Unit]
@@ -77,8 +101,15 @@ class Image:
 def recipe_hash() -> str:
     """What the image is made of; bump RECIPE_VERSION when _build_into changes what it writes."""
     h = hashlib.sha256()
-    for part in (str(RECIPE_VERSION), SUITE, MIRROR, ",".join(PACKAGES), DISK_SIZE, GUESTCMD_UNIT,
-                 (_HERE / "guestcmd.py").read_text()):
+    for part in (
+        str(RECIPE_VERSION),
+        SUITE,
+        MIRROR,
+        ",".join(PACKAGES),
+        DISK_SIZE,
+        GUESTCMD_UNIT,
+        (_HERE / "guestcmd.py").read_text(),
+    ):
         h.update(part.encode() + b"\0")
     return h.hexdigest()[:16]
 
@@ -146,12 +177,16 @@ def build(say=print) -> Image:
 
 def _build_into(work: Path) -> None:
     rootfs, log = work / "rootfs", work / "build.log"
-    _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(rootfs), MIRROR],
-         log, "debootstrap")
+    _run(
+        ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(rootfs), MIRROR],
+        log,
+        "debootstrap",
+    )
     base = MIRROR.rsplit("/debian", 1)[0]
     (rootfs / "etc/apt/sources.list").write_text(
         f"deb {MIRROR} {SUITE} main\ndeb {MIRROR} {SUITE}-updates main\n"
-        f"deb {base}/debian-security {SUITE}-security main\n")
+        f"deb {base}/debian-security {SUITE}-security main\n"
+    )
     (rootfs / "etc/hostname").write_text("debian\n")
     (rootfs / "etc/fstab").write_text("/dev/vda / ext4 defaults,errors=remount-ro 0 1\n")
     (rootfs / "etc/cloud/cloud.cfg.d/90-lab.cfg").write_text("datasource_list: [ NoCloud, None ]\n")
@@ -159,8 +194,10 @@ def _build_into(work: Path) -> None:
     shutil.copyfile(_HERE / "guestcmd.py", rootfs / "usr/local/lib/lab-guestcmd.py")
     (rootfs / "etc/systemd/system/lab-guestcmd.service").write_text(GUESTCMD_UNIT)
     (rootfs / "etc/systemd/system/multi-user.target.wants").mkdir(parents=True, exist_ok=True)
-    os.symlink("/etc/systemd/system/lab-guestcmd.service",
-               rootfs / "etc/systemd/system/multi-user.target.wants/lab-guestcmd.service")
+    os.symlink(
+        "/etc/systemd/system/lab-guestcmd.service",
+        rootfs / "etc/systemd/system/multi-user.target.wants/lab-guestcmd.service",
+    )
     # The cloud kernel has virtio_blk/virtio_pci as modules: a small initramfs with just those.
     conf = rootfs / "etc/initramfs-tools/initramfs.conf"
     conf.write_text(conf.read_text().replace("MODULES=most", "MODULES=list"))
@@ -173,8 +210,11 @@ def _build_into(work: Path) -> None:
     shutil.copyfile(next(rootfs.glob("boot/vmlinuz-*")), work / "vmlinuz")
     shutil.copyfile(next(rootfs.glob("boot/initrd.img-*")), work / "initrd.img")
     _unmount_under(rootfs)
-    _run(["mkfs.ext4", "-q", "-F", "-L", "vmroot", "-d", str(rootfs), str(work / "base.raw"), DISK_SIZE],
-         log, "mkfs.ext4")
+    _run(
+        ["mkfs.ext4", "-q", "-F", "-L", "vmroot", "-d", str(rootfs), str(work / "base.raw"), DISK_SIZE],
+        log,
+        "mkfs.ext4",
+    )
     shutil.rmtree(rootfs)
     (work / "done").write_text("ok\n")
 

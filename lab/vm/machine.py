@@ -6,6 +6,7 @@ subnet's bridge in the lab's VPC namespace, with the instance's fixed addresses.
 qemu runs in the root namespace (so its user-mode NAT reaches the mirror); the tap is moved
 into the VPC namespace once qemu holds it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -54,9 +55,21 @@ def write_seed(vm: VM, user_data: str, network_config: str, vendor_data: str) ->
     (vm.dir / "network-config").write_text(network_config)
     (vm.dir / "vendor-data").write_text(vendor_data)
     seed = vm.dir / "seed.img"
-    subprocess.run(["cloud-localds", "-N", str(vm.dir / "network-config"), "-V", str(vm.dir / "vendor-data"),
-                    str(seed), str(vm.dir / "user-data"), str(vm.dir / "meta-data")], check=True,
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "cloud-localds",
+            "-N",
+            str(vm.dir / "network-config"),
+            "-V",
+            str(vm.dir / "vendor-data"),
+            str(seed),
+            str(vm.dir / "user-data"),
+            str(vm.dir / "meta-data"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return seed
 
 
@@ -67,24 +80,57 @@ def mac(vm: VM, nic: int) -> str:
 def start(vm: VM, image: Image, vpc_ns: str, bridge: str, mtu: int) -> None:
     """Boot the VM (throw-away qcow2 overlay on the image) and put its tap on the bridge."""
     disk = vm.dir / "disk.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image.disk), "-F", "raw", str(disk)],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image.disk), "-F", "raw", str(disk)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     vm.cmd_socket.unlink(missing_ok=True)
-    argv = ["qemu-system-x86_64", "-accel", ACCEL, "-m", str(MEMORY_MB), "-smp", "1",
-            "-kernel", str(image.kernel), "-initrd", str(image.initrd),
-            "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0 biosdevname=0",
-            "-drive", f"file={disk},if=virtio,format=qcow2",
-            "-drive", f"file={vm.dir / 'seed.img'},if=virtio,format=raw,readonly=on",
-            "-netdev", "user,id=wan,ipv6=off", "-device", f"virtio-net-pci,netdev=wan,mac={mac(vm, 0)}",
-            "-netdev", f"tap,id=eni,ifname={vm.tap},script=no,downscript=no",
-            "-device", f"virtio-net-pci,netdev=eni,mac={mac(vm, 1)}",
-            "-device", "virtio-serial",
-            "-chardev", f"socket,id=cmd,path={vm.cmd_socket},server=on,wait=off",
-            "-device", "virtserialport,chardev=cmd,name=lab.cmd",
-            "-display", "none", "-monitor", "none", "-serial", f"file:{vm.console}", "-no-reboot"]
+    argv = [
+        "qemu-system-x86_64",
+        "-accel",
+        ACCEL,
+        "-m",
+        str(MEMORY_MB),
+        "-smp",
+        "1",
+        "-kernel",
+        str(image.kernel),
+        "-initrd",
+        str(image.initrd),
+        "-append",
+        "root=/dev/vda rw console=ttyS0 net.ifnames=0 biosdevname=0",
+        "-drive",
+        f"file={disk},if=virtio,format=qcow2",
+        "-drive",
+        f"file={vm.dir / 'seed.img'},if=virtio,format=raw,readonly=on",
+        "-netdev",
+        "user,id=wan,ipv6=off",
+        "-device",
+        f"virtio-net-pci,netdev=wan,mac={mac(vm, 0)}",
+        "-netdev",
+        f"tap,id=eni,ifname={vm.tap},script=no,downscript=no",
+        "-device",
+        f"virtio-net-pci,netdev=eni,mac={mac(vm, 1)}",
+        "-device",
+        "virtio-serial",
+        "-chardev",
+        f"socket,id=cmd,path={vm.cmd_socket},server=on,wait=off",
+        "-device",
+        "virtserialport,chardev=cmd,name=lab.cmd",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        f"file:{vm.console}",
+        "-no-reboot",
+    ]
     with open(vm.dir / "qemu.log", "ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     vm.pidfile.write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + 30
     while not Path(f"/sys/class/net/{vm.tap}").exists():
@@ -143,6 +189,8 @@ class Channel:
                 if self.run(["true"], timeout=5).returncode == 0:
                     return
             if time.monotonic() > deadline:
-                raise LabError(f"VM {self.vm.name}: no answer on its command channel after {timeout:.0f} s "
-                               f"(console: {self.vm.console})")
+                raise LabError(
+                    f"VM {self.vm.name}: no answer on its command channel after {timeout:.0f} s "
+                    f"(console: {self.vm.console})"
+                )
             time.sleep(2)

@@ -10,6 +10,7 @@ SSM and S3: the seed's vendor data (not the user data) writes /etc/overlay-agent
 with AWS_ENDPOINT_URL and throwaway credentials, as an instance profile and AWS's endpoints
 would supply them. On-prem routers, clients and the VPC-native instance stay namespaces.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,34 +48,60 @@ def vms(lab) -> list[tuple[Instance, machine.VM]]:
 def network_config(inst: Instance, vm: machine.VM) -> str:
     """The ENI as EC2's DHCP would configure it (fixed address, VPC router), plus the lab's
     user-mode NIC for Debian's archive (the default route, no IPv6)."""
-    eni = {"match": {"macaddress": machine.mac(vm, 1)}, "set-name": "ens5",
-           "addresses": [f"{inst.address}/{inst.segment.cidr.prefixlen}"]}
+    eni = {
+        "match": {"macaddress": machine.mac(vm, 1)},
+        "set-name": "ens5",
+        "addresses": [f"{inst.address}/{inst.segment.cidr.prefixlen}"],
+    }
     if inst.address_v6 is not None:
         eni["addresses"].append(f"{inst.address_v6}/64")
-    doc = {"version": 2, "ethernets": {
-        "lab0": {"match": {"macaddress": machine.mac(vm, 0)}, "set-name": "lab0", "dhcp4": True,
-                 "dhcp6": False},
-        "ens5": eni}}
+    doc = {
+        "version": 2,
+        "ethernets": {
+            "lab0": {"match": {"macaddress": machine.mac(vm, 0)}, "set-name": "lab0", "dhcp4": True, "dhcp6": False},
+            "ens5": eni,
+        },
+    }
     return json.dumps(doc, indent=1)
 
 
 def vendor_data(inst: Instance) -> str:
-    return ("#!/bin/sh\n# Lab only: the AWS endpoints are the lab's moto server (no AWS here).\n"
-            "mkdir -p /etc/overlay-agent\n"
-            "cat > /etc/overlay-agent/environment <<EOF\n"
-            f"AWS_ENDPOINT_URL={ssm.endpoint_for(inst)}\nAWS_ACCESS_KEY_ID=lab\nAWS_SECRET_ACCESS_KEY=lab\n"
-            "EOF\n")
+    return (
+        "#!/bin/sh\n# Lab only: the AWS endpoints are the lab's moto server (no AWS here).\n"
+        "mkdir -p /etc/overlay-agent\n"
+        "cat > /etc/overlay-agent/environment <<EOF\n"
+        f"AWS_ENDPOINT_URL={ssm.endpoint_for(inst)}\nAWS_ACCESS_KEY_ID=lab\nAWS_SECRET_ACCESS_KEY=lab\n"
+        "EOF\n"
+    )
 
 
 def upload_bundle(lab, bundle: Path) -> None:
-    code = ("import boto3,sys\n"
-            "s3=boto3.client('s3',endpoint_url=sys.argv[1],region_name=sys.argv[2],"
-            "aws_access_key_id='lab',aws_secret_access_key='lab')\n"
-            "s3.create_bucket(Bucket=sys.argv[3],CreateBucketConfiguration={'LocationConstraint':sys.argv[2]})\n"
-            "s3.upload_file(sys.argv[4],sys.argv[3],sys.argv[5])\n")
-    proc = subprocess.run(["ip", "netns", "exec", lab.topo.vpc_ns, sys.executable, "-c", code,
-                           f"http://127.0.0.1:{ssm.PORT}", lab.plan.region, bucket_name(lab), str(bundle),
-                           AGENT_KEY], capture_output=True, text=True, timeout=120)
+    code = (
+        "import boto3,sys\n"
+        "s3=boto3.client('s3',endpoint_url=sys.argv[1],region_name=sys.argv[2],"
+        "aws_access_key_id='lab',aws_secret_access_key='lab')\n"
+        "s3.create_bucket(Bucket=sys.argv[3],CreateBucketConfiguration={'LocationConstraint':sys.argv[2]})\n"
+        "s3.upload_file(sys.argv[4],sys.argv[3],sys.argv[5])\n"
+    )
+    proc = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            lab.topo.vpc_ns,
+            sys.executable,
+            "-c",
+            code,
+            f"http://127.0.0.1:{ssm.PORT}",
+            lab.plan.region,
+            bucket_name(lab),
+            str(bundle),
+            AGENT_KEY,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if proc.returncode != 0:
         raise LabError(f"uploading the agent bundle to the lab's S3 failed: {proc.stderr.strip()[-300:]}")
 
@@ -89,8 +116,13 @@ def boot(lab) -> str:
         # The instance's namespace made way for the VM: its veth end leaves with it, and
         # the VM's tap takes the same name on the bridge.
         subprocess.run(["ip", "netns", "del", inst.ns], capture_output=True, timeout=30)
-        user_data = render_user_data(lab.plan, inst.name, bucket=bucket_name(lab), agent_key=AGENT_KEY,
-                                     parameter_path=instance_path(lab.plan, inst.name))
+        user_data = render_user_data(
+            lab.plan,
+            inst.name,
+            bucket=bucket_name(lab),
+            agent_key=AGENT_KEY,
+            parameter_path=instance_path(lab.plan, inst.name),
+        )
         machine.write_seed(vm, user_data, network_config(inst, vm), vendor_data(inst))
         machine.start(vm, img, lab.topo.vpc_ns, inst.segment.bridge, underlay_mtu(lab.plan))
         (vm.dir / "t0").write_text(f"{time.time()}\n")
@@ -105,13 +137,14 @@ def wait_installed(lab, timeout: float = BOOT_TIMEOUT) -> str:
         ch = machine.Channel(vm)
         ch.wait_ready(max(5, deadline - time.monotonic()))
         while True:
-            r = ch.run("systemctl is-active overlay-agent.service; cat /var/lib/overlay-agent/install.json "
-                       "2>/dev/null", timeout=20)
+            r = ch.run(
+                "systemctl is-active overlay-agent.service; cat /var/lib/overlay-agent/install.json 2>/dev/null",
+                timeout=20,
+            )
             if r.stdout.startswith("active"):
                 break
             if time.monotonic() > deadline:
-                raise LabError(f"VM {inst.name}: agent not active after {timeout:.0f} s: "
-                               f"{' '.join(r.stdout.split())}")
+                raise LabError(f"VM {inst.name}: agent not active after {timeout:.0f} s: {' '.join(r.stdout.split())}")
             time.sleep(5)
         t0 = float((vm.dir / "t0").read_text())
         out.append(f"{inst.name} {time.time() - t0:.0f} s")
@@ -126,8 +159,13 @@ def bgp_established(vm: machine.VM) -> int:
         doc = json.loads(r.stdout or "{}")
     except json.JSONDecodeError:
         return 0
-    return sum(1 for af in doc.values() if isinstance(af, dict)
-               for p in (af.get("peers") or {}).values() if p.get("state") == "Established")
+    return sum(
+        1
+        for af in doc.values()
+        if isinstance(af, dict)
+        for p in (af.get("peers") or {}).values()
+        if p.get("state") == "Established"
+    )
 
 
 def up(lab) -> None:
@@ -138,11 +176,16 @@ def up(lab) -> None:
     lab.state.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     steps = [
-        ("underlay (namespaces, subnets, VPC route tables, IGW NAT, internet, on-prem LANs)",
-         lambda: build_underlay(lab.plan, lab.topo, stack.underlay_mtu(lab.plan)) or "done"),
-        ("parameter store and bucket (moto SSM + S3 in the VPC, seeded by the program's code path)",
-         lambda: (ssm.start(lab.topo, lab.state),
-                  f"{len(ssm.seed(lab.plan, lab.topo, lab.stacks_dir))} parameters")[1]),
+        (
+            "underlay (namespaces, subnets, VPC route tables, IGW NAT, internet, on-prem LANs)",
+            lambda: build_underlay(lab.plan, lab.topo, stack.underlay_mtu(lab.plan)) or "done",
+        ),
+        (
+            "parameter store and bucket (moto SSM + S3 in the VPC, seeded by the program's code path)",
+            lambda: (ssm.start(lab.topo, lab.state), f"{len(ssm.seed(lab.plan, lab.topo, lab.stacks_dir))} parameters")[
+                1
+            ],
+        ),
         ("VMs (lab image, the program's user data as NoCloud seed, taps on the VPC bridges)", lambda: boot(lab)),
         ("on-prem routers (GRE to the EIPs, FRR from the stack's on-prem config)", lambda: stack._start_onprem(lab)),
         ("first boot: packages and agent installed by user data", lambda: wait_installed(lab)),
@@ -156,8 +199,7 @@ def up(lab) -> None:
         lab.say(f"up failed; removing what was built (VM consoles kept in {kept})")
         stack.down(lab, quiet=True)
         raise
-    (lab.state / "vms.json").write_text(json.dumps({n: str(vm.dir) for n, vm in
-                                                    ((i.name, vm) for i, vm in vms(lab))}))
+    (lab.state / "vms.json").write_text(json.dumps({n: str(vm.dir) for n, vm in ((i.name, vm) for i, vm in vms(lab))}))
     stack._mark_up(lab, time.monotonic() - t0)
     lab.say(f"lab {lab.plan.stack} is up with VMs in {time.monotonic() - t0:.1f} s")
 

@@ -1,4 +1,5 @@
 """Fixtures for the agent tests: one docker host site per module, a fresh agent per test."""
+
 from __future__ import annotations
 
 import shutil

@@ -3,6 +3,7 @@
 Kept in one place so the tests can switch to the rendered userdata/ templates later.
 Two sessions over one veth: IPv4 unicast over the /31, IPv6 unicast over the /127.
 """
+
 from __future__ import annotations
 
 HOST_ASN = 65101
@@ -42,18 +43,23 @@ def host_config(pools4: list[str], pools6: list[str]) -> str:
 
 
 def router_config() -> str:
-    return "\n".join([
-        "frr defaults datacenter",
-        "hostname router",
-        f"router bgp {ROUTER_ASN}",
-        f" bgp router-id {ROUTER_V4}",
-        " no bgp ebgp-requires-policy",
-        f" neighbor {HOST_V4} remote-as {HOST_ASN}",
-        f" neighbor {HOST_V6} remote-as {HOST_ASN}",
-        " address-family ipv4 unicast",
-        f"  no neighbor {HOST_V6} activate",
-        " exit-address-family",
-        " address-family ipv6 unicast",
-        f"  neighbor {HOST_V6} activate",
-        " exit-address-family",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "frr defaults datacenter",
+                "hostname router",
+                f"router bgp {ROUTER_ASN}",
+                f" bgp router-id {ROUTER_V4}",
+                " no bgp ebgp-requires-policy",
+                f" neighbor {HOST_V4} remote-as {HOST_ASN}",
+                f" neighbor {HOST_V6} remote-as {HOST_ASN}",
+                " address-family ipv4 unicast",
+                f"  no neighbor {HOST_V6} activate",
+                " exit-address-family",
+                " address-family ipv6 unicast",
+                f"  neighbor {HOST_V6} activate",
+                " exit-address-family",
+            ]
+        )
+        + "\n"
+    )

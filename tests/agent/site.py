@@ -6,6 +6,7 @@
 
 Everything made here is removed by stop(), which never raises and is safe to call twice.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,19 +32,34 @@ POOLS4, POOLS6 = ["100.64.0.0/16"], ["fd00:64::/48"]
 # The shared ranges beside the block: 100.64.1.0-100.64.63.255 and fd00:64::1:0-fd00:64::3f:ffff,
 # where the tests' and benchmarks' explicit labels live (a host may announce only these and its block).
 SHARED4 = ["100.64.1.0/24", "100.64.2.0/23", "100.64.4.0/22", "100.64.8.0/21", "100.64.16.0/20", "100.64.32.0/19"]
-SHARED6 = ["fd00:64::1:0/112", "fd00:64::2:0/111", "fd00:64::4:0/110", "fd00:64::8:0/109", "fd00:64::10:0/108",
-           "fd00:64::20:0/107"]
+SHARED6 = [
+    "fd00:64::1:0/112",
+    "fd00:64::2:0/111",
+    "fd00:64::4:0/110",
+    "fd00:64::8:0/109",
+    "fd00:64::10:0/108",
+    "fd00:64::20:0/107",
+]
 
 
 def agent_doc(resync_interval: float = 30) -> dict:
     return {
-        "schema": 1, "project": "overlay", "stack": "test", "instance": "host-1", "role": "host",
-        "asn": frrconf.HOST_ASN, "underlay": {"address": "10.20.0.10"},
+        "schema": 1,
+        "project": "overlay",
+        "stack": "test",
+        "instance": "host-1",
+        "role": "host",
+        "asn": frrconf.HOST_ASN,
+        "underlay": {"address": "10.20.0.10"},
         "blocks": {"ipv4": BLOCK4, "ipv6": BLOCK6},
         "pools": {"ipv4": POOLS4, "ipv6": POOLS6},
         "shared": {"ipv4": SHARED4, "ipv6": SHARED6},
-        "settings": {"route_protocol": 149, "route_protocol_name": "overlay", "poll_interval": 15,
-                     "resync_interval": resync_interval},
+        "settings": {
+            "route_protocol": 149,
+            "route_protocol_name": "overlay",
+            "poll_interval": 15,
+            "resync_interval": resync_interval,
+        },
     }
 
 
@@ -60,9 +76,22 @@ class Agent:
     def start(self) -> "Agent":
         s = self.site
         env = dict(os.environ, PYTHONPATH=str(REPO / "hostagent"))
-        cmd = ["ip", "netns", "exec", s.host] + AGENT + [
-            "run", "--config", str(s.config_path), "--docker-url", s.dockerd.url,
-            "--status-file", str(self.status_file), "--metrics-address", "127.0.0.1:9469", *self.extra]
+        cmd = (
+            ["ip", "netns", "exec", s.host]
+            + AGENT
+            + [
+                "run",
+                "--config",
+                str(s.config_path),
+                "--docker-url",
+                s.dockerd.url,
+                "--status-file",
+                str(self.status_file),
+                "--metrics-address",
+                "127.0.0.1:9469",
+                *self.extra,
+            ]
+        )
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, env=env, start_new_session=True)
         return self
@@ -78,6 +107,7 @@ class Agent:
             except (OSError, ValueError):
                 return None
             return doc if doc.get("generated", 0) >= since else None
+
         return wait_until(fresh, timeout, what="agent status file")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -208,9 +238,15 @@ class Site:
 
     def run(self, *cmd: str, labels: dict | None = None, name: str | None = None, **kw):
         """Start a container of the test image with --network none (HTTP on port 80 by default)."""
-        return self.docker.containers.run(self.image, list(cmd) or image_mod.HTTPD, labels=labels or {},
-                                          name=name, network_mode=kw.pop("network_mode", "none"),
-                                          detach=True, **kw)
+        return self.docker.containers.run(
+            self.image,
+            list(cmd) or image_mod.HTTPD,
+            labels=labels or {},
+            name=name,
+            network_mode=kw.pop("network_mode", "none"),
+            detach=True,
+            **kw,
+        )
 
     def remove_all(self) -> None:
         for c in self.docker.containers.list(all=True, sparse=True):
@@ -245,7 +281,9 @@ class Site:
     def fetch(self, addr: str, timeout: int = 5) -> str:
         """HTTP GET from the router namespace to a container address; "" on failure."""
         host = f"[{addr}]" if ":" in addr else addr
-        code = ("import sys, urllib.request\n"
-                f"sys.stdout.write(urllib.request.urlopen('http://{host}/', timeout={timeout}).read().decode())")
+        code = (
+            "import sys, urllib.request\n"
+            f"sys.stdout.write(urllib.request.urlopen('http://{host}/', timeout={timeout}).read().decode())"
+        )
         out = ns.run(sys.executable, "-c", code, ns=self.router, check=False, timeout=timeout + 10)
         return out.stdout

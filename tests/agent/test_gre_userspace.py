@@ -1,4 +1,5 @@
 """Userspace GRE between two namespaces: real GRE on the wire, IPv4 and IPv6 inside, changes, crash and clean stop."""
+
 from __future__ import annotations
 
 import json
@@ -20,20 +21,48 @@ A_ADDR, B_ADDR = "10.20.0.1", "10.20.0.2"
 
 
 def tunnel(name, key, local, remote, in_local, in_remote, v6_local, v6_remote, mtu=1400):
-    return json.dumps({
-        "schema": 1, "name": name, "peer": "p", "kind": "host", "local": local, "remote": remote, "key": key,
-        "ttl": 64, "mtu": mtu, "inner_ipv4": {"local": in_local, "remote": in_remote, "prefixlen": 31},
-        "inner_ipv6": {"local": v6_local, "remote": v6_remote, "prefixlen": 127}, "peer_asn": 65000})
+    return json.dumps(
+        {
+            "schema": 1,
+            "name": name,
+            "peer": "p",
+            "kind": "host",
+            "local": local,
+            "remote": remote,
+            "key": key,
+            "ttl": 64,
+            "mtu": mtu,
+            "inner_ipv4": {"local": in_local, "remote": in_remote, "prefixlen": 31},
+            "inner_ipv6": {"local": v6_local, "remote": v6_remote, "prefixlen": 127},
+            "peer_asn": 65000,
+        }
+    )
 
 
 def side_a(key=5, name="gre-5", o4=0):
-    return tunnel(name, key, A_ADDR, B_ADDR, f"169.254.64.{o4}", f"169.254.64.{o4 + 1}",
-                  f"fd00:7e::{o4:x}", f"fd00:7e::{o4 + 1:x}")
+    return tunnel(
+        name,
+        key,
+        A_ADDR,
+        B_ADDR,
+        f"169.254.64.{o4}",
+        f"169.254.64.{o4 + 1}",
+        f"fd00:7e::{o4:x}",
+        f"fd00:7e::{o4 + 1:x}",
+    )
 
 
 def side_b(key=5, name="gre-5", o4=0):
-    return tunnel(name, key, B_ADDR, A_ADDR, f"169.254.64.{o4 + 1}", f"169.254.64.{o4}",
-                  f"fd00:7e::{o4 + 1:x}", f"fd00:7e::{o4:x}")
+    return tunnel(
+        name,
+        key,
+        B_ADDR,
+        A_ADDR,
+        f"169.254.64.{o4 + 1}",
+        f"169.254.64.{o4}",
+        f"fd00:7e::{o4 + 1:x}",
+        f"fd00:7e::{o4:x}",
+    )
 
 
 class Side:
@@ -84,8 +113,12 @@ def test_ipv4_and_ipv6_over_real_gre_on_the_wire(pair):
     rb = b.apply(peer=side_b())
     assert ra.backend == "userspace" and [t.state for t in ra.tunnels] == ["up"]
     assert [t.state for t in rb.tunnels] == ["up"]
-    cap = subprocess.Popen(["ip", "netns", "exec", a.ns, "tcpdump", "-l", "-n", "-v", "-i", "eth0", "-c", "4",
-                            "ip proto 47"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cap = subprocess.Popen(
+        ["ip", "netns", "exec", a.ns, "tcpdump", "-l", "-n", "-v", "-i", "eth0", "-c", "4", "ip proto 47"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for line in cap.stderr:  # tcpdump says "listening on" once its filter is attached
             if "listening on" in line:

@@ -7,6 +7,7 @@
 Each check has a control that shows the same packet does get through when the protection
 is taken away, so the test cannot pass by sending nothing.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,9 @@ def _in_container(c, code: str, timeout: float = 10) -> subprocess.CompletedProc
     """Run Python in the container's network namespace (root, as a container with NET_RAW/NET_ADMIN could)."""
     c.reload()
     pid = c.attrs["State"]["Pid"]
-    r = subprocess.run(["nsenter", "-t", str(pid), "-n", sys.executable, "-c", code],
-                       capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(
+        ["nsenter", "-t", str(pid), "-n", sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout
+    )
     assert r.returncode == 0, r.stderr
     return r
 
@@ -48,8 +50,9 @@ def test_zone_id_label_is_refused_and_the_agent_keeps_wiring(site, agent):
     site.run(labels={"overlay.ipv6": "fd00:64::6%25"}, name="zoned2")
     site.run(labels={"overlay": "auto"}, name="beside")
     for name in ("zoned", "zoned2"):
-        r = wait_until(lambda name=name: (r := _row(agent, name)) and r["state"] == "error" and r, 20,
-                       what=f"{name} refused")
+        r = wait_until(
+            lambda name=name: (r := _row(agent, name)) and r["state"] == "error" and r, 20, what=f"{name} refused"
+        )
         assert r["reason"] == "bad_label" and "zone id" in r["error"]
     _routed(agent, "beside")
     time.sleep(1.5)  # a pass or two later: the agent still runs, nothing crashed
@@ -77,8 +80,10 @@ for _ in range(3):
 def _ra_took_effect(site, veth: str) -> bool:
     routes = ns.run("ip", "-j", "-6", "route", "show", "default", ns=site.host).stdout
     addrs = ns.run("ip", "-j", "-6", "addr", "show", "dev", veth, ns=site.host).stdout
-    via_veth = any(r.get("dev") == veth or any(h.get("dev") == veth for h in r.get("nexthops", []))
-                   for r in json.loads(routes or "[]"))
+    via_veth = any(
+        r.get("dev") == veth or any(h.get("dev") == veth for h in r.get("nexthops", []))
+        for r in json.loads(routes or "[]")
+    )
     return via_veth or "2001:db8:77:" in addrs
 
 
@@ -136,8 +141,11 @@ print(" ".join(sorted(got)), flush=True)
 
 def _listen_while(site, listener_code: str, args: list[str], send) -> str:
     """What a listener script printed in the router namespace after "ready", while `send()` ran."""
-    listener = subprocess.Popen(["ip", "netns", "exec", site.router, sys.executable, "-c", listener_code, *args],
-                                stdout=subprocess.PIPE, text=True)
+    listener = subprocess.Popen(
+        ["ip", "netns", "exec", site.router, sys.executable, "-c", listener_code, *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert listener.stdout.readline().strip() == "ready"
         send()
@@ -150,9 +158,11 @@ def _listen_while(site, listener_code: str, args: list[str], send) -> str:
 
 def _send_and_listen(site, c, fam: str, dst: str, sources: list[tuple[str, bool]], port: int) -> set[str]:
     """Sources (as the router namespace saw them) of UDP sent from the container with each source."""
+
     def send() -> None:
         for src, transparent in sources:
             _in_container(c, SEND.format(fam=fam, src=src, dst=dst, port=port, transparent=transparent))
+
     return set(_listen_while(site, LISTEN, [fam, str(port), "3"], send).split())
 
 
@@ -161,8 +171,10 @@ def test_forged_sources_are_dropped_at_the_veth_and_the_real_one_passes(site, ag
     forger = site.run(labels={"overlay": "auto"}, name="forger")
     v, f = _routed(agent, "victim"), _routed(agent, "forger")
     wait_until(lambda: {f"{f['ipv4']}/32", f"{v['ipv4']}/32"} <= site.router_fib(), 30, what="router routes")
-    cases = [("4", frrconf.ROUTER_V4, f["ipv4"], v["ipv4"], 40001),
-             ("6", frrconf.ROUTER_V6, f["ipv6"], v["ipv6"], 40002)]
+    cases = [
+        ("4", frrconf.ROUTER_V4, f["ipv4"], v["ipv4"], 40001),
+        ("6", frrconf.ROUTER_V6, f["ipv6"], v["ipv6"], 40002),
+    ]
     for fam, dst, real, forged, port in cases:
         seen = _send_and_listen(site, forger, fam, dst, [(real, False), (forged, True)], port)
         assert seen == {real}, (fam, seen)
@@ -198,8 +210,9 @@ print(n, flush=True)
 
 
 def _gre_seen(site, c) -> int:
-    return int(_listen_while(site, GRE_LISTEN, [],
-                             lambda: _in_container(c, GRE_SEND.format(dst=frrconf.ROUTER_V4))).strip())
+    return int(
+        _listen_while(site, GRE_LISTEN, [], lambda: _in_container(c, GRE_SEND.format(dst=frrconf.ROUTER_V4))).strip()
+    )
 
 
 def test_gre_from_a_container_is_dropped(site, agent):

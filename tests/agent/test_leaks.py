@@ -1,4 +1,5 @@
 """500 container start/stop cycles through the agent leave no link, route or address behind."""
+
 from __future__ import annotations
 
 import os
@@ -39,15 +40,23 @@ def test_500_start_stop_cycles_leak_nothing(bare_site):
                         i = next(counter, None)
                     if i is None:
                         return
-                    labels = {"overlay": "auto"} if i % 2 else \
-                        {"overlay.ipv4": f"100.64.{40 + w}.{1 + i % 250}", "overlay.anycast": "true"}
-                    c = client.containers.run(site.image, ["sleep", "600"], labels=labels,
-                                              network_mode="none", detach=True)
+                    labels = (
+                        {"overlay": "auto"}
+                        if i % 2
+                        else {"overlay.ipv4": f"100.64.{40 + w}.{1 + i % 250}", "overlay.anycast": "true"}
+                    )
+                    c = client.containers.run(
+                        site.image, ["sleep", "600"], labels=labels, network_mode="none", detach=True
+                    )
                     veth = "ovc" + c.id[:12]
                     try:
                         # Wired for real (route through its veth) before it goes away.
-                        wait_until(lambda veth=veth: veth in site.host_routes().values(), 20, interval=0.02,
-                                   what=f"route via {veth}")
+                        wait_until(
+                            lambda veth=veth: veth in site.host_routes().values(),
+                            20,
+                            interval=0.02,
+                            what=f"route via {veth}",
+                        )
                     except AssertionError as exc:
                         errors.append(str(exc))
                     # Alternate the ways a container ends: kill+rm, stop, rm -f.

@@ -1,5 +1,6 @@
 """Pairing sync end to end: moto SSM seeded by the program for the `lab` stack, a router and hosts with real FRR
 and the agent in namespaces; sessions Established over userspace GRE, routes both ways, a host added live."""
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,11 @@ class Site:
         self.agents: dict[str, subprocess.Popen] = {}
         self.plan = None
         moto = str(Path(sys.executable).with_name("moto_server"))
-        self.moto = subprocess.Popen(["ip", "netns", "exec", self.vpc, moto, "-H", "0.0.0.0", "-p", str(PORT)],
-                                     stdout=open(tmp / "moto.log", "wb"), stderr=subprocess.STDOUT)
+        self.moto = subprocess.Popen(
+            ["ip", "netns", "exec", self.vpc, moto, "-H", "0.0.0.0", "-p", str(PORT)],
+            stdout=open(tmp / "moto.log", "wb"),
+            stderr=subprocess.STDOUT,
+        )
         wait_tcp(self.vpc, "127.0.0.1", PORT, 30, "moto SSM server")
 
     def seed(self, hosts: int) -> float:
@@ -58,9 +62,29 @@ class Site:
         doc["config"]["overlay:hosts"]["count"] = hosts
         (self.stacks / "Pulumi.lab.yaml").write_text(yaml.safe_dump(doc))
         self.plan = build_plan(load_stack("lab", self.stacks))
-        subprocess.run(["ip", "netns", "exec", self.vpc, sys.executable, "-m", "lab.seed", "lab", "--endpoint",
-                        f"http://127.0.0.1:{PORT}", "--region", self.plan.region, "--stacks-dir", str(self.stacks)],
-                       check=True, capture_output=True, text=True, cwd=REPO, timeout=120)
+        subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.vpc,
+                sys.executable,
+                "-m",
+                "lab.seed",
+                "lab",
+                "--endpoint",
+                f"http://127.0.0.1:{PORT}",
+                "--region",
+                self.plan.region,
+                "--stacks-dir",
+                str(self.stacks),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+        )
         return time.monotonic()
 
     def _subnet(self, name: str):
@@ -89,11 +113,20 @@ class Site:
         frr.start("frr defaults datacenter\n")
         adir = self.tmp / "agent" / name
         adir.mkdir(parents=True)
-        (adir / "bootstrap.json").write_text(json.dumps({
-            "schema": 1, "project": self.plan.project, "stack": self.plan.stack, "instance": name,
-            "role": "router" if name.startswith("router") else "host", "region": self.plan.region,
-            "parameter_path": f"/{self.plan.project}/{self.plan.stack}/instances/{name}",
-            "endpoint_url": f"http://{gw}:{PORT}"}))
+        (adir / "bootstrap.json").write_text(
+            json.dumps(
+                {
+                    "schema": 1,
+                    "project": self.plan.project,
+                    "stack": self.plan.stack,
+                    "instance": name,
+                    "role": "router" if name.startswith("router") else "host",
+                    "region": self.plan.region,
+                    "parameter_path": f"/{self.plan.project}/{self.plan.stack}/instances/{name}",
+                    "endpoint_url": f"http://{gw}:{PORT}",
+                }
+            )
+        )
         if start_agent:
             self.start_agent(name)
 
@@ -101,17 +134,50 @@ class Site:
         adir, frr = self.tmp / "agent" / name, self.frr[name]
         env = dict(os.environ, AWS_ACCESS_KEY_ID="lab", AWS_SECRET_ACCESS_KEY="lab", AWS_EC2_METADATA_DISABLED="true")
         self.agents[name] = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns[name], sys.executable, "-m", "overlay_agent.cli", "run",
-             "--bootstrap", str(adir / "bootstrap.json"), "--state-dir", str(adir / "state"),
-             "--frr-vty-socket", str(frr.vty_dir), "--frr-confdir", str(frr.dir), "--no-containers",
-             "--metrics-address", "", "--log-format", "text"],
-            stdout=open(adir / "agent.log", "ab"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.ns[name],
+                sys.executable,
+                "-m",
+                "overlay_agent.cli",
+                "run",
+                "--bootstrap",
+                str(adir / "bootstrap.json"),
+                "--state-dir",
+                str(adir / "state"),
+                "--frr-vty-socket",
+                str(frr.vty_dir),
+                "--frr-confdir",
+                str(frr.dir),
+                "--no-containers",
+                "--metrics-address",
+                "",
+                "--log-format",
+                "text",
+            ],
+            stdout=open(adir / "agent.log", "ab"),
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+        )
 
     def status(self, name: str) -> dict:
         adir = self.tmp / "agent" / name
-        out = nsup.run(sys.executable, "-m", "overlay_agent.cli", "status", "--json", "--state-dir",
-                       str(adir / "state"), "--vty-socket", str(self.frr[name].vty_dir), ns=self.ns[name],
-                       check=False)
+        out = nsup.run(
+            sys.executable,
+            "-m",
+            "overlay_agent.cli",
+            "status",
+            "--json",
+            "--state-dir",
+            str(adir / "state"),
+            "--vty-socket",
+            str(self.frr[name].vty_dir),
+            ns=self.ns[name],
+            check=False,
+        )
         try:
             return json.loads(out.stdout)["pairing"]
         except ValueError:
@@ -208,9 +274,18 @@ def test_sessions_over_gre_routes_both_ways_and_a_host_added_live(site):
     assert by_peer["host-1"]["state"] == "up" and by_peer["host-1"]["rx_bytes"] > 0
     assert by_peer["dc1"]["state"] in ("up", "down")  # the on-prem side is not in this test
     assert any(s["state"] == "Established" for s in st["sessions"])
-    text = nsup.run(sys.executable, "-m", "overlay_agent.cli", "status", "--state-dir",
-                    str(site.tmp / "agent" / r1 / "state"), "--vty-socket", str(site.frr[r1].vty_dir),
-                    ns=site.ns[r1], check=False).stdout
+    text = nsup.run(
+        sys.executable,
+        "-m",
+        "overlay_agent.cli",
+        "status",
+        "--state-dir",
+        str(site.tmp / "agent" / r1 / "state"),
+        "--vty-socket",
+        str(site.frr[r1].vty_dir),
+        ns=site.ns[r1],
+        check=False,
+    ).stdout
     print("\n" + text)
     assert "tunnels (userspace GRE):" in text and "Established" in text and "PFX IN" in text, text
     # The underlay pin: host-1's address via the VPC gateway, with the agent's protocol.
@@ -229,37 +304,56 @@ def test_sessions_over_gre_routes_both_ways_and_a_host_added_live(site):
     for pool in (str(site.plan.pools_v4[0]), str(site.plan.pools_v6[0])):
         wait(lambda pool=pool: site.frr["host-2"].has_route(pool, "bgp"), 30, f"the pool aggregate {pool} on host-2")
     for dst in (h1, h1_6):
-        wait(lambda dst=dst: nsup.run("ping", "-c", "1", "-W", "1", dst, ns=c2, check=False).returncode == 0, 30,
-             f"container on host-2 -> container on host-1 {dst} (ping)")
+        wait(
+            lambda dst=dst: nsup.run("ping", "-c", "1", "-W", "1", dst, ns=c2, check=False).returncode == 0,
+            30,
+            f"container on host-2 -> container on host-1 {dst} (ping)",
+        )
 
     # Live change: the stack gains a host. Nothing restarts: same bgpd, sessions keep their uptime.
     bgpd_pid = site.frr[r1].procs["bgpd"].pid
-    before = {p: s["peerUptimeMsec"] for p, s in site.sessions(r1).items()
-              if p in site.tunnel_peers(r1, {"host-1", "host-2"})}
+    before = {
+        p: s["peerUptimeMsec"] for p, s in site.sessions(r1).items() if p in site.tunnel_peers(r1, {"host-1", "host-2"})
+    }
     t_start = time.monotonic()
     t_seed = site.seed(hosts=3)
     wall0 = time.monotonic()
-    wait(lambda: "gre-3" in nsup.run("ip", "-br", "link", "show", ns=site.ns[r1]).stdout, 30,
-         "router-1's tunnel to host-3")
+    wait(
+        lambda: "gre-3" in nsup.run("ip", "-br", "link", "show", ns=site.ns[r1]).stdout,
+        30,
+        "router-1's tunnel to host-3",
+    )
     tunnel_after = time.monotonic() - t_seed
     site.add("host-3")
     wait(lambda: site.established(r1, {"host-1", "host-2", "host-3"}), 90, "host-3's sessions on router-1")
-    print(f"\nnew tunnel on router-1 {tunnel_after:.2f} s after the seeding finished ({t_seed - t_start:.2f} s "
-          "to seed; the revision is written last; poll interval 2 s)")
+    print(
+        f"\nnew tunnel on router-1 {tunnel_after:.2f} s after the seeding finished ({t_seed - t_start:.2f} s "
+        "to seed; the revision is written last; poll interval 2 s)"
+    )
     after = site.sessions(r1)
     elapsed_ms = (time.monotonic() - wall0) * 1000
     for peer, up in before.items():
         assert after[peer]["state"] == "Established"
         # Uptime kept counting: the session was not reset by the change.
         assert after[peer]["peerUptimeMsec"] >= up + elapsed_ms - 2000, (
-            peer, up, after[peer]["peerUptimeMsec"],
-            [ln for ln in site.frr[r1].log_path("bgpd").read_text().splitlines()
-             if "NOTIFICATION" in ln or "BFD" in ln or "Down" in ln][-10:], site.logs())
+            peer,
+            up,
+            after[peer]["peerUptimeMsec"],
+            [
+                ln
+                for ln in site.frr[r1].log_path("bgpd").read_text().splitlines()
+                if "NOTIFICATION" in ln or "BFD" in ln or "Down" in ln
+            ][-10:],
+            site.logs(),
+        )
     assert site.frr[r1].procs["bgpd"].pid == bgpd_pid and site.frr[r1].running()
     # host-3's agent writes its status after its FRR reload and the diff that follows it;
     # its sessions can be up a moment before that.
-    wait(lambda: {t["peer"] for t in site.status("host-3")["tunnels"]["tunnels"]} == {"router-1", "router-2"},
-         30, "host-3's status with its two tunnels")
+    wait(
+        lambda: {t["peer"] for t in site.status("host-3")["tunnels"]["tunnels"]} == {"router-1", "router-2"},
+        30,
+        "host-3's status with its two tunnels",
+    )
 
     # SSM unreachable: the last applied state stays, status says so (SIGHUP: poll now).
     site.moto.terminate()

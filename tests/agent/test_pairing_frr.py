@@ -1,5 +1,6 @@
 """The FRR shim against real FRR in a namespace: frr-reload applies deltas without a restart; a rejected config
 leaves the previous one running and says why."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,8 +49,10 @@ def test_reload_applies_delta_without_restart(frr):
     assert shim.differs(text)
     shim.reload(text)
     assert "neighbor 10.0.0.2 password s3cret" in running(f)
-    more = text.replace(" neighbor 10.0.0.2 password s3cret\n",
-                        " neighbor 10.0.0.2 password s3cret\n neighbor 10.0.0.3 remote-as 65003\n")
+    more = text.replace(
+        " neighbor 10.0.0.2 password s3cret\n",
+        " neighbor 10.0.0.2 password s3cret\n neighbor 10.0.0.3 remote-as 65003\n",
+    )
     shim.reload(more, previous=text)
     out = running(f)
     assert "neighbor 10.0.0.3 remote-as 65003" in out and "neighbor 10.0.0.2 remote-as 65001" in out
@@ -68,8 +71,9 @@ def test_rejected_config_keeps_previous_and_reports(frr):
     good = fill_password(BASE, "s3cret")
     shim.reload(good)
     before = running(f)
-    bad = good.replace(" neighbor 10.0.0.2 remote-as 65001\n",
-                       " neighbor 10.0.0.2 remote-as 65001\n neighbor 10.0.0.9 remote-az 5\n")
+    bad = good.replace(
+        " neighbor 10.0.0.2 remote-as 65001\n", " neighbor 10.0.0.2 remote-as 65001\n neighbor 10.0.0.9 remote-az 5\n"
+    )
     with pytest.raises(CommandError) as exc:
         shim.reload(bad, previous=good)
     err = exc.value

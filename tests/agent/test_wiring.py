@@ -1,4 +1,5 @@
 """The agent with real Docker and real FRR: wiring, announcement at the router, traffic, restarts, bad input."""
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,10 @@ def test_auto_allocation_from_the_block_and_no_withdraw_when_the_agent_restarts(
     wait_until(lambda: prefixes <= site.router_fib(), 30, what="router to learn the auto addresses")
 
     # Watch both the host's kernel and the router's FIB while the agent restarts.
-    watchers = [subprocess.Popen(["ip", "-n", n, "monitor", "route"], stdout=subprocess.PIPE, text=True)
-                for n in (site.host, site.router)]
+    watchers = [
+        subprocess.Popen(["ip", "-n", n, "monitor", "route"], stdout=subprocess.PIPE, text=True)
+        for n in (site.host, site.router)
+    ]
     try:
         time.sleep(0.3)
         agent.stop(signal.SIGTERM)
@@ -60,8 +63,11 @@ def test_auto_allocation_from_the_block_and_no_withdraw_when_the_agent_restarts(
         for w in watchers:
             w.terminate()
     seen = "".join(w.communicate(timeout=5)[0] for w in watchers)
-    deleted = [line for line in seen.splitlines() if line.startswith("Deleted") and
-               any(p.split("/")[0] + " " in line + " " for p in prefixes)]
+    deleted = [
+        line
+        for line in seen.splitlines()
+        if line.startswith("Deleted") and any(p.split("/")[0] + " " in line + " " for p in prefixes)
+    ]
     assert deleted == [], deleted
     after = {n: (_row(agent, n)["ipv4"], _row(agent, n)["ipv6"]) for n in names}
     assert after == before  # allocation rebuilt from the kernel, no state file
@@ -85,8 +91,11 @@ def test_bad_input_is_refused_per_container_and_others_are_wired(site, agent):
     wait_until(lambda: (r := _row(agent, "good")) and r["route"], 20, what="good container routed")
     wait_until(lambda: "100.64.9.1/32" in site.router_fib(), 30, what="router to learn the good container")
     expected = {"badlabel": "bad_label", "outside": "outside_pools", "dupe": "duplicate", "hostnet": "host_network"}
-    wait_until(lambda: all((r := _row(agent, n)) and r["reason"] == why for n, why in expected.items()), 20,
-               what="errors for the four bad containers")
+    wait_until(
+        lambda: all((r := _row(agent, n)) and r["reason"] == why for n, why in expected.items()),
+        20,
+        what="errors for the four bad containers",
+    )
     assert site.host_routes()["100.64.9.1/32"].startswith("ovc")
 
     logs = agent.log_records()
@@ -104,8 +113,11 @@ def test_bad_input_is_refused_per_container_and_others_are_wired(site, agent):
 
 def test_stop_kill_restart_withdraw_at_once_and_nothing_leaks(site, agent):
     links_before = set(site.host_links())
-    c = site.run(labels={"overlay.ipv4": "100.64.11.1", "overlay.ipv6": "fd00:64::11:1"}, name="life",
-                 restart_policy={"Name": "no"})
+    c = site.run(
+        labels={"overlay.ipv4": "100.64.11.1", "overlay.ipv6": "fd00:64::11:1"},
+        name="life",
+        restart_policy={"Name": "no"},
+    )
     want = {"100.64.11.1/32", "fd00:64::11:1/128"}
     wait_until(lambda: want <= set(site.host_routes()), 10, what="routes for life")
 
@@ -117,8 +129,11 @@ def test_stop_kill_restart_withdraw_at_once_and_nothing_leaks(site, agent):
     wait_until(lambda: want <= set(site.host_routes()), 10, what="routes back after restart")
     assert site.host_routes()["100.64.11.1/32"] == "ovc" + c.id[:12]
     # The router saw a withdraw and a re-announce; traffic reaches the restarted process.
-    wait_until(lambda: site.fetch("100.64.11.1", timeout=2).strip() == "overlay-test", 20,
-               what="HTTP to the restarted container")
+    wait_until(
+        lambda: site.fetch("100.64.11.1", timeout=2).strip() == "overlay-test",
+        20,
+        what="HTTP to the restarted container",
+    )
     c.stop(timeout=0)
     wait_until(lambda: not (want & set(site.host_routes())), 10, what="routes gone after stop")
     c.remove()
@@ -127,10 +142,20 @@ def test_stop_kill_restart_withdraw_at_once_and_nothing_leaks(site, agent):
 
 def test_health_withdraw_follows_docker_health(site, agent):
     # Healthy while /tmp/ok exists; the check runs every 200 ms.
-    c = site.run("sh", "-c", "touch /tmp/ok; exec httpd -f -p 80 -h /www",
-                 labels={"overlay.ipv4": "100.64.12.1", "overlay.health": "withdraw"}, name="gated",
-                 healthcheck={"test": ["CMD", "sh", "-c", "test -e /tmp/ok"], "interval": 200_000_000,
-                              "timeout": 1_000_000_000, "retries": 1, "start_period": 0})
+    c = site.run(
+        "sh",
+        "-c",
+        "touch /tmp/ok; exec httpd -f -p 80 -h /www",
+        labels={"overlay.ipv4": "100.64.12.1", "overlay.health": "withdraw"},
+        name="gated",
+        healthcheck={
+            "test": ["CMD", "sh", "-c", "test -e /tmp/ok"],
+            "interval": 200_000_000,
+            "timeout": 1_000_000_000,
+            "retries": 1,
+            "start_period": 0,
+        },
+    )
     wait_until(lambda: "100.64.12.1/32" in site.router_fib(), 30, what="announce once healthy")
     c.exec_run(["sh", "-c", "rm /tmp/ok"])
     wait_until(lambda: "100.64.12.1/32" not in site.host_routes(), 15, what="withdraw when unhealthy")
@@ -199,8 +224,10 @@ def test_docker_live_restore_restart_withdraws_nothing(site, agent):
     wait_until(lambda: want <= site.router_fib(), 30, what="router learns lives-on")
     c.reload()
     pid = c.attrs["State"]["Pid"]
-    watchers = [subprocess.Popen(["ip", "-n", n, "monitor", "route"], stdout=subprocess.PIPE, text=True)
-                for n in (site.host, site.router)]
+    watchers = [
+        subprocess.Popen(["ip", "-n", n, "monitor", "route"], stdout=subprocess.PIPE, text=True)
+        for n in (site.host, site.router)
+    ]
     try:
         time.sleep(0.3)
         site.docker.close()
@@ -216,8 +243,9 @@ def test_docker_live_restore_restart_withdraws_nothing(site, agent):
         for w in watchers:
             w.terminate()
     seen = "".join(w.communicate(timeout=5)[0] for w in watchers)
-    deleted = [ln for ln in seen.splitlines() if ln.startswith("Deleted") and ("100.64.16.1 " in ln or
-                                                                               "fd00:64::16:1 " in ln)]
+    deleted = [
+        ln for ln in seen.splitlines() if ln.startswith("Deleted") and ("100.64.16.1 " in ln or "fd00:64::16:1 " in ln)
+    ]
     assert deleted == []
     assert want <= set(site.host_routes()) and want <= site.router_fib()
     assert site.docker.containers.get(c.id).status == "running"
@@ -231,6 +259,7 @@ def test_containers_that_exit_before_they_are_wired(site, agent):
     def exited():
         doc = json.loads(agent.status().stdout)
         return [r["name"] for r in doc["containers"] if r["reason"] == "exited"]
+
     names = wait_until(exited, 20, what="an 'exited' row in status")
     assert set(names) <= {f"quick{i}" for i in range(5)}
     logged = [r for r in agent.log_records() if r.get("reason") == "exited"]
@@ -238,16 +267,26 @@ def test_containers_that_exit_before_they_are_wired(site, agent):
     assert all("exited before it was wired" in r["msg"] for r in logged)
     assert f'overlay_container_errors_total{{reason="exited"}} {float(len(names))}' in agent.metrics()
     # Nothing of theirs is left, and the steady container is untouched.
-    wait_until(lambda: set(site.host_routes()) == {"100.64.17.1/32", _row(agent, "steady")["ipv6"] + "/128"}, 10,
-               what="only steady's routes")
+    wait_until(
+        lambda: set(site.host_routes()) == {"100.64.17.1/32", _row(agent, "steady")["ipv6"] + "/128"},
+        10,
+        what="only steady's routes",
+    )
     assert not any("ovc" + c.id[:12] in site.host_links() for c in quick)
 
 
 def test_oom_killed_container_is_withdrawn(site, agent):
     # Wired during the first second, then the shell doubles a string until the 16 MB
     # memory limit kills it.
-    c = site.run("sh", "-c", "sleep 1; a=xxxxxxxx; while true; do a=$a$a; done",
-                 labels={"overlay.ipv4": "100.64.18.1"}, name="hog", mem_limit="16m", memswap_limit="16m")
+    c = site.run(
+        "sh",
+        "-c",
+        "sleep 1; a=xxxxxxxx; while true; do a=$a$a; done",
+        labels={"overlay.ipv4": "100.64.18.1"},
+        name="hog",
+        mem_limit="16m",
+        memswap_limit="16m",
+    )
     wait_until(lambda: "100.64.18.1/32" in site.host_routes(), 10, what="hog wired")
     wait_until(lambda: site.docker.containers.get(c.id).status == "exited", 30, what="hog OOM-killed")
     assert site.docker.containers.get(c.id).attrs["State"]["OOMKilled"] is True
@@ -256,25 +295,33 @@ def test_oom_killed_container_is_withdrawn(site, agent):
 
 
 def test_container_with_a_docker_network_gets_ovl0_and_routes_for_the_pools(site, agent):
-    net = site.docker.networks.create("ovt-backend", driver="bridge",
-                                      ipam={"Driver": "default", "Config": [{"Subnet": "10.201.0.0/24"}]},
-                                      options={"com.docker.network.bridge.name": "ovtbr0"})
+    net = site.docker.networks.create(
+        "ovt-backend",
+        driver="bridge",
+        ipam={"Driver": "default", "Config": [{"Subnet": "10.201.0.0/24"}]},
+        options={"com.docker.network.bridge.name": "ovtbr0"},
+    )
     try:
         c = site.run(labels={"overlay.ipv4": "100.64.19.1"}, name="two-nets", network_mode="ovt-backend")
         wait_until(lambda: "100.64.19.1/32" in site.router_fib(), 30, what="router learns two-nets")
         c.reload()
         pid = c.attrs["State"]["Pid"]
-        addrs = subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "-o", "addr"], capture_output=True,
-                               text=True, check=True).stdout
-        routes = subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "route"], capture_output=True,
-                                text=True, check=True).stdout
+        addrs = subprocess.run(
+            ["nsenter", "-t", str(pid), "-n", "ip", "-o", "addr"], capture_output=True, text=True, check=True
+        ).stdout
+        routes = subprocess.run(
+            ["nsenter", "-t", str(pid), "-n", "ip", "route"], capture_output=True, text=True, check=True
+        ).stdout
         assert any("ovl0" in ln and "100.64.19.1/32" in ln for ln in addrs.splitlines())
         assert "100.64.0.0/16 via 169.254.1.1 dev ovl0" in routes
         assert "default via 10.201.0.1 dev eth0" in routes  # Docker's own default route is kept
         # The router reaches the overlay address; the answer leaves by Docker's network
         # (the pools only are routed over ovl0) and the host forwards it back.
-        wait_until(lambda: site.fetch("100.64.19.1", timeout=2).strip() == "overlay-test", 20,
-                   what="HTTP over the overlay address")
+        wait_until(
+            lambda: site.fetch("100.64.19.1", timeout=2).strip() == "overlay-test",
+            20,
+            what="HTTP over the overlay address",
+        )
         c.remove(force=True)
     finally:
         net.remove()

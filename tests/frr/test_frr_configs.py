@@ -1,4 +1,5 @@
 """Every rendered FRR config passes FRR's own checks (`vtysh -C`, `bgpd -C`); every user data passes `cloud-init schema`."""
+
 from __future__ import annotations
 
 import shutil
@@ -14,8 +15,13 @@ from hypothesis import strategies as st
 from infra import placeholders
 from infra.config import parse
 from infra.plan import build_plan
-from infra.render import (ONPREM_PASSWORD_PLACEHOLDER, PASSWORD_PLACEHOLDER, render_frr, render_onprem_frr,
-                          render_user_data)
+from infra.render import (
+    ONPREM_PASSWORD_PLACEHOLDER,
+    PASSWORD_PLACEHOLDER,
+    render_frr,
+    render_onprem_frr,
+    render_user_data,
+)
 from overlay_agent.frr import fill_password
 from tests.support.frrcheck import bgpd_check, bgpd_view, have_frr, vtysh_check
 from tests.support.render_plans import AGENT_KEY, BUCKET, all_plans, fake_eips, random_raw
@@ -36,16 +42,22 @@ def _filled(plan, name):
 def _configs(plan, filled=True):
     """(label, text): every router, up to four hosts, every on-prem side (with and without networks),
     the password filled in with the agent's own fill (as on an instance), or left as the placeholder."""
+
     def fill(text):
         return fill_password(text, PASSWORD, onprem_password=ONPREM_PASSWORD) if filled else text
+
     hosts = plan.hosts if len(plan.hosts) <= 4 else plan.hosts[:2] + plan.hosts[-2:]
     for inst in plan.routers + hosts:
         yield inst.name, fill(render_frr(plan, inst.name))
     for peer in plan.onprem:
         yield f"onprem {peer.name}", fill(render_onprem_frr(plan, peer.name, fake_eips(plan)))
         nets6 = ("2001:db8:100::/48",) if plan.ipv6 else ()
-        yield f"onprem {peer.name} +networks", fill(render_onprem_frr(
-            plan, peer.name, fake_eips(plan), networks_v4=("192.168.0.0/16",), networks_v6=nets6))
+        yield (
+            f"onprem {peer.name} +networks",
+            fill(
+                render_onprem_frr(plan, peer.name, fake_eips(plan), networks_v4=("192.168.0.0/16",), networks_v6=nets6)
+            ),
+        )
 
 
 @needs_frr
@@ -63,11 +75,21 @@ def test_vtysh_and_bgpd_accept_every_rendered_config(stack):
 @needs_frr
 @pytest.mark.frr
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.fixed_dictionaries({
-    "routers": st.integers(1, 8), "hosts": st.integers(1, 30), "n_az": st.integers(1, 4),
-    "onprem": st.integers(0, 7), "ipv6": st.booleans(), "per_host": st.booleans(),
-    "graceful_restart": st.booleans(), "specifics": st.booleans(), "pools": st.integers(1, 3),
-}))
+@given(
+    st.fixed_dictionaries(
+        {
+            "routers": st.integers(1, 8),
+            "hosts": st.integers(1, 30),
+            "n_az": st.integers(1, 4),
+            "onprem": st.integers(0, 7),
+            "ipv6": st.booleans(),
+            "per_host": st.booleans(),
+            "graceful_restart": st.booleans(),
+            "specifics": st.booleans(),
+            "pools": st.integers(1, 3),
+        }
+    )
+)
 def test_generated_plans_pass_both_checks(knobs):
     plan = build_plan(parse(random_raw(**knobs), "prop"))
     texts = [render_frr(plan, plan.routers[-1].name), render_frr(plan, plan.hosts[-1].name)]
@@ -85,8 +107,11 @@ def test_frr_refuses_every_config_whose_placeholder_was_left_in(stack):
     # in (an old agent, a bug), FRR must refuse the config, not take the placeholder as the
     # TCP MD5 key. `neighbor X password LINE` takes one word; the placeholder has two.
     for label, text in _configs(PLANS[stack], filled=False):
-        holders = [n for n, line in enumerate(text.splitlines(), 1)
-                   if placeholders.PATTERN.search(line) and not line.startswith("!")]
+        holders = [
+            n
+            for n, line in enumerate(text.splitlines(), 1)
+            if placeholders.PATTERN.search(line) and not line.startswith("!")
+        ]
         assert holders, f"{stack} {label}: no placeholder"
         for result in (vtysh_check(text), bgpd_check(text)):
             assert not result.ok, f"{stack} {label}: {result.tool} accepted the placeholder as a password"
@@ -101,8 +126,9 @@ def test_a_one_word_placeholder_would_be_taken_as_the_password():
     # `@@BGP_PASSWORD@@` pass FRR's checks, so a config left unfilled would run with them.
     text = render_frr(PLANS["lab"], "router-1")
     for one_word in ("{{BGP_PASSWORD}}", "@@BGP_PASSWORD@@"):
-        assert vtysh_check(text.replace(PASSWORD_PLACEHOLDER, one_word)
-                           .replace(ONPREM_PASSWORD_PLACEHOLDER, ONPREM_PASSWORD)).ok
+        assert vtysh_check(
+            text.replace(PASSWORD_PLACEHOLDER, one_word).replace(ONPREM_PASSWORD_PLACEHOLDER, ONPREM_PASSWORD)
+        ).ok
 
 
 # Both checks are needed: each catches a fault the other lets through.
@@ -147,8 +173,19 @@ def test_bgpd_view_drops_only_other_daemons_lines():
     # Nothing of bgpd's is lost: every BGP, prefix-list and route-map line is still there.
     kept = view.splitlines()
     for line in text.splitlines():
-        if line.lstrip().startswith(("neighbor", "bgp ", "ip prefix-list", "ipv6 prefix-list", "route-map",
-                                     "match ", "aggregate-address", "address-family", "router bgp")):
+        if line.lstrip().startswith(
+            (
+                "neighbor",
+                "bgp ",
+                "ip prefix-list",
+                "ipv6 prefix-list",
+                "route-map",
+                "match ",
+                "aggregate-address",
+                "address-family",
+                "router bgp",
+            )
+        ):
             assert line in kept, line
 
 
@@ -162,8 +199,9 @@ def _schema(text: str) -> subprocess.CompletedProcess:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="ovt-ud-") as f:
         f.write(text)
         f.flush()
-        return subprocess.run([CLOUD_INIT, "schema", "--config-file", f.name], capture_output=True, text=True,
-                              timeout=60)
+        return subprocess.run(
+            [CLOUD_INIT, "schema", "--config-file", f.name], capture_output=True, text=True, timeout=60
+        )
 
 
 @needs_cloud_init
@@ -172,8 +210,13 @@ def test_cloud_init_schema_accepts_user_data(stack):
     plan = PLANS[stack]
     hosts = plan.hosts if len(plan.hosts) <= 4 else plan.hosts[:2] + plan.hosts[-2:]
     for inst in plan.routers[:4] + hosts:
-        text = render_user_data(plan, inst.name, bucket=BUCKET, agent_key=AGENT_KEY,
-                                parameter_path=f"/{plan.project}/{plan.stack}/instances/{inst.name}")
+        text = render_user_data(
+            plan,
+            inst.name,
+            bucket=BUCKET,
+            agent_key=AGENT_KEY,
+            parameter_path=f"/{plan.project}/{plan.stack}/instances/{inst.name}",
+        )
         proc = _schema(text)
         out = proc.stdout + proc.stderr
         # cloud-init 22.4: exit 0 and "Valid cloud-config" when valid; deprecations are listed too.
@@ -189,9 +232,12 @@ def test_cloud_init_schema_accepts_userspace_gre_variant(role):
 
     from infra.render import render_template, user_data_context
 
-    ctx = dataclasses.replace(user_data_context(PLANS["lab"], role, bucket=BUCKET, agent_key=AGENT_KEY,
-                                                parameter_path=f"/overlay/lab/instances/{role}"),
-                              gre_backend="userspace")
+    ctx = dataclasses.replace(
+        user_data_context(
+            PLANS["lab"], role, bucket=BUCKET, agent_key=AGENT_KEY, parameter_path=f"/overlay/lab/instances/{role}"
+        ),
+        gre_backend="userspace",
+    )
     text = render_template(f"{ctx.role}.cloud-config.j2", ctx)
     proc = _schema(text)
     assert proc.returncode == 0 and "Valid cloud-config" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
@@ -205,8 +251,9 @@ def test_cloud_init_schema_accepts_userspace_gre_variant(role):
 
 @needs_cloud_init
 def test_cloud_init_schema_check_can_fail():
-    text = render_user_data(PLANS["lab"], "host-1", bucket=BUCKET, agent_key=AGENT_KEY,
-                            parameter_path="/overlay/lab/instances/host-1")
+    text = render_user_data(
+        PLANS["lab"], "host-1", bucket=BUCKET, agent_key=AGENT_KEY, parameter_path="/overlay/lab/instances/host-1"
+    )
     proc = _schema(text.replace("    permissions: ", "    permission: ", 1))
     assert proc.returncode != 0 and "permission" in proc.stdout + proc.stderr
 
@@ -215,17 +262,27 @@ def _load_user_data_nft_twice(netns: str, instance: str, nft_path: str, table: s
     """Render prod-euw1's user data for `instance`, load its nftables file `nft_path` into
     `netns` twice (it must be re-runnable: its systemd unit may run again) and list `table`.
     Returns the listing and the user data's files."""
-    text = render_user_data(PLANS["prod-euw1"], instance, bucket=BUCKET, agent_key=AGENT_KEY,
-                            parameter_path=f"/overlay/prod-euw1/instances/{instance}")
+    text = render_user_data(
+        PLANS["prod-euw1"],
+        instance,
+        bucket=BUCKET,
+        agent_key=AGENT_KEY,
+        parameter_path=f"/overlay/prod-euw1/instances/{instance}",
+    )
     files = {f["path"]: f["content"] for f in yaml.safe_load(text)["write_files"]}
     with tempfile.TemporaryDirectory(prefix="ovt-nft-") as tmp:
         path = Path(tmp) / Path(nft_path).name
         path.write_text(files[nft_path])
         for _ in range(2):
-            subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", str(path)], check=True, capture_output=True,
-                           text=True)
-        listing = subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "table", "inet", table],
-                                 check=True, capture_output=True, text=True).stdout
+            subprocess.run(
+                ["ip", "netns", "exec", netns, "nft", "-f", str(path)], check=True, capture_output=True, text=True
+            )
+        listing = subprocess.run(
+            ["ip", "netns", "exec", netns, "nft", "list", "table", "inet", table],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
     return listing, files
 
 
@@ -247,11 +304,11 @@ def test_route_server_config_with_its_endpoints_filled_in_passes_both_checks(sta
 
     from infra.parameters import route_server_doc
     from overlay_agent.frr import fill_route_server
+
     plan = dataclasses.replace(PLANS[stack], vpc_failover="routeServer")
     failures = []
     for r in plan.routers:
-        text = fill_route_server(_filled(plan, r.name),
-                                 route_server_doc(plan, ["10.20.128.5", "10.20.128.6"]))
+        text = fill_route_server(_filled(plan, r.name), route_server_doc(plan, ["10.20.128.5", "10.20.128.6"]))
         assert "neighbor 10.20.128.6 peer-group ROUTE-SERVER" in text
         for result in (vtysh_check(text), bgpd_check(text)):
             if not result.ok:

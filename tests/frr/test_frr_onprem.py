@@ -1,4 +1,5 @@
 """Host, router and the on-prem side, each from its rendered config, in three namespaces: export and import policy."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,21 +18,41 @@ DAEMONS = ("zebra", "bgpd", "bfdd", "staticd")
 PASSWORD = "s3cret-in-test"
 DC_NET = "192.168.0.0/16"
 # What a careless datacenter might also announce; the routers must drop all of it.
-DC_BAD = ("0.0.0.0/0", "10.40.1.0/24", "10.99.7.0/24",  # default, inside the VPC, inside a pool
-          # review F13: IMDS and the link-local range, "this network", loopback, multicast, class E
-          "169.254.169.254/32", "169.254.0.0/16", "0.0.0.0/8", "127.0.0.0/8", "127.0.0.1/32",
-          "224.0.0.0/4", "239.1.2.0/24", "240.0.0.0/4", "255.255.255.255/32")
+DC_BAD = (
+    "0.0.0.0/0",
+    "10.40.1.0/24",
+    "10.99.7.0/24",  # default, inside the VPC, inside a pool
+    # review F13: IMDS and the link-local range, "this network", loopback, multicast, class E
+    "169.254.169.254/32",
+    "169.254.0.0/16",
+    "0.0.0.0/8",
+    "127.0.0.0/8",
+    "127.0.0.1/32",
+    "224.0.0.0/4",
+    "239.1.2.0/24",
+    "240.0.0.0/4",
+    "255.255.255.255/32",
+)
 DC_NET6 = "fd10:250::/48"
 # fe80::/10 is denied too, but bgpd neither originates a link-local prefix ("Malformed
 # prefix (link-local address)") nor accepts one in an UPDATE, so no FRR datacenter can
 # send it; the deny is for the datacenter routers that can (tests/unit check the entry).
-DC_BAD6 = ("::/0", "::1/128", "fd00:ec2::/32", "fd00:ec2::254/128", "ff00::/8", "ff02::/16",
-           TEST_VPC_V6, "2600:1f18:4a3:6c01::/64")  # ... the VPC's own block and a /64 of it
+DC_BAD6 = (
+    "::/0",
+    "::1/128",
+    "fd00:ec2::/32",
+    "fd00:ec2::254/128",
+    "ff00::/8",
+    "ff02::/16",
+    TEST_VPC_V6,
+    "2600:1f18:4a3:6c01::/64",
+)  # ... the VPC's own block and a /64 of it
 
 
 def _plan(announce: str):
-    return one_router_one_host({"announce": announce},
-                               onprem=[{"name": "dc1", "address": "198.51.100.1", "asn": 64600}])
+    return one_router_one_host(
+        {"announce": announce}, onprem=[{"name": "dc1", "address": "198.51.100.1", "asn": 64600}]
+    )
 
 
 def _link(ns_a, ns_b, p):
@@ -56,8 +77,7 @@ def test_onprem_export_and_import(netns_factory, announce):
     nsutil.run("ip", "route", "add", "10.99.0.5/32", "dev", "ctr0", "proto", "149", ns=ns_h)
 
     # The datacenter side as rendered (announcing DC_NET), plus the prefixes it should not send.
-    dc_text = render_onprem_frr(plan, "dc1", {"router-1": "192.0.2.1"}, networks_v4=(DC_NET,),
-                                networks_v6=(DC_NET6,))
+    dc_text = render_onprem_frr(plan, "dc1", {"router-1": "192.0.2.1"}, networks_v4=(DC_NET,), networks_v6=(DC_NET6,))
     careless = "".join(f"ip route {n} blackhole\n" for n in (DC_NET,) + DC_BAD)
     careless += "".join(f"ipv6 route {n} blackhole\n" for n in (DC_NET6,) + DC_BAD6)
     careless += "route-map OVERLAY-OUT permit 20\nexit\nroute-map OVERLAY6-OUT permit 20\nexit\n"
@@ -68,12 +88,13 @@ def test_onprem_export_and_import(netns_factory, announce):
 
     frrs = []
     try:
-        for ns, name, text in ((ns_r, "router", router_text_as_applied(plan, "router-1", PASSWORD)),
-                               (ns_h, "host", host_text_as_applied(plan, "host-1", PASSWORD)),
-                               # The datacenter knows only its own sessions' password (review
-                               # F10), never the one the docker hosts hold.
-                               (ns_d, "dc", fill_password(dc_text + careless, None,
-                                                          onprem_password=TEST_ONPREM_PASSWORD))):
+        for ns, name, text in (
+            (ns_r, "router", router_text_as_applied(plan, "router-1", PASSWORD)),
+            (ns_h, "host", host_text_as_applied(plan, "host-1", PASSWORD)),
+            # The datacenter knows only its own sessions' password (review
+            # F10), never the one the docker hosts hold.
+            (ns_d, "dc", fill_password(dc_text + careless, None, onprem_password=TEST_ONPREM_PASSWORD)),
+        ):
             f = FRR(ns, name, daemons=DAEMONS)
             frrs.append(f)
             f.start(text)
@@ -96,8 +117,7 @@ def test_onprem_export_and_import(netns_factory, announce):
 
         # Every bad prefix is really offered to the router (else the drops below prove nothing).
         dc.wait(lambda: {DC_NET, *DC_BAD} <= sent(), timeout=30, what=f"datacenter advertising (has {sent()})")
-        dc.wait(lambda: {DC_NET6, *DC_BAD6} <= sent6(), timeout=30,
-                what=f"datacenter advertising IPv6 (has {sent6()})")
+        dc.wait(lambda: {DC_NET6, *DC_BAD6} <= sent6(), timeout=30, what=f"datacenter advertising IPv6 (has {sent6()})")
         router.wait(lambda: DC_NET in router.bgp_routes(4), timeout=30, what=f"{DC_NET} at the router")
         router.wait(lambda: DC_NET6 in router.bgp_routes(6), timeout=30, what=f"{DC_NET6} at the router")
         learned = router.bgp_routes(4)

@@ -5,6 +5,7 @@ tunnels/<host> parameters (overlay_agent.tunnels.host_filters), exactly as on an
 Each host runs its rendered config; its "containers" are kernel routes of the agent's
 protocol, with the agent's metrics (overlay_agent.containers.route_metric).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,16 +29,25 @@ T = 1_767_225_600  # 2026-01-01T00:00:00Z
 
 
 def _plan():
-    return build_plan(parse({
-        "region": "eu-west-1",
-        "vpc": {"cidr": "10.40.0.0/16", "azs": ["lab-a"]},
-        "routers": {"count": 1, "asn": 65000},
-        "hosts": {"count": 2, "asnMode": "per-host", "asn": 4200000001, "blockPrefix": 24},
-        "pools": {"ipv4": ["10.99.0.0/16"], "ipv6": ["fd10:99::/48"],
-                  "sharedIpv4": ["10.99.255.0/24"], "sharedIpv6": ["fd10:99:0:ffff::/64"]},
-        "tunnels": {"ipv4": "169.254.64.0/20", "ipv6": "fd10:7e::/64", "mtu": 1472},
-        "bgp": {"bfdInterval": 100},
-    }, "frrown"))
+    return build_plan(
+        parse(
+            {
+                "region": "eu-west-1",
+                "vpc": {"cidr": "10.40.0.0/16", "azs": ["lab-a"]},
+                "routers": {"count": 1, "asn": 65000},
+                "hosts": {"count": 2, "asnMode": "per-host", "asn": 4200000001, "blockPrefix": 24},
+                "pools": {
+                    "ipv4": ["10.99.0.0/16"],
+                    "ipv6": ["fd10:99::/48"],
+                    "sharedIpv4": ["10.99.255.0/24"],
+                    "sharedIpv6": ["fd10:99:0:ffff::/64"],
+                },
+                "tunnels": {"ipv4": "169.254.64.0/20", "ipv6": "fd10:7e::/64", "mtu": 1472},
+                "bgp": {"bfdInterval": 100},
+            },
+            "frrown",
+        )
+    )
 
 
 def _router_text(plan) -> str:
@@ -117,9 +127,17 @@ def test_router_takes_each_hosts_block_only_from_it_and_the_shared_range_from_al
     _route(ns2, f"{shared}/32", STEADY_METRIC)
     _route(ns1, f"{shared6}/128", STEADY_METRIC)
 
-    router.wait(lambda: set(_paths(router, f"{shared}/32")) == {peer1, peer2} and _paths(router, f"{own1}/32")
-                and _paths(router, f"{own2}/32") and _paths(router, f"{shared6}/128")
-                and _paths(router, f"{own1_6}/128"), timeout=60, what="routes learned")
+    router.wait(
+        lambda: (
+            set(_paths(router, f"{shared}/32")) == {peer1, peer2}
+            and _paths(router, f"{own1}/32")
+            and _paths(router, f"{own2}/32")
+            and _paths(router, f"{shared6}/128")
+            and _paths(router, f"{own1_6}/128")
+        ),
+        timeout=60,
+        what="routes learned",
+    )
     assert set(_paths(router, f"{own1}/32")) == {peer1}
     # host-2's address only from host-2: host-1's announcement (with the better MED) is refused
     assert set(_paths(router, f"{own2}/32")) == {peer2}
@@ -145,13 +163,19 @@ def test_newest_location_wins_across_host_asns_and_anycast_stays_ecmp(site):
     # host-1's container is older, host-2's one second newer: host-2's MED is lower
     for prefix in (f"{moving}/32", f"{moving6}/128"):
         _route(ns1, prefix, route_metric(T, True))
-    router.wait(lambda: _fib(router, f"{moving}/32") == {p1.ifname} and _fib(router, f"{moving6}/128") == {p1.ifname},
-                timeout=60, what="the address at host-1")
+    router.wait(
+        lambda: _fib(router, f"{moving}/32") == {p1.ifname} and _fib(router, f"{moving6}/128") == {p1.ifname},
+        timeout=60,
+        what="the address at host-1",
+    )
     for prefix in (f"{moving}/32", f"{moving6}/128"):
         _route(ns2, prefix, route_metric(T + 1, True))
     # both paths known, the newer one alone forwarded (no multipath across unequal MED)
-    router.wait(lambda: _fib(router, f"{moving}/32") == {p2.ifname} and _fib(router, f"{moving6}/128") == {p2.ifname},
-                timeout=30, what="the router on host-2 alone")
+    router.wait(
+        lambda: _fib(router, f"{moving}/32") == {p2.ifname} and _fib(router, f"{moving6}/128") == {p2.ifname},
+        timeout=30,
+        what="the router on host-2 alone",
+    )
     paths = _paths(router, f"{moving}/32")
     assert len(paths) == 2
     best = [p for p in paths.values() if p.get("bestpath", {}).get("overall")]
@@ -162,12 +186,38 @@ def test_newest_location_wins_across_host_asns_and_anycast_stays_ecmp(site):
     for prefix in (f"{moving}/32", f"{moving6}/128"):
         _route(ns1, prefix, STEADY_METRIC)
         _route(ns2, prefix, STEADY_METRIC)
-        nsutil.run("ip", "-6" if ":" in prefix else "-4", "route", "del", prefix, "proto", "149", "metric",
-                   str(route_metric(T, True)), ns=ns1)
-        nsutil.run("ip", "-6" if ":" in prefix else "-4", "route", "del", prefix, "proto", "149", "metric",
-                   str(route_metric(T + 1, True)), ns=ns2)
-    router.wait(lambda: _fib(router, f"{moving}/32") == {p1.ifname, p2.ifname}
-                and _fib(router, f"{moving6}/128") == {p1.ifname, p2.ifname}, timeout=30, what="ECMP")
+        nsutil.run(
+            "ip",
+            "-6" if ":" in prefix else "-4",
+            "route",
+            "del",
+            prefix,
+            "proto",
+            "149",
+            "metric",
+            str(route_metric(T, True)),
+            ns=ns1,
+        )
+        nsutil.run(
+            "ip",
+            "-6" if ":" in prefix else "-4",
+            "route",
+            "del",
+            prefix,
+            "proto",
+            "149",
+            "metric",
+            str(route_metric(T + 1, True)),
+            ns=ns2,
+        )
+    router.wait(
+        lambda: (
+            _fib(router, f"{moving}/32") == {p1.ifname, p2.ifname}
+            and _fib(router, f"{moving6}/128") == {p1.ifname, p2.ifname}
+        ),
+        timeout=30,
+        what="ECMP",
+    )
 
 
 def test_router_text_with_host_filters_round_trips_through_frr_reload(site):

@@ -1,4 +1,5 @@
 """Rendered router and host configs in real FRR, two namespaces joined by a veth standing for the GRE tunnel."""
+
 from __future__ import annotations
 
 import contextlib
@@ -59,8 +60,19 @@ def _pair(netns_factory, host_password: str = PASSWORD):
 
 def _container_route(ns: str, prefix: str, metric: int | None = None) -> None:
     family = "-6" if ":" in prefix else "-4"
-    nsutil.run("ip", family, "route", "add", prefix, "dev", "ctr0", "proto", PROTO,
-               *(("metric", str(metric)) if metric is not None else ()), ns=ns)
+    nsutil.run(
+        "ip",
+        family,
+        "route",
+        "add",
+        prefix,
+        "dev",
+        "ctr0",
+        "proto",
+        PROTO,
+        *(("metric", str(metric)) if metric is not None else ()),
+        ns=ns,
+    )
 
 
 def _established(frr, family: str) -> dict:
@@ -79,8 +91,11 @@ def test_dynamic_neighbor_policy_and_max_prefix(pair):
     host_v4, host_v6 = str(p.b.inner_v4), str(p.b.inner_v6)
 
     # Both sessions come up, the router knowing the host only by its listen ranges.
-    router.wait(lambda: host_v4 in _established(router, "ipv4Unicast")
-                and host_v6 in _established(router, "ipv6Unicast"), timeout=60, what="both sessions up")
+    router.wait(
+        lambda: host_v4 in _established(router, "ipv4Unicast") and host_v6 in _established(router, "ipv6Unicast"),
+        timeout=60,
+        what="both sessions up",
+    )
     summary = router.bgp_summary()
     assert summary["ipv4Unicast"].get("dynamicPeers") == 1
     assert summary["ipv6Unicast"].get("dynamicPeers") == 1
@@ -89,9 +104,14 @@ def test_dynamic_neighbor_policy_and_max_prefix(pair):
     assert ipaddress.ip_address(host_v4) in plan.routers[0].listen_v4
 
     # BFD runs on the sessions with the stack's profile.
-    router.wait(lambda: any(peer.get("status") == "up" and peer.get("peer") in (host_v4, host_v6)
-                            for peer in router.vtysh_json("show bfd peers json")),
-                timeout=30, what="BFD peer up")
+    router.wait(
+        lambda: any(
+            peer.get("status") == "up" and peer.get("peer") in (host_v4, host_v6)
+            for peer in router.vtysh_json("show bfd peers json")
+        ),
+        timeout=30,
+        what="BFD peer up",
+    )
 
     # A container /32 and /128 inside the pools are learned, each with its kernel route's
     # metric as MED (the agent's move preference, docs/agent.md "Moves").
@@ -99,8 +119,11 @@ def test_dynamic_neighbor_policy_and_max_prefix(pair):
     # are a distance), so the agent's metrics stay below 2^24.
     _container_route(ns_h, "10.99.0.5/32", 16_000_123)
     _container_route(ns_h, "fd10:99::5/128", 16_777_215)
-    router.wait(lambda: "10.99.0.5/32" in router.bgp_routes(4) and "fd10:99::5/128" in router.bgp_routes(6),
-                timeout=30, what="container routes learned")
+    router.wait(
+        lambda: "10.99.0.5/32" in router.bgp_routes(4) and "fd10:99::5/128" in router.bgp_routes(6),
+        timeout=30,
+        what="container routes learned",
+    )
     assert router.has_route("10.99.0.5/32", "bgp")
     assert router.bgp_routes(4)["10.99.0.5/32"][0].get("metric") == 16_000_123
     path6 = router.bgp_routes(6)["fd10:99::5/128"][0]
@@ -110,16 +133,15 @@ def test_dynamic_neighbor_policy_and_max_prefix(pair):
     # and answers hosts with it; the host accepts it (and no default route).
     router.wait(lambda: router.has_route("10.99.0.0/16", "bgp"), timeout=30, what="aggregate in zebra")
     agg = next(e for e in router.routes(4)["10.99.0.0/16"] if e.get("selected"))
-    assert any(nh.get("unreachable") or nh.get("blackhole") or nh.get("reject")
-               for nh in agg.get("nexthops", [])), agg
+    assert any(nh.get("unreachable") or nh.get("blackhole") or nh.get("reject") for nh in agg.get("nexthops", [])), agg
     host.wait(lambda: "10.99.0.0/16" in host.bgp_routes(4), timeout=30, what="aggregate at the host")
     assert "0.0.0.0/0" not in host.bgp_routes(4)
 
     # A misbehaving host: announce everything the kernel holds. The router's import policy
     # must still accept only the /32 inside the pool.
-    _container_route(ns_h, "192.0.2.5/32")   # a /32 outside the pools
-    _container_route(ns_h, "10.99.1.0/24")   # inside the pool, but not a single address
-    _container_route(ns_h, "0.0.0.0/0")      # a default route
+    _container_route(ns_h, "192.0.2.5/32")  # a /32 outside the pools
+    _container_route(ns_h, "10.99.1.0/24")  # inside the pool, but not a single address
+    _container_route(ns_h, "0.0.0.0/0")  # a default route
     host.apply("route-map CONTAINERS-V4 permit 20\n!\nroute-map ROUTERS-OUT permit 20\n!\n")
     bad = {"192.0.2.5/32", "10.99.1.0/24", "0.0.0.0/0"}
 
@@ -147,8 +169,10 @@ def test_rendered_configs_round_trip_through_frr_reload(pair):
     # same text must change nothing: no line FRR would undo (e.g. `neighbor X bfd`, which
     # FRR keeps apart from `bfd profile`), no default FRR hides from its running config.
     plan, p, ns_h, router, host = pair
-    texts = {p.a.name: router_text_as_applied(plan, p.a.name, PASSWORD),
-             p.b.name: fill_password(render_frr(plan, p.b.name), PASSWORD)}
+    texts = {
+        p.a.name: router_text_as_applied(plan, p.a.name, PASSWORD),
+        p.b.name: fill_password(render_frr(plan, p.b.name), PASSWORD),
+    }
     for frr, ns, name in ((router, router.netns, p.a.name), (host, ns_h, p.b.name)):
         text = texts[name]
         delete, add = frrcheck.reload_diff(ns, frr.vty_dir, frr.dir, text)
@@ -174,9 +198,16 @@ def _accepted(router, peer: str) -> int:
 
 
 @pytest.mark.skipif(not frrcheck.have_frr_reload(), reason="frr-reload.py (Debian frr-pythontools) not installed")
-@pytest.mark.parametrize("stack, instance", [("gen-large", "router-1"), ("gen-large", "host-500"),
-                                             ("gen-v4only", "router-1"), ("gen-v4only", "host-1"),
-                                             ("prod-euw1", "router-2")])
+@pytest.mark.parametrize(
+    "stack, instance",
+    [
+        ("gen-large", "router-1"),
+        ("gen-large", "host-500"),
+        ("gen-v4only", "router-1"),
+        ("gen-v4only", "host-1"),
+        ("prod-euw1", "router-2"),
+    ],
+)
 def test_more_configs_round_trip_through_frr_reload(netns, stack, instance):
     # Graceful restart on, on-prem peers, specifics, per-host ASNs, IPv4 only: each shape
     # applied to a lone FRR, then diffed against itself.

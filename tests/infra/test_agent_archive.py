@@ -1,4 +1,5 @@
 """The agent bundle uploaded with the stack: the agent wheel plus a hashed wheelhouse, built reproducibly."""
+
 from __future__ import annotations
 
 import io
@@ -10,8 +11,16 @@ from importlib import metadata
 
 import pytest
 
-from infra.agent_archive import (AGENT_DIR, BUNDLE_ROOT, LOCK_FILE, BundleError, _normalise, build_bundle,
-                                 input_digest, read_lock)
+from infra.agent_archive import (
+    AGENT_DIR,
+    BUNDLE_ROOT,
+    LOCK_FILE,
+    BundleError,
+    _normalise,
+    build_bundle,
+    input_digest,
+    read_lock,
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +35,13 @@ def test_lock_pins_what_the_tests_run():
     deps = tomllib.loads((AGENT_DIR / "pyproject.toml").read_text())["project"]["dependencies"]
     for dep in deps:
         name, version = dep.split("==")
-        assert lock[_normalise(name)][0] == version, f"{name}: pyproject pins {version}, the lock {lock[_normalise(name)]}"
+        assert lock[_normalise(name)][0] == version, (
+            f"{name}: pyproject pins {version}, the lock {lock[_normalise(name)]}"
+        )
     for name, (version, _) in lock.items():
-        assert metadata.version(name) == version, f"{name}: the lock has {version}, the tests run {metadata.version(name)}"
+        assert metadata.version(name) == version, (
+            f"{name}: the lock has {version}, the tests run {metadata.version(name)}"
+        )
 
 
 def test_bundle_holds_the_wheel_and_every_dependency_by_hash(bundle):
@@ -52,20 +65,46 @@ def test_bundle_installs_without_an_index_and_runs(bundle, tmp_path):
     root = tmp_path / BUNDLE_ROOT
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    proc = subprocess.run([str(venv / "bin/pip"), "install", "--quiet", "--disable-pip-version-check",
-                           "--no-index", "--require-hashes", "--find-links", str(root / "wheels"),
-                           "-r", str(root / "requirements.txt")], capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "PIP_CONFIG_FILE": "/dev/null"})
+    proc = subprocess.run(
+        [
+            str(venv / "bin/pip"),
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-index",
+            "--require-hashes",
+            "--find-links",
+            str(root / "wheels"),
+            "-r",
+            str(root / "requirements.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PIP_CONFIG_FILE": "/dev/null"},
+    )
     assert proc.returncode == 0, proc.stderr
     out = subprocess.run([str(venv / "bin/overlay-agent"), "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "status" in out.stdout
     # A tampered wheel is refused.
     wheel = next((root / "wheels").glob("six-*.whl"))
     wheel.write_bytes(wheel.read_bytes() + b"x")
-    proc = subprocess.run([str(venv / "bin/pip"), "install", "--disable-pip-version-check", "--force-reinstall",
-                           "--no-index", "--require-hashes", "--find-links", str(root / "wheels"),
-                           "-r", str(root / "requirements.txt")], capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "PIP_CONFIG_FILE": "/dev/null"})
+    proc = subprocess.run(
+        [
+            str(venv / "bin/pip"),
+            "install",
+            "--disable-pip-version-check",
+            "--force-reinstall",
+            "--no-index",
+            "--require-hashes",
+            "--find-links",
+            str(root / "wheels"),
+            "-r",
+            str(root / "requirements.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PIP_CONFIG_FILE": "/dev/null"},
+    )
     assert proc.returncode != 0 and "HASHES" in proc.stderr.upper()
 
 

@@ -1,4 +1,5 @@
 """Adding a host changes only its resources and the routers' tunnel parameters (program run for N and N+1)."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,10 @@ def runs():
 
 def _same(a, b) -> bool:
     """Inputs equal, assets compared by their path (asset objects have no equality)."""
+
     def norm(o):
         return json.dumps(o, sort_keys=True, default=lambda x: getattr(x, "path", repr(x)))
+
     return norm(a.inputs) == norm(b.inputs)
 
 

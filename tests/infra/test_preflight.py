@@ -1,4 +1,5 @@
 """The preflight: every stack passes AWS's schemas and documented rules; each kind of defect is caught in one line."""
+
 from __future__ import annotations
 
 import copy
@@ -43,6 +44,7 @@ def only_violation(resources, region, **quotas):
 
 # -- the real stacks ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_every_stack_passes(captured, stack):
     resources, region = captured[stack]
@@ -67,26 +69,38 @@ def test_prod_warns_that_it_needs_every_eip_of_the_default_quota(captured):
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.fixed_dictionaries({
-    "routers": st.integers(1, 4), "hosts": st.integers(1, 6), "n_az": st.integers(1, 3),
-    "onprem": st.integers(0, 3), "ipv6": st.booleans(), "per_host": st.booleans(),
-    "graceful_restart": st.booleans(), "specifics": st.booleans(), "pools": st.integers(1, 2),
-}))
+@given(
+    st.fixed_dictionaries(
+        {
+            "routers": st.integers(1, 4),
+            "hosts": st.integers(1, 6),
+            "n_az": st.integers(1, 3),
+            "onprem": st.integers(0, 3),
+            "ipv6": st.booleans(),
+            "per_host": st.booleans(),
+            "graceful_restart": st.booleans(),
+            "specifics": st.booleans(),
+            "pools": st.integers(1, 2),
+        }
+    )
+)
 def test_generated_stacks_pass(knobs):
     report = pf.preflight("prop", raw=random_raw(**knobs), quotas={"eips-per-region": 100})
-    assert not report.violations and not report.warnings, \
-        f"{knobs}: " + "\n".join(f.line() for f in report.findings)
+    assert not report.violations and not report.warnings, f"{knobs}: " + "\n".join(f.line() for f in report.findings)
 
 
 # -- each kind of defect, injected into captured resources -------------------------------
+
 
 def test_apostrophe_in_a_security_group_description(captured):
     resources, region = fresh(captured)
     named(resources, "sg-onprem").inputs["description"] = "overlay test-use2: routers' on-prem GRE peers"
     line = only_violation(resources, region)
-    assert line.startswith("VIOLATION sg-onprem (aws:ec2/securityGroup:SecurityGroup) description = "
-                           "\"overlay test-use2: routers' on-prem GRE peers\": does not match "
-                           "AWS::EC2::SecurityGroup GroupDescription pattern")
+    assert line.startswith(
+        "VIOLATION sg-onprem (aws:ec2/securityGroup:SecurityGroup) description = "
+        '"overlay test-use2: routers\' on-prem GRE peers": does not match '
+        "AWS::EC2::SecurityGroup GroupDescription pattern"
+    )
 
 
 def test_apostrophe_in_a_security_group_rule_description(captured):
@@ -104,8 +118,10 @@ def test_double_brackets_in_a_parameter_value(captured):
     # Also not a placeholder, so a (possible) password in clear: a second line, same resource.
     assert {f.resource for f in report.violations} == {frr.name} and len(report.violations) == 2
     line = report.violations[0].line()
-    assert f"VIOLATION {frr.name} ({PARAM}) insecureValue = '{{{{BGP_PASSWORD}}}}': SSM refuses values " \
-           "wrapped in double brackets" in line
+    assert (
+        f"VIOLATION {frr.name} ({PARAM}) insecureValue = '{{{{BGP_PASSWORD}}}}': SSM refuses values "
+        "wrapped in double brackets" in line
+    )
 
 
 def test_over_long_description_and_name(captured):
@@ -128,14 +144,25 @@ def test_an_auto_generated_name_past_the_limit(captured):
     assert "name (auto-named) = '" + "r" * 57 + "-0123abc'" in line and "RoleName maxLength is 64" in line
 
 
-@pytest.mark.parametrize("resource,path,bad,cfn", [
-    ("test-use2:host-1-instance", ("metadataOptions", "httpTokens"), "requierd",
-     "AWS::EC2::Instance MetadataOptions.HttpTokens enum"),
-    ("agent-ownership", ("rule", "objectOwnership"), "BucketOwnerEnforce",
-     "AWS::S3::Bucket OwnershipControls.Rules[].ObjectOwnership enum"),
-    ("test-use2:router-1-revision", ("tier",), "Premium", "AWS::SSM::Parameter Tier enum"),
-    ("test-use2:router-1-revision", ("type",), "SecureStrin", "PutParameter API (botocore ssm ParameterType) enum"),
-])
+@pytest.mark.parametrize(
+    "resource,path,bad,cfn",
+    [
+        (
+            "test-use2:host-1-instance",
+            ("metadataOptions", "httpTokens"),
+            "requierd",
+            "AWS::EC2::Instance MetadataOptions.HttpTokens enum",
+        ),
+        (
+            "agent-ownership",
+            ("rule", "objectOwnership"),
+            "BucketOwnerEnforce",
+            "AWS::S3::Bucket OwnershipControls.Rules[].ObjectOwnership enum",
+        ),
+        ("test-use2:router-1-revision", ("tier",), "Premium", "AWS::SSM::Parameter Tier enum"),
+        ("test-use2:router-1-revision", ("type",), "SecureStrin", "PutParameter API (botocore ssm ParameterType) enum"),
+    ],
+)
 def test_bad_enum_value(captured, resource, path, bad, cfn):
     resources, region = fresh(captured)
     name = resource.split(":")[-1]
@@ -199,11 +226,22 @@ def test_routes_per_table_against_the_default_quota(captured):
     resources, region = fresh(captured)
     route = next(r for r in resources if r.type == "aws:ec2/route:Route" and r.inputs.get("destinationCidrBlock"))
     table = route.inputs["routeTableId"]
-    existing = sum(1 for r in resources if r.type == "aws:ec2/route:Route"
-                   and r.inputs["routeTableId"] == table and r.inputs.get("destinationCidrBlock")) + 1  # + S3 endpoint
+    existing = (
+        sum(
+            1
+            for r in resources
+            if r.type == "aws:ec2/route:Route"
+            and r.inputs["routeTableId"] == table
+            and r.inputs.get("destinationCidrBlock")
+        )
+        + 1
+    )  # + S3 endpoint
     for i in range(51 - existing):
-        resources.append(pf.Resource(f"extra-{i}", "aws:ec2/route:Route",
-                                     {"routeTableId": table, "destinationCidrBlock": f"10.200.{i}.0/24"}))
+        resources.append(
+            pf.Resource(
+                f"extra-{i}", "aws:ec2/route:Route", {"routeTableId": table, "destinationCidrBlock": f"10.200.{i}.0/24"}
+            )
+        )
     line = only_violation(resources, region)
     assert "(aws:ec2/routeTable:RouteTable) routes (IPv4) = '51 routes'" in line
     assert "Routes per route table" in line
@@ -213,8 +251,15 @@ def test_routes_per_table_against_the_default_quota(captured):
 def test_rules_per_security_group_against_the_default_quota(captured):
     resources, region = fresh(captured)
     sg = named(resources, "sg-onprem")
-    sg.inputs["ingress"].append({"description": "many", "protocol": "tcp", "fromPort": 1, "toPort": 1,
-                                 "cidrBlocks": [f"198.18.0.{i}/32" for i in range(60)]})
+    sg.inputs["ingress"].append(
+        {
+            "description": "many",
+            "protocol": "tcp",
+            "fromPort": 1,
+            "toPort": 1,
+            "cidrBlocks": [f"198.18.0.{i}/32" for i in range(60)],
+        }
+    )
     line = only_violation(resources, region)
     assert "sg-onprem" in line and "ingress (IPv4)" in line and "more than 60" in line
 
@@ -255,6 +300,7 @@ def test_the_table_names_real_pulumi_aws_inputs():
 
 # -- through the program: a patched component, not just patched inputs --------------------
 
+
 def test_a_defect_the_program_itself_creates_is_caught(monkeypatch):
     # Review F1 as the program had it: the rule set with an apostrophe in a description.
     from infra import rules
@@ -263,8 +309,12 @@ def test_a_defect_the_program_itself_creates_is_caught(monkeypatch):
     original = rules.onprem_ingress
 
     def with_apostrophe(plan):
-        return [rules.Rule("GRE from the datacenter's edge", r.protocol, r.from_port, r.to_port, r.cidrs_v4)
-                if r.protocol == rules.GRE else r for r in original(plan)]
+        return [
+            rules.Rule("GRE from the datacenter's edge", r.protocol, r.from_port, r.to_port, r.cidrs_v4)
+            if r.protocol == rules.GRE
+            else r
+            for r in original(plan)
+        ]
 
     monkeypatch.setattr(security, "onprem_ingress", with_apostrophe)
     report = pf.preflight("test-use2")
@@ -281,9 +331,11 @@ def test_a_stack_file_from_another_directory(tmp_path):
 
 # -- the command line -------------------------------------------------------------------------
 
+
 def _cli(*args, cwd=REPO_ROOT):
-    return subprocess.run([sys.executable, "-m", "infra.preflight", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "infra.preflight", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def test_cli_exit_codes_and_one_line_per_violation():
@@ -300,8 +352,13 @@ def test_cli_exit_codes_and_one_line_per_violation():
     assert bad.returncode == 1, bad.stdout + bad.stderr
     violations = [line for line in bad.stdout.splitlines() if line.startswith("VIOLATION")]
     assert violations and len(violations) == len(set(violations))
-    assert all(line.startswith("VIOLATION net-") and "(aws:ec2/routeTable:RouteTable) routes (IPv" in line
-               and "more than 2" in line and "Routes per route table" in line for line in violations)
+    assert all(
+        line.startswith("VIOLATION net-")
+        and "(aws:ec2/routeTable:RouteTable) routes (IPv" in line
+        and "more than 2" in line
+        and "Routes per route table" in line
+        for line in violations
+    )
     assert bad.stdout.splitlines()[-1].startswith(f"preflight lab: {len(violations)} violation(s)")
 
     for args in (["nosuch"], ["lab", "--quota", "routes=5"], []):

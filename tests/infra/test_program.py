@@ -1,4 +1,5 @@
 """The Pulumi program under mocks, every stack, resource by resource: what `pulumi up` would ask AWS for."""
+
 from __future__ import annotations
 
 import contextvars
@@ -20,8 +21,17 @@ from infra.program import architecture, read_config
 from infra.render import ONPREM_PASSWORD_PLACEHOLDER, PASSWORD_PLACEHOLDER, render_frr
 from infra.rules import EC2_DESCRIPTION, EC2_RULE_DESCRIPTION
 from infra.stackfile import list_stacks, load_stack
-from tests.infra.mockrun import (ACCOUNT, AMI, ONPREM_PASSWORD, PASSWORD, VPC_IPV6, RecordingMocks, cli_config,
-                                 route_server_endpoint_address, run_program)
+from tests.infra.mockrun import (
+    ACCOUNT,
+    AMI,
+    ONPREM_PASSWORD,
+    PASSWORD,
+    VPC_IPV6,
+    RecordingMocks,
+    cli_config,
+    route_server_endpoint_address,
+    run_program,
+)
 
 STACKS = list_stacks()
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # pulumi's marker for a secret value
@@ -54,11 +64,13 @@ def test_one_provider_with_region_and_default_tags_used_by_every_resource(run, p
     assert p.inputs["region"] == plan.region
     tags = p.inputs["defaultTags"]
     tags = json.loads(tags) if isinstance(tags, str) else tags
-    assert tags == {"tags": {"project": "overlay", "stack": run.stack, "environment": plan.environment,
-                             "managed-by": "pulumi"}}
+    assert tags == {
+        "tags": {"project": "overlay", "stack": run.stack, "environment": plan.environment, "managed-by": "pulumi"}
+    }
     custom = [r for r in run.resources if r.custom and r is not p]
-    assert custom and all(r.provider.startswith(p.urn + "::") for r in custom), \
-        [r.name for r in custom if not r.provider.startswith(p.urn)]
+    assert custom and all(r.provider.startswith(p.urn + "::") for r in custom), [
+        r.name for r in custom if not r.provider.startswith(p.urn)
+    ]
 
 
 def test_components_parent_their_children_and_register_outputs(run, plan):
@@ -66,9 +78,15 @@ def test_components_parent_their_children_and_register_outputs(run, plan):
     # The pool routes are the program's in static failover mode, the route server's otherwise.
     routes = "overlay:network:RouteServer" if plan.vpc_failover == "routeServer" else "overlay:network:PoolRoutes"
     assert {c.type for c in components.values()} >= {
-        "overlay:network:Network", "overlay:security:SecurityGroups", "overlay:agent:AgentPackage",
-        "overlay:iam:InstanceRole", "overlay:parameters:BgpPassword", routes,
-        "overlay:instances:RoutingInstance", "overlay:instances:DockerHost"}
+        "overlay:network:Network",
+        "overlay:security:SecurityGroups",
+        "overlay:agent:AgentPackage",
+        "overlay:iam:InstanceRole",
+        "overlay:parameters:BgpPassword",
+        routes,
+        "overlay:instances:RoutingInstance",
+        "overlay:instances:DockerHost",
+    }
     for r in run.resources:
         if r.type.startswith("pulumi:providers:") or not r.custom:
             continue
@@ -82,8 +100,7 @@ def test_dual_stack_vpc_subnets_and_gateways(run, plan):
     (vpc,) = run.of_type("aws:ec2/vpc:Vpc")
     assert vpc.inputs["cidrBlock"] == str(plan.vpc_cidr)
     assert vpc.inputs["assignGeneratedIpv6CidrBlock"] is plan.ipv6
-    subnets = {(s.inputs["availabilityZone"], s.name.split("-")[1]): s
-               for s in run.of_type("aws:ec2/subnet:Subnet")}
+    subnets = {(s.inputs["availabilityZone"], s.name.split("-")[1]): s for s in run.of_type("aws:ec2/subnet:Subnet")}
     assert len(subnets) == len(plan.subnets)
     for s in plan.subnets:
         got = subnets[(s.az, s.kind)].inputs
@@ -106,8 +123,11 @@ def test_every_router_and_host_eni_is_fixed_with_source_dest_check_off(run, plan
         assert eni["sourceDestCheck"] is False
         assert eni["privateIps"] == [str(inst.private_ip)]
         assert eni["subnetId"] == f"net-{kind}-{inst.az}-id"
-        want_sgs = ["sg-members-id"] + (["sg-onprem-id"] if kind == "public" and plan.onprem else []) + \
-            (["sg-route-server-id"] if kind == "public" and plan.vpc_failover == "routeServer" else [])
+        want_sgs = (
+            ["sg-members-id"]
+            + (["sg-onprem-id"] if kind == "public" and plan.onprem else [])
+            + (["sg-route-server-id"] if kind == "public" and plan.vpc_failover == "routeServer" else [])
+        )
         assert eni["securityGroups"] == want_sgs
         assert eni.get("ipv6AddressCount") == (1 if plan.ipv6 else None)
         delegated = kind == "private" and cfg.host_ipv6_delegation
@@ -123,8 +143,10 @@ def test_instances_imdsv2_encrypted_gp3_kept_eni_and_no_forced_replacement(run, 
         assert i["metadataOptions"]["httpTokens"] == "required"
         assert i["metadataOptions"]["httpPutResponseHopLimit"] == 1
         assert i["rootBlockDevice"]["encrypted"] is True and i["rootBlockDevice"]["volumeType"] == "gp3"
-        assert i["primaryNetworkInterface"] == {"networkInterfaceId": f"{inst.name}-eni-id",
-                                                "deleteOnTermination": False}
+        assert i["primaryNetworkInterface"] == {
+            "networkInterfaceId": f"{inst.name}-eni-id",
+            "deleteOnTermination": False,
+        }
         assert i["userDataReplaceOnChange"] is False
         assert set(rec.ignore_changes) >= {"ami", "userData"}
         assert i["ami"] == AMI["x86_64"] and i["instanceType"] == inst.instance_type
@@ -152,8 +174,7 @@ def test_every_router_has_an_eip_and_nothing_else_does(run, plan):
 def test_prod_protects_router_enis_and_eips_test_protects_nothing(run, plan):
     protected = {r.name for r in run.resources if r.protect}
     if plan.environment == "prod":
-        assert protected == {f"{r.name}-eni" for r in plan.routers} | \
-            {f"{r.name}-eip" for r in plan.routers}
+        assert protected == {f"{r.name}-eni" for r in plan.routers} | {f"{r.name}-eip" for r in plan.routers}
     else:
         assert protected == set()
         (bucket,) = run.of_type("aws:s3/bucket:Bucket")
@@ -163,8 +184,16 @@ def test_prod_protects_router_enis_and_eips_test_protects_nothing(run, plan):
 def _rules(sg):
     out = set()
     for r in sg.inputs.get("ingress", []):
-        out.add((r["protocol"], r["fromPort"], r["toPort"], tuple(r.get("cidrBlocks", ())),
-                 tuple(r.get("ipv6CidrBlocks", ())), bool(r.get("self"))))
+        out.add(
+            (
+                r["protocol"],
+                r["fromPort"],
+                r["toPort"],
+                tuple(r.get("cidrBlocks", ())),
+                tuple(r.get("ipv6CidrBlocks", ())),
+                bool(r.get("self")),
+            )
+        )
     return out
 
 
@@ -179,17 +208,22 @@ def test_security_group_rules_exactly(run, plan):
     }
     if plan.vpc_failover == "routeServer":
         # BGP and BFD only from the route server endpoints: the VPC-wide rules leave them out.
-        members |= {("tcp", 0, 178, vpc4, vpc6, False), ("tcp", 180, 65535, vpc4, vpc6, False),
-                    ("udp", 0, 3783, vpc4, vpc6, False), ("udp", 3785, 4783, vpc4, vpc6, False),
-                    ("udp", 4785, 65535, vpc4, vpc6, False)}
+        members |= {
+            ("tcp", 0, 178, vpc4, vpc6, False),
+            ("tcp", 180, 65535, vpc4, vpc6, False),
+            ("udp", 0, 3783, vpc4, vpc6, False),
+            ("udp", 3785, 4783, vpc4, vpc6, False),
+            ("udp", 4785, 65535, vpc4, vpc6, False),
+        }
     else:
         members |= {("tcp", 0, 65535, vpc4, vpc6, False), ("udp", 0, 65535, vpc4, vpc6, False)}
     if plan.ipv6:
         members |= {("icmpv6", 2, 0, (), vpc6, False), ("icmpv6", -1, -1, (), vpc6, False)}
     assert _rules(sgs["sg-members"]) == members
     if plan.onprem:
-        assert _rules(sgs["sg-onprem"]) == {("47", 0, 0, (f"{o.address}/32",), (), False)
-                                            for o in plan.onprem} | {("icmp", 3, 4, ("0.0.0.0/0",), (), False)}
+        assert _rules(sgs["sg-onprem"]) == {("47", 0, 0, (f"{o.address}/32",), (), False) for o in plan.onprem} | {
+            ("icmp", 3, 4, ("0.0.0.0/0",), (), False)
+        }
     else:
         assert "sg-onprem" not in sgs
     for sg in sgs.values():
@@ -232,12 +266,19 @@ def test_pools_routed_to_the_router_in_each_az(run, plan):
         target = routers_by_az.get(az) or plan.routers[i % len(plan.routers)].name
         for kind in ("public", "private"):
             table = f"net-{kind}-{az}-id"
-            got = {(x.inputs.get("destinationCidrBlock") or x.inputs.get("destinationIpv6CidrBlock")):
-                   x.inputs.get("networkInterfaceId") for x in routes if x.inputs["routeTableId"] == table
-                   and "networkInterfaceId" in x.inputs}
+            got = {
+                (x.inputs.get("destinationCidrBlock") or x.inputs.get("destinationIpv6CidrBlock")): x.inputs.get(
+                    "networkInterfaceId"
+                )
+                for x in routes
+                if x.inputs["routeTableId"] == table and "networkInterfaceId" in x.inputs
+            }
             assert got == {str(p): f"{target}-eni-id" for p in plan.pools_v4 + plan.pools_v6}
-            defaults = {x.inputs.get("destinationCidrBlock") or x.inputs.get("destinationIpv6CidrBlock")
-                        for x in routes if x.inputs["routeTableId"] == table and "networkInterfaceId" not in x.inputs}
+            defaults = {
+                x.inputs.get("destinationCidrBlock") or x.inputs.get("destinationIpv6CidrBlock")
+                for x in routes
+                if x.inputs["routeTableId"] == table and "networkInterfaceId" not in x.inputs
+            }
             assert defaults == ({"0.0.0.0/0", "::/0"} if plan.ipv6 else {"0.0.0.0/0"})
 
 
@@ -246,14 +287,18 @@ def route_server_docs(run, plan):
     if plan.vpc_failover != "routeServer":
         return None
     routers = {r.name: r for r in plan.routers}
-    return lambda name: route_server_doc(plan, [route_server_endpoint_address(
-        f"route-server-{routers[name].az}")]) if name in routers else None
+    return lambda name: (
+        route_server_doc(plan, [route_server_endpoint_address(f"route-server-{routers[name].az}")])
+        if name in routers
+        else None
+    )
 
 
 def test_parameters_equal_the_plan(run, plan):
     # Routers of IPv6 stacks carry the VPC's IPv6 block (AWS's, the mocks' VPC_IPV6) in `vpc`.
-    want = build_parameters(plan, lambda name: render_frr(plan, name), route_server=route_server_docs(run, plan),
-                            vpc_ipv6=VPC_IPV6)
+    want = build_parameters(
+        plan, lambda name: render_frr(plan, name), route_server=route_server_docs(run, plan), vpc_ipv6=VPC_IPV6
+    )
     got = {p.inputs["name"]: p.inputs for p in run.of_type(PARAM)}
     assert set(got) == set(want)
     for name, p in want.items():
@@ -295,8 +340,7 @@ def test_no_secret_outside_the_secure_string(run, plan):
 def test_onprem_sessions_have_their_own_password_only_routers_read(run, plan):
     # Review F10: the datacenter sessions' key is in no docker host's config, parameter set
     # or IAM grant; routers' ONPREM peer group and the datacenter side carry its placeholder.
-    frr = {r.inputs["name"]: r.inputs["insecureValue"] for r in run.of_type(PARAM)
-           if r.inputs["name"].endswith("/frr")}
+    frr = {r.inputs["name"]: r.inputs["insecureValue"] for r in run.of_type(PARAM) if r.inputs["name"].endswith("/frr")}
     for name, text in frr.items():
         if "/router-" in name:
             assert f"neighbor ONPREM password {ONPREM_PASSWORD_PLACEHOLDER}" in text
@@ -322,11 +366,17 @@ def test_onprem_sessions_have_their_own_password_only_routers_read(run, plan):
 
 
 def test_onprem_password_required_valid_and_its_own():
-    with pytest.raises(pulumi.RunError, match=r"^stack lab: overlay:onpremBgpPassword = None: is required for the "
-                                              r"on-prem peers \(dc1\): pulumi config set --secret "):
+    with pytest.raises(
+        pulumi.RunError,
+        match=r"^stack lab: overlay:onpremBgpPassword = None: is required for the "
+        r"on-prem peers \(dc1\): pulumi config set --secret ",
+    ):
         run_program("lab", onprem_password=None)
-    with pytest.raises(pulumi.RunError, match=r"overlay:onpremBgpPassword = '\(hidden\)': must differ from "
-                                              r"overlay:bgpPassword"):
+    with pytest.raises(
+        pulumi.RunError,
+        match=r"overlay:onpremBgpPassword = '\(hidden\)': must differ from "
+        r"overlay:bgpPassword",
+    ):
         run_program("lab", onprem_password=PASSWORD)
     with pytest.raises(pulumi.RunError) as exc:
         run_program("lab", onprem_password="has space")
@@ -358,19 +408,37 @@ def test_instance_roles_read_only_their_stack_and_the_agent_package(run, plan):
         # Routers read the on-prem sessions' password too; docker hosts never (review F10).
         onprem = [onprem_password_name(plan)] if name.startswith("routers") and plan.onprem else []
         assert stmts["Passwords"]["Resource"] == [
-            f"arn:aws:ssm:{plan.region}:{ACCOUNT}:parameter{n}" for n in [password_name(plan), *onprem]]
+            f"arn:aws:ssm:{plan.region}:{ACCOUNT}:parameter{n}" for n in [password_name(plan), *onprem]
+        ]
         assert stmts["PasswordKey"] == {
-            "Sid": "PasswordKey", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": key_arn,
-            "Condition": {"StringEquals": {"kms:ViaService": f"ssm.{plan.region}.amazonaws.com"}}}
+            "Sid": "PasswordKey",
+            "Effect": "Allow",
+            "Action": "kms:Decrypt",
+            "Resource": key_arn,
+            "Condition": {"StringEquals": {"kms:ViaService": f"ssm.{plan.region}.amazonaws.com"}},
+        }
         assert stmts["AgentPackage"] == {
-            "Sid": "AgentPackage", "Effect": "Allow", "Action": "s3:GetObject",
-            "Resource": "arn:aws:s3:::agent-bucket-1a2b3c/agent/overlay-agent-bundle.tar"}
+            "Sid": "AgentPackage",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": "arn:aws:s3:::agent-bucket-1a2b3c/agent/overlay-agent-bundle.tar",
+        }
         assert set(stmts["SessionManager"]["Action"]) == {
-            "ssm:UpdateInstanceInformation", "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
-            "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel"}
+            "ssm:UpdateInstanceInformation",
+            "ssmmessages:CreateControlChannel",
+            "ssmmessages:CreateDataChannel",
+            "ssmmessages:OpenControlChannel",
+            "ssmmessages:OpenDataChannel",
+        }
         assert all(a.startswith("ec2messages:") for a in stmts["RunCommand"]["Action"])
-        assert set(stmts) == {"StackParameters", "Passwords", "PasswordKey", "AgentPackage", "SessionManager",
-                              "RunCommand"}
+        assert set(stmts) == {
+            "StackParameters",
+            "Passwords",
+            "PasswordKey",
+            "AgentPackage",
+            "SessionManager",
+            "RunCommand",
+        }
     for role in run.of_type("aws:iam/role:Role"):
         assert role.inputs["path"] == f"/overlay/{run.stack}/"
 
@@ -382,13 +450,15 @@ def test_password_key_decrypts_for_this_stacks_roles_through_ssm_only(run, plan)
     admin, *readers = doc["Statement"]
     assert admin["Principal"] == {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}
     assert {r["Principal"]["AWS"] for r in readers} == {
-        f"arn:aws:iam::{ACCOUNT}:role/{k}-role-5e6f" for k in ("routers", "hosts")}
+        f"arn:aws:iam::{ACCOUNT}:role/{k}-role-5e6f" for k in ("routers", "hosts")
+    }
     for r in readers:
         assert r["Action"] == "kms:Decrypt"
         assert r["Condition"]["StringEquals"] == {"kms:ViaService": f"ssm.{plan.region}.amazonaws.com"}
         onprem = [onprem_password_name(plan)] if "routers" in r["Principal"]["AWS"] and plan.onprem else []
         assert r["Condition"]["ForAnyValue:StringEquals"]["kms:EncryptionContext:PARAMETER_ARN"] == [
-            f"arn:aws:ssm:{plan.region}:{ACCOUNT}:parameter{n}" for n in [password_name(plan), *onprem]]
+            f"arn:aws:ssm:{plan.region}:{ACCOUNT}:parameter{n}" for n in [password_name(plan), *onprem]
+        ]
     params = [p for p in run.of_type(PARAM) if p.inputs["type"] == "SecureString"]
     assert len(params) == 1 + bool(plan.onprem)
     assert all(p.inputs["keyId"] == key_arn_of(key) for p in params)
@@ -400,8 +470,10 @@ def key_arn_of(key):
 
 def test_agent_bucket_private_encrypted_with_the_package(run):
     (pab,) = run.of_type("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
-    assert all(pab.inputs[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls",
-                                               "restrictPublicBuckets"))
+    assert all(
+        pab.inputs[k] is True
+        for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+    )
     (sse,) = run.of_type("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
     assert sse.inputs["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "aws:kms"
     (own,) = run.of_type("aws:s3/bucketOwnershipControls:BucketOwnershipControls")
@@ -412,17 +484,20 @@ def test_agent_bucket_private_encrypted_with_the_package(run):
     (obj,) = run.of_type("aws:s3/bucketObjectv2:BucketObjectv2")
     assert obj.inputs["key"] == "agent/overlay-agent-bundle.tar" and obj.inputs["bucket"] == "agent-bucket-id"
     for i in run.of_type(INSTANCE):
-        assert "agent-bucket-1a2b3c" in i.inputs["userData"] and "agent/overlay-agent-bundle.tar" in i.inputs["userData"]
+        assert (
+            "agent-bucket-1a2b3c" in i.inputs["userData"] and "agent/overlay-agent-bundle.tar" in i.inputs["userData"]
+        )
 
 
 def test_stack_outputs(run, plan):
     out = run.outputs
     assert out["routerAddresses"] == {r.name: str(r.private_ip) for r in plan.routers}
-    eips = {e.name[:-len("-eip")]: e for e in run.of_type(EIP) if not e.name.startswith("net-")}
+    eips = {e.name[: -len("-eip")]: e for e in run.of_type(EIP) if not e.name.startswith("net-")}
     assert set(out["routerEips"]) == set(eips)
     assert len(out["pairings"]) == len(plan.pairings)
-    assert {(p["router"], p["peer"], p["key"]) for p in out["pairings"]} == \
-        {(p.a.name, p.b.name, p.key) for p in plan.pairings}
+    assert {(p["router"], p["peer"], p["key"]) for p in out["pairings"]} == {
+        (p.a.name, p.b.name, p.key) for p in plan.pairings
+    }
     assert out["topology"] == to_mermaid(plan)
     assert set(out["onpremFrr"]) == {o.name for o in plan.onprem}
     for text in out["onpremFrr"].values():
@@ -436,16 +511,21 @@ def test_static_mode_routes_each_host_block_to_its_eni():
     plan = build_plan(dataclasses.replace(load_stack("test-use2"), routing_mode="static"))
     tables = {f"net-{k}-{az}-id" for az in plan.azs for k in ("public", "private")}
     for h in plan.hosts:
-        got = {(x.inputs["routeTableId"], x.inputs.get("destinationCidrBlock") or x.inputs.get(
-            "destinationIpv6CidrBlock")) for x in run.of_type(ROUTE)
-            if x.inputs.get("networkInterfaceId") == f"{h.name}-eni-id"}
+        got = {
+            (x.inputs["routeTableId"], x.inputs.get("destinationCidrBlock") or x.inputs.get("destinationIpv6CidrBlock"))
+            for x in run.of_type(ROUTE)
+            if x.inputs.get("networkInterfaceId") == f"{h.name}-eni-id"
+        }
         assert got == {(t, str(b)) for t in tables for b in (h.block_v4, h.block_v6)}
 
 
-@pytest.mark.parametrize("changes,match", [
-    ({"vpc.cidr": "10.20.0.0/33"}, r"overlay:vpc.cidr = '10.20.0.0/33': is not a valid IPv4 CIDR"),
-    ({"hosts.cuont": 3}, r"overlay:hosts.cuont = 3: unknown key; did you mean 'count'\?"),
-])
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        ({"vpc.cidr": "10.20.0.0/33"}, r"overlay:vpc.cidr = '10.20.0.0/33': is not a valid IPv4 CIDR"),
+        ({"hosts.cuont": 3}, r"overlay:hosts.cuont = 3: unknown key; did you mean 'count'\?"),
+    ],
+)
 def test_config_errors_are_one_line(changes, match):
     with pytest.raises(pulumi.RunError, match=match) as exc:
         run_program("lab", changes)
@@ -485,8 +565,9 @@ def test_ipv4_only_stack_without_onprem_peers():
     assert not run.of_type("aws:ec2/egressOnlyInternetGateway:EgressOnlyInternetGateway")
     # routers still get an EIP (their only IPv4 egress); the rest are the NAT gateways'
     routers = [e.name for e in run.of_type(EIP) if e.name.startswith("router-")]
-    assert sorted(e.name for e in run.of_type(EIP) if e.name not in routers) == \
-        sorted(n.name for n in run.of_type("aws:ec2/natGateway:NatGateway"))
+    assert sorted(e.name for e in run.of_type(EIP) if e.name not in routers) == sorted(
+        n.name for n in run.of_type("aws:ec2/natGateway:NatGateway")
+    )
     assert routers == ["router-1-eip"]
     assert {s.name for s in run.of_type(SG)} == {"sg-members"}
     assert not [r.name for r in run.of_type(ROUTE) if "destinationIpv6CidrBlock" in r.inputs]
@@ -495,10 +576,17 @@ def test_ipv4_only_stack_without_onprem_peers():
     assert set(run.outputs["routerEips"]) == {"router-1"} and run.outputs["onpremFrr"] == {}
 
 
-@pytest.mark.parametrize("instance_type,arch", [
-    ("m6i.xlarge", "x86_64"), ("c6in.large", "x86_64"), ("m7g.large", "arm64"), ("c6gn.xlarge", "arm64"),
-    ("t4g.small", "arm64"), ("lab", "x86_64"),
-])
+@pytest.mark.parametrize(
+    "instance_type,arch",
+    [
+        ("m6i.xlarge", "x86_64"),
+        ("c6in.large", "x86_64"),
+        ("m7g.large", "arm64"),
+        ("c6gn.xlarge", "arm64"),
+        ("t4g.small", "arm64"),
+        ("lab", "x86_64"),
+    ],
+)
 def test_architecture_from_instance_type(instance_type, arch):
     assert architecture(instance_type) == arch
 
@@ -506,18 +594,26 @@ def test_architecture_from_instance_type(instance_type, arch):
 def test_graviton_hosts_get_the_arm64_debian_ami():
     run = run_program("test-use2", {"hosts.instanceType": "m7g.large"})
     lookups = [args for token, args in run.calls if token == "aws:ec2/getAmi:getAmi"]
-    assert sorted(next(f["values"][0] for f in a["filters"] if f["name"] == "architecture")
-                  for a in lookups) == ["arm64", "x86_64"]
+    assert sorted(next(f["values"][0] for f in a["filters"] if f["name"] == "architecture") for a in lookups) == [
+        "arm64",
+        "x86_64",
+    ]
     assert all(a["owners"] == ["136693071363"] and a["mostRecent"] is True for a in lookups)
     amis = {i.name: i.inputs["ami"] for i in run.of_type(INSTANCE)}
-    assert amis == {"router-1-instance": AMI["x86_64"], "host-1-instance": AMI["arm64"],
-                    "host-2-instance": AMI["arm64"]}
+    assert amis == {
+        "router-1-instance": AMI["x86_64"],
+        "host-1-instance": AMI["arm64"],
+        "host-2-instance": AMI["arm64"],
+    }
 
 
 def test_static_mode_past_the_route_table_limit_is_refused():
     changes = {"hosts.count": 500, "hosts.blockPrefix": 25, "routing.mode": "static"}
-    with pytest.raises(pulumi.RunError, match=r"overlay:routing.mode = 'static': 500 hosts need 1004 routes "
-                                              r"per table; AWS allows 1000"):
+    with pytest.raises(
+        pulumi.RunError,
+        match=r"overlay:routing.mode = 'static': 500 hosts need 1004 routes "
+        r"per table; AWS allows 1000",
+    ):
         run_program("prod-euw1", changes)
 
 
@@ -568,10 +664,14 @@ def test_route_server_endpoint_in_every_router_subnet_and_one_bfd_peer_per_route
     run, plan = rs_run
     endpoints = {e.name: e.inputs for e in run.of_type(RS_ENDPOINT)}
     router_azs = [az for az in plan.azs if any(r.az == az for r in plan.routers)]
-    assert endpoints == {f"route-server-{az}": {"routeServerId": "rs-route-server-server",
-                                                "subnetId": f"net-public-{az}-id",
-                                                "tags": {"Name": f"{plan.stack}-route-server-{az}"}}
-                         for az in router_azs}
+    assert endpoints == {
+        f"route-server-{az}": {
+            "routeServerId": "rs-route-server-server",
+            "subnetId": f"net-public-{az}-id",
+            "tags": {"Name": f"{plan.stack}-route-server-{az}"},
+        }
+        for az in router_azs
+    }
     peers = {p.name: p for p in run.of_type(RS_PEER)}
     assert set(peers) == {f"route-server-{r.name}" for r in plan.routers}
     for r in plan.routers:
@@ -590,16 +690,22 @@ def test_route_server_propagates_to_every_table_and_no_static_pool_route_remains
     assert all(p.inputs["routeServerId"] == "rs-route-server-server" for p in run.of_type(RS_PROPAGATION))
     assert not run.of_type("overlay:network:PoolRoutes")
     pools = {str(p) for p in plan.pools_v4 + plan.pools_v6}
-    assert not [r for r in run.of_type(ROUTE) if (r.inputs.get("destinationCidrBlock")
-                                                  or r.inputs.get("destinationIpv6CidrBlock")) in pools]
+    assert not [
+        r
+        for r in run.of_type(ROUTE)
+        if (r.inputs.get("destinationCidrBlock") or r.inputs.get("destinationIpv6CidrBlock")) in pools
+    ]
 
 
 def test_route_server_group_admits_bgp_and_bfd_from_the_endpoints_only(rs_run):
     run, plan = rs_run
     sg = run.named("sg-route-server")
     eps = sorted(f"{route_server_endpoint_address(e.name)}/32" for e in run.of_type(RS_ENDPOINT))
-    assert _rules(sg) == {("tcp", 179, 179, tuple(eps), (), False), ("udp", 3784, 3784, tuple(eps), (), False),
-                          ("udp", 4784, 4784, tuple(eps), (), False)}
+    assert _rules(sg) == {
+        ("tcp", 179, 179, tuple(eps), (), False),
+        ("udp", 3784, 3784, tuple(eps), (), False),
+        ("udp", 4784, 4784, tuple(eps), (), False),
+    }
     for r in plan.routers:
         assert "sg-route-server-id" in run.named(f"{r.name}-eni").inputs["securityGroups"]
     for h in plan.hosts:
@@ -612,8 +718,11 @@ def test_router_learns_its_endpoints_from_its_route_server_parameter(rs_run):
     for r in plan.routers:
         base = f"/overlay/{plan.stack}/instances/{r.name}"
         doc = json.loads(params[f"{base}/route-server"].inputs["insecureValue"])
-        assert doc == {"schema": 1, "asn": plan.route_server_asn,
-                       "endpoints": [route_server_endpoint_address(f"route-server-{r.az}")]}
+        assert doc == {
+            "schema": 1,
+            "asn": plan.route_server_asn,
+            "endpoints": [route_server_endpoint_address(f"route-server-{r.az}")],
+        }
         # The revision covers the late parameter: a new endpoint address moves it.
         rev = run.named(f"{r.name}-revision")
         assert run.named(f"{r.name}-route-server").urn in rev.dependencies

@@ -1,4 +1,5 @@
 """put_parameters writes exactly build_parameters' set: password a SecureString, revisions last, pruning."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,8 +36,7 @@ def frr(name: str) -> str:
 
 def stored(client, root):
     out = {}
-    for page in client.get_paginator("get_parameters_by_path").paginate(
-            Path=root, Recursive=True, WithDecryption=True):
+    for page in client.get_paginator("get_parameters_by_path").paginate(Path=root, Recursive=True, WithDecryption=True):
         for p in page["Parameters"]:
             out[p["Name"]] = (p["Type"], p["Value"])
     return out
@@ -52,7 +52,8 @@ def test_put_then_prune():
     put_parameters(rec, params, "s3cret", onprem_password="dc-s3cret")
     secure = {password_name(plan): "s3cret", onprem_password_name(plan): "dc-s3cret"}
     assert stored(client, "/overlay/lab") == {
-        n: (p.type, secure[n] if p.type == "SecureString" else p.value) for n, p in params.items()}
+        n: (p.type, secure[n] if p.type == "SecureString" else p.value) for n, p in params.items()
+    }
     revs = [i for i, n in enumerate(rec.names) if n.endswith("/revision")]
     assert revs == list(range(len(rec.names) - len(revs), len(rec.names)))
 

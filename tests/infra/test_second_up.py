@@ -10,6 +10,7 @@ bridge drops diffs on `ignoreChanges` paths (terraform-provider-aws#44768). Whet
 provider bundled in pulumi-aws still has that bug is exactly what the mocks cannot tell;
 what they do show is that whichever way it goes, the instance's diff ignores the field.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,7 +35,7 @@ def _state_after_read(run, rec) -> dict:
     is read from its primary ENI."""
     state = dict(rec.inputs)
     if rec.type == INSTANCE:
-        eni = run.named(rec.name[:-len("-instance")] + "-eni")
+        eni = run.named(rec.name[: -len("-instance")] + "-eni")
         state["sourceDestCheck"] = eni.inputs["sourceDestCheck"]
     return state
 
@@ -113,8 +114,15 @@ def test_instances_boot_after_their_egress_role_policy_and_agent_package(two_run
         rec = run.named(f"{inst.name}-instance")
         deps = {run.by_urn(u).name for u in rec.dependencies}
         kind = "public" if inst in plan.routers else "private"
-        want = {f"net-{kind}-{inst.az}", f"net-{kind}-{inst.az}-default4", "net-s3",
-                "routers-read" if inst in plan.routers else "hosts-read", "agent-object", f"{inst.name}-agent", f"{inst.name}-frr"}
+        want = {
+            f"net-{kind}-{inst.az}",
+            f"net-{kind}-{inst.az}-default4",
+            "net-s3",
+            "routers-read" if inst in plan.routers else "hosts-read",
+            "agent-object",
+            f"{inst.name}-agent",
+            f"{inst.name}-frr",
+        }
         if plan.ipv6:
             want.add(f"net-{kind}-{inst.az}-default6")
         if kind == "public":
@@ -137,15 +145,20 @@ def test_root_volumes_sized_per_role_and_tagged(two_runs):
         want = 20 if inst in plan.routers else cfg.host_root_volume_gb
         assert rec.inputs["rootBlockDevice"]["volumeSize"] == want
         assert rec.inputs["volumeTags"] == {
-            "project": "overlay", "stack": run.stack, "environment": plan.environment,
-            "managed-by": "pulumi", "Name": f"{run.stack}-{inst.name}",
-            "overlay-role": "router" if inst in plan.routers else "host"}
+            "project": "overlay",
+            "stack": run.stack,
+            "environment": plan.environment,
+            "managed-by": "pulumi",
+            "Name": f"{run.stack}-{inst.name}",
+            "overlay-role": "router" if inst in plan.routers else "host",
+        }
 
 
 def test_host_root_volume_is_configurable():
     run = run_program("test-use2", {"hosts.rootVolumeGb": 200})
-    assert {r.inputs["rootBlockDevice"]["volumeSize"] for r in run.of_type(INSTANCE)
-            if r.name.startswith("host-")} == {200}
+    assert {r.inputs["rootBlockDevice"]["volumeSize"] for r in run.of_type(INSTANCE) if r.name.startswith("host-")} == {
+        200
+    }
     with pytest.raises(Exception, match=r"overlay:hosts.rootVolumeGb = 4: must be"):
         run_program("test-use2", {"hosts.rootVolumeGb": 4})
 
@@ -168,6 +181,7 @@ def test_a_render_error_inside_apply_is_one_line(monkeypatch):
 def test_fixed_addresses_reserved_and_the_nat_gateway_pinned_below_them(two_runs):
     # Review F15: AWS picks addresses for the ENIs it creates; the planned ones are reserved.
     import ipaddress
+
     run, _ = two_runs
     plan = build_plan(load_stack(run.stack))
     reservations = run.of_type("aws:ec2/subnetCidrReservation:SubnetCidrReservation")
@@ -182,7 +196,7 @@ def test_fixed_addresses_reserved_and_the_nat_gateway_pinned_below_them(two_runs
         subnet = next(s for s in plan.subnets if s.cidr == inst.subnet)
         assert any(inst.private_ip in c for c in subnet.reserved), inst.name
     for nat in run.of_type("aws:ec2/natGateway:NatGateway"):
-        az = nat.name[len("net-nat-"):]
+        az = nat.name[len("net-nat-") :]
         public = next(s for s in plan.subnets if s.az == az and s.kind == "public")
         assert nat.inputs["privateIp"] == str(public.nat_ip)
         assert public.nat_ip == public.cidr.network_address + 5

@@ -5,6 +5,7 @@ cannot go to the moto server the rest of test_verify uses. The Stubber validates
 request and response against botocore's own model of the EC2 API, so parameter names,
 filter names and response shapes are AWS's; what it cannot show is the service's behaviour.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,30 +31,78 @@ def _client():
 
 def stub_route_server(stubber, p, *, peer_bfd="up", table_missing=None, persist="disabled"):
     tag = [{"Name": "tag:project", "Values": ["overlay"]}, {"Name": "tag:stack", "Values": [p.stack]}]
-    stubber.add_response("describe_route_servers", {"RouteServers": [{
-        "RouteServerId": RS_ID, "AmazonSideAsn": p.route_server_asn, "State": "available",
-        "PersistRoutesState": persist}]},
-        {"Filters": tag + [{"Name": "tag:Name", "Values": [f"{p.stack}-route-server"]}]})
-    stubber.add_response("get_route_server_associations", {"RouteServerAssociations": [
-        {"RouteServerId": RS_ID, "VpcId": "vpc-1", "State": "associated"}]}, {"RouteServerId": RS_ID})
+    stubber.add_response(
+        "describe_route_servers",
+        {
+            "RouteServers": [
+                {
+                    "RouteServerId": RS_ID,
+                    "AmazonSideAsn": p.route_server_asn,
+                    "State": "available",
+                    "PersistRoutesState": persist,
+                }
+            ]
+        },
+        {"Filters": tag + [{"Name": "tag:Name", "Values": [f"{p.stack}-route-server"]}]},
+    )
+    stubber.add_response(
+        "get_route_server_associations",
+        {"RouteServerAssociations": [{"RouteServerId": RS_ID, "VpcId": "vpc-1", "State": "associated"}]},
+        {"RouteServerId": RS_ID},
+    )
     rs_filter = [{"Name": "route-server-id", "Values": [RS_ID]}]
-    stubber.add_response("describe_route_server_endpoints", {"RouteServerEndpoints": [
-        {"RouteServerId": RS_ID, "RouteServerEndpointId": f"rse-{r.az}", "SubnetId": f"subnet-{r.az}",
-         "EniAddress": f"10.30.{8 + i}.5", "State": "available"} for i, r in enumerate(p.routers)]},
-        {"Filters": rs_filter})
-    stubber.add_response("describe_route_server_peers", {"RouteServerPeers": [
-        {"RouteServerPeerId": f"rsp-{r.name}", "RouteServerId": RS_ID, "PeerAddress": str(r.private_ip),
-         "State": "available", "BgpStatus": {"Status": "up"},
-         "BfdStatus": {"Status": peer_bfd if r.name == "router-2" else "up"},
-         "BgpOptions": {"PeerAsn": r.asn, "PeerLivenessDetection": "bfd"}} for r in p.routers]},
-        {"Filters": rs_filter})
+    stubber.add_response(
+        "describe_route_server_endpoints",
+        {
+            "RouteServerEndpoints": [
+                {
+                    "RouteServerId": RS_ID,
+                    "RouteServerEndpointId": f"rse-{r.az}",
+                    "SubnetId": f"subnet-{r.az}",
+                    "EniAddress": f"10.30.{8 + i}.5",
+                    "State": "available",
+                }
+                for i, r in enumerate(p.routers)
+            ]
+        },
+        {"Filters": rs_filter},
+    )
+    stubber.add_response(
+        "describe_route_server_peers",
+        {
+            "RouteServerPeers": [
+                {
+                    "RouteServerPeerId": f"rsp-{r.name}",
+                    "RouteServerId": RS_ID,
+                    "PeerAddress": str(r.private_ip),
+                    "State": "available",
+                    "BgpStatus": {"Status": "up"},
+                    "BfdStatus": {"Status": peer_bfd if r.name == "router-2" else "up"},
+                    "BgpOptions": {"PeerAsn": r.asn, "PeerLivenessDetection": "bfd"},
+                }
+                for r in p.routers
+            ]
+        },
+        {"Filters": rs_filter},
+    )
     tables = [(az, kind) for az in p.azs for kind in ("public", "private")]
-    stubber.add_response("get_route_server_propagations", {"RouteServerPropagations": [
-        {"RouteServerId": RS_ID, "RouteTableId": f"rtb-{kind}-{az}", "State": "available"}
-        for az, kind in tables if (az, kind) != table_missing]}, {"RouteServerId": RS_ID})
+    stubber.add_response(
+        "get_route_server_propagations",
+        {
+            "RouteServerPropagations": [
+                {"RouteServerId": RS_ID, "RouteTableId": f"rtb-{kind}-{az}", "State": "available"}
+                for az, kind in tables
+                if (az, kind) != table_missing
+            ]
+        },
+        {"RouteServerId": RS_ID},
+    )
     for az, kind in tables:
-        stubber.add_response("describe_route_tables", {"RouteTables": [{"RouteTableId": f"rtb-{kind}-{az}"}]},
-                             {"Filters": tag + [{"Name": "tag:Name", "Values": [f"{p.stack}-{kind}-{az}"]}]})
+        stubber.add_response(
+            "describe_route_tables",
+            {"RouteTables": [{"RouteTableId": f"rtb-{kind}-{az}"}]},
+            {"Filters": tag + [{"Name": "tag:Name", "Values": [f"{p.stack}-{kind}-{az}"]}]},
+        )
 
 
 def run_checks(**kw):
@@ -76,11 +125,14 @@ def test_route_server_as_built_passes_every_check():
     assert v.endpoints_by_subnet == {"subnet-us-east-2a": ["10.30.8.5"], "subnet-us-east-2b": ["10.30.9.5"]}
 
 
-@pytest.mark.parametrize("kw, check, detail", [
-    ({"peer_bfd": "down"}, "route server peer up", "BFD=down"),
-    ({"table_missing": ("us-east-2b", "private")}, "route server propagation", "not propagated"),
-    ({"persist": "enabled"}, "route server", "PersistRoutesState=enabled"),
-])
+@pytest.mark.parametrize(
+    "kw, check, detail",
+    [
+        ({"peer_bfd": "down"}, "route server peer up", "BFD=down"),
+        ({"table_missing": ("us-east-2b", "private")}, "route server propagation", "not propagated"),
+        ({"persist": "enabled"}, "route server", "PersistRoutesState=enabled"),
+    ],
+)
 def test_each_fault_fails_its_own_check(kw, check, detail):
     bad = [r for r in run_checks(**kw).rows if not r.ok]
     assert len(bad) == 1 and bad[0].check == check and detail in bad[0].detail, bad

@@ -1,4 +1,5 @@
 """The whole lab end to end: sessions, reachability, anycast, failover, hijacks, growth (issue 7); moves: test_lab_moves.py."""
+
 from __future__ import annotations
 
 import contextlib
@@ -64,8 +65,9 @@ def client(lab):
 
 
 def ping(ns: str, address: str) -> bool:
-    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-c1", "-W2", address],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(["ip", "netns", "exec", ns, "ping", "-c1", "-W2", address], capture_output=True).returncode == 0
+    )
 
 
 def reachable(ns: str, address: str, host: str, tries: int = 40) -> bool:
@@ -80,16 +82,22 @@ def reachable(ns: str, address: str, host: str, tries: int = 40) -> bool:
 def uptimes(lab, router: str) -> dict[str, int]:
     """Each BGP peer's session uptime in ms on a router (Established peers only)."""
     doc = lab.frr_for(router).vtysh_json("show bgp summary json")
-    return {peer: info.get("peerUptimeMsec") for af in doc.values() if isinstance(af, dict)
-            for peer, info in af.get("peers", {}).items() if info.get("state") == "Established"}
+    return {
+        peer: info.get("peerUptimeMsec")
+        for af in doc.values()
+        if isinstance(af, dict)
+        for peer, info in af.get("peers", {}).items()
+        if info.get("state") == "Established"
+    }
 
 
 # 1 -----------------------------------------------------------------------------------------
 def test_every_session_established_over_gre(lab):
     stack.wait_sessions(lab, timeout=60)
     for r in lab.plan.routers:
-        links = subprocess.run(["ip", "netns", "exec", lab.topo.instance(r.name).ns, "ip", "-o", "link"],
-                               capture_output=True, text=True).stdout
+        links = subprocess.run(
+            ["ip", "netns", "exec", lab.topo.instance(r.name).ns, "ip", "-o", "link"], capture_output=True, text=True
+        ).stdout
         for p in lab.plan.pairings_of(r.name):
             assert f" {p.ifname}:" in links, f"{r.name} lacks {p.ifname}"
         # every host session runs over its tunnel's inner addresses (dynamic neighbors)
@@ -161,12 +169,15 @@ def test_host_failure_moves_anycast_within_a_second(lab, containers):
     time.sleep(1)
     assert demo.spread(client(lab), addr, 20)["error"] == 0
     # Probe with new TCP connections every 20 ms while host-2 is cut off from the VPC.
-    code = ("import socket,time,json\nres=[]\nend=time.monotonic()+4\n"
-            "while time.monotonic()<end:\n t=time.monotonic()\n s=socket.socket()\n s.settimeout(0.15)\n"
-            f" try:\n  s.connect(('{addr}',80)); ok=1\n except OSError: ok=0\n"
-            " s.close(); res.append((t,ok)); time.sleep(0.02)\nprint(json.dumps(res))")
-    prober = subprocess.Popen(["ip", "netns", "exec", client(lab), "python3", "-c", code], stdout=subprocess.PIPE,
-                              text=True)
+    code = (
+        "import socket,time,json\nres=[]\nend=time.monotonic()+4\n"
+        "while time.monotonic()<end:\n t=time.monotonic()\n s=socket.socket()\n s.settimeout(0.15)\n"
+        f" try:\n  s.connect(('{addr}',80)); ok=1\n except OSError: ok=0\n"
+        " s.close(); res.append((t,ok)); time.sleep(0.02)\nprint(json.dumps(res))"
+    )
+    prober = subprocess.Popen(
+        ["ip", "netns", "exec", client(lab), "python3", "-c", code], stdout=subprocess.PIPE, text=True
+    )
     time.sleep(0.5)
     cut_at = time.monotonic()
     host_ns = lab.topo.instance(h2).ns
@@ -175,12 +186,27 @@ def test_host_failure_moves_anycast_within_a_second(lab, containers):
         results = json.loads(prober.communicate(timeout=30)[0])
     finally:
         subprocess.run(["ip", "netns", "exec", host_ns, "ip", "link", "set", "eth0", "up"], check=True)
-        subprocess.run(["ip", "netns", "exec", host_ns, "ip", "route", "replace", "default", "via",
-                        str(lab.topo.instance(h2).segment.gateway)], check=True)
+        subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                host_ns,
+                "ip",
+                "route",
+                "replace",
+                "default",
+                "via",
+                str(lab.topo.instance(h2).segment.gateway),
+            ],
+            check=True,
+        )
     failures = [t for t, ok in results if not ok and t >= cut_at - 0.2]
     outage = (max(failures) - cut_at + 0.15) if failures else 0.0
-    print(f"\nhost {h2} cut off: anycast {addr} failed for {outage * 1000:.0f} ms "
-          f"({len(failures)} of {len(results)} connection attempts)")
+    print(
+        f"\nhost {h2} cut off: anycast {addr} failed for {outage * 1000:.0f} ms "
+        f"({len(failures)} of {len(results)} connection attempts)"
+    )
     assert results[-1][1] == 1
     assert outage < 1.0
     stack.wait_sessions(lab, timeout=60)
@@ -202,8 +228,14 @@ def test_250_containers_on_one_host_all_reachable(lab):
             try:
                 for n in chunk:
                     try:
-                        c.containers.run(ref, ["httpd", "-f", "-p", "80", "-h", "/www"], name=n, detach=True,
-                                         network_mode="none", labels={"overlay": "auto"})
+                        c.containers.run(
+                            ref,
+                            ["httpd", "-f", "-p", "80", "-h", "/www"],
+                            name=n,
+                            detach=True,
+                            network_mode="none",
+                            labels={"overlay": "auto"},
+                        )
                     except Exception as exc:  # noqa: BLE001 - collected and asserted below
                         errors.append(f"{n}: {exc}")
             finally:
@@ -226,14 +258,21 @@ def test_250_containers_on_one_host_all_reachable(lab):
         assert len(addrs) == len(names), f"{len(addrs)} of {len(names)} wired"
         print(f"\n250 containers started and wired in {time.monotonic() - t0:.1f} s")
         # Every one answers a TCP connection from on-prem (one process, parallel connects).
-        code = ("import socket,json,sys,concurrent.futures as f\naddrs=json.load(sys.stdin)\n"
-                "def probe(a):\n for _ in range(20):\n  s=socket.socket(); s.settimeout(1)\n"
-                "  try:\n   s.connect((a,80)); return None\n  except OSError:\n   pass\n  finally: s.close()\n"
-                " return a\n"
-                "with f.ThreadPoolExecutor(32) as ex: bad=[a for a in ex.map(probe, addrs) if a]\n"
-                "print(json.dumps(bad))")
-        proc = subprocess.run(["ip", "netns", "exec", client(lab), "python3", "-c", code],
-                              input=json.dumps(sorted(addrs.values())), capture_output=True, text=True, timeout=300)
+        code = (
+            "import socket,json,sys,concurrent.futures as f\naddrs=json.load(sys.stdin)\n"
+            "def probe(a):\n for _ in range(20):\n  s=socket.socket(); s.settimeout(1)\n"
+            "  try:\n   s.connect((a,80)); return None\n  except OSError:\n   pass\n  finally: s.close()\n"
+            " return a\n"
+            "with f.ThreadPoolExecutor(32) as ex: bad=[a for a in ex.map(probe, addrs) if a]\n"
+            "print(json.dumps(bad))"
+        )
+        proc = subprocess.run(
+            ["ip", "netns", "exec", client(lab), "python3", "-c", code],
+            input=json.dumps(sorted(addrs.values())),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert json.loads(proc.stdout) == [], proc.stderr
     finally:
         for n in names:
@@ -268,8 +307,9 @@ def tampered_host(lab, host, prefixes: list[str]):
         yield
     finally:
         os.kill(agent_pid, signal.SIGCONT)
-    wait_until(lambda: not set(prefixes) & advertised(lab, host), 30, 0.5,
-               f"{host.name}'s agent restoring its FRR config")
+    wait_until(
+        lambda: not set(prefixes) & advertised(lab, host), 30, 0.5, f"{host.name}'s agent restoring its FRR config"
+    )
 
 
 def test_hijack_attempts_rejected_and_the_agent_restores_the_host(lab, containers):
@@ -313,8 +353,11 @@ def _hijacks_refused(lab, h1, h2, victim_v4: str, local_v4: str) -> None:
     rows = {}
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and len(rows) < 2:
-        rows = {r["name"]: r for r in demo.agent_status(lab, h1.name).get("containers", [])
-                if r["name"] in ("own-thief", "own-squatter") and r.get("state") == "error"}
+        rows = {
+            r["name"]: r
+            for r in demo.agent_status(lab, h1.name).get("containers", [])
+            if r["name"] in ("own-thief", "own-squatter") and r.get("state") == "error"
+        }
         time.sleep(0.2)
     assert rows["own-thief"]["reason"] == "not_owned", rows
     assert f"address {victim_v4} is not this host's to announce" in rows["own-thief"]["error"]
@@ -341,8 +384,12 @@ def _hijacks_refused(lab, h1, h2, victim_v4: str, local_v4: str) -> None:
     claims = [f"{victim_v4}/32", f"{shared}/32"]
     with tampered_host(lab, h1, claims):
         for r in lab.plan.routers:
-            wait_until(lambda r=r: peers(r.name, f"{shared}/32") & h1_peers, 10, 0.2,
-                       f"{r.name} accepting the shared range from {h1.name}")
+            wait_until(
+                lambda r=r: peers(r.name, f"{shared}/32") & h1_peers,
+                10,
+                0.2,
+                f"{r.name} accepting the shared range from {h1.name}",
+            )
             # the same UPDATE stream carried the hijack: refused, host-2 alone keeps the address
             assert peers(r.name, f"{victim_v4}/32") <= h2_peers, f"{r.name} took {victim_v4} from {h1.name}"
         assert demo.spread(client(lab), victim_v4, 20) == {h2.name: 20}

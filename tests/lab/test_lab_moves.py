@@ -6,6 +6,7 @@ on-prem). Every step waits on a condition, never a fixed sleep: the old containe
 ended only once every router forwards the address to the new host alone (its kernel
 FIB: one next hop, the new host's tunnel), which is what the newer, lower MED buys.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,7 +75,8 @@ def lab(request, tmp_path_factory):
     name = f"mv{os.getpid() % 1000}{request.param[:4].replace('-', '')}"
     stacks_dir = tmp_path_factory.mktemp("stacks")
     (stacks_dir / f"Pulumi.{name}.yaml").write_text(
-        yaml.safe_dump(yaml.safe_load(stack_path(request.param).read_text())))
+        yaml.safe_dump(yaml.safe_load(stack_path(request.param).read_text()))
+    )
     with running_lab(name, stacks_dir, say, sessions_timeout=60) as the_lab:
         yield the_lab
 
@@ -82,8 +84,12 @@ def lab(request, tmp_path_factory):
 def fib(lab, router: str, prefix: str) -> list[dict]:
     """The router's kernel routes for exactly `prefix` (`ip -j route`): what it forwards with."""
     family = "-6" if ":" in prefix else "-4"
-    out = subprocess.run(["ip", "netns", "exec", lab.topo.instance(router).ns, "ip", "-j", family, "route", "show",
-                          "exact", prefix], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["ip", "netns", "exec", lab.topo.instance(router).ns, "ip", "-j", family, "route", "show", "exact", prefix],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return json.loads(out or "[]")
 
 
@@ -137,8 +143,22 @@ class Timeline:
         for r in self.lab.plan.routers:
             parts.append(f"{r.name}:{','.join(sorted(d or '?' for d in _devs(fib(self.lab, r.name, self.prefix))))}")
         for h in self.hosts:
-            out = subprocess.run(["ip", "netns", "exec", self.lab.topo.instance(h).ns, "ip", family, "route", "show",
-                                  "exact", self.prefix], capture_output=True, text=True).stdout.strip()
+            out = subprocess.run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.lab.topo.instance(h).ns,
+                    "ip",
+                    family,
+                    "route",
+                    "show",
+                    "exact",
+                    self.prefix,
+                ],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
             parts.append(f"{h}:{out or '-'}")
         return " | ".join(parts)
 
@@ -223,8 +243,12 @@ def test_move_loses_no_traffic(lab, family, end, run):
         # the same second would tie (ECMP). A real move is seconds apart; here, wait.
         born = int(created(lab, h1, old))
         wait("a new second", lambda: time.time() >= born + 1.05, 3)
-        pinger = subprocess.Popen(["ip", "netns", "exec", client_ns, sys.executable, "-c", PINGER, addr],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        pinger = subprocess.Popen(
+            ["ip", "netns", "exec", client_ns, sys.executable, "-c", PINGER, addr],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         t0, wall0 = time.monotonic(), time.time()
         sessions = uptimes(lab)
         timeline = Timeline(lab, prefix, (h1, h2))
@@ -244,8 +268,10 @@ def test_move_loses_no_traffic(lab, family, end, run):
             client.close()
         timeline.mark(f"{end} returned")
         # The old host's withdraw reaches every router (the path only it had is gone) ...
-        withdrawn = wait(f"{h1}'s path for {prefix} withdrawn",
-                         lambda: all(not (bgp_peers(lab, r.name, prefix) & h1_peers) for r in lab.plan.routers))
+        withdrawn = wait(
+            f"{h1}'s path for {prefix} withdrawn",
+            lambda: all(not (bgp_peers(lab, r.name, prefix) & h1_peers) for r in lab.plan.routers),
+        )
         timeline.mark("old path withdrawn at every router")
         # ... and the routers still forward to the new host, which answers.
         still = only_via(lab, prefix, h2)
@@ -263,16 +289,21 @@ def test_move_loses_no_traffic(lab, family, end, run):
         history += f"\nBGP sessions reset meanwhile: {', '.join(reset) or 'none'}"
         if not still or result["lost"]:
             history += "\nlogs since the start of the case:\n" + logs_since(
-                lab, wall0 - 1, tuple(r.name for r in lab.plan.routers) + (h1, h2))
+                lab, wall0 - 1, tuple(r.name for r in lab.plan.routers) + (h1, h2)
+            )
         assert still, f"routers no longer on {h2} alone after the withdraw:\n{history}"
         elapsed = time.monotonic() - t0
-        say(f"\nmove IPv{family} {addr} {h1} -> {h2} ({lab.plan.stack}, docker {end}): {len(result['lost'])} of "
+        say(
+            f"\nmove IPv{family} {addr} {h1} -> {h2} ({lab.plan.stack}, docker {end}): {len(result['lost'])} of "
             f"{result['sent']} pings lost (10 ms apart, {elapsed:.1f} s, slowest reply {result['max_rtt_ms']} ms); "
             f"routers on {h2} only after "
-            f"{moved:.2f} s; old path withdrawn {withdrawn:.2f} s after the {end}")
+            f"{moved:.2f} s; old path withdrawn {withdrawn:.2f} s after the {end}"
+        )
         assert result["sent"] > 100
-        assert result["lost"] == [], f"lost sequence numbers {result['lost'][:5]}..{result['lost'][-1:]} " \
-                                     f"(one per 10 ms from the start):\n{history}"
+        assert result["lost"] == [], (
+            f"lost sequence numbers {result['lost'][:5]}..{result['lost'][-1:]} "
+            f"(one per 10 ms from the start):\n{history}"
+        )
         assert demo.http_get(client_ns, addr) == h2
     finally:
         if timeline is not None:

@@ -1,4 +1,5 @@
 """Every stack in stacks/ boots in the lab and its demo passes (sessions, reachability from on-prem, ECMP)."""
+
 from __future__ import annotations
 
 import os

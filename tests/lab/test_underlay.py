@@ -1,4 +1,5 @@
 """The lab underlay alone: subnets, VPC route tables, IGW with 1:1 NAT, internet, on-prem LAN."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,8 +18,7 @@ pytestmark = [pytest.mark.root]
 
 
 def ping(ns: str, dst: str) -> bool:
-    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-c1", "-W1", dst],
-                          capture_output=True).returncode == 0
+    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-c1", "-W1", dst], capture_output=True).returncode == 0
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ the route server preferred router-1 again. The cause (route trace): the router a
 host's route contributes to its aggregate, before every host's session to it is back
 (docs/vpc-failover.md, "Coming back"). VPC_FAILOVER_CYCLES=N repeats the freeze N times.
 """
+
 from __future__ import annotations
 
 import json
@@ -70,13 +71,17 @@ def test_route_server_installs_one_best_path_for_every_table(lab, container):
     # The per-AZ tables hold no pool route of their own: lookups from every subnet fall
     # through to the one FIB.
     for table, _ in lab.topo.az_tables:
-        out = stack.subprocess.run(["ip", "netns", "exec", lab.topo.vpc_ns, "ip", "-j", "route", "show",
-                                    "table", str(table)], capture_output=True, text=True).stdout
+        out = stack.subprocess.run(
+            ["ip", "netns", "exec", lab.topo.vpc_ns, "ip", "-j", "route", "show", "table", str(table)],
+            capture_output=True,
+            text=True,
+        ).stdout
         assert pool4 not in out
 
 
 def test_frozen_router_costs_the_vpc_under_2s_and_the_tables_return(lab, container):
     from lab import egress
+
     ipv4, _ = container
     # The other traffic classes through the same freeze (docs/vpc-failover.md, failure story):
     # on-prem (BGP/BFD over GRE), host to host (through the routers), egress (host SNAT).
@@ -109,6 +114,7 @@ def _cycles(lab, ipv4, others):
 
 # -- egress (docs/egress.md) ---------------------------------------------------------------
 
+
 def fetch(lab, host: str, name: str, url: str) -> str | None:
     """busybox wget inside the container: the body, or None when the fetch failed."""
     client = demo.docker_client(lab, host)
@@ -122,10 +128,13 @@ def fetch(lab, host: str, name: str, url: str) -> str | None:
 
 def test_container_reaches_the_internet_and_the_s3_endpoint_v4_and_v6(lab, container):
     from lab import egress
+
     host = lab.topo.instance("host-1")
     # IPv4: host SNAT to its ENI address, then the AZ's NAT gateway (its EIP).
-    assert fetch(lab, "host-1", "rsf-web", f"http://{egress.WWW_V4}/") == \
-        f"internet {egress.nat_eip(host.segment.az_index)}"
+    assert (
+        fetch(lab, "host-1", "rsf-web", f"http://{egress.WWW_V4}/")
+        == f"internet {egress.nat_eip(host.segment.az_index)}"
+    )
     # IPv6: the pools are ULA; NAT66 to the host's own IPv6, out through the egress-only gateway.
     assert fetch(lab, "host-1", "rsf-web", f"http://[{egress.WWW_V6}]/") == f"internet {host.address_v6}"
     # The gateway endpoint stand-in sees the host's private address (routed in the VPC).
@@ -135,6 +144,7 @@ def test_container_reaches_the_internet_and_the_s3_endpoint_v4_and_v6(lab, conta
 def test_egress_needs_the_host_snat_and_the_internet_cannot_come_in(lab, container):
     from lab import egress
     from lab.underlay import sh
+
     host = lab.topo.instance("host-1")
     ipv4, ipv6 = container
     sh(host.ns, "nft", "delete", "table", "inet", "overlay_egress")

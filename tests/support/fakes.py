@@ -1,6 +1,7 @@
 """In-memory fakes of the agent's edges (kernel via the netlink shims, Docker, the nft guard)
 and the documents the unit tests build, shared by the unit tests: a test module imports
 these from here, never from another test module."""
+
 from __future__ import annotations
 
 import copy
@@ -26,17 +27,27 @@ PROTO = 149
 
 # Shared ranges (moves, anycast): 100.64.1.0-100.64.15.255 and fd00:64::1:0-fd00:64::f:ffff,
 # beside this host's block; 100.64.16.0 and up is other hosts' blocks.
-SHARED = {"ipv4": ["100.64.1.0/24", "100.64.2.0/23", "100.64.4.0/22", "100.64.8.0/21"],
-          "ipv6": ["fd00:64::1:0/112", "fd00:64::2:0/111", "fd00:64::4:0/110", "fd00:64::8:0/109"]}
+SHARED = {
+    "ipv4": ["100.64.1.0/24", "100.64.2.0/23", "100.64.4.0/22", "100.64.8.0/21"],
+    "ipv6": ["fd00:64::1:0/112", "fd00:64::2:0/111", "fd00:64::4:0/110", "fd00:64::8:0/109"],
+}
 
 
 def cfg(block4="100.64.0.0/26", block6="fd00:64::/112", resync=30):
-    return config_mod.parse({
-        "schema": 1, "project": "overlay", "stack": "t", "instance": "host-1", "role": "host", "asn": 65101,
-        "blocks": {"ipv4": block4, "ipv6": block6}, "shared": SHARED,
-        "pools": {"ipv4": ["100.64.0.0/16"], "ipv6": ["fd00:64::/48"]},
-        "settings": {"route_protocol": PROTO, "resync_interval": resync},
-    })
+    return config_mod.parse(
+        {
+            "schema": 1,
+            "project": "overlay",
+            "stack": "t",
+            "instance": "host-1",
+            "role": "host",
+            "asn": 65101,
+            "blocks": {"ipv4": block4, "ipv6": block6},
+            "shared": SHARED,
+            "pools": {"ipv4": ["100.64.0.0/16"], "ipv6": ["fd00:64::/48"]},
+            "settings": {"route_protocol": PROTO, "resync_interval": resync},
+        }
+    )
 
 
 class FakeKernel:
@@ -52,8 +63,9 @@ class FakeKernel:
         self.fail_wire: set[str] = set()
 
     def snapshot(self, prefix):
-        links = tuple(LinkInfo(n, link["index"], link["alias"]) for n, link in self.links.items()
-                      if n.startswith(prefix))
+        links = tuple(
+            LinkInfo(n, link["index"], link["alias"]) for n, link in self.links.items() if n.startswith(prefix)
+        )
         routes = tuple(RouteInfo(d, tuple(sorted(o)), p, m) for (d, m), (o, p) in self.routes.items())
         return KernelView(links, routes)
 
@@ -90,8 +102,9 @@ class FakeKernel:
 
     def route_del(self, dst, proto, metric=None):
         # Like the kernel: without a metric, the first (lowest-metric) match goes.
-        keys = sorted((m, d) for (d, m), (_, p) in self.routes.items()
-                      if d == dst and p == proto and metric in (None, m))
+        keys = sorted(
+            (m, d) for (d, m), (_, p) in self.routes.items() if d == dst and p == proto and metric in (None, m)
+        )
         if not keys:
             return False
         del self.routes[(dst, keys[0][0])]
@@ -158,8 +171,15 @@ N = ipaddress.ip_network
 POOLS = (N("10.99.0.0/16"),)
 
 TUNNEL_BASE = {
-    "schema": 1, "name": "gre-1", "peer": "router-1", "kind": "host", "local": "10.40.0.10",
-    "remote": "10.40.128.10", "key": 1, "ttl": 64, "mtu": 1472,
+    "schema": 1,
+    "name": "gre-1",
+    "peer": "router-1",
+    "kind": "host",
+    "local": "10.40.0.10",
+    "remote": "10.40.128.10",
+    "key": 1,
+    "ttl": 64,
+    "mtu": 1472,
     "inner_ipv4": {"local": "169.254.64.1", "remote": "169.254.64.0", "prefixlen": 31},
     "inner_ipv6": {"local": "fd10:7e::1", "remote": "fd10:7e::", "prefixlen": 127},
     "peer_asn": 65000,
@@ -204,8 +224,10 @@ class FakeBackend:
 
 class FakeNetlink:
     def __init__(self):
-        self.links: dict[str, LinkState] = {"lo": LinkState("lo", 1, IFF_UP | IFF_LOWER_UP, 65536),
-                                            "eth0": LinkState("eth0", 2, IFF_UP | IFF_LOWER_UP, 1500)}
+        self.links: dict[str, LinkState] = {
+            "lo": LinkState("lo", 1, IFF_UP | IFF_LOWER_UP, 65536),
+            "eth0": LinkState("eth0", 2, IFF_UP | IFF_LOWER_UP, 1500),
+        }
         self.addrs: dict[int, set] = {2: {ipaddress.ip_interface("10.40.0.10/20")}}
         self.routes: list[Route] = [
             Route(N("10.40.0.0/20"), 2, None, 2),  # connected (proto kernel)
@@ -254,6 +276,7 @@ class FakeNetlink:
 
 # -- the anti-spoofing guard ----------------------------------------------------------------
 
+
 class FakeGuard:
     """The nft table's two sets, as one set of (veth, address); records into the kernel's op log."""
 
@@ -286,11 +309,20 @@ class FakeGuard:
 
 # -- the pairing sync ----------------------------------------------------------------------
 
-AGENT = json.dumps({"schema": 1, "project": "overlay", "stack": "lab", "instance": "host-1", "role": "host",
-                    "asn": 65100, "underlay": {"address": "10.40.0.10"},
-                    "blocks": {"ipv4": "10.99.0.0/24", "ipv6": "fd10:99::/112"},
-                    "pools": {"ipv4": ["10.99.0.0/16"], "ipv6": ["fd10:99::/48"]},
-                    "settings": {"route_protocol": 149, "poll_interval": 2, "resync_interval": 10}})
+AGENT = json.dumps(
+    {
+        "schema": 1,
+        "project": "overlay",
+        "stack": "lab",
+        "instance": "host-1",
+        "role": "host",
+        "asn": 65100,
+        "underlay": {"address": "10.40.0.10"},
+        "blocks": {"ipv4": "10.99.0.0/24", "ipv6": "fd10:99::/112"},
+        "pools": {"ipv4": ["10.99.0.0/16"], "ipv6": ["fd10:99::/48"]},
+        "settings": {"route_protocol": 149, "poll_interval": 2, "resync_interval": 10},
+    }
+)
 FRR = f"router bgp 65100\n neighbor 169.254.64.0 password {BGP_PASSWORD}\n"
 
 
@@ -336,8 +368,12 @@ class FakeFrr:
 
     def reload(self, text, previous=None):
         if self.reject:
-            raise CommandError("frr-reload --reload: FRR rejected the config (exit 1): line 3: % Unknown command",
-                               cmd=["frr-reload.py"], returncode=1, stderr="line 3: % Unknown command")
+            raise CommandError(
+                "frr-reload --reload: FRR rejected the config (exit 1): line 3: % Unknown command",
+                cmd=["frr-reload.py"],
+                returncode=1,
+                stderr="line 3: % Unknown command",
+            )
         self.reloads += 1
         self.running = {ln for ln in text.splitlines() if ln} - self.residue
 
@@ -350,6 +386,7 @@ def pairing_world(tmp_path):
     frr = FakeFrr()
     cache = Cache(tmp_path)
     poller = Poller(src, cache, interval=2, backoff_min=1, backoff_max=30, rng=random.Random(3))
-    sync = PairingSync(poller, TunnelReconciler(be, nl), frr, cache, tmp_path, resync_interval=10,
-                       metrics=PairingMetrics())
+    sync = PairingSync(
+        poller, TunnelReconciler(be, nl), frr, cache, tmp_path, resync_interval=10, metrics=PairingMetrics()
+    )
     return sync, src, be, frr, tmp_path

@@ -1,4 +1,5 @@
 """FRR's own config checks for rendered configs: `vtysh -C` (exit status) and `bgpd -C` (output)."""
+
 from __future__ import annotations
 
 import re
@@ -14,8 +15,11 @@ BGPD = FRR_DIR / "bgpd"
 # (100663304 is the config-read error class), a file it cannot read under the same
 # class, and refusals of a well-formed command as lines starting with "%"; it always
 # exits 0. Other log lines are not about the file (e.g. no zebra to talk to in -C mode).
-_BGPD_ERROR = re.compile(r"\[EC 100663304\]|^%|No such command|Unknown command|Command incomplete|"
-                         r"Ambiguous command|configuration file", re.M)
+_BGPD_ERROR = re.compile(
+    r"\[EC 100663304\]|^%|No such command|Unknown command|Command incomplete|"
+    r"Ambiguous command|configuration file",
+    re.M,
+)
 # Lines of the integrated config that belong to other daemons (zebra, staticd, bfdd, vtysh):
 # bgpd would report them as unknown, so its view of the file leaves them out.
 _NOT_BGPD_LINE = re.compile(r"^(ip route |ipv6 route |service integrated-vtysh-config)")
@@ -85,9 +89,25 @@ def reload_diff(netns: str, vty_dir: Path, workdir: Path, text: str) -> tuple[li
     path = workdir / "reload-test.conf"
     path.write_text(text)
     path.chmod(0o644)
-    proc = subprocess.run(["ip", "netns", "exec", netns, str(FRR_RELOAD), "--test", "--stdout",
-                           "--vty_socket", str(vty_dir), "--confdir", str(workdir), str(path)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            netns,
+            str(FRR_RELOAD),
+            "--test",
+            "--stdout",
+            "--vty_socket",
+            str(vty_dir),
+            "--confdir",
+            str(workdir),
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"frr-reload.py --test failed ({proc.returncode}): {proc.stderr.strip()[-600:]}")
     delete: list[str] = []
@@ -123,7 +143,7 @@ def router_text_as_applied(plan, router: str, password: str, onprem_password: st
 
     params = build_parameters(plan, lambda n: render_frr(plan, n), vpc_ipv6=TEST_VPC_V6)
     base = instance_path(plan, router) + "/"
-    tunnels = {n[len(base):]: p.value for n, p in params.items() if n.startswith(base + "tunnels/")}
+    tunnels = {n[len(base) :]: p.value for n, p in params.items() if n.startswith(base + "tunnels/")}
     good, bad = parse_tunnels(tunnels)
     assert not bad, bad
     vpc = params[base + "vpc"].value if base + "vpc" in params else None

@@ -1,4 +1,5 @@
 """A lab stack brought up for a test and always taken down, with its namespaces checked gone."""
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,9 @@ def require_lab() -> None:
 
 
 @contextlib.contextmanager
-def running_lab(name: str, stacks_dir: Path, say: Callable[[str], None],
-                sessions_timeout: float | None = None) -> Iterator[stack.Lab]:
+def running_lab(
+    name: str, stacks_dir: Path, say: Callable[[str], None], sessions_timeout: float | None = None
+) -> Iterator[stack.Lab]:
     """Stack `name` from `stacks_dir` up (and, with `sessions_timeout`, every session
     Established); down again however the block ends, leaving none of its namespaces."""
     the_lab = stack.Lab.load(name, stacks_dir, say=say)

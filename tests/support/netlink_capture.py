@@ -11,6 +11,7 @@ route_request) and writes every datagram the kernel returned, as returned. The n
 is removed afterwards, also on failure. tests/unit/test_netlink_dumps.py parses the files
 with the agent's reader and with pyroute2's own parser and compares.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,10 +37,9 @@ def setup_commands() -> list[str]:
         "link add ovcaaaaaaaaaaa1 type veth peer name xpeer1",
         "link add ovcaaaaaaaaaaa2 type veth peer name xpeer2",
         "link add other0 type veth peer name xpeer3",
-        f"link set ovcaaaaaaaaaaa1 alias \"{ALIAS}\"",
+        f'link set ovcaaaaaaaaaaa1 alias "{ALIAS}"',
     ]
-    cmds += [f"link set {n} up" for n in ("ovcaaaaaaaaaaa1", "ovcaaaaaaaaaaa2", "other0", "xpeer1", "xpeer2",
-                                          "xpeer3")]
+    cmds += [f"link set {n} up" for n in ("ovcaaaaaaaaaaa1", "ovcaaaaaaaaaaa2", "other0", "xpeer1", "xpeer2", "xpeer3")]
     cmds += [
         "address add 10.9.0.1/24 dev other0",  # a local-table /32 (10.9.0.1) and a /24 connected route
         # single path, with a metric; multipath (two veths, device-only next hops)
@@ -59,29 +59,41 @@ def setup_commands() -> list[str]:
         "route add fd00:64::9/128 dev other0 proto 149 table 100",
     ]
     cmds += [f"route add 100.65.{i // 250}.{i % 250 + 1}/32 dev ovcaaaaaaaaaaa2 proto 149" for i in range(MANY)]
-    cmds += [f"route add fd00:65::{i + 1:x}/128 via fe80::2 dev ovcaaaaaaaaaaa2 proto 149 metric {i + 1}"
-             for i in range(MANY)]
+    cmds += [
+        f"route add fd00:65::{i + 1:x}/128 via fe80::2 dev ovcaaaaaaaaaaa2 proto 149 metric {i + 1}"
+        for i in range(MANY)
+    ]
     return cmds
 
 
 def capture_inside(outdir: Path) -> None:
     """Run inside the namespace: send the snapshot's requests, write the datagrams."""
-    requests = {"links": nl.LINK_REQUEST, "routes4": nl.route_request(socket.AF_INET),
-                "routes6": nl.route_request(socket.AF_INET6)}
+    requests = {
+        "links": nl.LINK_REQUEST,
+        "routes4": nl.route_request(socket.AF_INET),
+        "routes6": nl.route_request(socket.AF_INET6),
+    }
     for name, (msg_type, header, extra) in requests.items():
         with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, nl.NETLINK_ROUTE) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
             if name != "links":
                 sock.setsockopt(nl.SOL_NETLINK, nl.NETLINK_GET_STRICT_CHK, 1)
             payload = header + extra
-            sock.sendto(nl._NLMSGHDR.pack(nl._NLMSGHDR.size + len(payload), msg_type,
-                                          nl.NLM_F_REQUEST | nl.NLM_F_DUMP, SEQ[name], 0) + payload, (0, 0))
+            sock.sendto(
+                nl._NLMSGHDR.pack(
+                    nl._NLMSGHDR.size + len(payload), msg_type, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, SEQ[name], 0
+                )
+                + payload,
+                (0, 0),
+            )
             datagrams = []
             while True:
                 buf = sock.recv(1 << 20)
                 datagrams.append(buf)
-                done = any(struct.unpack_from("=H", buf, off + 4)[0] in (nl.NLMSG_DONE, nl.NLMSG_ERROR)
-                           for off in _offsets(buf))
+                done = any(
+                    struct.unpack_from("=H", buf, off + 4)[0] in (nl.NLMSG_DONE, nl.NLMSG_ERROR)
+                    for off in _offsets(buf)
+                )
                 if done:
                     break
         (outdir / f"{name}.bin").write_bytes(b"".join(struct.pack("<I", len(d)) + d for d in datagrams))
@@ -108,8 +120,9 @@ def main() -> int:
     ns = netns.create(netns.unique_name("nlcap"))
     try:
         # One `ip` per line (1,400 routes): a batch takes a second, separate commands a minute.
-        done = subprocess.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(setup_commands()) + "\n",
-                              text=True, capture_output=True)
+        done = subprocess.run(
+            ["ip", "-n", ns, "-batch", "-"], input="\n".join(setup_commands()) + "\n", text=True, capture_output=True
+        )
         if done.returncode != 0:
             print(f"netlink_capture: ip -batch: {done.stderr.strip()}", file=sys.stderr)
             return 1
@@ -117,8 +130,13 @@ def main() -> int:
         netns.run(sys.executable, "-m", "tests.support.netlink_capture", "--inside", str(DATA), ns=ns, timeout=60)
     finally:
         netns.destroy(ns)
-    meta = {"kernel": platform.release(), "seq": SEQ, "many": MANY, "alias": ALIAS,
-            "ifindex": {link["ifname"]: link["ifindex"] for link in links}}
+    meta = {
+        "kernel": platform.release(),
+        "seq": SEQ,
+        "many": MANY,
+        "alias": ALIAS,
+        "ifindex": {link["ifname"]: link["ifindex"] for link in links},
+    }
     (DATA / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     print(f"wrote {', '.join(sorted(p.name for p in DATA.iterdir()))} in {DATA}")
     return 0

@@ -1,4 +1,5 @@
 """Network namespaces for root tests: unique names, and always removed with what runs in them."""
+
 from __future__ import annotations
 
 import itertools
@@ -45,8 +46,9 @@ def destroy(name: str) -> None:
 def veth(ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:
     """A veth pair with one end in each namespace, both ends up."""
     tmp_a, tmp_b = f"t{os.getpid() % 10000}a{next(_counter)}", f"t{os.getpid() % 10000}b{next(_counter)}"
-    subprocess.run(["ip", "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b], check=True,
-                   capture_output=True, text=True)
+    subprocess.run(
+        ["ip", "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b], check=True, capture_output=True, text=True
+    )
     subprocess.run(["ip", "link", "set", tmp_a, "netns", ns_a, "name", if_a], check=True, capture_output=True)
     subprocess.run(["ip", "link", "set", tmp_b, "netns", ns_b, "name", if_b], check=True, capture_output=True)
     run("ip", "link", "set", if_a, "up", ns=ns_a)

@@ -1,4 +1,5 @@
 """Plans the render tests run over: every stack in stacks/ plus generated ones at the edges (size, IPv4 only, options)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,13 +18,13 @@ GENERATED: dict[str, dict[str, Any]] = {
     # parameters allow: 9,049, see infra.config._check_ssm_quotas), per-host ASNs, several
     # pools, on-prem peers, graceful restart on, specifics to on-prem.
     "gen-large": {
-        "region": "eu-central-1", "environment": "prod",
+        "region": "eu-central-1",
+        "environment": "prod",
         "vpc": {"cidr": "10.20.0.0/16", "azs": ["eu-central-1a", "eu-central-1b", "eu-central-1c"]},
         "routers": {"count": 8, "asn": 4200000000, "maxRouters": 8},
         "hosts": {"count": 500, "asnMode": "per-host", "asn": 4200001000, "blockPrefix": 24},
         "pools": {"ipv4": ["100.64.0.0/12", "100.80.0.0/14"], "ipv6": ["fd10:96::/48", "fd10:97::/48"]},
-        "tunnels": {"ipv4": "172.16.0.0/16",
-                    "ipv6": "fd10:7e::/64"},
+        "tunnels": {"ipv4": "172.16.0.0/16", "ipv6": "fd10:7e::/64"},
         "bgp": {"announce": "specifics", "gracefulRestart": True, "maxPrefix": 100000},
         "onprem": [{"name": f"dc{i}", "address": f"198.51.100.{i}", "asn": 64600 + i} for i in range(1, 5)],
     },
@@ -70,15 +71,27 @@ def fake_eips(plan: OverlayPlan) -> dict[str, str]:
     return {r.name: f"192.0.2.{r.index + 1}" for r in plan.routers}
 
 
-def random_raw(routers: int, hosts: int, n_az: int, onprem: int, ipv6: bool, per_host: bool,
-               graceful_restart: bool, specifics: bool, pools: int) -> dict[str, Any]:
+def random_raw(
+    routers: int,
+    hosts: int,
+    n_az: int,
+    onprem: int,
+    ipv6: bool,
+    per_host: bool,
+    graceful_restart: bool,
+    specifics: bool,
+    pools: int,
+) -> dict[str, Any]:
     """A valid stack config from a few knobs (for property tests)."""
     raw: dict[str, Any] = {
         "region": "eu-west-1",
         "vpc": {"cidr": "10.20.0.0/16", "ipv6": ipv6, "azs": [f"eu-west-1{c}" for c in "abcd"[:n_az]]},
         "routers": {"count": routers, "maxRouters": 8},
-        "hosts": {"count": hosts, "blockPrefix": 24,
-                  **({"asnMode": "per-host", "asn": 4200000000} if per_host else {"asn": 65100})},
+        "hosts": {
+            "count": hosts,
+            "blockPrefix": 24,
+            **({"asnMode": "per-host", "asn": 4200000000} if per_host else {"asn": 65100}),
+        },
         "pools": {"ipv4": [f"10.{96 + i}.0.0/16" for i in range(pools)]},
         "tunnels": {"ipv4": "169.254.64.0/18"},
         "bgp": {"gracefulRestart": graceful_restart, "announce": "specifics" if specifics else "aggregates"},

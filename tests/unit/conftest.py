@@ -1,4 +1,5 @@
 """Fixtures shared by the unit tests (their fakes: tests/support/fakes.py)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """The container-wiring reconciler against in-memory fakes of the kernel (netlink shim) and Docker."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -11,6 +12,7 @@ from overlay_agent import config as config_mod
 from overlay_agent.containers import MOVE_SPAN, STEADY_METRIC, ContainerReconciler, Event, route_metric, veth_name
 from overlay_agent.docker_shim import ContainerInfo
 from tests.support.fakes import PROTO, SHARED, FakeDocker, FakeKernel, cfg
+
 
 @pytest.fixture
 def world():
@@ -31,8 +33,10 @@ def test_auto_containers_get_lowest_free_addresses_and_tagged_host_routes(world)
     rec = reconciler(kernel, docker)
     assert rec.resync()
     assert kernel.our_routes() == {
-        "100.64.0.1/32": (veth_name(a.id),), "fd00:64::1/128": (veth_name(a.id),),
-        "100.64.0.2/32": (veth_name(b.id),), "fd00:64::2/128": (veth_name(b.id),),
+        "100.64.0.1/32": (veth_name(a.id),),
+        "fd00:64::1/128": (veth_name(a.id),),
+        "100.64.0.2/32": (veth_name(b.id),),
+        "fd00:64::2/128": (veth_name(b.id),),
     }
     spec = kernel.links[veth_name(a.id)]["spec"]
     assert spec.ifname == "eth0" and spec.via4 == ("0.0.0.0/0",) and spec.via6 == ("::/0",)
@@ -62,9 +66,15 @@ def test_bad_input_is_refused_for_that_container_only(world):
     assert set(kernel.our_routes()) == {"100.64.1.1/32", "fd00:64::1:1/128"}
     assert kernel.our_routes()["100.64.1.1/32"] == (veth_name(good.id),)
     reasons = {r["name"]: r["reason"] for r in rec.status_rows() if r["state"] == "error"}
-    assert reasons == {"unparsable": "bad_label", "outside": "outside_pools", "outside6": "outside_pools",
-                       "dupe": "duplicate", "hostnet": "host_network", "shared": "shared_netns",
-                       "typo": "bad_label"}
+    assert reasons == {
+        "unparsable": "bad_label",
+        "outside": "outside_pools",
+        "outside6": "outside_pools",
+        "dupe": "duplicate",
+        "hostnet": "host_network",
+        "shared": "shared_netns",
+        "typo": "bad_label",
+    }
     errors = {r["name"]: r["error"] for r in rec.status_rows() if r["state"] == "error"}
     assert "192.0.2.1 is outside the pools" in errors["outside"]
     assert "already used by container good" in errors["dupe"]
@@ -265,6 +275,7 @@ def test_status_file_is_written_atomically(world, tmp_path):
     rec = ContainerReconciler(cfg(), docker, kernel, status_path=tmp_path / "s.json")
     rec.resync()
     import json
+
     doc = json.loads((tmp_path / "s.json").read_text())
     assert doc["route_protocol"] == PROTO and doc["containers"][0]["state"] == "routed"
     assert not (tmp_path / "s.tmp").exists()
@@ -332,13 +343,20 @@ def test_new_agent_document_reaches_the_running_loop(world):
         rec.events.put("resync")
         wait_until(lambda: any(r.get("state") == "error" for r in rec.status_rows()), 5, 0.02, "the refusal")
         assert "100.65.0.7/32" not in kernel.our_routes()  # outside the pools: refused
-        wider = config_mod.parse({
-            "schema": 1, "project": "overlay", "stack": "t", "instance": "host-1", "role": "host", "asn": 65101,
-            "blocks": {"ipv4": "100.64.0.0/26", "ipv6": "fd00:64::/112"},
-            "pools": {"ipv4": ["100.64.0.0/16", "100.65.0.0/16"], "ipv6": ["fd00:64::/48"]},
-            "shared": {"ipv4": ["100.65.0.0/24"]},
-            "settings": {"route_protocol": PROTO, "resync_interval": 3600},
-        })
+        wider = config_mod.parse(
+            {
+                "schema": 1,
+                "project": "overlay",
+                "stack": "t",
+                "instance": "host-1",
+                "role": "host",
+                "asn": 65101,
+                "blocks": {"ipv4": "100.64.0.0/26", "ipv6": "fd00:64::/112"},
+                "pools": {"ipv4": ["100.64.0.0/16", "100.65.0.0/16"], "ipv6": ["fd00:64::/48"]},
+                "shared": {"ipv4": ["100.65.0.0/24"]},
+                "settings": {"route_protocol": PROTO, "resync_interval": 3600},
+            }
+        )
         rec.update_config(wider)
         wait_until(lambda: "100.65.0.7/32" in kernel.our_routes(), 5, 0.02, "the route in the new pool")
         assert kernel.our_routes()["100.65.0.7/32"] == (veth_name(c.id),)
@@ -359,8 +377,8 @@ def test_a_moving_address_gets_a_lower_metric_the_newer_its_container():
     assert route_metric(T2026, False) == route_metric(T2026 + 99, False) == STEADY_METRIC
     # never 0 (IPv6 turns it into 1024), always below 2^24 (zebra keeps only 24 bits as metric)
     assert route_metric(0.0, True) == MOVE_SPAN
-    assert all(0 < route_metric(T2026 + d, True) <= MOVE_SPAN for d in (0, 1, 10 ** 6, 10 ** 8, 10 ** 9))
-    assert STEADY_METRIC == 2 ** 24 - 1 > MOVE_SPAN
+    assert all(0 < route_metric(T2026 + d, True) <= MOVE_SPAN for d in (0, 1, 10**6, 10**8, 10**9))
+    assert STEADY_METRIC == 2**24 - 1 > MOVE_SPAN
 
 
 def test_explicit_addresses_carry_the_move_metric_anycast_and_auto_the_steady_one(world):
@@ -386,8 +404,9 @@ def test_a_restarted_agent_reproduces_the_metrics_from_docker(world):
     reconciler(kernel, docker).resync()
     kernel.ops.clear()
     # a new process, and a listing (whole-second Created) instead of the inspect's fractions
-    docker.containers = {cid: ContainerInfo(**{**vars(c), "created": float(int(c.created))})
-                         for cid, c in docker.containers.items()}
+    docker.containers = {
+        cid: ContainerInfo(**{**vars(c), "created": float(int(c.created))}) for cid, c in docker.containers.items()
+    }
     reconciler(kernel, docker).resync()
     assert kernel.ops == []
 
@@ -431,6 +450,7 @@ def test_a_route_left_at_an_old_metric_is_dropped_and_the_current_one_kept(world
 
 # -- who may announce what ------------------------------------------------------------------
 
+
 def test_a_label_outside_this_hosts_block_and_the_shared_ranges_is_refused(world):
     kernel, docker = world
     other = docker.add("other", {"overlay.ipv4": "100.64.16.9"})  # another host's block
@@ -443,9 +463,11 @@ def test_a_label_outside_this_hosts_block_and_the_shared_ranges_is_refused(world
     rows = {r["name"]: r for r in rec.status_rows()}
     for name, addr in (("other", "100.64.16.9"), ("other6", "fd00:64::10:9")):
         assert rows[name]["state"] == "error" and rows[name]["reason"] == "not_owned"
-        assert rows[name]["error"] == (f"address {addr} is not this host's to announce: only its block "
-                                       f"{'100.64.0.0/26' if '.' in addr else 'fd00:64::/112'} and the shared ranges "
-                                       f"({', '.join(SHARED['ipv4' if '.' in addr else 'ipv6'])})")
+        assert rows[name]["error"] == (
+            f"address {addr} is not this host's to announce: only its block "
+            f"{'100.64.0.0/26' if '.' in addr else 'fd00:64::/112'} and the shared ranges "
+            f"({', '.join(SHARED['ipv4' if '.' in addr else 'ipv6'])})"
+        )
     assert veth_name(other.id) not in kernel.links and veth_name(other6.id) not in kernel.links
     routes = kernel.our_routes()
     assert "100.64.16.9/32" not in routes and "fd00:64::10:9/128" not in routes
@@ -462,8 +484,10 @@ def test_a_label_cannot_take_a_wired_auto_containers_address(world):
     rec = reconciler(kernel, docker)
     rec.resync()
     v4, v6 = rec.desired.wirings[victim.id].ipv4, rec.desired.wirings[victim.id].ipv6
-    for labels in ({"overlay.ipv4": str(v4), "overlay.ipv6": str(v6)},
-                   {"overlay.ipv4": str(v4), "overlay.anycast": "true"}):  # anycast on one side is not enough
+    for labels in (
+        {"overlay.ipv4": str(v4), "overlay.ipv6": str(v6)},
+        {"overlay.ipv4": str(v4), "overlay.anycast": "true"},
+    ):  # anycast on one side is not enough
         attacker = docker.add(f"attacker{len(labels)}", labels)
         rec.resync()
         row = next(r for r in rec.status_rows() if r["name"] == attacker.name)

@@ -1,4 +1,5 @@
 """`overlay-agent status` shows what the boot install (overlay-agent-install, user data) recorded."""
+
 from __future__ import annotations
 
 import json
@@ -7,14 +8,16 @@ from overlay_agent import cli
 
 
 def _status(tmp_path, capsys, *extra):
-    rc = cli.main(["status", "--no-live", "--state-dir", str(tmp_path), "--status-file",
-                   str(tmp_path / "none.json"), *extra])
+    rc = cli.main(
+        ["status", "--no-live", "--state-dir", str(tmp_path), "--status-file", str(tmp_path / "none.json"), *extra]
+    )
     return rc, capsys.readouterr().out
 
 
 def test_status_shows_a_failed_install_and_fails(tmp_path, capsys):
-    (tmp_path / "install.json").write_text(json.dumps(
-        {"state": "failed", "detail": "apt-get update (exit 1)", "at": "2026-12-01T20:00:00Z", "attempt": 3}))
+    (tmp_path / "install.json").write_text(
+        json.dumps({"state": "failed", "detail": "apt-get update (exit 1)", "at": "2026-12-01T20:00:00Z", "attempt": 3})
+    )
     rc, out = _status(tmp_path, capsys)
     assert rc == 1
     assert "install: failed (apt-get update (exit 1)) at 2026-12-01T20:00:00Z, attempt 3" in out

@@ -1,4 +1,5 @@
 """Agent label parsing, the agent JSON config, and the block allocator: pure, no root."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -14,38 +15,50 @@ from overlay_agent.errors import ConfigError
 from tests.support.configs import agent_doc as doc
 
 
-@pytest.mark.parametrize("lab, opted", [
-    ({}, False), ({"overlay": "auto"}, True), ({"overlay.ipv4": "1.2.3.4"}, True),
-    ({"com.example.overlay": "x"}, False), ({"overlay": "off"}, False),
-])
+@pytest.mark.parametrize(
+    "lab, opted",
+    [
+        ({}, False),
+        ({"overlay": "auto"}, True),
+        ({"overlay.ipv4": "1.2.3.4"}, True),
+        ({"com.example.overlay": "x"}, False),
+        ({"overlay": "off"}, False),
+    ],
+)
 def test_opt_in(lab, opted):
     assert labels.opted_in(lab) is opted
 
 
 def test_parse_explicit_and_flags():
-    r = labels.parse({"overlay.ipv4": " 100.64.1.1 ", "overlay.ipv6": "fd00:64::1", "overlay.anycast": "True",
-                      "overlay.health": "withdraw"})
+    r = labels.parse(
+        {
+            "overlay.ipv4": " 100.64.1.1 ",
+            "overlay.ipv6": "fd00:64::1",
+            "overlay.anycast": "True",
+            "overlay.health": "withdraw",
+        }
+    )
     assert r == labels.Request(ipaddress.IPv4Address("100.64.1.1"), ipaddress.IPv6Address("fd00:64::1"), True, True)
 
 
-@pytest.mark.parametrize("lab, text", [
-    ({"overlay.ipv4": "100.64.1"}, "label overlay.ipv4='100.64.1' is not an IP address"),
-    ({"overlay.ipv4": "fd00::1"}, "is not an IPv4 address"),
-    ({"overlay.ipv6": "100.64.0.1"}, "is not an IPv6 address"),
-    ({"overlay.ipv4": "224.0.0.1"}, "is not a unicast address"),
-    ({"overlay.anycast": "maybe"}, "must be true or false"),
-    ({"overlay.health": "ignore"}, "must be 'withdraw'"),
-    ({"overlay.ipv5": "x"}, "unknown label overlay.ipv5"),
-    ({"overlay": "yes", "overlay.ipv4": "100.64.0.1"}, "must be 'auto'"),
-])
+@pytest.mark.parametrize(
+    "lab, text",
+    [
+        ({"overlay.ipv4": "100.64.1"}, "label overlay.ipv4='100.64.1' is not an IP address"),
+        ({"overlay.ipv4": "fd00::1"}, "is not an IPv4 address"),
+        ({"overlay.ipv6": "100.64.0.1"}, "is not an IPv6 address"),
+        ({"overlay.ipv4": "224.0.0.1"}, "is not a unicast address"),
+        ({"overlay.anycast": "maybe"}, "must be true or false"),
+        ({"overlay.health": "ignore"}, "must be 'withdraw'"),
+        ({"overlay.ipv5": "x"}, "unknown label overlay.ipv5"),
+        ({"overlay": "yes", "overlay.ipv4": "100.64.0.1"}, "must be 'auto'"),
+    ],
+)
 def test_bad_labels_have_one_line_reasons(lab, text):
     with pytest.raises(labels.LabelError) as info:
         labels.parse(lab)
     assert text in str(info.value) and "\n" not in str(info.value)
     assert info.value.reason == "bad_label"
-
-
-
 
 
 def test_contract_example_parses(tmp_path):
@@ -58,20 +71,26 @@ def test_contract_example_parses(tmp_path):
     assert router.block_ipv4 is None
 
 
-@pytest.mark.parametrize("over, text", [
-    ({"schema": 2}, "schema 2 not supported"),
-    ({"role": "switch"}, "role 'switch'"),
-    ({"asn": True}, "'asn' is True"),
-    ({"blocks": {"ipv4": "10.0.0.0/26"}}, "blocks.ipv4 10.0.0.0/26 lies outside pools.ipv4"),
-    ({"blocks": {"ipv4": "100.64.0.1/26"}}, "is not a network"),
-    ({"settings": {"route_protocol": 186}}, "route_protocol 186 is reserved"),
-    ({"settings": {"route_protocol": 4}}, "route_protocol 4 is reserved"),
-    ({"role": "router"}, "a router has \"blocks\": null"),
-    ({"shared": {"ipv4": ["10.0.0.0/24"]}}, "shared range 10.0.0.0/24 lies outside the pools"),
-    ({"shared": {"ipv4": ["100.64.0.0/24"]}}, "shared range 100.64.0.0/24 overlaps this host's block 100.64.0.0/26"),
-    ({"shared": {"ipv6": ["fd00:64::/100"]}}, "overlaps this host's block fd00:64::/112"),
-    ({"shared": ["100.64.9.0/24"]}, "shared must be an object"),
-])
+@pytest.mark.parametrize(
+    "over, text",
+    [
+        ({"schema": 2}, "schema 2 not supported"),
+        ({"role": "switch"}, "role 'switch'"),
+        ({"asn": True}, "'asn' is True"),
+        ({"blocks": {"ipv4": "10.0.0.0/26"}}, "blocks.ipv4 10.0.0.0/26 lies outside pools.ipv4"),
+        ({"blocks": {"ipv4": "100.64.0.1/26"}}, "is not a network"),
+        ({"settings": {"route_protocol": 186}}, "route_protocol 186 is reserved"),
+        ({"settings": {"route_protocol": 4}}, "route_protocol 4 is reserved"),
+        ({"role": "router"}, 'a router has "blocks": null'),
+        ({"shared": {"ipv4": ["10.0.0.0/24"]}}, "shared range 10.0.0.0/24 lies outside the pools"),
+        (
+            {"shared": {"ipv4": ["100.64.0.0/24"]}},
+            "shared range 100.64.0.0/24 overlaps this host's block 100.64.0.0/26",
+        ),
+        ({"shared": {"ipv6": ["fd00:64::/100"]}}, "overlaps this host's block fd00:64::/112"),
+        ({"shared": ["100.64.9.0/24"]}, "shared must be an object"),
+    ],
+)
 def test_config_errors_name_the_field(over, text):
     with pytest.raises(ConfigError) as info:
         config_mod.parse(doc(**over))
@@ -96,9 +115,10 @@ def test_config_file_errors(tmp_path):
 
 
 def test_allocator_lowest_free_skips_used_network_and_broadcast():
-    a = BlockAllocator(ipaddress.ip_network("100.64.0.0/29"),
-                       used=[ipaddress.ip_address("100.64.0.1"), ipaddress.ip_address("100.64.0.3"),
-                             ipaddress.ip_address("10.0.0.1")])
+    a = BlockAllocator(
+        ipaddress.ip_network("100.64.0.0/29"),
+        used=[ipaddress.ip_address("100.64.0.1"), ipaddress.ip_address("100.64.0.3"), ipaddress.ip_address("10.0.0.1")],
+    )
     got = [str(a.allocate()) for _ in range(4)]
     assert got == ["100.64.0.2", "100.64.0.4", "100.64.0.5", "100.64.0.6"]
     with pytest.raises(Exhausted, match="100.64.0.0/29 has no free address"):

@@ -1,4 +1,5 @@
 """Review F13: the import filters' bogon entries and the VPC's IPv6 block, written by the agent at the program's markers."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -29,8 +30,17 @@ def test_the_list_covers_what_the_review_names():
     # link-local (IMDS .254, DNS .253, time sync .123), loopback, multicast, class E, "this network";
     # link-local, loopback, AWS's IPv6 service range, multicast.
     v4 = [ipaddress.ip_network(b) for b in BOGONS_V4]
-    for addr in ("169.254.169.254", "169.254.169.253", "169.254.169.123", "127.0.0.1", "224.0.0.5",
-                 "239.255.255.250", "240.0.0.1", "255.255.255.255", "0.1.2.3"):
+    for addr in (
+        "169.254.169.254",
+        "169.254.169.253",
+        "169.254.169.123",
+        "127.0.0.1",
+        "224.0.0.5",
+        "239.255.255.250",
+        "240.0.0.1",
+        "255.255.255.255",
+        "0.1.2.3",
+    ):
         assert any(ipaddress.ip_address(addr) in n for n in v4), addr
     v6 = [ipaddress.ip_network(b) for b in BOGONS_V6]
     for addr in ("fe80::1", "::1", "fd00:ec2::254", "fd00:ec2::123", "ff02::5"):
@@ -52,7 +62,7 @@ def test_every_rendered_marker_is_one_the_agent_fills(stack):
         lists = ("ONPREM-V4", "ONPREM-V6") if inst in plan.routers else ("ROUTERS-V4", "ROUTERS-V6")
         vpc = VPC_DOC if inst in plan.routers else None
         filled = fill_bogons(fill_password(text, "pw", onprem_password="dc-pw"), vpc)
-        for name in lists[:2 if plan.ipv6 else 1]:
+        for name in lists[: 2 if plan.ipv6 else 1]:
             entries = _entries(filled, name)
             denied = {rest for seq, rest in entries if seq >= BOGONS_SEQ and rest.startswith("deny")}
             if name.endswith("V4"):
@@ -87,8 +97,9 @@ def test_routers_of_ipv6_stacks_get_a_vpc_parameter_and_hosts_do_not():
     assert f"{router}/vpc" not in plain
     assert plain[f"{router}/revision"].value != params[f"{router}/revision"].value
     v4only = PLANS["gen-v4only"]
-    assert not [n for n in build_parameters(v4only, lambda n: render_frr(v4only, n), vpc_ipv6=VPC6)
-                if n.endswith("/vpc")]
+    assert not [
+        n for n in build_parameters(v4only, lambda n: render_frr(v4only, n), vpc_ipv6=VPC6) if n.endswith("/vpc")
+    ]
 
 
 def test_the_marker_stays_and_its_entries_follow_it():

@@ -1,4 +1,5 @@
 """Every command: `--version` (one source), the exit status convention, docs generated from the parsers."""
+
 from __future__ import annotations
 
 import subprocess
@@ -16,9 +17,13 @@ from overlay_agent import cli as agent_cli
 from tools import gendocs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MAINS = {"overlay-agent": agent_cli.main, "python -m infra.plan": plan_main.main,
-         "python -m infra.verify": verify.main, "python -m infra.preflight": preflight.main,
-         "python -m lab": lab_main.main}
+MAINS = {
+    "overlay-agent": agent_cli.main,
+    "python -m infra.plan": plan_main.main,
+    "python -m infra.verify": verify.main,
+    "python -m infra.preflight": preflight.main,
+    "python -m lab": lab_main.main,
+}
 
 
 @pytest.mark.parametrize("prog", sorted(MAINS))
@@ -51,13 +56,16 @@ def test_usage_error_is_2(prog, capsys):
     assert ": error: " in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("prog, argv", [
-    ("python -m infra.plan", ["nope"]),
-    ("python -m infra.verify", ["nope"]),
-    ("python -m infra.preflight", ["nope"]),
-    ("python -m lab", ["status", "nope"]),
-    ("overlay-agent", ["status", "--no-live", "--state-dir", "/nonexistent", "--status-file", "/nonexistent/nope"]),
-])
+@pytest.mark.parametrize(
+    "prog, argv",
+    [
+        ("python -m infra.plan", ["nope"]),
+        ("python -m infra.verify", ["nope"]),
+        ("python -m infra.preflight", ["nope"]),
+        ("python -m lab", ["status", "nope"]),
+        ("overlay-agent", ["status", "--no-live", "--state-dir", "/nonexistent", "--status-file", "/nonexistent/nope"]),
+    ],
+)
 def test_bad_input_is_2_in_one_line(prog, argv, capsys):
     assert MAINS[prog](argv) == 2
     err = capsys.readouterr().err.strip()
@@ -69,8 +77,12 @@ def test_agent_run_bad_config_is_2_in_one_line(tmp_path):
     (tmp_path / "agent.json").write_text('{"role": "host", "settings": {"route_protocol": "abc"}}')
     exe = Path(sys.executable).with_name("overlay-agent")
     for path in (tmp_path / "nope.json", tmp_path / "agent.json"):
-        proc = subprocess.run([str(exe), "run", "--config", str(path), "--metrics-address", ""],
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [str(exe), "run", "--config", str(path), "--metrics-address", ""],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode == 2, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
 
@@ -78,7 +90,6 @@ def test_agent_run_bad_config_is_2_in_one_line(tmp_path):
 def test_help_mentions_the_exit_status():
     for command, sub in gendocs.HELP_PAGES:
         assert "exit status: 0 ok; 1 a check failed" in gendocs.help_text(command, sub), command
-
 
 
 def test_synopsis_in_agent_docs_is_the_parsers():

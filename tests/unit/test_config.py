@@ -1,4 +1,5 @@
 """Stack config validation: every bad input gets one line naming key, value and reason."""
+
 from __future__ import annotations
 
 import copy
@@ -11,11 +12,6 @@ import yaml
 from infra.config import ConfigError, parse
 from infra.stackfile import REPO_ROOT, list_stacks, load_stack, overlay_values
 from tests.support.configs import BASE, with_change
-
-
-
-
-
 
 
 def test_base_is_valid():
@@ -60,9 +56,17 @@ BAD = [
     (("routers.asn", 4294967296), "overlay:routers.asn", "between 1 and"),
     (("routers.asn", 65100), "overlay:routers.asn", "must differ from the docker hosts' ASNs"),
     (("onprem.0.asn", 65000), "overlay:onprem[0].asn", "must differ from overlay:routers.asn"),
-    (("onprem", [{"name": "dc1", "address": "198.51.100.10", "asn": 64700},
-                 {"name": "dc1", "address": "198.51.100.11", "asn": 64701}]),
-     "overlay:onprem[1].name", "duplicate on-prem peer name"),
+    (
+        (
+            "onprem",
+            [
+                {"name": "dc1", "address": "198.51.100.10", "asn": 64700},
+                {"name": "dc1", "address": "198.51.100.11", "asn": 64701},
+            ],
+        ),
+        "overlay:onprem[1].name",
+        "duplicate on-prem peer name",
+    ),
     (("onprem.0.address", "198.51.100.300"), "overlay:onprem[0].address", "not a valid IPv4 address"),
     (("onprem.0.address", "10.20.5.5"), "overlay:onprem[0].address", "inside overlay:vpc.cidr"),
     (("onprem.0.nme", "x"), "overlay:onprem[0].nme", "did you mean 'name'"),
@@ -79,8 +83,11 @@ BAD = [
     (("pools.sharedIpv4", ["10.97.0.0/24"]), "overlay:pools.sharedIpv4[0]", "must lie inside one of the pools"),
     (("pools.sharedIpv4", ["10.96.3.128/25"]), "overlay:pools.sharedIpv4[0]", "overlaps host-4's block"),
     (("pools.sharedIpv4", ["10.96.0.0/16"]), "overlay:pools.sharedIpv4[0]", "overlaps host-1's block"),
-    (("pools.sharedIpv4", ["10.96.255.0/24", "10.96.255.128/25"]), "overlay:pools.sharedIpv4[1]",
-     "overlaps 10.96.255.0/24, another shared range"),
+    (
+        ("pools.sharedIpv4", ["10.96.255.0/24", "10.96.255.128/25"]),
+        "overlay:pools.sharedIpv4[1]",
+        "overlaps 10.96.255.0/24, another shared range",
+    ),
     (("pools.sharedIpv6", ["fd10:96::3:0/112"]), "overlay:pools.sharedIpv6[0]", "overlaps host-4's block"),
     (("pools.sharedIpv6", "banana"), "overlay:pools.sharedIpv6[0]", "not a valid IPv6 CIDR"),
     (("pools.sharedlpv4", []), "overlay:pools.sharedlpv4", "did you mean 'sharedIpv4'"),
@@ -141,7 +148,12 @@ def test_cli_bad_stack_file_is_one_line_exit_2(tmp_path):
     stacks.mkdir()
     doc = {"config": {f"overlay:{k}": v for k, v in with_change("vpc.cidr", "10.20.0.0/33").items()}}
     (stacks / "Pulumi.bad.yaml").write_text(yaml.safe_dump(doc))
-    proc = subprocess.run([sys.executable, "-m", "infra.plan", "bad", "--stacks-dir", str(stacks)], capture_output=True, text=True, cwd=REPO_ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "infra.plan", "bad", "--stacks-dir", str(stacks)],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
     assert proc.returncode == 2  # bad input (docs/cli.md)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -151,13 +163,15 @@ def test_cli_bad_stack_file_is_one_line_exit_2(tmp_path):
 
 def test_cli_unknown_stack(capsys):
     from infra.plan.__main__ import main
+
     assert main(["nope"]) == 2
     err = capsys.readouterr().err
     assert "stack = 'nope': no such stack file" in err and "lab" in err
 
 
 def test_too_many_onprem_peers():
-    raw = with_change("onprem", [{"name": f"dc{i}", "address": f"198.51.100.{i + 1}", "asn": 64700 + i}
-                                 for i in range(8)])
+    raw = with_change(
+        "onprem", [{"name": f"dc{i}", "address": f"198.51.100.{i + 1}", "asn": 64700 + i} for i in range(8)]
+    )
     with pytest.raises(ConfigError, match="at most 7 on-prem peers"):
         parse(raw, "t")

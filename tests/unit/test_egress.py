@@ -1,4 +1,5 @@
 """Container egress (docs/egress.md): the docker hosts' NAT ruleset and its place in their user data."""
+
 from __future__ import annotations
 
 import yaml
@@ -24,6 +25,7 @@ def test_ruleset_translates_only_what_containers_start_toward_the_outside():
 
 def test_ipv4_only_stack_has_no_ipv6_rule():
     from tests.support.render_plans import all_plans
+
     v4 = all_plans()["gen-v4only"]
     text = render_egress_nft(v4)
     assert "ip6" not in text and "pools6" not in text
@@ -32,13 +34,26 @@ def test_ipv4_only_stack_has_no_ipv6_rule():
 def test_hosts_load_it_after_nftables_is_installed_and_routers_do_not():
     plan = build_plan(load_stack("prod-euw1"))
     assert "nftables" in PACKAGES["host"]
-    host = render_user_data(plan, "host-1", bucket="b-1234", agent_key="agent/overlay-agent.tar",
-                            parameter_path="/overlay/prod-euw1/instances/host-1")
+    host = render_user_data(
+        plan,
+        "host-1",
+        bucket="b-1234",
+        agent_key="agent/overlay-agent.tar",
+        parameter_path="/overlay/prod-euw1/instances/host-1",
+    )
     files = {f["path"]: f["content"] for f in yaml.safe_load(host)["write_files"]}
     assert files["/etc/overlay-agent/egress.nft"].strip() == render_egress_nft(plan).strip()
-    assert "ExecStart=/usr/sbin/nft -f /etc/overlay-agent/egress.nft" in files["/etc/systemd/system/overlay-egress.service"]
+    assert (
+        "ExecStart=/usr/sbin/nft -f /etc/overlay-agent/egress.nft"
+        in files["/etc/systemd/system/overlay-egress.service"]
+    )
     install = files["/usr/local/sbin/overlay-agent-install"]
     assert install.index("apt-get -q -y") < install.index("systemctl enable --now overlay-egress.service")
-    router = render_user_data(plan, "router-1", bucket="b-1234", agent_key="agent/overlay-agent.tar",
-                              parameter_path="/overlay/prod-euw1/instances/router-1")
+    router = render_user_data(
+        plan,
+        "router-1",
+        bucket="b-1234",
+        agent_key="agent/overlay-agent.tar",
+        parameter_path="/overlay/prod-euw1/instances/router-1",
+    )
     assert "overlay_egress" not in router and "overlay-egress" not in router

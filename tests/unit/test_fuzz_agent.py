@@ -5,6 +5,7 @@ Invariants, whatever the input: no exception escapes; a refusal is one bounded l
 container's hostile labels never change another container's wiring, and never change a host
 route of an address it does not itself ask for; a refused agent document keeps the last good one.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -22,29 +23,72 @@ from overlay_agent.errors import ConfigError
 from overlay_agent.pairing import PairingMetrics, PairingSync
 from overlay_agent.ssm import Cache, Poller
 from overlay_agent.tunnels import TunnelReconciler
-from tests.support.fakes import (PROTO, FakeBackend, FakeDocker, FakeFrr, FakeGuard, FakeKernel, FakeNetlink,
-                                 FakeSource, cfg)
+from tests.support.fakes import (
+    PROTO,
+    FakeBackend,
+    FakeDocker,
+    FakeFrr,
+    FakeGuard,
+    FakeKernel,
+    FakeNetlink,
+    FakeSource,
+    cfg,
+)
 from tests.support.configs import agent_doc as doc
 
-FUZZ = settings(max_examples=80, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=80,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 # -- label values: near misses of real addresses, plus anything ------------------------------
 
 _pool4 = st.integers(0, 0xFFFF).map(lambda n: str(ipaddress.IPv4Address(int(ipaddress.IPv4Address("100.64.0.0")) + n)))
-_pool6 = st.integers(0, 0xFFFFFFFF).map(lambda n: str(ipaddress.IPv6Address(int(ipaddress.IPv6Address("fd00:64::")) + n)))
-_any4 = st.integers(0, 2 ** 32 - 1).map(lambda n: str(ipaddress.IPv4Address(n)))
-_any6 = st.integers(0, 2 ** 128 - 1).map(lambda n: str(ipaddress.IPv6Address(n)))
-_addr = st.one_of(_pool4, _pool6, _any4, _any6,
-                  st.sampled_from(["::ffff:100.64.0.5", "::100.64.0.5", "fe80::1", "fd00:64::", "100.64.0.0",
-                                   "100.64.255.255", "255.255.255.255", "0.0.0.0", "::", "::1", "ff02::1"]))
-_decorated = st.tuples(_addr, st.sampled_from(["", "%eth0", "%25", "%", "/32", " ", "\n", "\x00", ".", "::"]),
-                       st.booleans()).map(lambda t: (t[0] + t[1]).upper() if t[2] else t[0] + t[1])
-_value = st.one_of(_decorated, st.text(max_size=60), st.sampled_from(["true", "TRUE", "no", "auto", "withdraw", ""]),
-                   st.integers(1, 300_000).map(lambda n: "9" * n))
-_key = st.one_of(st.sampled_from(sorted(labels.KNOWN) + ["overlay", "Overlay", "OVERLAY.IPV4", "overlay.ipv4 ",
-                                                            "overlay.", "overlay.ip4", "com.example.x"]),
-                 st.text(string.ascii_letters + ".", max_size=20).map(lambda s: "overlay." + s))
+_pool6 = st.integers(0, 0xFFFFFFFF).map(
+    lambda n: str(ipaddress.IPv6Address(int(ipaddress.IPv6Address("fd00:64::")) + n))
+)
+_any4 = st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n)))
+_any6 = st.integers(0, 2**128 - 1).map(lambda n: str(ipaddress.IPv6Address(n)))
+_addr = st.one_of(
+    _pool4,
+    _pool6,
+    _any4,
+    _any6,
+    st.sampled_from(
+        [
+            "::ffff:100.64.0.5",
+            "::100.64.0.5",
+            "fe80::1",
+            "fd00:64::",
+            "100.64.0.0",
+            "100.64.255.255",
+            "255.255.255.255",
+            "0.0.0.0",
+            "::",
+            "::1",
+            "ff02::1",
+        ]
+    ),
+)
+_decorated = st.tuples(
+    _addr, st.sampled_from(["", "%eth0", "%25", "%", "/32", " ", "\n", "\x00", ".", "::"]), st.booleans()
+).map(lambda t: (t[0] + t[1]).upper() if t[2] else t[0] + t[1])
+_value = st.one_of(
+    _decorated,
+    st.text(max_size=60),
+    st.sampled_from(["true", "TRUE", "no", "auto", "withdraw", ""]),
+    st.integers(1, 300_000).map(lambda n: "9" * n),
+)
+_key = st.one_of(
+    st.sampled_from(
+        sorted(labels.KNOWN)
+        + ["overlay", "Overlay", "OVERLAY.IPV4", "overlay.ipv4 ", "overlay.", "overlay.ip4", "com.example.x"]
+    ),
+    st.text(string.ascii_letters + ".", max_size=20).map(lambda s: "overlay." + s),
+)
 _labels = st.dictionaries(_key, _value, max_size=5)
 
 
@@ -66,9 +110,12 @@ def test_label_parsing_returns_a_request_or_one_bounded_line(lab):
 def _world():
     kernel = FakeKernel()
     docker = FakeDocker(kernel)
-    goods = [docker.add("auto1", {"overlay": "auto"}), docker.add("auto2", {"overlay": "auto"}),
-             docker.add("fixed", {"overlay.ipv4": "100.64.9.9", "overlay.ipv6": "fd00:64::9:9"}),
-             docker.add("any1", {"overlay.ipv4": "100.64.7.7", "overlay.anycast": "true"})]
+    goods = [
+        docker.add("auto1", {"overlay": "auto"}),
+        docker.add("auto2", {"overlay": "auto"}),
+        docker.add("fixed", {"overlay.ipv4": "100.64.9.9", "overlay.ipv6": "fd00:64::9:9"}),
+        docker.add("any1", {"overlay.ipv4": "100.64.7.7", "overlay.anycast": "true"}),
+    ]
     rec = ContainerReconciler(cfg(), docker, kernel)
     rec.guard = FakeGuard(kernel)
     assert rec.resync()
@@ -110,15 +157,40 @@ def test_hostile_labels_change_no_other_containers_wiring_or_routes(hostile):
 
 # -- agent documents ---------------------------------------------------------------------------
 
-_json = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70),
-                               st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20), _addr),
-                     lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(st.text(max_size=8), kids,
-                                                                                         max_size=4)),
-                     max_leaves=20)
-_paths = st.sampled_from([("schema",), ("role",), ("asn",), ("underlay",), ("underlay", "address"), ("pools",),
-                          ("pools", "ipv4"), ("pools", "ipv6"), ("blocks",), ("blocks", "ipv4"), ("blocks", "ipv6"),
-                          ("settings",), ("settings", "route_protocol"), ("settings", "route_protocol_name"),
-                          ("settings", "poll_interval"), ("settings", "resync_interval"), ("instance",), ("x",)])
+_json = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=20),
+        _addr,
+    ),
+    lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(st.text(max_size=8), kids, max_size=4)),
+    max_leaves=20,
+)
+_paths = st.sampled_from(
+    [
+        ("schema",),
+        ("role",),
+        ("asn",),
+        ("underlay",),
+        ("underlay", "address"),
+        ("pools",),
+        ("pools", "ipv4"),
+        ("pools", "ipv6"),
+        ("blocks",),
+        ("blocks", "ipv4"),
+        ("blocks", "ipv6"),
+        ("settings",),
+        ("settings", "route_protocol"),
+        ("settings", "route_protocol_name"),
+        ("settings", "poll_interval"),
+        ("settings", "resync_interval"),
+        ("instance",),
+        ("x",),
+    ]
+)
 
 
 def _mutate(d: dict, path: tuple, value) -> dict:
@@ -137,8 +209,15 @@ def _sync(tmp):
     nl = FakeNetlink()
     cache = Cache(tmp)
     poller = Poller(src, cache, interval=2, backoff_min=1, backoff_max=30, rng=random.Random(3))
-    sync = PairingSync(poller, TunnelReconciler(FakeBackend(nl), nl), FakeFrr(), cache, tmp, resync_interval=10,
-                       metrics=PairingMetrics())
+    sync = PairingSync(
+        poller,
+        TunnelReconciler(FakeBackend(nl), nl),
+        FakeFrr(),
+        cache,
+        tmp,
+        resync_interval=10,
+        metrics=PairingMetrics(),
+    )
     sync.start()
     sync.step(now=0.0)
     return sync, src

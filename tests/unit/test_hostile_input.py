@@ -4,6 +4,7 @@ Labels refuse one container with one bounded line; any unexpected error while wi
 container is that container's `wiring_failed`; agent documents are refused with one line (exit
 2 on the command line, the last good document kept when it comes from SSM).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,26 +25,30 @@ HUGE = "1" * 200_000
 
 # -- labels ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("lab, text", [
-    ({"overlay.ipv6": "fd00:64::5%eth0"}, "zone id"),
-    ({"overlay.ipv6": "fd00:64::5%25"}, "zone id"),
-    ({"overlay.ipv6": "::ffff:100.64.0.5"}, "embeds an IPv4 address"),
-    ({"overlay.ipv6": "::100.64.0.5"}, "embeds an IPv4 address"),
-    ({"overlay.ipv6": "fe80::5"}, "not a unicast address"),
-    ({"overlay.ipv6": "fec0::5"}, "not a unicast address"),
-    ({"overlay.ipv4": "169.254.1.1"}, "not a unicast address"),
-    ({"overlay.ipv4": "255.255.255.255"}, "not a unicast address"),
-    ({"overlay.ipv4": "0.0.0.0"}, "not a unicast address"),
-    ({"overlay.ipv4": HUGE}, "is not an IP address"),
-    ({"overlay.ipv4": "100.64.0.5\nneighbor 1.2.3.4"}, "is not an IP address"),
-    ({"overlay.anycast": HUGE}, "must be true or false"),
-    ({"overlay.health": HUGE}, "must be 'withdraw'"),
-    ({"overlay": HUGE, "overlay.anycast": "true"}, "must be 'auto'"),
-    ({"overlay.IPv4": "100.64.0.5"}, "must be written overlay.ipv4"),
-    ({"Overlay.ipv4": "100.64.0.5"}, "must be written overlay.ipv4"),
-    ({"OVERLAY": "auto"}, "must be written overlay"),
-    ({"overlay." + "x" * 5000: "1"}, "unknown label"),
-])
+
+@pytest.mark.parametrize(
+    "lab, text",
+    [
+        ({"overlay.ipv6": "fd00:64::5%eth0"}, "zone id"),
+        ({"overlay.ipv6": "fd00:64::5%25"}, "zone id"),
+        ({"overlay.ipv6": "::ffff:100.64.0.5"}, "embeds an IPv4 address"),
+        ({"overlay.ipv6": "::100.64.0.5"}, "embeds an IPv4 address"),
+        ({"overlay.ipv6": "fe80::5"}, "not a unicast address"),
+        ({"overlay.ipv6": "fec0::5"}, "not a unicast address"),
+        ({"overlay.ipv4": "169.254.1.1"}, "not a unicast address"),
+        ({"overlay.ipv4": "255.255.255.255"}, "not a unicast address"),
+        ({"overlay.ipv4": "0.0.0.0"}, "not a unicast address"),
+        ({"overlay.ipv4": HUGE}, "is not an IP address"),
+        ({"overlay.ipv4": "100.64.0.5\nneighbor 1.2.3.4"}, "is not an IP address"),
+        ({"overlay.anycast": HUGE}, "must be true or false"),
+        ({"overlay.health": HUGE}, "must be 'withdraw'"),
+        ({"overlay": HUGE, "overlay.anycast": "true"}, "must be 'auto'"),
+        ({"overlay.IPv4": "100.64.0.5"}, "must be written overlay.ipv4"),
+        ({"Overlay.ipv4": "100.64.0.5"}, "must be written overlay.ipv4"),
+        ({"OVERLAY": "auto"}, "must be written overlay"),
+        ({"overlay." + "x" * 5000: "1"}, "unknown label"),
+    ],
+)
 def test_label_classes_are_refused_with_one_bounded_line(lab, text):
     assert labels.opted_in(lab)
     with pytest.raises(labels.LabelError) as info:
@@ -58,11 +63,14 @@ def test_case_variants_of_values_that_mean_the_same_are_accepted():
     assert str(r.ipv6) == "fd00:64::5" and r.anycast and str(r.ipv4) == "100.64.0.5"
 
 
-@pytest.mark.parametrize("value, text", [
-    ("100.64.0.0", "network address of 100.64.0.0/16"),      # the pool's network address
-    ("100.64.255.255", "broadcast address of 100.64.0.0/16"),  # the pool's broadcast address
-    ("fd00:64::", "network address of fd00:64::/48"),         # subnet-router anycast
-])
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        ("100.64.0.0", "network address of 100.64.0.0/16"),  # the pool's network address
+        ("100.64.255.255", "broadcast address of 100.64.0.0/16"),  # the pool's broadcast address
+        ("fd00:64::", "network address of fd00:64::/48"),  # subnet-router anycast
+    ],
+)
 def test_network_and_broadcast_addresses_are_refused(value, text):
     d = FakeDocker(FakeKernel())
     key = "overlay.ipv6" if ":" in value else "overlay.ipv4"
@@ -99,8 +107,16 @@ class ExplodingKernel(FakeKernel):
         return super().wire(spec, pid)
 
 
-@pytest.mark.parametrize("exc", [OSError(22, "illegal IP address string passed to inet_pton"),
-                                 ValueError("bad"), KeyError("x"), RuntimeError("y"), TypeError("z" * 5000)])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        OSError(22, "illegal IP address string passed to inet_pton"),
+        ValueError("bad"),
+        KeyError("x"),
+        RuntimeError("y"),
+        TypeError("z" * 5000),
+    ],
+)
 def test_any_unexpected_error_while_wiring_is_that_containers_wiring_failed(exc):
     d = FakeDocker(FakeKernel())
     a = d.add("a", {"overlay": "auto"})
@@ -122,42 +138,46 @@ def test_any_unexpected_error_while_wiring_is_that_containers_wiring_failed(exc)
 
 # -- agent document --------------------------------------------------------------------------
 
+
 def _settings(**kw):
     base = {"route_protocol": 149, "route_protocol_name": "overlay", "poll_interval": 15, "resync_interval": 30}
     return doc(settings={**base, **kw})
 
 
-@pytest.mark.parametrize("bad, text", [
-    (_settings(route_protocol="149"), "route_protocol is '149', expected int"),
-    (_settings(route_protocol=149.5), "expected int"),
-    (_settings(route_protocol=True), "expected int"),
-    (_settings(route_protocol=1), "reserved"),   # RTPROT_REDIRECT
-    (_settings(route_protocol=2), "reserved"),   # RTPROT_KERNEL
-    (_settings(route_protocol=9), "reserved"),   # RTPROT_RA
-    (_settings(route_protocol=16), "reserved"),  # RTPROT_DHCP
-    (_settings(route_protocol=99), "reserved"),  # RTPROT_OPENR
-    (_settings(route_protocol=256), "out of range"),
-    (_settings(route_protocol=10 ** 400), "out of range"),
-    (_settings(poll_interval="fast"), "expected a number"),
-    (_settings(poll_interval=1e-9), "between 1 and 86400"),
-    (_settings(resync_interval=-1), "between 1 and 86400"),
-    (_settings(resync_interval=1e300), "between 1 and 86400"),
-    (_settings(poll_interval=None), "expected a number"),
-    (_settings(route_protocol_name="a b\nc"), "must be a short name"),
-    (_settings(route_protocol_name=["x"]), "expected str"),
-    (doc(settings=[1]), "settings must be an object"),
-    (doc(underlay=["10.0.0.1"]), "underlay must be an object"),
-    (doc(underlay={"address": 5}), "is not IPv4"),
-    (doc(pools={"ipv4": "100.64.0.0/16"}), "must be a list"),
-    (doc(pools={"ipv4": 5}), "must be a list"),
-    (doc(pools={"ipv4": [["x"]]}), "is not a network"),
-    (doc(pools={"ipv4": [167772160]}), "is not a network"),
-    (doc(pools={"ipv4": ["100.64.0.0/16"] * 65}), "at most 64"),
-    (doc(blocks={"ipv4": {"a": 1}}), "is not a network"),
-    (doc(instance={"a": 1}), "expected a name"),
-    (doc(asn="65000"), "expected int"),
-    (doc(schema=10 ** 5000), "too large"),
-])
+@pytest.mark.parametrize(
+    "bad, text",
+    [
+        (_settings(route_protocol="149"), "route_protocol is '149', expected int"),
+        (_settings(route_protocol=149.5), "expected int"),
+        (_settings(route_protocol=True), "expected int"),
+        (_settings(route_protocol=1), "reserved"),  # RTPROT_REDIRECT
+        (_settings(route_protocol=2), "reserved"),  # RTPROT_KERNEL
+        (_settings(route_protocol=9), "reserved"),  # RTPROT_RA
+        (_settings(route_protocol=16), "reserved"),  # RTPROT_DHCP
+        (_settings(route_protocol=99), "reserved"),  # RTPROT_OPENR
+        (_settings(route_protocol=256), "out of range"),
+        (_settings(route_protocol=10**400), "out of range"),
+        (_settings(poll_interval="fast"), "expected a number"),
+        (_settings(poll_interval=1e-9), "between 1 and 86400"),
+        (_settings(resync_interval=-1), "between 1 and 86400"),
+        (_settings(resync_interval=1e300), "between 1 and 86400"),
+        (_settings(poll_interval=None), "expected a number"),
+        (_settings(route_protocol_name="a b\nc"), "must be a short name"),
+        (_settings(route_protocol_name=["x"]), "expected str"),
+        (doc(settings=[1]), "settings must be an object"),
+        (doc(underlay=["10.0.0.1"]), "underlay must be an object"),
+        (doc(underlay={"address": 5}), "is not IPv4"),
+        (doc(pools={"ipv4": "100.64.0.0/16"}), "must be a list"),
+        (doc(pools={"ipv4": 5}), "must be a list"),
+        (doc(pools={"ipv4": [["x"]]}), "is not a network"),
+        (doc(pools={"ipv4": [167772160]}), "is not a network"),
+        (doc(pools={"ipv4": ["100.64.0.0/16"] * 65}), "at most 64"),
+        (doc(blocks={"ipv4": {"a": 1}}), "is not a network"),
+        (doc(instance={"a": 1}), "expected a name"),
+        (doc(asn="65000"), "expected int"),
+        (doc(schema=10**5000), "too large"),
+    ],
+)
 def test_agent_document_values_are_refused_with_one_line(bad, text):
     with pytest.raises(ConfigError) as info:
         config_mod.parse(bad)
@@ -165,15 +185,18 @@ def test_agent_document_values_are_refused_with_one_line(bad, text):
     assert text in msg and "\n" not in msg and len(msg) < 400, msg
 
 
-@pytest.mark.parametrize("raw, text", [
-    (json.dumps(_settings())[:-1] + ', "x": NaN}', "NaN is not a JSON number"),
-    (json.dumps(_settings()).replace('"poll_interval": 15', '"poll_interval": Infinity'), "Infinity is not"),
-    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
-    ('{"a":' * 40 + "1" + "}" * 40, "nested too deeply"),
-    (b'{"schema": 1, "instance": "\xff\xfe"}', "not UTF-8"),
-    ('{"schema": ' + "9" * 5000 + "}", "not JSON"),
-    ("", "not JSON"),
-])
+@pytest.mark.parametrize(
+    "raw, text",
+    [
+        (json.dumps(_settings())[:-1] + ', "x": NaN}', "NaN is not a JSON number"),
+        (json.dumps(_settings()).replace('"poll_interval": 15', '"poll_interval": Infinity'), "Infinity is not"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"a":' * 40 + "1" + "}" * 40, "nested too deeply"),
+        (b'{"schema": 1, "instance": "\xff\xfe"}', "not UTF-8"),
+        ('{"schema": ' + "9" * 5000 + "}", "not JSON"),
+        ("", "not JSON"),
+    ],
+)
 def test_agent_document_text_is_refused_with_one_line(raw, text):
     with pytest.raises(ConfigError) as info:
         config_mod.loads(raw, "agent")
@@ -181,32 +204,59 @@ def test_agent_document_text_is_refused_with_one_line(raw, text):
     assert text in msg and "\n" not in msg and len(msg) < 300, msg
 
 
-@pytest.mark.parametrize("content", [
-    b'{"schema": 1, "settings": {"poll_interval": NaN}}',
-    b"\xff\xfe\x00",
-    b"[" * 100_000,
-    json.dumps(_settings(route_protocol=16)).encode(),
-    json.dumps(_settings(poll_interval=1e-9)).encode(),
-    None,  # a directory
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"schema": 1, "settings": {"poll_interval": NaN}}',
+        b"\xff\xfe\x00",
+        b"[" * 100_000,
+        json.dumps(_settings(route_protocol=16)).encode(),
+        json.dumps(_settings(poll_interval=1e-9)).encode(),
+        None,  # a directory
+    ],
+)
 def test_command_line_agent_document_is_one_line_and_exit_2(tmp_path, content):
     path = tmp_path / "agent.json"
     if content is None:
         path.mkdir()
     else:
         path.write_bytes(content)
-    r = subprocess.run([sys.executable, "-m", "overlay_agent.cli", "run", "--config", str(path), "--metrics-address",
-                        "", "--status-file", str(tmp_path / "s.json")], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "overlay_agent.cli",
+            "run",
+            "--config",
+            str(path),
+            "--metrics-address",
+            "",
+            "--status-file",
+            str(tmp_path / "s.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("overlay-agent: ") and "Traceback" not in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize("bad", [
-    "{", "[" * 50_000, json.dumps(_settings(poll_interval=float("nan"))).replace("NaN", "NaN"),
-    json.dumps(_settings(route_protocol=2)), json.dumps(_settings(resync_interval="x")),
-    json.dumps(doc(pools={"ipv4": 7})), '"\udcff"', "[]", "null",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "{",
+        "[" * 50_000,
+        json.dumps(_settings(poll_interval=float("nan"))).replace("NaN", "NaN"),
+        json.dumps(_settings(route_protocol=2)),
+        json.dumps(_settings(resync_interval="x")),
+        json.dumps(doc(pools={"ipv4": 7})),
+        '"\udcff"',
+        "[]",
+        "null",
+    ],
+)
 def test_ssm_agent_document_refused_keeps_the_last_good_one(pairing_world, bad):
     sync, src, be, frr, tmp = pairing_world
     sync.start()

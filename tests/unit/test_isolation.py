@@ -4,6 +4,7 @@ Status files 0600, FRR error text without the password, metrics on loopback by d
 userspace GRE control socket without a permission window and with bounded, non-blocking
 requests, GRE accepted only from a planned (remote, key).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -71,9 +72,11 @@ def _rejecting_frr(tmp_path) -> Frr:
     # A stand-in for frr-reload.py that rejects the password line the way vtysh reports it,
     # and dumps the whole file as frr-reload's log does (a bytes repr).
     script = tmp_path / "frr-reload.py"
-    script.write_text("import sys\nlines = open(sys.argv[-1]).read().splitlines()\n"
-                      "print(\"line 2: % Unknown command: \" + lines[1].strip())\n"
-                      "print(repr(open(sys.argv[-1]).read()))\nsys.exit(1)\n")
+    script.write_text(
+        "import sys\nlines = open(sys.argv[-1]).read().splitlines()\n"
+        'print("line 2: % Unknown command: " + lines[1].strip())\n'
+        "print(repr(open(sys.argv[-1]).read()))\nsys.exit(1)\n"
+    )
     return Frr(tmp_path / "frr-state", reload_script=str(script), bindir="/nonexistent")
 
 
@@ -106,6 +109,7 @@ def test_metrics_listen_on_loopback_by_default():
 
 
 # -- userspace GRE daemon ----------------------------------------------------------------------
+
 
 @pytest.fixture
 def daemon(tmp_path):
@@ -197,10 +201,14 @@ def test_userspace_gre_accepts_only_the_planned_remote_and_key(tmp_path):
         planned.c = C()
         d.demux["10.40.0.10"] = {("10.40.128.10", 5): planned}
         inner = bytes([0x45]) + bytes(27)
-        sock = _FakeRaw([_gre("10.40.128.10", 5, inner),   # planned
-                         _gre("10.40.128.11", 5, inner),   # another source, right key
-                         _gre("10.40.128.10", 6, inner),   # right source, another key
-                         _gre("10.99.0.5", 5, inner)])     # a container forging GRE
+        sock = _FakeRaw(
+            [
+                _gre("10.40.128.10", 5, inner),  # planned
+                _gre("10.40.128.11", 5, inner),  # another source, right key
+                _gre("10.40.128.10", 6, inner),  # right source, another key
+                _gre("10.99.0.5", 5, inner),
+            ]
+        )  # a container forging GRE
         d._from_wire("10.40.0.10", sock)
         assert planned.c.rx_packets == 1 and d.unknown == 3
         assert os.read(r, 100) == inner
@@ -210,6 +218,7 @@ def test_userspace_gre_accepts_only_the_planned_remote_and_key(tmp_path):
 
 
 # -- anti-spoofing sets follow the wiring ------------------------------------------------------
+
 
 def _wired_pairs(rec):
     return {(w.veth, a) for w in rec.actual.wired.values() for a in (w.ipv4, w.ipv6) if a is not None}
@@ -250,6 +259,7 @@ def test_guard_failure_is_logged_counted_and_repaired_without_stopping_the_wirin
 
 def test_guard_ruleset_judges_only_our_veths_and_drops_container_gre():
     from overlay_agent.guard import ruleset
+
     text = ruleset("ovc")
     assert 'iifname != "ovc*" accept' in text and "meta l4proto gre counter drop" in text
     assert text.index("flush chain") < text.index("add rule")  # one transaction: never without rules

@@ -1,6 +1,7 @@
 """The agent's raw netlink dump reader (overlay_agent.netlink) against dumps captured from a real
 kernel (tests/unit/data/netlink/, made by tests/support/netlink_capture.py), checked against
 what the capture set up and against pyroute2's own parser reading the same bytes."""
+
 from __future__ import annotations
 
 import errno
@@ -23,7 +24,7 @@ def datagrams(name: str) -> list[bytes]:
     raw, out, offset = (DATA / f"{name}.bin").read_bytes(), [], 0
     while offset < len(raw):
         (length,) = struct.unpack_from("<I", raw, offset)
-        out.append(raw[offset + 4: offset + 4 + length])
+        out.append(raw[offset + 4 : offset + 4 + length])
         offset += 4 + length
     return out
 
@@ -47,8 +48,14 @@ def pyroute2_routes(name: str, plen: int) -> set[tuple]:
                 continue
             oif = msg.get_attr("RTA_OIF")
             oifs = (oif,) if oif is not None else tuple(h["oif"] for h in msg.get_attr("RTA_MULTIPATH"))
-            out.add((ipaddress.ip_network(f"{msg.get_attr('RTA_DST')}/{plen}"), oifs, msg["proto"],
-                     msg.get_attr("RTA_PRIORITY") or 0))
+            out.add(
+                (
+                    ipaddress.ip_network(f"{msg.get_attr('RTA_DST')}/{plen}"),
+                    oifs,
+                    msg["proto"],
+                    msg.get_attr("RTA_PRIORITY") or 0,
+                )
+            )
     return out
 
 
@@ -59,8 +66,10 @@ def test_each_dump_spans_several_datagrams():
 
 def test_links_by_prefix_with_alias():
     links = nl.links_from(messages("links"), "ovc")
-    assert links == [nl.LinkInfo("ovcaaaaaaaaaaa1", idx("ovcaaaaaaaaaaa1"), META["alias"]),
-                     nl.LinkInfo("ovcaaaaaaaaaaa2", idx("ovcaaaaaaaaaaa2"), None)]
+    assert links == [
+        nl.LinkInfo("ovcaaaaaaaaaaa1", idx("ovcaaaaaaaaaaa1"), META["alias"]),
+        nl.LinkInfo("ovcaaaaaaaaaaa2", idx("ovcaaaaaaaaaaa2"), None),
+    ]
     every = {link.name: link.index for link in nl.links_from(messages("links"), "")}
     assert every == META["ifindex"]
 
@@ -118,6 +127,6 @@ def test_truncated_and_error_answers():
     assert info.value.errno == errno.EINVAL
     # an attribute with a length below its header stops the attribute walk of that message only
     first = grams[0]
-    body = first[nl._NLMSGHDR.size: struct.unpack_from("=I", first)[0]]
+    body = first[nl._NLMSGHDR.size : struct.unpack_from("=I", first)[0]]
     cut = body[: nl._RTMSG.size] + struct.pack("=HH", 2, nl.RTA_DST)
     assert nl._attrs(cut, nl._RTMSG.size, len(cut)) == {}

@@ -1,4 +1,5 @@
 """Pairing sync loop with in-memory fakes: poll/resync/SIGHUP, cache on SSM failure, FRR diff/reload/reject."""
+
 from __future__ import annotations
 
 import json
@@ -14,6 +15,7 @@ from overlay_agent.ssm import Cache, Poller
 from overlay_agent.tunnels import TunnelReconciler
 from tests.support.fakes import TUNNEL_BASE as BASE
 from tests.support.fakes import FRR, FakeBackend, FakeFrr, FakeNetlink, pairing_world, tunnel
+
 
 @pytest.fixture
 def world(tmp_path):
@@ -141,11 +143,14 @@ def test_fill_password():
 def test_fill_password_fills_the_onprem_password_only_where_asked():
     # Review F10: the datacenter sessions' own password; a host's text never asks for it.
     text = f"neighbor HOSTS password {BGP_PASSWORD}\nneighbor ONPREM password {ONPREM_BGP_PASSWORD}\n"
-    assert fill_password(text, "s3cret", onprem_password="dc-s3cret") == \
-        "neighbor HOSTS password s3cret\nneighbor ONPREM password dc-s3cret\n"
+    assert (
+        fill_password(text, "s3cret", onprem_password="dc-s3cret")
+        == "neighbor HOSTS password s3cret\nneighbor ONPREM password dc-s3cret\n"
+    )
     assert fill_password(f"neighbor X password {BGP_PASSWORD}\n", "s3cret") == "neighbor X password s3cret\n"
-    with pytest.raises(ConfigError, match="needs the on-prem BGP password but the onprem-bgp-password parameter "
-                                          "was not read"):
+    with pytest.raises(
+        ConfigError, match="needs the on-prem BGP password but the onprem-bgp-password parameter was not read"
+    ):
         fill_password(text, "s3cret")
     with pytest.raises(ConfigError, match="onprem-bgp-password: unusable") as e:
         fill_password(text, "s3cret", onprem_password="dc secret")
@@ -186,8 +191,12 @@ def test_agent_and_program_placeholders_are_the_same():
     from infra import placeholders as program
     from overlay_agent import placeholders as agent
 
-    assert (agent.BGP_PASSWORD, agent.ONPREM_BGP_PASSWORD, agent.ALL, agent.PATTERN.pattern) == \
-        (program.BGP_PASSWORD, program.ONPREM_BGP_PASSWORD, program.ALL, program.PATTERN.pattern)
+    assert (agent.BGP_PASSWORD, agent.ONPREM_BGP_PASSWORD, agent.ALL, agent.PATTERN.pattern) == (
+        program.BGP_PASSWORD,
+        program.ONPREM_BGP_PASSWORD,
+        program.ALL,
+        program.PATTERN.pattern,
+    )
     # Neither contains the other: filling one never touches the other.
     assert agent.BGP_PASSWORD not in agent.ONPREM_BGP_PASSWORD and agent.ONPREM_BGP_PASSWORD not in agent.BGP_PASSWORD
     for p in agent.ALL:
@@ -202,9 +211,11 @@ def test_parse_frr_reload_test_output():
 
 
 def test_reason_is_one_clean_line():
-    raw = ("2026-11-26 10:35:59,812 \x1b[91m  ERROR\x1b[0m: vtysh failed to process new configuration: vtysh "
-           "(mark file) exited with status 2: | b\"% Can't open configuration file /tmp/x/vtysh.conf due to 'No such "
-           "file or directory'.\\nline 9: % Unknown command:  neighbor 10.0.0.3 remote-az 5\\n\\n\"")
+    raw = (
+        "2026-11-26 10:35:59,812 \x1b[91m  ERROR\x1b[0m: vtysh failed to process new configuration: vtysh "
+        "(mark file) exited with status 2: | b\"% Can't open configuration file /tmp/x/vtysh.conf due to 'No such "
+        "file or directory'.\\nline 9: % Unknown command:  neighbor 10.0.0.3 remote-az 5\\n\\n\""
+    )
     assert _reason(raw) == "line 9: % Unknown command:  neighbor 10.0.0.3 remote-az 5"
 
 

@@ -1,4 +1,5 @@
 """The SSM parameter set: contract names and shapes, stable revisions, host additions touching little."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,9 +23,11 @@ from infra.stackfile import list_stacks, load_stack
 
 def fake_frr(plan):
     """Stands in for infra.render.render_frr: the instance's own identity only (no host list)."""
+
     def render(name: str) -> str:
         inst = next(i for i in plan.instances if i.name == name)
         return f"hostname {name}\nrouter bgp {inst.asn}\n neighbor x password {PASSWORD_PLACEHOLDER}\n"
+
     return render
 
 
@@ -35,7 +38,7 @@ def renderers():
         from infra.render import render_frr
     except ImportError:
         return out
-    out.append(("real", lambda plan: (lambda name: render_frr(plan, name))))
+    out.append(("real", lambda plan: lambda name: render_frr(plan, name)))
     return out
 
 
@@ -58,8 +61,9 @@ def test_every_instance_has_the_contract_set(stack):
         base = instance_path(plan, inst.name)
         names = {n for n, p in params.items() if p.instance == inst.name}
         peers = {p.b.name if p.a.name == inst.name else p.a.name for p in plan.pairings_of(inst.name)}
-        assert names == {f"{base}/agent", f"{base}/frr", f"{base}/revision"} | \
-            {f"{base}/tunnels/{peer}" for peer in peers}
+        assert names == {f"{base}/agent", f"{base}/frr", f"{base}/revision"} | {
+            f"{base}/tunnels/{peer}" for peer in peers
+        }
         assert all(params[n].type == "String" for n in names)
     pw = params[password_name(plan)]
     assert pw.name == f"/overlay/{stack}/bgp-password" and pw.type == "SecureString" and pw.value is None
@@ -86,13 +90,22 @@ def test_agent_document_matches_the_contract():
     plan, params = params_for("lab")
     host = json.loads(params["/overlay/lab/instances/host-1/agent"].value)
     assert host == {
-        "schema": 1, "project": "overlay", "stack": "lab", "instance": "host-1", "role": "host",
-        "asn": 65100, "underlay": {"address": "10.40.0.10"},
+        "schema": 1,
+        "project": "overlay",
+        "stack": "lab",
+        "instance": "host-1",
+        "role": "host",
+        "asn": 65100,
+        "underlay": {"address": "10.40.0.10"},
         "blocks": {"ipv4": "10.99.0.0/24", "ipv6": "fd10:99::/112"},
         "pools": {"ipv4": ["10.99.0.0/16"], "ipv6": ["fd10:99::/48"]},
         "shared": {"ipv4": ["10.99.255.0/24"], "ipv6": ["fd10:99:0:ffff:ffff:ffff:ffff:ff00/120"]},
-        "settings": {"route_protocol": 149, "route_protocol_name": "overlay",
-                     "poll_interval": 15, "resync_interval": 30},
+        "settings": {
+            "route_protocol": 149,
+            "route_protocol_name": "overlay",
+            "poll_interval": 15,
+            "resync_interval": 30,
+        },
     }
     router = json.loads(params["/overlay/lab/instances/router-2/agent"].value)
     assert router["role"] == "router" and router["blocks"] is None
@@ -102,6 +115,7 @@ def test_agent_document_matches_the_contract():
 def test_the_agent_parses_its_documents():
     """The agent's own parser (hostagent) accepts every agent document the program publishes."""
     from overlay_agent.config import parse as agent_parse
+
     for stack in list_stacks():
         plan, params = params_for(stack)
         for inst in plan.instances:
@@ -114,14 +128,21 @@ def test_tunnel_documents_mirror_each_other():
     r_side = json.loads(params["/overlay/lab/instances/router-2/tunnels/host-1"].value)
     h_side = json.loads(params["/overlay/lab/instances/host-1/tunnels/router-2"].value)
     assert r_side == {
-        "schema": 1, "name": "gre-129", "peer": "host-1", "kind": "host",
-        "local": "10.40.144.10", "remote": "10.40.0.10", "key": 129, "ttl": 64, "mtu": 1472,
+        "schema": 1,
+        "name": "gre-129",
+        "peer": "host-1",
+        "kind": "host",
+        "local": "10.40.144.10",
+        "remote": "10.40.0.10",
+        "key": 129,
+        "ttl": 64,
+        "mtu": 1472,
         "inner_ipv4": {"local": "169.254.65.0", "remote": "169.254.65.1", "prefixlen": 31},
-        "inner_ipv6": {"local": "fd10:7e:0:0:1000::", "remote": "fd10:7e::1000:0:0:1",
-                       "prefixlen": 127},
+        "inner_ipv6": {"local": "fd10:7e:0:0:1000::", "remote": "fd10:7e::1000:0:0:1", "prefixlen": 127},
         "peer_asn": 65100,
         # what only host-1 may announce; the router's agent filters with it
-        "peer_blocks": {"ipv4": "10.99.0.0/24", "ipv6": "fd10:99::/112"}, "peer_index": 0,
+        "peer_blocks": {"ipv4": "10.99.0.0/24", "ipv6": "fd10:99::/112"},
+        "peer_index": 0,
     }
     assert h_side["peer"] == "router-2" and h_side["peer_asn"] == 65000
     assert "peer_blocks" not in h_side and "peer_index" not in h_side
@@ -166,8 +187,9 @@ def test_adding_a_host_touches_only_its_set_and_the_routers_tunnels(stack, label
     added = set(after) - set(before)
     changed = {k for k in set(before) & set(after) if before[k] != after[k]}
     assert set(before) - set(after) == set()
-    assert added == {n for n, p in after.items() if p.instance == new} | \
-        {f"{instance_path(plan, r.name)}/tunnels/{new}" for r in plan.routers}
+    assert added == {n for n, p in after.items() if p.instance == new} | {
+        f"{instance_path(plan, r.name)}/tunnels/{new}" for r in plan.routers
+    }
     assert changed == {f"{instance_path(plan, r.name)}/revision" for r in plan.routers}
 
 
@@ -181,14 +203,14 @@ def test_the_tier_is_the_kinds_never_the_size(size):
     for p in params.values():
         if p.instance is not None:
             tiers.setdefault(kind_of(p.name, instance_path(plan, p.instance)), set()).add(p.tier)
-    assert tiers == {"agent": {"Standard"}, "frr": {"Advanced"}, "tunnels": {"Standard"},
-                     "revision": {"Standard"}}
+    assert tiers == {"agent": {"Standard"}, "frr": {"Advanced"}, "tunnels": {"Standard"}, "revision": {"Standard"}}
 
 
 def test_too_large_values_fail_with_their_tiers_limit():
     plan = build_plan(load_stack("lab"))
-    with pytest.raises(ParameterError, match="router-1/frr: value is 8193 bytes; Advanced-tier parameters "
-                                             "hold at most 8192"):
+    with pytest.raises(
+        ParameterError, match="router-1/frr: value is 8193 bytes; Advanced-tier parameters hold at most 8192"
+    ):
         build_parameters(plan, lambda name: "x" * (ADVANCED_MAX + 1))
 
 

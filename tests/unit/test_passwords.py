@@ -1,4 +1,5 @@
 """The program and the agent accept exactly the same BGP passwords (the rule is checked when the program runs)."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,9 +9,23 @@ from overlay_agent import frr as agent_frr
 from overlay_agent.errors import ConfigError
 
 CANDIDATES = [
-    "", "a", "a" * 80, "a" * 81, "é" * 40, "é" * 41, "a" * 78 + "é", "a" * 79 + "é",
-    "with space", "tab\there", "new\nline", "bell\x07", "nbsp\u00a0", "ok-P@ss!#$%^&*()", "ünïcödé",
-    "zero\u200bwidth", "x" * 200,
+    "",
+    "a",
+    "a" * 80,
+    "a" * 81,
+    "é" * 40,
+    "é" * 41,
+    "a" * 78 + "é",
+    "a" * 79 + "é",
+    "with space",
+    "tab\there",
+    "new\nline",
+    "bell\x07",
+    "nbsp\u00a0",
+    "ok-P@ss!#$%^&*()",
+    "ünïcödé",
+    "zero\u200bwidth",
+    "x" * 200,
 ]
 
 
@@ -27,6 +42,7 @@ def test_program_and_agent_agree(password):
 
 def test_the_limit_is_the_kernels():
     from infra.passwords import TCP_MD5SIG_MAXKEYLEN
+
     assert TCP_MD5SIG_MAXKEYLEN == agent_frr.TCP_MD5SIG_MAXKEYLEN == 80
 
 

@@ -1,4 +1,5 @@
 """Plan properties: no overlaps, inside pools, unique inner addresses, stable under growth, scale."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,9 +14,6 @@ from infra.plan import build_plan
 from infra.plan.report import plan_data
 from infra.stackfile import list_stacks, load_stack
 from tests.support.configs import plan_for, raw_config
-
-
-
 
 
 def check_invariants(plan) -> None:
@@ -42,7 +40,7 @@ def check_invariants(plan) -> None:
     nets4 = [p.inner_net_v4 for p in plan.pairings]
     assert len(set(nets4)) == len(nets4)
     keys = [p.key for p in plan.pairings]
-    assert len(set(keys)) == len(keys) and min(keys, default=1) >= 1 and max(keys, default=1) < 2 ** 32
+    assert len(set(keys)) == len(keys) and min(keys, default=1) >= 1 and max(keys, default=1) < 2**32
     for p in plan.pairings:
         assert p.inner_net_v4.subnet_of(plan.tunnel_v4) and p.inner_net_v4.prefixlen == 31
         assert {p.a.inner_v4, p.b.inner_v4} == set(p.inner_net_v4)
@@ -83,16 +81,16 @@ def subset(small, big) -> None:
         assert bigp[p["id"]] == p
 
 
-sizes = st.tuples(st.integers(1, 8), st.integers(1, 60), st.integers(1, 4), st.integers(0, 3),
-                  st.booleans(), st.booleans())
+sizes = st.tuples(
+    st.integers(1, 8), st.integers(1, 60), st.integers(1, 4), st.integers(0, 3), st.booleans(), st.booleans()
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sizes)
 def test_invariants(size):
     routers, hosts, n_az, onprem, ipv6, per_host = size
-    check_invariants(plan_for(routers=routers, hosts=hosts, n_az=n_az, onprem=onprem, ipv6=ipv6,
-                              per_host_asn=per_host))
+    check_invariants(plan_for(routers=routers, hosts=hosts, n_az=n_az, onprem=onprem, ipv6=ipv6, per_host_asn=per_host))
 
 
 @settings(max_examples=40, deadline=None)
@@ -100,10 +98,15 @@ def test_invariants(size):
 def test_stable_under_growth(size, more_hosts, more_routers):
     routers, hosts, n_az, onprem, ipv6, per_host = size
     more_routers = min(more_routers, 8 - routers)
-    small = plan_for(routers=routers, hosts=hosts, n_az=n_az, onprem=onprem, ipv6=ipv6,
-                     per_host_asn=per_host)
-    grown = plan_for(routers=routers + more_routers, hosts=hosts + more_hosts, n_az=n_az,
-                     onprem=onprem, ipv6=ipv6, per_host_asn=per_host)
+    small = plan_for(routers=routers, hosts=hosts, n_az=n_az, onprem=onprem, ipv6=ipv6, per_host_asn=per_host)
+    grown = plan_for(
+        routers=routers + more_routers,
+        hosts=hosts + more_hosts,
+        n_az=n_az,
+        onprem=onprem,
+        ipv6=ipv6,
+        per_host_asn=per_host,
+    )
     subset(small, grown)
 
 
@@ -143,11 +146,14 @@ def test_known_allocation_is_pinned():
     """The lab's allocation is a contract with running instances: pin a few values."""
     plan = build_plan(load_stack("lab"))
     h1 = plan.host("host-1")
-    assert (str(h1.private_ip), str(h1.block_v4), str(h1.block_v6)) == ("10.40.0.10", "10.99.0.0/24",
-                                                                      "fd10:99::/112")
+    assert (str(h1.private_ip), str(h1.block_v4), str(h1.block_v6)) == ("10.40.0.10", "10.99.0.0/24", "fd10:99::/112")
     p = next(p for p in plan.pairings if p.id == "router-2~host-1")
     assert (p.key, str(p.inner_net_v4), str(p.a.inner_v4), str(p.b.inner_v4)) == (
-        129, "169.254.65.0/31", "169.254.65.0", "169.254.65.1")
+        129,
+        "169.254.65.0/31",
+        "169.254.65.0",
+        "169.254.65.1",
+    )
     assert plan.router("router-1").private_ip == ipaddress.IPv4Address("10.40.128.10")
 
 
@@ -161,6 +167,7 @@ def test_growth_of_stack_file_is_stable():
 def test_fixed_band_is_what_config_allows_and_holds_every_instance(stack):
     # Review F15: the reserved band, the config's per-subnet limit and the instances agree.
     from infra.config import fixed_band_capacity
+
     plan = build_plan(load_stack(stack))
     for s in plan.subnets:
         size = sum(c.num_addresses for c in s.reserved)

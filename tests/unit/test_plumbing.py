@@ -1,4 +1,5 @@
 """The agent's shared plumbing: atomic root-only writes, netlink error lines, text tables."""
+
 from __future__ import annotations
 
 import errno
@@ -46,6 +47,7 @@ def test_wait_until_returns_the_value_and_names_what_timed_out():
 
     def flaky():
         raise ConnectionError("not up yet")
+
     with pytest.raises(Timeout, match=r"the daemon not reached within 0.05 s \(last error: not up yet\)"):
         wait_until(flaky, 0.05, 0.01, "the daemon", ignore=(ConnectionError,))
     with pytest.raises(KeyError):  # an error not ignored is not swallowed
@@ -53,5 +55,6 @@ def test_wait_until_returns_the_value_and_names_what_timed_out():
 
     class Mine(Exception):
         pass
+
     with pytest.raises(Mine, match="^never not reached"):
         wait_until(lambda: False, 0.01, 0.005, "never", error=Mine)

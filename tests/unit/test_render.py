@@ -1,4 +1,5 @@
 """infra.render: FRR configs and user data from the plan; typed contexts, strict templates, no secrets, size limits."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,18 +12,35 @@ import yaml
 from infra.config import parse
 from infra.parameters import ADVANCED_MAX
 from infra.plan import build_plan
-from infra.render import (ONPREM_PASSWORD_PLACEHOLDER, PASSWORD_PLACEHOLDER, USER_DATA_LIMIT, HostFrrContext,
-                          OnPremNeighbor, RenderError, RouterFrrContext, RouterNeighbor, UserDataContext, bgp_settings, host_context, policy,
-                          render_frr, render_onprem_frr, render_template, render_user_data, router_context,
-                          user_data_context)
+from infra.render import (
+    ONPREM_PASSWORD_PLACEHOLDER,
+    PASSWORD_PLACEHOLDER,
+    USER_DATA_LIMIT,
+    HostFrrContext,
+    OnPremNeighbor,
+    RenderError,
+    RouterFrrContext,
+    RouterNeighbor,
+    UserDataContext,
+    bgp_settings,
+    host_context,
+    policy,
+    render_frr,
+    render_onprem_frr,
+    render_template,
+    render_user_data,
+    router_context,
+    user_data_context,
+)
 from tests.support.render_plans import AGENT_KEY, BUCKET, GENERATED, all_plans, fake_eips, generated_plan
 
 PLANS = all_plans()
 
 
 def _ud(plan, name):
-    return render_user_data(plan, name, bucket=BUCKET, agent_key=AGENT_KEY,
-                            parameter_path=f"/{plan.project}/{plan.stack}/instances/{name}")
+    return render_user_data(
+        plan, name, bucket=BUCKET, agent_key=AGENT_KEY, parameter_path=f"/{plan.project}/{plan.stack}/instances/{name}"
+    )
 
 
 def _sample(plan):
@@ -60,20 +78,25 @@ def test_router_listens_per_family_on_its_slice(stack):
             assert not any("HOSTS6" in line or "ipv6" in line for line in lines)
         # Default-deny import: exactly one permit per pool, for single addresses only.
         permits4 = [line for line in lines if line.startswith("ip prefix-list POOL-HOST-V4 ")]
-        assert permits4 == [f"ip prefix-list POOL-HOST-V4 seq {5 * (i + 1)} permit {p} ge 32"
-                            for i, p in enumerate(plan.pools_v4)]
+        assert permits4 == [
+            f"ip prefix-list POOL-HOST-V4 seq {5 * (i + 1)} permit {p} ge 32" for i, p in enumerate(plan.pools_v4)
+        ]
         if plan.ipv6:
             permits6 = [line for line in lines if line.startswith("ipv6 prefix-list POOL-HOST-V6 ")]
-            assert permits6 == [f"ipv6 prefix-list POOL-HOST-V6 seq {5 * (i + 1)} permit {p} ge 128"
-                                for i, p in enumerate(plan.pools_v6)]
+            assert permits6 == [
+                f"ipv6 prefix-list POOL-HOST-V6 seq {5 * (i + 1)} permit {p} ge 128"
+                for i, p in enumerate(plan.pools_v6)
+            ]
         assert "neighbor HOSTS route-map HOSTS-IN in" in lines
-        hosts_in = text[text.index("route-map HOSTS-IN permit 10"):].splitlines()[:3]
+        hosts_in = text[text.index("route-map HOSTS-IN permit 10") :].splitlines()[:3]
         # From any host only the shared ranges; each host's block comes from the agent's
         # per-host entries (100 + index), which this text never holds.
         assert hosts_in[1].strip() == "match ip address prefix-list SHARED-HOST-V4"
         shared4 = [line for line in lines if line.startswith("ip prefix-list SHARED-HOST-V4 ")]
-        assert shared4 == ([f"ip prefix-list SHARED-HOST-V4 seq {5 * (i + 1)} permit {p} ge 32"
-                            for i, p in enumerate(plan.shared_v4)] or ["ip prefix-list SHARED-HOST-V4 seq 5 deny any"])
+        assert shared4 == (
+            [f"ip prefix-list SHARED-HOST-V4 seq {5 * (i + 1)} permit {p} ge 32" for i, p in enumerate(plan.shared_v4)]
+            or ["ip prefix-list SHARED-HOST-V4 seq 5 deny any"]
+        )
         assert "route-map HOSTS-IN permit 20" not in text  # the implicit deny ends it
         assert "match peer" not in text
 
@@ -106,6 +129,7 @@ def _raw(stack):
     if stack in GENERATED:
         return json.loads(json.dumps(GENERATED[stack]))
     from infra.stackfile import overlay_values, stack_path
+
     return overlay_values(yaml.safe_load(stack_path(stack).read_text()), stack)
 
 
@@ -121,7 +145,7 @@ def test_onprem_neighbors_and_export_modes():
                 assert f"ip route {p.b.outer}/32 {r.subnet.network_address + 1}" in lines
         out = "POOL-V4" if plan.bgp.announce == "aggregates" else "POOL-HOST-V4"
         text = render_frr(plan, r.name)
-        block = text[text.index("route-map ONPREM-OUT permit 10"):].splitlines()
+        block = text[text.index("route-map ONPREM-OUT permit 10") :].splitlines()
         assert block[1].strip() == f"match ip address prefix-list {out}"
         assert "neighbor ONPREM route-map ONPREM-IN in" in lines
         assert "ip prefix-list ONPREM-V4 seq 5 deny 0.0.0.0/0" in lines
@@ -169,7 +193,7 @@ def test_bfd_profile_from_config(interval, multiplier):
 @pytest.mark.parametrize("stack", sorted(PLANS))
 def test_host_peers_with_exactly_its_routers(stack):
     plan = PLANS[stack]
-    for h in _sample(plan)[len(plan.routers):]:
+    for h in _sample(plan)[len(plan.routers) :]:
         text = render_frr(plan, h.name)
         lines = _lines(text)
         assert f"router bgp {h.asn}" in lines
@@ -177,16 +201,19 @@ def test_host_peers_with_exactly_its_routers(stack):
         want4 = {str(p.a.inner_v4) for p in plan.pairings if p.kind == "host" and p.b.name == h.name}
         assert got4 == want4 and len(want4) == len(plan.routers)
         got6 = {m for m in re.findall(r"^ neighbor (\S+) peer-group ROUTERS6$", text, re.M)}
-        want6 = {str(p.a.inner_v6) for p in plan.pairings if p.kind == "host" and p.b.name == h.name} \
-            if plan.ipv6 else set()
+        want6 = (
+            {str(p.a.inner_v6) for p in plan.pairings if p.kind == "host" and p.b.name == h.name}
+            if plan.ipv6
+            else set()
+        )
         assert got6 == want6
         assert f"neighbor ROUTERS remote-as {plan.routers[0].asn}" in lines
         assert "redistribute kernel route-map CONTAINERS-V4" in lines
-        cm = text[text.index("route-map CONTAINERS-V4 permit 10"):].splitlines()[:3]
+        cm = text[text.index("route-map CONTAINERS-V4 permit 10") :].splitlines()[:3]
         assert [c.strip() for c in cm[1:]] == ["match ip address prefix-list POOL-HOST-V4", "!"]
         if plan.ipv6:
             assert "redistribute kernel route-map CONTAINERS-V6" in lines
-            cm6 = text[text.index("route-map CONTAINERS-V6 permit 10"):].splitlines()[:3]
+            cm6 = text[text.index("route-map CONTAINERS-V6 permit 10") :].splitlines()[:3]
             assert [c.strip() for c in cm6[1:]] == ["match ipv6 address prefix-list POOL-HOST-V6", "!"]
         # Hosts never accept a default route, nor anything inside the VPC.
         assert "ip prefix-list ROUTERS-V4 seq 100 deny 0.0.0.0/0" in lines
@@ -207,8 +234,10 @@ def test_onprem_side_tunnels_and_neighbors():
         assert "neighbor OVERLAY remote-as 65000" in lines
         for p in plan.pairings:
             if p.kind == "onprem" and p.b.name == peer.name:
-                assert (f"!   ip link add {p.ifname} type gre local {peer.address} remote {eips[p.a.name]} "
-                        f"key {p.key} ttl 64") in text
+                assert (
+                    f"!   ip link add {p.ifname} type gre local {peer.address} remote {eips[p.a.name]} "
+                    f"key {p.key} ttl 64"
+                ) in text
                 assert f"!   ip address add {p.b.inner_v4}/31 dev {p.ifname}" in text
                 assert f"neighbor {p.a.inner_v4} peer-group OVERLAY" in lines
                 assert f"neighbor {p.a.inner_v6} peer-group OVERLAY" in lines
@@ -240,8 +269,9 @@ def test_password_only_as_placeholder_and_never_in_user_data():
         assert secret not in frr and secret not in ud
         # The placeholder survives jinja literally, and only on password lines.
         holders = [line.strip() for line in frr.splitlines() if PASSWORD_PLACEHOLDER in line]
-        assert holders and all(re.fullmatch(r"neighbor \S+ password " + re.escape(PASSWORD_PLACEHOLDER), h)
-                               for h in holders)
+        assert holders and all(
+            re.fullmatch(r"neighbor \S+ password " + re.escape(PASSWORD_PLACEHOLDER), h) for h in holders
+        )
         # The on-prem sessions' own placeholder: on routers' ONPREM group only (review F10).
         onprem_lines = [line.strip() for line in frr.splitlines() if ONPREM_PASSWORD_PLACEHOLDER in line]
         want = [f"neighbor ONPREM password {ONPREM_PASSWORD_PLACEHOLDER}"] if inst in plan.routers else []
@@ -272,9 +302,15 @@ def test_user_data_shape(stack):
         files = {f["path"]: f for f in doc["write_files"]}
         assert files["/etc/iproute2/rt_protos.d/overlay.conf"]["content"].strip() == f"{plan.route_protocol} overlay"
         boot = json.loads(files["/etc/overlay-agent/bootstrap.json"]["content"])
-        assert boot == {"schema": 1, "project": plan.project, "stack": plan.stack, "instance": inst.name,
-                        "role": "router" if inst in plan.routers else "host", "region": plan.region,
-                        "parameter_path": f"/{plan.project}/{plan.stack}/instances/{inst.name}"}
+        assert boot == {
+            "schema": 1,
+            "project": plan.project,
+            "stack": plan.stack,
+            "instance": inst.name,
+            "role": "router" if inst in plan.routers else "host",
+            "region": plan.region,
+            "parameter_path": f"/{plan.project}/{plan.stack}/instances/{inst.name}",
+        }
         daemons = files["/etc/overlay-agent/frr-daemons"]
         enabled = {line.split("=")[0] for line in daemons["content"].splitlines() if line.endswith("=yes")}
         assert enabled == {"zebra", "bgpd", "bfdd", "staticd", "vtysh_enable"}
@@ -295,8 +331,9 @@ def test_user_data_shape(stack):
         assert "--gre-backend kernel" in agent and "KillMode" not in agent
         assert "/etc/systemd/system/overlay-gre.service" not in files  # kernel GRE: no daemon
         ssm = files["/etc/systemd/system/overlay-ssm-agent-install.service"]["content"]
-        assert (f"https://s3.{plan.region}.amazonaws.com/amazon-ssm-{plan.region}/latest/debian_$a/"
-                "amazon-ssm-agent.deb") in ssm
+        assert (
+            f"https://s3.{plan.region}.amazonaws.com/amazon-ssm-{plan.region}/latest/debian_$a/amazon-ssm-agent.deb"
+        ) in ssm
         runcmd = " ".join(" ".join(c) for c in doc["runcmd"])
         assert "overlay-agent-install.service" in runcmd and "overlay-ssm-agent-install.service" in runcmd
         pkgs = install.split('pkgs="', 1)[1].split('"', 1)[0].split()
@@ -329,6 +366,7 @@ def test_user_data_fits_ec2_limit_for_every_instance_of_the_largest_stack():
 
 def test_user_data_over_the_limit_is_an_error(monkeypatch):
     import infra.render as render
+
     monkeypatch.setattr(render, "USER_DATA_LIMIT", 1000)
     with pytest.raises(RenderError, match="EC2 accepts at most 1000"):
         _ud(PLANS["lab"], "host-1")
@@ -348,10 +386,14 @@ def test_contexts_from_every_plan_are_valid():
     for plan in PLANS.values():
         for r in plan.routers:
             assert isinstance(router_context(plan, r), RouterFrrContext)
-        for h in _sample(plan)[len(plan.routers):]:
+        for h in _sample(plan)[len(plan.routers) :]:
             assert isinstance(host_context(plan, h), HostFrrContext)
-            assert isinstance(user_data_context(plan, h.name, bucket=BUCKET, agent_key=AGENT_KEY,
-                                                parameter_path="/overlay/x/instances/h"), UserDataContext)
+            assert isinstance(
+                user_data_context(
+                    plan, h.name, bucket=BUCKET, agent_key=AGENT_KEY, parameter_path="/overlay/x/instances/h"
+                ),
+                UserDataContext,
+            )
 
 
 def _router_ctx():
@@ -359,15 +401,18 @@ def _router_ctx():
     return router_context(plan, plan.routers[0])
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"asn": 23456}, "asn = 23456: is not a usable ASN"),
-    ({"hostname": "Router_1"}, "hostname = 'Router_1'"),
-    ({"router_id": "10.0.0.300"}, "router_id"),
-    ({"listen_v4": "10.0.0.0/24"}, "must lie inside the tunnel pool"),
-    ({"listen_v6": None}, "listen_v6 = None: must be given exactly when the stack has IPv6"),
-    ({"listen_limit": 0}, "listen_limit = 0"),
-    ({"listen_limit": 70000}, "listen_limit = 70000"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"asn": 23456}, "asn = 23456: is not a usable ASN"),
+        ({"hostname": "Router_1"}, "hostname = 'Router_1'"),
+        ({"router_id": "10.0.0.300"}, "router_id"),
+        ({"listen_v4": "10.0.0.0/24"}, "must lie inside the tunnel pool"),
+        ({"listen_v6": None}, "listen_v6 = None: must be given exactly when the stack has IPv6"),
+        ({"listen_limit": 0}, "listen_limit = 0"),
+        ({"listen_limit": 70000}, "listen_limit = 70000"),
+    ],
+)
 def test_router_context_rejects(change, message):
     with pytest.raises(RenderError, match=re.escape(message)):
         dataclasses.replace(_router_ctx(), **change)
@@ -376,19 +421,33 @@ def test_router_context_rejects(change, message):
 def test_router_context_rejects_onprem_with_own_asn():
     ctx = _router_ctx()
     with pytest.raises(RenderError, match="must differ from the router's ASN"):
-        dataclasses.replace(ctx, onprem=(OnPremNeighbor(name="dc1", asn=ctx.asn, ifname="gre-9",
-                                                        inner_v4="169.254.72.1", inner_v6="fd10:7e::1",
-                                                        public="198.51.100.1", mtu=1472),))
+        dataclasses.replace(
+            ctx,
+            onprem=(
+                OnPremNeighbor(
+                    name="dc1",
+                    asn=ctx.asn,
+                    ifname="gre-9",
+                    inner_v4="169.254.72.1",
+                    inner_v6="fd10:7e::1",
+                    public="198.51.100.1",
+                    mtu=1472,
+                ),
+            ),
+        )
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"pools_v4": ()}, "pools_v4 = (): must be a non-empty tuple"),
-    ({"pools_v4": ("10.99.0.1/16",)}, "pools_v4[0]"),
-    ({"pools_v6": ("10.99.0.0/16",)}, "pools_v6[0]"),
-    ({"tunnel_v6": None}, "IPv6 pools and the IPv6 tunnel pool go together"),
-    ({"announce": "everything"}, "announce = 'everything'"),
-    ({"pools_v4": tuple(f"10.{i}.0.0/16" for i in range(17))}, "at most 16 pools per family"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"pools_v4": ()}, "pools_v4 = (): must be a non-empty tuple"),
+        ({"pools_v4": ("10.99.0.1/16",)}, "pools_v4[0]"),
+        ({"pools_v6": ("10.99.0.0/16",)}, "pools_v6[0]"),
+        ({"tunnel_v6": None}, "IPv6 pools and the IPv6 tunnel pool go together"),
+        ({"announce": "everything"}, "announce = 'everything'"),
+        ({"pools_v4": tuple(f"10.{i}.0.0/16" for i in range(17))}, "at most 16 pools per family"),
+    ],
+)
 def test_policy_rejects(change, message):
     with pytest.raises(RenderError, match=re.escape(message)):
         dataclasses.replace(policy(PLANS["lab"]), **change)
@@ -405,17 +464,19 @@ def test_host_context_rejects():
     with pytest.raises(RenderError, match="share one ASN"):
         dataclasses.replace(ctx, routers=ctx.routers + (odd,))
     with pytest.raises(RenderError, match=r"router\[router-9\].ifname"):
-        RouterNeighbor(name="router-9", asn=65000, ifname="a-very-long-ifname", inner_v4="169.254.64.8",
-                       inner_v6=None)
+        RouterNeighbor(name="router-9", asn=65000, ifname="a-very-long-ifname", inner_v4="169.254.64.8", inner_v6=None)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"bucket": "Bad_Bucket"}, "bucket = 'Bad_Bucket'"),
-    ({"agent_key": "agent/overlay.zip"}, "agent_key = 'agent/overlay.zip'"),
-    ({"agent_key": "agent/overlay_agent-0.1.0.tar.gz"}, "agent bundle"),
-    ({"agent_key": "/abs/overlay-agent-bundle.tar"}, "agent_key"),
-    ({"parameter_path": "overlay/lab"}, "parameter_path = 'overlay/lab'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"bucket": "Bad_Bucket"}, "bucket = 'Bad_Bucket'"),
+        ({"agent_key": "agent/overlay.zip"}, "agent_key = 'agent/overlay.zip'"),
+        ({"agent_key": "agent/overlay_agent-0.1.0.tar.gz"}, "agent bundle"),
+        ({"agent_key": "/abs/overlay-agent-bundle.tar"}, "agent_key"),
+        ({"parameter_path": "overlay/lab"}, "parameter_path = 'overlay/lab'"),
+    ],
+)
 def test_user_data_arguments_rejected(kwargs, message):
     args = {"bucket": BUCKET, "agent_key": AGENT_KEY, "parameter_path": "/overlay/lab/instances/host-1", **kwargs}
     with pytest.raises(RenderError, match=re.escape(message)):
@@ -423,8 +484,9 @@ def test_user_data_arguments_rejected(kwargs, message):
 
 
 def test_user_data_context_rejects_claimed_protocol_and_bad_region():
-    ctx = user_data_context(PLANS["lab"], "host-1", bucket=BUCKET, agent_key=AGENT_KEY,
-                            parameter_path="/overlay/lab/instances/host-1")
+    ctx = user_data_context(
+        PLANS["lab"], "host-1", bucket=BUCKET, agent_key=AGENT_KEY, parameter_path="/overlay/lab/instances/host-1"
+    )
     for proto in (11, 42, 186, 3):
         with pytest.raises(RenderError, match="claimed by FRR or the kernel"):
             dataclasses.replace(ctx, route_protocol=proto)
@@ -435,7 +497,9 @@ def test_user_data_context_rejects_claimed_protocol_and_bad_region():
 
 
 def test_unknown_instance_names_the_known_ones():
-    with pytest.raises(RenderError, match=r"'host-9': not in stack lab \(instances: router-1, router-2, host-1, host-2\)"):
+    with pytest.raises(
+        RenderError, match=r"'host-9': not in stack lab \(instances: router-1, router-2, host-1, host-2\)"
+    ):
         render_frr(PLANS["lab"], "host-9")
     with pytest.raises(RenderError, match="host-9"):
         _ud(PLANS["lab"], "host-9")
@@ -462,8 +526,10 @@ def test_every_template_renders_only_from_its_own_context():
     # Each role's template reads nothing outside its context: rendering succeeds with exactly
     # the context's fields (StrictUndefined would raise on anything else).
     plan = PLANS["prod-euw1"]
-    for ctx, name in ((router_context(plan, plan.routers[0]), "frr-router.conf.j2"),
-                      (host_context(plan, plan.hosts[0]), "frr-host.conf.j2")):
+    for ctx, name in (
+        (router_context(plan, plan.routers[0]), "frr-router.conf.j2"),
+        (host_context(plan, plan.hosts[0]), "frr-host.conf.j2"),
+    ):
         text = render_template(name, ctx)
         assert "None" not in text and "{{" not in text
     ud = _ud(plan, "router-1") + _ud(plan, "host-1")
@@ -487,8 +553,9 @@ def test_ipv6_off_renders_ipv4_only():
 
 
 def test_user_data_gre_backend_is_checked():
-    ctx = user_data_context(PLANS["lab"], "host-1", bucket=BUCKET, agent_key=AGENT_KEY,
-                            parameter_path="/overlay/lab/instances/host-1")
+    ctx = user_data_context(
+        PLANS["lab"], "host-1", bucket=BUCKET, agent_key=AGENT_KEY, parameter_path="/overlay/lab/instances/host-1"
+    )
     assert ctx.gre_backend == "kernel"
     with pytest.raises(RenderError, match="gre_backend = 'tun'"):
         dataclasses.replace(ctx, gre_backend="tun")

@@ -1,4 +1,5 @@
 """Properties of rendering over generated stacks: every instance renders, routers ignore hosts, limits hold."""
+
 from __future__ import annotations
 
 import re
@@ -10,14 +11,29 @@ from hypothesis import strategies as st
 from infra.config import parse
 from infra.parameters import ADVANCED_MAX
 from infra.plan import build_plan
-from infra.render import ONPREM_PASSWORD_PLACEHOLDER, PASSWORD_PLACEHOLDER, USER_DATA_LIMIT, render_frr, render_onprem_frr, render_user_data
+from infra.render import (
+    ONPREM_PASSWORD_PLACEHOLDER,
+    PASSWORD_PLACEHOLDER,
+    USER_DATA_LIMIT,
+    render_frr,
+    render_onprem_frr,
+    render_user_data,
+)
 from tests.support.render_plans import AGENT_KEY, BUCKET, fake_eips, random_raw
 
-knobs = st.fixed_dictionaries({
-    "routers": st.integers(1, 8), "hosts": st.integers(1, 40), "n_az": st.integers(1, 4),
-    "onprem": st.integers(0, 7), "ipv6": st.booleans(), "per_host": st.booleans(),
-    "graceful_restart": st.booleans(), "specifics": st.booleans(), "pools": st.integers(1, 3),
-})
+knobs = st.fixed_dictionaries(
+    {
+        "routers": st.integers(1, 8),
+        "hosts": st.integers(1, 40),
+        "n_az": st.integers(1, 4),
+        "onprem": st.integers(0, 7),
+        "ipv6": st.booleans(),
+        "per_host": st.booleans(),
+        "graceful_restart": st.booleans(),
+        "specifics": st.booleans(),
+        "pools": st.integers(1, 3),
+    }
+)
 
 
 def _plan(k):
@@ -32,8 +48,9 @@ def test_every_instance_renders_within_limits(k):
         frr = render_frr(plan, inst.name)
         assert len(frr.encode()) <= ADVANCED_MAX
         assert PASSWORD_PLACEHOLDER in frr
-        ud = render_user_data(plan, inst.name, bucket=BUCKET, agent_key=AGENT_KEY,
-                              parameter_path=f"/overlay/prop/instances/{inst.name}")
+        ud = render_user_data(
+            plan, inst.name, bucket=BUCKET, agent_key=AGENT_KEY, parameter_path=f"/overlay/prop/instances/{inst.name}"
+        )
         assert ud.startswith("#cloud-config\n") and len(ud.encode()) <= USER_DATA_LIMIT
         assert isinstance(yaml.safe_load(ud), dict)
     for peer in plan.onprem:

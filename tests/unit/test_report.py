@@ -1,4 +1,5 @@
 """The plan report: markdown, JSON, Mermaid for every stack, and the plan diff a reviewer reads."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,7 @@ from tests.support.configs import plan_for
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "infra.plan", *args], capture_output=True, text=True,
-                          cwd=REPO_ROOT)
+    return subprocess.run([sys.executable, "-m", "infra.plan", *args], capture_output=True, text=True, cwd=REPO_ROOT)
 
 
 @pytest.mark.parametrize("stack", list_stacks())
@@ -64,7 +64,7 @@ def test_mermaid_has_a_node_per_instance_and_an_edge_per_pairing(stack):
     lines, edges = _mermaid_nodes_and_edges(proc.stdout)
     assert len(edges) == len(plan.pairings)
     for inst in plan.instances:
-        assert any(f'n_{inst.name.replace("-", "_")}' in line and inst.name in line for line in lines)
+        assert any(f"n_{inst.name.replace('-', '_')}" in line and inst.name in line for line in lines)
 
 
 def test_mermaid_groups_large_stacks():
@@ -78,8 +78,9 @@ def test_mermaid_renders_with_mermaid_cli_syntax_rules():
     """Node ids never collide with subgraph ids, even for a peer named like one."""
     plan = plan_for(routers=1, hosts=2, n_az=1, onprem=1)
     text = to_mermaid(plan)
-    ids = [line.split("[")[0].split("(")[0].split("{")[0].strip() for line in text.splitlines()
-           if line.startswith("    ")]
+    ids = [
+        line.split("[")[0].split("(")[0].split("{")[0].strip() for line in text.splitlines() if line.startswith("    ")
+    ]
     subgraphs = [line.split()[1].split("[")[0] for line in text.splitlines() if "subgraph" in line]
     assert not set(ids) & set(subgraphs)
 
@@ -131,8 +132,7 @@ MERMAID_CHECK = REPO_ROOT / "tools" / "mermaid-check" / "check.mjs"
 
 
 def mermaid_parse(text: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["node", str(MERMAID_CHECK)], input=text, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(["node", str(MERMAID_CHECK)], input=text, capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.node

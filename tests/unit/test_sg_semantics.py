@@ -6,6 +6,7 @@ half, or the inbound half a rule admitted). A reply arriving at an ENI that neve
 flow is a new inbound packet and needs a rule (review F8). This model is small on purpose:
 protocol, ports and source CIDRs, as the rules are written.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -98,5 +99,6 @@ def test_no_rule_opens_a_router_to_the_internet_but_the_pmtu_signal():
     rules = router_rules(prod)
     for proto, port in (("tcp", 22), ("tcp", 443), ("udp", 53), ("tcp", 179), ("udp", 3784)):
         assert not admits(rules, proto, "93.184.215.14", port)
-    assert [r.description for r in rules if "0.0.0.0/0" in r.cidrs_v4] == \
-        ["fragmentation needed from the internet path (PMTUD)"]
+    assert [r.description for r in rules if "0.0.0.0/0" in r.cidrs_v4] == [
+        "fragmentation needed from the internet path (PMTUD)"
+    ]

@@ -1,4 +1,5 @@
 """Parameter source against moto's SSM in server mode (real HTTP), seeded with the program's own parameters."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,7 @@ import random
 import boto3
 import pytest
 
-from infra.parameters import (PASSWORD_PLACEHOLDER, build_parameters, instance_path, onprem_password_name,
-                              password_name)
+from infra.parameters import PASSWORD_PLACEHOLDER, build_parameters, instance_path, onprem_password_name, password_name
 from infra.plan import build_plan
 from infra.publish import put_parameters
 from infra.render import render_frr
@@ -26,8 +26,9 @@ def moto_url(moto_endpoint):
 
 
 def client(url):
-    return boto3.client("ssm", endpoint_url=url, region_name="eu-west-1", aws_access_key_id="test",
-                        aws_secret_access_key="test")
+    return boto3.client(
+        "ssm", endpoint_url=url, region_name="eu-west-1", aws_access_key_id="test", aws_secret_access_key="test"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,7 @@ ONPREM_PASSWORD = "onprem-md5-in-test"
 
 
 def source(url, plan, instance):
-    return ParameterSource(client(url), instance_path(plan, instance), password_name(plan),
-                           onprem_password_name(plan))
+    return ParameterSource(client(url), instance_path(plan, instance), password_name(plan), onprem_password_name(plan))
 
 
 def test_fetch_is_the_programs_set(moto_url, lab):
@@ -53,7 +53,7 @@ def test_fetch_is_the_programs_set(moto_url, lab):
     assert snap.revision == params[f"{base}/revision"].value
     assert snap.agent == params[f"{base}/agent"].value
     assert snap.frr == params[f"{base}/frr"].value and PASSWORD_PLACEHOLDER in snap.frr
-    assert snap.tunnels == {k[len(base) + 1:]: p.value for k, p in params.items() if k.startswith(f"{base}/tunnels/")}
+    assert snap.tunnels == {k[len(base) + 1 :]: p.value for k, p in params.items() if k.startswith(f"{base}/tunnels/")}
     assert snap.password == PASSWORD  # the SecureString, decrypted
     # A router with on-prem peers reads the datacenter sessions' password too (review F10) ...
     assert snap.onprem_password == ONPREM_PASSWORD
@@ -148,9 +148,19 @@ def test_jitter_spreads_polls():
 
 def test_bootstrap(tmp_path):
     path = tmp_path / "bootstrap.json"
-    path.write_text(json.dumps({"schema": 1, "project": "overlay", "stack": "lab", "instance": "host-1",
-                                "role": "host", "region": "eu-west-1",
-                                "parameter_path": "/overlay/lab/instances/host-1"}))
+    path.write_text(
+        json.dumps(
+            {
+                "schema": 1,
+                "project": "overlay",
+                "stack": "lab",
+                "instance": "host-1",
+                "role": "host",
+                "region": "eu-west-1",
+                "parameter_path": "/overlay/lab/instances/host-1",
+            }
+        )
+    )
     b = load_bootstrap(path)
     assert b.password_name == "/overlay/lab/bgp-password" and b.endpoint_url is None
     path.write_text(json.dumps({"project": "overlay"}))

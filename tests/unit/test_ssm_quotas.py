@@ -1,4 +1,5 @@
 """Review F14: a stack's SSM polling load and Standard-parameter count, stated in the plan and refused past the defaults."""
+
 from __future__ import annotations
 
 import copy
@@ -17,8 +18,10 @@ def _cfg(**changes):
     raw = copy.deepcopy(BASE)
     raw["vpc"]["cidr"] = "10.0.0.0/16"  # /20 subnets: 2,038 fixed addresses per AZ
     raw["pools"] = {"ipv4": ["10.96.0.0/12"], "ipv6": ["fd10:96::/40"]}
-    raw["tunnels"] = {"ipv4": "169.254.64.0/18" if changes.get("big_tunnels") is None else "100.64.0.0/12",
-                      "ipv6": "fd10:7e::/64"}
+    raw["tunnels"] = {
+        "ipv4": "169.254.64.0/18" if changes.get("big_tunnels") is None else "100.64.0.0/12",
+        "ipv6": "fd10:7e::/64",
+    }
     raw["routers"]["maxRouters"] = 8
     for key, value in changes.items():
         if key == "big_tunnels":
@@ -37,9 +40,12 @@ def test_standard_count_is_the_parameter_sets(stack):
 
 def test_polling_past_40_per_second_is_refused_with_the_figure():
     # 610 instances every 15 s: 40.7 requests/s.
-    with pytest.raises(ConfigError, match=r"^overlay:agent.pollInterval = 15: 610 instances polling every 15 s make "
-                                          r"40.7 SSM requests/s, over the account's default 40 \(shared by the "
-                                          r"region\); poll every 16 s or more$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^overlay:agent.pollInterval = 15: 610 instances polling every 15 s make "
+        r"40.7 SSM requests/s, over the account's default 40 \(shared by the "
+        r"region\); poll every 16 s or more$",
+    ):
         parse(_cfg(**{"hosts.count": 608, "big_tunnels": True}), "t")
     # The same stack at a longer interval is fine, and stated in the plan report.
     cfg = parse(_cfg(**{"hosts.count": 608, "agent.pollInterval": 16, "big_tunnels": True}), "t")
@@ -49,8 +55,11 @@ def test_polling_past_40_per_second_is_refused_with_the_figure():
 
 
 def test_standard_parameters_past_10000_are_refused_with_the_figure():
-    with pytest.raises(ConfigError, match=r"^overlay:hosts.count = 2490: the stack needs 14950 Standard SSM "
-                                          r"parameters; an account holds at most 10000 per region$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^overlay:hosts.count = 2490: the stack needs 14950 Standard SSM "
+        r"parameters; an account holds at most 10000 per region$",
+    ):
         parse(_cfg(**{"hosts.count": 2490, "routers.count": 2, "agent.pollInterval": 90, "big_tunnels": True}), "t")
 
 

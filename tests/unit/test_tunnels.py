@@ -1,4 +1,5 @@
 """Tunnel reconciler: parsing, per-tunnel rejection, links/addresses/pins against in-memory fakes (both backends)."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -7,9 +8,20 @@ import pytest
 
 from overlay_agent.gre.base import LinkSpec
 from overlay_agent.gre.kernel import ALIAS, GreLink, KernelBackend
-from overlay_agent.tunnels import (IFF_LOWER_UP, IFF_UP, LinkState, Pin, Route, TunnelReconciler, parse_tunnel, parse_tunnels, underlay_hop)
+from overlay_agent.tunnels import (
+    IFF_LOWER_UP,
+    IFF_UP,
+    LinkState,
+    Pin,
+    Route,
+    TunnelReconciler,
+    parse_tunnel,
+    parse_tunnels,
+    underlay_hop,
+)
 from tests.support.fakes import POOLS, FakeBackend, FakeNetlink, N
 from tests.support.fakes import tunnel_doc as doc
+
 
 @pytest.fixture
 def world():
@@ -24,6 +36,7 @@ def tunnels(**raw):
 
 # -- parsing ---------------------------------------------------------------------------------
 
+
 def test_parse_contract_example():
     t = parse_tunnel("tunnels/router-1", doc())
     assert t.link == LinkSpec("gre-1", "10.40.0.10", "10.40.128.10", 1, 64, 1472)
@@ -36,20 +49,22 @@ def test_ipv6_may_be_null():
     assert t.inner6 is None and t.addresses() == {ipaddress.ip_interface("169.254.64.1/31")}
 
 
-@pytest.mark.parametrize("over, words", [
-    ({"key": "five"}, ["key", "'five'"]),
-    ({"remote": "10.40.999.1"}, ["remote", "10.40.999.1", "not an IP address"]),
-    ({"name": "a-very-long-tunnel-name"}, ["name", "15 bytes"]),
-    ({"mtu": 10}, ["mtu", "10"]),
-    ({"inner_ipv4": {"local": "169.254.64.1", "remote": "169.254.64.0", "prefixlen": 30}}, ["prefixlen", "31"]),
-    ({"inner_ipv4": {"local": "169.254.64.1", "remote": "169.254.64.7", "prefixlen": 31}}, ["169.254.64.7"]),
-    ({"inner_ipv6": {"local": "10.0.0.1", "remote": "10.0.0.0", "prefixlen": 127}}, ["inner_ipv6", "IPv6"]),
-    ({"schema": 2}, ["schema 2"]),
-    ({"kind": "vpn"}, ["kind", "'vpn'"]),
-])
+@pytest.mark.parametrize(
+    "over, words",
+    [
+        ({"key": "five"}, ["key", "'five'"]),
+        ({"remote": "10.40.999.1"}, ["remote", "10.40.999.1", "not an IP address"]),
+        ({"name": "a-very-long-tunnel-name"}, ["name", "15 bytes"]),
+        ({"mtu": 10}, ["mtu", "10"]),
+        ({"inner_ipv4": {"local": "169.254.64.1", "remote": "169.254.64.0", "prefixlen": 30}}, ["prefixlen", "31"]),
+        ({"inner_ipv4": {"local": "169.254.64.1", "remote": "169.254.64.7", "prefixlen": 31}}, ["169.254.64.7"]),
+        ({"inner_ipv6": {"local": "10.0.0.1", "remote": "10.0.0.0", "prefixlen": 127}}, ["inner_ipv6", "IPv6"]),
+        ({"schema": 2}, ["schema 2"]),
+        ({"kind": "vpn"}, ["kind", "'vpn'"]),
+    ],
+)
 def test_malformed_one_line_naming_parameter_value_reason(over, words):
-    good, errors = tunnels(**{"router-1": doc(**over), "router-2": doc(name="gre-129", key=129,
-                                                                         remote="10.40.144.10")})
+    good, errors = tunnels(**{"router-1": doc(**over), "router-2": doc(name="gre-129", key=129, remote="10.40.144.10")})
     assert list(good) == ["gre-129"]
     msg = errors["tunnels/router-1"]
     assert "\n" not in msg and msg.startswith("tunnels/router-1: ")
@@ -70,6 +85,7 @@ def test_duplicate_name_and_triple_rejected_later_parameter():
 
 
 # -- reconcile ---------------------------------------------------------------------------------
+
 
 def test_creates_link_addresses_up_and_pin(world):
     nl, be, rec = world
@@ -118,8 +134,7 @@ def test_pin_follows_underlay_change(world):
     nl.links["eth1"] = LinkState("eth1", 3, IFF_UP | IFF_LOWER_UP, 1500)
     nl.routes = [r for r in nl.routes if r.dst != N("0.0.0.0/0")] + [Route(N("0.0.0.0/0"), 3, "10.41.0.1", 3)]
     rec.apply(good)
-    assert [r for r in nl.routes if r.dst == N("10.40.128.10/32")] == [
-        Route(N("10.40.128.10/32"), 3, "10.41.0.1", 149)]
+    assert [r for r in nl.routes if r.dst == N("10.40.128.10/32")] == [Route(N("10.40.128.10/32"), 3, "10.41.0.1", 149)]
 
 
 def test_removed_tunnel_goes_with_its_pin_and_container_routes_untouched(world):
@@ -149,8 +164,13 @@ def test_stale_inner_address_replaced(world):
 def test_backend_failure_is_that_tunnels_error_only(world):
     nl, be, rec = world
     be.fail.add("gre-1")
-    good, errors = tunnels(**{"router-1": doc(), "router-2": doc(name="gre-129", key=129, remote="10.40.144.10"),
-                              "router-3": doc(name="gre-2", key="x")})
+    good, errors = tunnels(
+        **{
+            "router-1": doc(),
+            "router-2": doc(name="gre-129", key=129, remote="10.40.144.10"),
+            "router-3": doc(name="gre-2", key="x"),
+        }
+    )
     report = rec.apply(good, errors)
     by = {t.name: t for t in report.tunnels}
     assert by["gre-1"].state == "error" and "tunnels/router-1" in by["gre-1"].error
@@ -168,6 +188,7 @@ def test_no_underlay_route_reported(world):
 
 # -- the kernel backend through the same reconciler (fake netlink shim) ----------------------
 
+
 class FakeGreNetlink:
     def __init__(self, kernel: FakeNetlink):
         self.kernel = kernel
@@ -183,13 +204,23 @@ class FakeGreNetlink:
     def gre_add(self, spec, alias):
         self.requests.append(("add", spec.name))
         self.kernel.ensure_link(spec.name, spec.mtu)
-        self.gre[spec.name] = GreLink(spec.name, self.kernel.links[spec.name].index, alias, spec.local, spec.remote,
-                                      spec.key, spec.key, spec.ttl, spec.mtu)
+        self.gre[spec.name] = GreLink(
+            spec.name,
+            self.kernel.links[spec.name].index,
+            alias,
+            spec.local,
+            spec.remote,
+            spec.key,
+            spec.key,
+            spec.ttl,
+            spec.mtu,
+        )
 
     def gre_change(self, index, spec):
         self.requests.append(("change", spec.name))
-        self.gre[spec.name] = GreLink(spec.name, index, ALIAS, spec.local, spec.remote, spec.key, spec.key,
-                                      spec.ttl, spec.mtu)
+        self.gre[spec.name] = GreLink(
+            spec.name, index, ALIAS, spec.local, spec.remote, spec.key, spec.key, spec.ttl, spec.mtu
+        )
 
     def link_del(self, name):
         self.requests.append(("del", name))

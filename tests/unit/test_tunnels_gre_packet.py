@@ -1,4 +1,5 @@
 """GRE framing (RFC 2784/2890) and the userspace daemon's control requests, without root."""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ def test_header_round_trip(key, v6, payload):
     proto = packet.PROTO_IPV6 if v6 else packet.PROTO_IPV4
     frame = packet.header(proto, key) + payload
     assert packet.decode(frame) == (key, proto, 8 if key is not None else 4)
-    assert frame[packet.decode(frame)[2]:] == payload
+    assert frame[packet.decode(frame)[2] :] == payload
 
 
 def test_key_on_the_wire_is_rfc2890():
@@ -25,7 +26,9 @@ def test_key_on_the_wire_is_rfc2890():
 
 def test_checksum_and_sequence_fields_are_skipped():
     flags = packet.FLAG_CSUM | packet.FLAG_KEY | packet.FLAG_SEQ
-    frame = struct.pack("!HH", flags, 0x0800) + b"\xaa\xbb\x00\x00" + struct.pack("!I", 77) + b"\x00\x00\x00\x09" + b"IP"
+    frame = (
+        struct.pack("!HH", flags, 0x0800) + b"\xaa\xbb\x00\x00" + struct.pack("!I", 77) + b"\x00\x00\x00\x09" + b"IP"
+    )
     assert packet.decode(frame) == (77, 0x0800, 16)
 
 
@@ -40,7 +43,13 @@ def test_control_errors_are_one_line_replies(tmp_path):
     d = Daemon(tmp_path)
     assert d.handle(b"{nope")["ok"] is False
     assert d.handle(json.dumps({"op": "reboot"}).encode()) == {"ok": False, "error": "unknown op 'reboot'"}
-    reply = d.handle(json.dumps({"op": "put", "tunnel": {"name": "gre-1", "local": "10.0.0.1", "remote": "::1",
-                                                         "key": 1, "ttl": 64, "mtu": 1400}}).encode())
+    reply = d.handle(
+        json.dumps(
+            {
+                "op": "put",
+                "tunnel": {"name": "gre-1", "local": "10.0.0.1", "remote": "::1", "key": 1, "ttl": 64, "mtu": 1400},
+            }
+        ).encode()
+    )
     assert reply == {"ok": False, "error": "tunnel: remote '::1' is IPv6; the underlay is IPv4 (GRE over IPv4)"}
     assert d.handle(json.dumps({"op": "list"}).encode())["tunnels"] == []

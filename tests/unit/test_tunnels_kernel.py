@@ -1,4 +1,5 @@
 """Kernel GRE shim: pyroute2 messages as the kernel sends them -> GreLink; requests use pyroute2's GRE attributes."""
+
 from __future__ import annotations
 
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
@@ -44,27 +45,42 @@ class FakeIPRoute:
 def gre_data(local, remote, key, ttl=64):
     data = [("IFLA_GRE_LOCAL", local), ("IFLA_GRE_REMOTE", remote), ("IFLA_GRE_TTL", ttl)]
     if key is not None:
-        data += [("IFLA_GRE_IKEY", key), ("IFLA_GRE_OKEY", key), ("IFLA_GRE_IFLAGS", GRE_KEY),
-                 ("IFLA_GRE_OFLAGS", GRE_KEY)]
+        data += [
+            ("IFLA_GRE_IKEY", key),
+            ("IFLA_GRE_OKEY", key),
+            ("IFLA_GRE_IFLAGS", GRE_KEY),
+            ("IFLA_GRE_OFLAGS", GRE_KEY),
+        ]
     return data
 
 
 def test_dump_parsing_keys_alias_and_foreign_links():
-    ipr = FakeIPRoute([
-        message(1, "lo"),
-        message(2, "gre0", "gre", None, gre_data("0.0.0.0", "0.0.0.0", None, 0), mtu=1476),
-        message(7, "gre-1", "gre", ALIAS, gre_data("10.40.0.10", "10.40.128.10", 1)),
-        message(8, "gre-9", "gre", "someone else", gre_data("10.40.0.10", "10.40.9.9", 9)),
-        message(9, "eth0", "veth"),
-    ])
+    ipr = FakeIPRoute(
+        [
+            message(1, "lo"),
+            message(2, "gre0", "gre", None, gre_data("0.0.0.0", "0.0.0.0", None, 0), mtu=1476),
+            message(7, "gre-1", "gre", ALIAS, gre_data("10.40.0.10", "10.40.128.10", 1)),
+            message(8, "gre-9", "gre", "someone else", gre_data("10.40.0.10", "10.40.9.9", 9)),
+            message(9, "eth0", "veth"),
+        ]
+    )
     links = {g.name: g for g in PyrouteGre(ipr).gre_links()}
     assert set(links) == {"gre0", "gre-1", "gre-9"}
     g = links["gre-1"]
-    assert (g.index, g.alias, g.local, g.remote, g.ikey, g.okey, g.ttl, g.mtu) == \
-        (7, ALIAS, "10.40.0.10", "10.40.128.10", 1, 1, 64, 1472)
+    assert (g.index, g.alias, g.local, g.remote, g.ikey, g.okey, g.ttl, g.mtu) == (
+        7,
+        ALIAS,
+        "10.40.0.10",
+        "10.40.128.10",
+        1,
+        1,
+        64,
+        1472,
+    )
     assert links["gre0"].okey is None  # no GRE_KEY flag: the key field is not used
     assert KernelBackend(PyrouteGre(ipr)).list() == {
-        "gre-1": LinkSpec("gre-1", "10.40.0.10", "10.40.128.10", 1, 64, 1472)}
+        "gre-1": LinkSpec("gre-1", "10.40.0.10", "10.40.128.10", 1, 64, 1472)
+    }
 
 
 def test_requests_use_pyroute2_gre_attributes():

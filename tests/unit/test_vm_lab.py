@@ -1,4 +1,5 @@
 """The pure parts of `lab up --vms`: what each VM's seed says, and when the image is rebuilt."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,13 @@ def test_each_vm_gets_its_eni_address_and_the_lab_endpoints_outside_the_user_dat
         env = vmstack.vendor_data(inst)
         assert f"AWS_ENDPOINT_URL=http://{inst.segment.gateway}:4566" in env
         # The VM boots the program's own user data, which knows nothing of the lab.
-        ud = render_user_data(lab.plan, inst.name, bucket=vmstack.bucket_name(lab), agent_key=AGENT_KEY,
-                              parameter_path=instance_path(lab.plan, inst.name))
+        ud = render_user_data(
+            lab.plan,
+            inst.name,
+            bucket=vmstack.bucket_name(lab),
+            agent_key=AGENT_KEY,
+            parameter_path=instance_path(lab.plan, inst.name),
+        )
         assert "4566" not in ud and "AWS_ENDPOINT_URL=" not in ud
     assert len(macs) == 4
 

@@ -1,4 +1,5 @@
 """VPC failover (docs/vpc-failover.md): config, plan report, router FRR text, the agent's route-server fill-in."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,10 +20,14 @@ from overlay_agent.ssm import Snapshot
 
 
 def raw(**vpc):
-    return {"region": "eu-west-1", "vpc": {"cidr": "10.20.0.0/16", "azs": ["a", "b", "c"], **vpc},
-            "routers": {"count": 2}, "hosts": {"count": 3}, "pools": {"ipv4": ["10.96.0.0/16"],
-                                                                   "ipv6": ["fd10:96::/48"]},
-            "onprem": [{"name": "dc1", "address": "198.51.100.1", "asn": 64600}]}
+    return {
+        "region": "eu-west-1",
+        "vpc": {"cidr": "10.20.0.0/16", "azs": ["a", "b", "c"], **vpc},
+        "routers": {"count": 2},
+        "hosts": {"count": 3},
+        "pools": {"ipv4": ["10.96.0.0/16"], "ipv6": ["fd10:96::/48"]},
+        "onprem": [{"name": "dc1", "address": "198.51.100.1", "asn": 64600}],
+    }
 
 
 def rs_plan(stack="prod-euw1"):
@@ -35,14 +40,19 @@ def test_failover_defaults_to_static_and_prod_uses_route_server():
     assert load_stack("prod-euw1").vpc_failover == "routeServer"
 
 
-@pytest.mark.parametrize("vpc, match", [
-    ({"failover": "bgp"}, r"^overlay:vpc.failover = 'bgp': must be one of: routeServer, static$"),
-    ({"failover": "routeServer", "routeServerAsn": 65000},
-     r"routeServerAsn = 65000: must differ from overlay:routers.asn"),
-    ({"failover": "routeServer", "routeServerAsn": 65100}, r"must differ from overlay:hosts.asn"),
-    ({"failover": "routeServer", "routeServerAsn": 64600}, r"must differ from overlay:onprem\[0\].asn"),
-    ({"failover": "routeServer", "routeServerAsn": 23456}, r"reserved ASN"),
-])
+@pytest.mark.parametrize(
+    "vpc, match",
+    [
+        ({"failover": "bgp"}, r"^overlay:vpc.failover = 'bgp': must be one of: routeServer, static$"),
+        (
+            {"failover": "routeServer", "routeServerAsn": 65000},
+            r"routeServerAsn = 65000: must differ from overlay:routers.asn",
+        ),
+        ({"failover": "routeServer", "routeServerAsn": 65100}, r"must differ from overlay:hosts.asn"),
+        ({"failover": "routeServer", "routeServerAsn": 64600}, r"must differ from overlay:onprem\[0\].asn"),
+        ({"failover": "routeServer", "routeServerAsn": 23456}, r"reserved ASN"),
+    ],
+)
 def test_bad_failover_config_is_one_line(vpc, match):
     with pytest.raises(ConfigError, match=match) as exc:
         parse(raw(**vpc), "s")
@@ -100,8 +110,7 @@ def test_agent_fills_in_the_endpoints_from_the_parameter():
     doc = route_server_doc(plan, ["10.20.128.7", "10.20.128.5"])
     filled = agent_frr.fill_route_server(text, doc)
     assert ROUTE_SERVER_MARKER not in filled
-    assert " neighbor 10.20.128.5 peer-group ROUTE-SERVER\n neighbor 10.20.128.7 peer-group ROUTE-SERVER\n" \
-        in filled
+    assert " neighbor 10.20.128.5 peer-group ROUTE-SERVER\n neighbor 10.20.128.7 peer-group ROUTE-SERVER\n" in filled
     # No parameter yet: the peer group stays empty (the marker is a comment FRR ignores).
     assert agent_frr.fill_route_server(text, None) == text
     assert agent_frr.fill_route_server("no marker", doc) == "no marker"
@@ -117,12 +126,17 @@ def test_route_server_parameter_is_in_the_routers_set_and_moves_their_revision()
     withrs = build_parameters(plan, lambda n: render_frr(plan, n), route_server=docs.get)
     extra = set(withrs) - set(base)
     assert extra == {f"/overlay/prod-euw1/instances/{r}/route-server" for r in docs}
-    assert json.loads(withrs["/overlay/prod-euw1/instances/router-1/route-server"].value) == \
-        {"schema": 1, "asn": 64512, "endpoints": ["10.20.128.5"]}
+    assert json.loads(withrs["/overlay/prod-euw1/instances/router-1/route-server"].value) == {
+        "schema": 1,
+        "asn": 64512,
+        "endpoints": ["10.20.128.5"],
+    }
     for r in ("router-1", "router-2"):
         name = f"/overlay/prod-euw1/instances/{r}/revision"
         assert base[name].value != withrs[name].value
-    assert base["/overlay/prod-euw1/instances/host-1/revision"] == withrs["/overlay/prod-euw1/instances/host-1/revision"]
+    assert (
+        base["/overlay/prod-euw1/instances/host-1/revision"] == withrs["/overlay/prod-euw1/instances/host-1/revision"]
+    )
 
 
 def test_snapshot_carries_the_route_server_document_through_the_cache():
@@ -137,4 +151,5 @@ def test_route_server_rules_bgp_and_bfd_only_from_the_endpoints():
     assert [(r.protocol, r.from_port, r.to_port, r.cidrs_v4) for r in rules] == [
         ("tcp", 179, 179, ("10.20.128.5/32", "10.20.129.9/32")),
         ("udp", 3784, 3784, ("10.20.128.5/32", "10.20.129.9/32")),
-        ("udp", 4784, 4784, ("10.20.128.5/32", "10.20.129.9/32"))]
+        ("udp", 4784, 4784, ("10.20.128.5/32", "10.20.129.9/32")),
+    ]

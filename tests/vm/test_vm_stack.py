@@ -6,6 +6,7 @@ stack's bucket), systemd units, dockerd as Debian starts it (iptables on) and ke
 (Debian's cloud kernel has ip_gre) all run as on EC2. The on-prem router and client are
 namespaces on this machine (userspace GRE). `python -m lab up --vms` is the same code.
 """
+
 from __future__ import annotations
 
 import base64
@@ -29,11 +30,16 @@ STACKS = Path(__file__).resolve().parent / "stacks"
 # emulation: about 30 min per first boot on a shared 2-core machine (README).
 ENABLED = os.environ.get("OVERLAY_VM") == "1"
 pytestmark = [
-    pytest.mark.skipif(not ENABLED, reason="vm tier: set OVERLAY_VM=1 (boots Debian VMs; 30+ min on a shared 2-core machine)"),
-    pytest.mark.vm, pytest.mark.root,
+    pytest.mark.skipif(
+        not ENABLED, reason="vm tier: set OVERLAY_VM=1 (boots Debian VMs; 30+ min on a shared 2-core machine)"
+    ),
+    pytest.mark.vm,
+    pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, taps, qemu)"),
-    pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None or shutil.which("debootstrap") is None,
-                       reason="qemu-system-x86 / debootstrap not installed (scripts/setup.sh)"),
+    pytest.mark.skipif(
+        shutil.which("qemu-system-x86_64") is None or shutil.which("debootstrap") is None,
+        reason="qemu-system-x86 / debootstrap not installed (scripts/setup.sh)",
+    ),
     pytest.mark.timeout(3600),
 ]
 
@@ -50,8 +56,11 @@ def vmlab():
     finally:
         stack.down(lab, quiet=True)
         # Nothing of the lab is left: no qemu, no namespace, no tap.
-        assert not [p for p in Path("/proc").glob("[0-9]*/cmdline")
-                    if str(lab.state) in p.read_bytes().decode(errors="replace").replace("\0", " ")]
+        assert not [
+            p
+            for p in Path("/proc").glob("[0-9]*/cmdline")
+            if str(lab.state) in p.read_bytes().decode(errors="replace").replace("\0", " ")
+        ]
 
 
 def _vm(lab, name) -> machine.Channel:
@@ -121,14 +130,34 @@ def test_docker_leaves_forward_alone_and_a_container_is_reachable_from_on_prem(v
     text = base64.b64encode(tarball).decode()
     _ok(host, "rm -f /tmp/bb.b64")
     for i in range(0, len(text), 96_000):
-        _ok(host, f"printf %s '{text[i:i + 96_000]}' >> /tmp/bb.b64")
+        _ok(host, f"printf %s '{text[i : i + 96_000]}' >> /tmp/bb.b64")
     _ok(host, f"base64 -d /tmp/bb.b64 | docker import -c 'CMD [\"/bin/sh\"]' - overlay-test:{digest}", 120)
     block4 = vmlab.plan.hosts[0].block_v4
     block6 = vmlab.plan.hosts[0].block_v6
     v4, v6 = str(block4.network_address + 10), str(block6.network_address + 10)
-    _ok(host, ["docker", "run", "-d", "--name", "web", "--network", "none", "--label", f"overlay.ipv4={v4}",
-               "--label", f"overlay.ipv6={v6}", "-e", "OVERLAY_HOST=host-1", f"overlay-test:{digest}",
-               "sh", "-c", "echo $OVERLAY_HOST > /www/index.html && exec httpd -f -p 80 -h /www"], 120)
+    _ok(
+        host,
+        [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--network",
+            "none",
+            "--label",
+            f"overlay.ipv4={v4}",
+            "--label",
+            f"overlay.ipv6={v6}",
+            "-e",
+            "OVERLAY_HOST=host-1",
+            f"overlay-test:{digest}",
+            "sh",
+            "-c",
+            "echo $OVERLAY_HOST > /www/index.html && exec httpd -f -p 80 -h /www",
+        ],
+        120,
+    )
     client = vmlab.topo.sites[0].client_ns
     t0 = time.monotonic()
     while time.monotonic() - t0 < 90:

@@ -1,4 +1,5 @@
 """GRE data paths: kernel ip_gre where the kernel has it, else the userspace daemon; chosen by probing once."""
+
 from __future__ import annotations
 
 from pathlib import Path

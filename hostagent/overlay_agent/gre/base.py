@@ -1,4 +1,5 @@
 """What a GRE backend is given and must provide: the link spec and the backend interface."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -36,8 +37,13 @@ class LinkSpec:
             key, ttl, mtu = data.get("key"), data.get("ttl", 64), data["mtu"]
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"{where}: missing field {exc}") from None
-        if not isinstance(name, str) or not name or len(name.encode()) >= IFNAMSIZ or "/" in name \
-                or any(c.isspace() for c in name):
+        if (
+            not isinstance(name, str)
+            or not name
+            or len(name.encode()) >= IFNAMSIZ
+            or "/" in name
+            or any(c.isspace() for c in name)
+        ):
             raise ConfigError(f"{where}: name {name!r} is not a valid interface name (1-15 bytes, no '/' or space)")
         for field, value in (("local", local), ("remote", remote)):
             try:
@@ -55,8 +61,14 @@ class LinkSpec:
         # 68 is IPv4's minimum MTU (RFC 791); an inner IPv6 needs 1280 but v4-only tunnels may go lower.
         if not isinstance(mtu, int) or isinstance(mtu, bool) or not 68 <= mtu <= 65535 - GRE_KEY_OVERHEAD:
             raise ConfigError(f"{where}: mtu {mtu!r} is not an integer in 68..{65535 - GRE_KEY_OVERHEAD}")
-        return cls(name=name, local=str(ipaddress.ip_address(local)), remote=str(ipaddress.ip_address(remote)),
-                   key=key, ttl=ttl, mtu=mtu)
+        return cls(
+            name=name,
+            local=str(ipaddress.ip_address(local)),
+            remote=str(ipaddress.ip_address(remote)),
+            key=key,
+            ttl=ttl,
+            mtu=mtu,
+        )
 
 
 @dataclass

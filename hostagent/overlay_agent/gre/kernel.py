@@ -10,6 +10,7 @@ Hazards:
 - Changing local/remote/key/ttl is done in place (RTM_NEWLINK on the existing index is
   ip_gre's changelink), so the link, its addresses and routes survive.
 """
+
 from __future__ import annotations
 
 import errno as E
@@ -51,8 +52,14 @@ class GreNetlink(Protocol):
 
 
 def _spec(link: GreLink) -> LinkSpec:
-    return LinkSpec(name=link.name, local=link.local or "0.0.0.0", remote=link.remote or "0.0.0.0",
-                    key=link.okey, ttl=link.ttl, mtu=link.mtu)
+    return LinkSpec(
+        name=link.name,
+        local=link.local or "0.0.0.0",
+        remote=link.remote or "0.0.0.0",
+        key=link.okey,
+        ttl=link.ttl,
+        mtu=link.mtu,
+    )
 
 
 class KernelBackend:
@@ -72,8 +79,9 @@ class KernelBackend:
         link = ours.get(spec.name)
         if link is None:
             if self.nl.link_exists(spec.name):
-                raise NetlinkError(f"tunnel {spec.name}: a link of that name exists and is not ours",
-                                   errno=E.EEXIST, request="gre add")
+                raise NetlinkError(
+                    f"tunnel {spec.name}: a link of that name exists and is not ours", errno=E.EEXIST, request="gre add"
+                )
             self.nl.gre_add(spec, ALIAS)
         elif _spec(link) != spec or link.ikey != spec.key:
             self.nl.gre_change(link.index, spec)
@@ -96,6 +104,7 @@ class PyrouteGre:
 
     def _call(self, what: str, fn, *args, **kwargs):
         from pyroute2.netlink.exceptions import NetlinkError as _PyNetlinkError
+
         try:
             return fn(*args, **kwargs)
         except (_PyNetlinkError, OSError) as exc:
@@ -110,12 +119,19 @@ class PyrouteGre:
             get = data.get_attr if hasattr(data, "get_attr") else data.get
             oflags = get("IFLA_GRE_OFLAGS") or 0
             iflags = get("IFLA_GRE_IFLAGS") or 0
-            out.append(GreLink(
-                name=msg.get("ifname"), index=msg["index"], alias=msg.get("ifalias"),
-                local=get("IFLA_GRE_LOCAL"), remote=get("IFLA_GRE_REMOTE"),
-                ikey=get("IFLA_GRE_IKEY") if iflags & GRE_KEY else None,
-                okey=get("IFLA_GRE_OKEY") if oflags & GRE_KEY else None,
-                ttl=get("IFLA_GRE_TTL") or 0, mtu=msg.get("mtu") or 0))
+            out.append(
+                GreLink(
+                    name=msg.get("ifname"),
+                    index=msg["index"],
+                    alias=msg.get("ifalias"),
+                    local=get("IFLA_GRE_LOCAL"),
+                    remote=get("IFLA_GRE_REMOTE"),
+                    ikey=get("IFLA_GRE_IKEY") if iflags & GRE_KEY else None,
+                    okey=get("IFLA_GRE_OKEY") if oflags & GRE_KEY else None,
+                    ttl=get("IFLA_GRE_TTL") or 0,
+                    mtu=msg.get("mtu") or 0,
+                )
+            )
         return out
 
     def link_exists(self, name: str) -> bool:
@@ -123,22 +139,24 @@ class PyrouteGre:
 
     @staticmethod
     def _gre_args(spec: LinkSpec) -> dict:
-        args = {"gre_local": spec.local, "gre_remote": spec.remote, "gre_ttl": spec.ttl,
-                # pmtudisc on (ip_gre's default): DF follows the inner packet, PMTU works.
-                "gre_pmtudisc": 1}
+        args = {
+            "gre_local": spec.local,
+            "gre_remote": spec.remote,
+            "gre_ttl": spec.ttl,
+            # pmtudisc on (ip_gre's default): DF follows the inner packet, PMTU works.
+            "gre_pmtudisc": 1,
+        }
         if spec.key is not None:
             args.update(gre_ikey=spec.key, gre_okey=spec.key, gre_iflags=GRE_KEY, gre_oflags=GRE_KEY)
         return args
 
     def gre_add(self, spec: LinkSpec, alias: str) -> None:
-        self._call(f"gre add {spec.name}", self.ipr.link, "add", ifname=spec.name, kind="gre",
-                   **self._gre_args(spec))
+        self._call(f"gre add {spec.name}", self.ipr.link, "add", ifname=spec.name, kind="gre", **self._gre_args(spec))
         idx = self._call(f"look up {spec.name}", self.ipr.link_lookup, ifname=spec.name)[0]
         self._call(f"set {spec.name}", self.ipr.link, "set", index=idx, mtu=spec.mtu, ifalias=alias)
 
     def gre_change(self, index: int, spec: LinkSpec) -> None:
-        self._call(f"gre change {spec.name}", self.ipr.link, "set", index=index, kind="gre",
-                   **self._gre_args(spec))
+        self._call(f"gre change {spec.name}", self.ipr.link, "set", index=index, kind="gre", **self._gre_args(spec))
         self._call(f"set {spec.name}", self.ipr.link, "set", index=index, mtu=spec.mtu)
 
     def link_del(self, name: str) -> None:
@@ -152,6 +170,7 @@ class PyrouteGre:
 def kernel_gre_available(ipr) -> bool:
     """Probe once: can this namespace create a gre link? (Loads ip_gre on demand, as `ip link add` does.)"""
     from pyroute2.netlink.exceptions import NetlinkError as _PyNetlinkError
+
     if os.path.isdir("/sys/module/ip_gre"):
         return True
     name = f"ovlprobe{os.getpid() % 100000}"

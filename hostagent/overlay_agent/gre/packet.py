@@ -1,4 +1,5 @@
 """GRE framing (RFC 2784 with the RFC 2890 key and sequence extensions): pure encode and decode."""
+
 from __future__ import annotations
 
 import struct
@@ -50,4 +51,3 @@ def decode(datagram: bytes, offset: int = 0) -> tuple[int | None, int, int] | No
     if len(datagram) < pos:
         return None
     return key, proto, pos
-

@@ -25,6 +25,7 @@ Hazards, and what this module does about them:
 - Received GRE is demultiplexed by (our address, peer address, key); anything else is
   counted and dropped, never delivered to the wrong device.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -253,8 +254,10 @@ class Daemon:
             return
         clash = self.demux.get(spec.local, {}).get((spec.remote, spec.key))
         if clash is not None and clash.spec.name != spec.name:
-            raise ConfigError(f"tunnel {spec.name}: remote {spec.remote} key {spec.key} already used by "
-                              f"{clash.spec.name}; received GRE could not be told apart")
+            raise ConfigError(
+                f"tunnel {spec.name}: remote {spec.remote} key {spec.key} already used by "
+                f"{clash.spec.name}; received GRE could not be told apart"
+            )
         if persist:
             self._save_state(extra=spec)  # intent first: a crash after _open_tun leaves no unknown device
         try:
@@ -386,8 +389,11 @@ class Daemon:
         buf = self._bufs[conn] + chunk
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
-            reply = self.handle(line) if len(line) <= MAX_REQUEST else \
-                {"ok": False, "error": f"request longer than {MAX_REQUEST} bytes"}
+            reply = (
+                self.handle(line)
+                if len(line) <= MAX_REQUEST
+                else {"ok": False, "error": f"request longer than {MAX_REQUEST} bytes"}
+            )
             if not self._reply(conn, reply):
                 return
         if len(buf) > MAX_REQUEST:
@@ -427,8 +433,13 @@ class Daemon:
                 self.delete(req["name"])
                 return {"ok": True}
             if op == "list":
-                return {"ok": True, "pid": os.getpid(), "unknown": self.unknown, "malformed": self.malformed,
-                        "tunnels": [dict(t.spec.to_json(), counters=vars(t.c)) for t in self.tunnels.values()]}
+                return {
+                    "ok": True,
+                    "pid": os.getpid(),
+                    "unknown": self.unknown,
+                    "malformed": self.malformed,
+                    "tunnels": [dict(t.spec.to_json(), counters=vars(t.c)) for t in self.tunnels.values()],
+                }
             return {"ok": False, "error": f"unknown op {op!r}"}
         except ConfigError as exc:
             return {"ok": False, "error": str(exc)}
@@ -443,8 +454,7 @@ class UserspaceBackend:
 
     name = "userspace"
 
-    def __init__(self, state_dir: str | Path, *, netns: str | None = None, spawn: bool = True,
-                 timeout: float = 5.0):
+    def __init__(self, state_dir: str | Path, *, netns: str | None = None, spawn: bool = True, timeout: float = 5.0):
         self.state_dir = Path(state_dir)
         self.netns = netns
         self.spawn = spawn
@@ -465,8 +475,14 @@ class UserspaceBackend:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         logf = open(self.state_dir / "gre-userspace.log", "ab")
         # Its own session: the data path outlives an agent restart, so tunnels do not flap.
-        subprocess.Popen(self.daemon_command(), stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                         start_new_session=True, close_fds=True)
+        subprocess.Popen(
+            self.daemon_command(),
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=logf,
+            start_new_session=True,
+            close_fds=True,
+        )
         logf.close()
 
     def _connect(self) -> None:
@@ -484,16 +500,18 @@ class UserspaceBackend:
                 if not self.spawn:
                     # Its own unit (overlay-gre.service) may still be starting: wait, then give up.
                     if time.monotonic() > deadline:
-                        raise AgentError(f"userspace GRE daemon not running at {self.socket_path} "
-                                         "(systemctl status overlay-gre)") from exc
+                        raise AgentError(
+                            f"userspace GRE daemon not running at {self.socket_path} (systemctl status overlay-gre)"
+                        ) from exc
                     time.sleep(0.1)
                     continue
                 if not started:
                     self._start_daemon()
                     started = True
                 if time.monotonic() > deadline:
-                    raise AgentError(f"userspace GRE daemon did not start (see "
-                                     f"{self.state_dir / 'gre-userspace.log'})") from exc
+                    raise AgentError(
+                        f"userspace GRE daemon did not start (see {self.state_dir / 'gre-userspace.log'})"
+                    ) from exc
                 time.sleep(0.05)
 
     def request(self, req: dict) -> dict:
@@ -524,8 +542,9 @@ class UserspaceBackend:
 
     def list(self) -> dict[str, LinkSpec]:
         reply = self._checked({"op": "list"})
-        return {t["name"]: LinkSpec.from_json({k: v for k, v in t.items() if k != "counters"})
-                for t in reply["tunnels"]}
+        return {
+            t["name"]: LinkSpec.from_json({k: v for k, v in t.items() if k != "counters"}) for t in reply["tunnels"]
+        }
 
     def put(self, spec: LinkSpec) -> None:
         self._checked({"op": "put", "tunnel": spec.to_json()})
@@ -539,8 +558,9 @@ class UserspaceBackend:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m overlay_agent.gre",
-                                 description="Userspace GRE data path for one network namespace.")
+    ap = argparse.ArgumentParser(
+        prog="python -m overlay_agent.gre", description="Userspace GRE data path for one network namespace."
+    )
     ap.add_argument("--state-dir", required=True, help="directory for the control socket, state and lock")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
