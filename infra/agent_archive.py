@@ -23,6 +23,7 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from infra.stackfile import REPO_ROOT
 
@@ -88,7 +89,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _pip(args: list[str], **kw) -> subprocess.CompletedProcess:
+def _pip(args: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "--disable-pip-version-check", *args], capture_output=True, text=True, **kw
     )

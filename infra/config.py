@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 PROJECT = "overlay"
 
@@ -258,7 +258,7 @@ def _choice(options: tuple[str, ...]) -> Callable[[str, Any], str]:
     def conv(key: str, value: Any) -> str:
         if value not in options:
             raise ConfigError(key, value, f"must be one of: {', '.join(options)}")
-        return value
+        return str(value)
 
     return conv
 
@@ -290,8 +290,8 @@ def _net(version: int) -> Callable[[str, Any], Any]:
     return conv
 
 
-def _net_list(version: int) -> Callable[[str, Any], tuple]:
-    def conv(key: str, value: Any) -> tuple:
+def _net_list(version: int) -> Callable[[str, Any], tuple[Any, ...]]:
+    def conv(key: str, value: Any) -> tuple[Any, ...]:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not value:
@@ -834,10 +834,12 @@ def _check_addressing(cfg: StackConfig) -> None:
             raise ConfigError(
                 f"overlay:pools.ipv4[{i}]", str(pool), f"is smaller than one host block (/{cfg.host_block_prefix})"
             )
-    for i, pool in enumerate(cfg.pools_v6):
-        if pool.prefixlen > cfg.host_ipv6_block_prefix:
+    for i, pool6 in enumerate(cfg.pools_v6):
+        if pool6.prefixlen > cfg.host_ipv6_block_prefix:
             raise ConfigError(
-                f"overlay:pools.ipv6[{i}]", str(pool), f"is smaller than one host block (/{cfg.host_ipv6_block_prefix})"
+                f"overlay:pools.ipv6[{i}]",
+                str(pool6),
+                f"is smaller than one host block (/{cfg.host_ipv6_block_prefix})",
             )
 
     _check_shared("overlay:pools.sharedIpv4", cfg.shared_v4, cfg.pools_v4, cfg.host_block_prefix, cfg.host_count)
@@ -1011,7 +1013,13 @@ def fixed_band_capacity(subnet_prefixlen: int) -> int:
     return fixed_band_end(2 ** (32 - subnet_prefixlen)) - 10
 
 
-def _check_shared(key: str, shared: tuple, pools: tuple, block_prefix: int, host_count: int) -> None:
+# One address family at a time: IPv4 ranges against IPv4 pools, IPv6 against IPv6.
+_Net = TypeVar("_Net", ipaddress.IPv4Network, ipaddress.IPv6Network)
+
+
+def _check_shared(
+    key: str, shared: tuple[_Net, ...], pools: tuple[_Net, ...], block_prefix: int, host_count: int
+) -> None:
     """Each shared range lies inside one pool and outside every host's block; no two overlap."""
     for i, net in enumerate(shared):
         k = f"{key}[{i}]"

@@ -153,7 +153,7 @@ def reads_parameter(document: Mapping[str, Any] | str, name: str) -> list[str]:
 OTHER_STACKS_PARAMETER = "arn:aws:ssm:us-east-1:000000000000:parameter/some-other-project/stack/bgp-password"
 
 
-def _as_list(value: Any) -> list:
+def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 

@@ -15,12 +15,13 @@ import os
 import runpy
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 import yaml
 from pulumi.runtime import mocks as pmocks
 from pulumi.runtime import settings
+from pulumi.runtime.stack import Stack
 
 from infra.stackfile import REPO_ROOT, stack_path
 
@@ -46,7 +47,7 @@ class Recorded:
     urn: str
     type: str
     name: str
-    inputs: dict
+    inputs: dict[str, Any]
     parent: str
     provider: str
     custom: bool
@@ -54,17 +55,17 @@ class Recorded:
     ignore_changes: list[str]
     dependencies: list[str]
     delete_before_replace: bool = False
-    outputs: dict = field(default_factory=dict)  # registered (components)
+    outputs: dict[str, Any] = field(default_factory=dict)  # registered (components)
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
     """Returns plausible computed outputs (ids, ARNs, EIPs) for what the program reads back."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, dict]] = []
-        self.inputs: dict[tuple[str, str], dict] = {}
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.inputs: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         self.inputs[(args.typ, args.name)] = args.inputs
         outs = dict(args.inputs)
         rid = mock_id(args.name)
@@ -95,7 +96,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outs["arn"] = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/{args.name}-0f1e2d"
         return rid, outs
 
-    def call(self, args: pulumi.runtime.MockCallArgs):
+    # The bare dict, not the (dict, failures) tuple Mocks.call declares: the mock monitor
+    # takes either (pulumi/runtime/mocks.py MockMonitor.Invoke), and no call here fails.
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]  # see above
         self.calls.append((args.token, dict(args.args)))
         if args.token == "aws:ec2/getAmi:getAmi":
             arch = next(f["values"][0] for f in args.args["filters"] if f["name"] == "architecture")
@@ -118,8 +121,9 @@ class RecordingMonitor(pmocks.MockMonitor):
         self.mocks_ = mocks
         self.recorded: dict[str, Recorded] = {}
 
-    def RegisterResource(self, request):
-        response = super().RegisterResource(request)
+    # MockMonitor's methods take and return gRPC messages and are unannotated in pulumi.
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]  # unannotated in pulumi
         if request.type != "pulumi:pulumi:Stack":
             inputs = self.mocks_.inputs.get((request.type, request.name), {})
             self.recorded[response.urn] = Recorded(
@@ -137,10 +141,10 @@ class RecordingMonitor(pmocks.MockMonitor):
             )
         return response
 
-    def RegisterResourceOutputs(self, request):
+    def RegisterResourceOutputs(self, request: Any) -> Any:
         if request.urn in self.recorded:
             self.recorded[request.urn].outputs = pulumi.runtime.rpc.deserialize_properties(request.outputs)
-        return super().RegisterResourceOutputs(request)
+        return super().RegisterResourceOutputs(request)  # type: ignore[no-untyped-call]  # unannotated in pulumi
 
 
 @dataclass
@@ -148,7 +152,7 @@ class Run:
     stack: str
     resources: list[Recorded]
     outputs: dict[str, Any]
-    calls: list[tuple[str, dict]]
+    calls: list[tuple[str, dict[str, Any]]]
 
     def of_type(self, typ: str) -> list[Recorded]:
         return [r for r in self.resources if r.type == typ]
@@ -238,10 +242,11 @@ def _run(stack: str, config: dict[str, str], secret_keys: list[str]) -> Run:
     pulumi.runtime.set_all_config(config, secret_keys)
     captured: dict[str, Any] = {}
 
-    @pulumi.runtime.test
-    def evaluate():
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]  # unannotated in pulumi
+    def evaluate() -> pulumi.Output[None]:
         runpy.run_path(str(REPO_ROOT / "infra"), run_name="__main__")
-        root = settings.get_root_resource()
+        # The root resource the program registers is always a Stack (pulumi.runtime.stack).
+        root = cast(Stack, settings.get_root_resource())
         return pulumi.Output.all(**root.outputs).apply(captured.update)
 
     evaluate()

@@ -98,7 +98,7 @@ def agent_doc(
 ) -> dict[str, Any]:
     is_host = isinstance(inst, Host)
     blocks = None
-    if is_host:
+    if isinstance(inst, Host):
         blocks = {"ipv4": str(inst.block_v4), "ipv6": str(inst.block_v6) if inst.block_v6 else None}
     return {
         "schema": SCHEMA,

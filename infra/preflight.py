@@ -287,7 +287,8 @@ def _ssm_parameter_types() -> list[str]:
     import botocore
 
     path = Path(botocore.__file__).parent / "data/ssm/2014-11-06/service-2.json.gz"
-    return json.loads(gzip.decompress(path.read_bytes()))["shapes"]["ParameterType"]["enum"]
+    types: list[str] = json.loads(gzip.decompress(path.read_bytes()))["shapes"]["ParameterType"]["enum"]
+    return types
 
 
 OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
@@ -395,7 +396,8 @@ def _region_index(region: str) -> dict[str, str]:
     path = _cfnlint_dir() / "providers" / f"{region}.json"
     if not path.exists():
         raise PreflightError(f"region {region!r}: cfn-lint {_cfnlint_version()} ships no schemas for it")
-    return json.loads(path.read_text())
+    index: dict[str, str] = json.loads(path.read_text())
+    return index
 
 
 @lru_cache(maxsize=None)
@@ -404,10 +406,11 @@ def cfn_schema(region: str, cfn_type: str) -> dict[str, Any] | None:
     digest = _region_index(region).get(cfn_type)
     if digest is None:
         return None
-    return json.loads((_cfnlint_dir() / "resources" / f"{digest}.json").read_text())
+    schema: dict[str, Any] = json.loads((_cfnlint_dir() / "resources" / f"{digest}.json").read_text())
+    return schema
 
 
-def _deref(schema: dict, node: dict) -> dict:
+def _deref(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
     seen = set()
     while "$ref" in node and node["$ref"] not in seen:
         seen.add(node["$ref"])
@@ -415,9 +418,9 @@ def _deref(schema: dict, node: dict) -> dict:
     return node
 
 
-def cfn_property(schema: dict, path: str) -> dict:
+def cfn_property(schema: dict[str, Any], path: str) -> dict[str, Any]:
     """The subschema at `path` ("A.B[].C"); KeyError when the schema has no such property."""
-    node: dict = {"properties": schema["properties"]}
+    node: dict[str, Any] = {"properties": schema["properties"]}
     for part in path.split("."):
         items = part.endswith("[]")
         name = part[:-2] if items else part
@@ -445,7 +448,7 @@ def unsecret(value: Any) -> Any:
     return value
 
 
-def values_at(inputs: dict, path: str) -> Iterator[tuple[str, Any]]:
+def values_at(inputs: dict[str, Any], path: str) -> Iterator[tuple[str, Any]]:
     """(concrete path, value) for every value at `path` ("a[].b") in `inputs`."""
 
     def walk(node: Any, parts: list[str], where: str) -> Iterator[tuple[str, Any]]:
@@ -482,7 +485,7 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def check_value(value: Any, node: dict, where: str) -> list[str]:
+def check_value(value: Any, node: dict[str, Any], where: str) -> list[str]:
     """The schema constraints `value` breaks, each as one phrase naming the constraint."""
     problems = []
     enum = node.get("enum")
@@ -528,7 +531,7 @@ class Resource:
 
     name: str
     type: str
-    inputs: dict
+    inputs: dict[str, Any]
 
 
 def _effective_tags(res: Resource, default_tags: dict[str, str], taggable: bool) -> dict[str, str]:
@@ -763,10 +766,10 @@ def _clear_passwords(text: str) -> list[tuple[int, str]]:
     return out
 
 
-def _sg_rule_counts(inputs: dict) -> dict[tuple[str, str], int]:
+def _sg_rule_counts(inputs: dict[str, Any]) -> dict[tuple[str, str], int]:
     """(direction, family) -> rules as EC2 counts them: one per CIDR, one per referenced group
     in each family."""
-    counts: Counter = Counter()
+    counts: Counter[tuple[str, str]] = Counter()
     for direction in ("ingress", "egress"):
         for rule in inputs.get(direction) or []:
             groups = (
@@ -861,7 +864,7 @@ def check(resources: list[Resource], region: str, stack: str, quotas: dict[str, 
         default_tags.update((raw or {}).get("tags") or {})
     aws = [r for r in resources if r.type.startswith("aws:")]
     report = Report(stack=stack, region=region, resources=len(aws))
-    unchecked: Counter = Counter()
+    unchecked: Counter[str] = Counter()
     for res in aws:
         if res.type not in CFN:
             unchecked[res.type] += 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -23,6 +23,7 @@ from infra.components.routes import PoolRoutes, PoolRoutesArgs
 from infra.components.security import SecurityGroups, SecurityGroupsArgs
 from infra.config import PROJECT, SECRET_KEYS, ConfigError, StackConfig, foreign_key_problem, parse
 from infra.parameters import (
+    Parameter,
     ParameterError,
     build_parameters,
     instance_path,
@@ -33,7 +34,7 @@ from infra.parameters import (
     vpc_doc,
 )
 from infra.passwords import password_problem
-from infra.plan import OverlayPlan, build_plan
+from infra.plan import Host, OverlayPlan, Router, build_plan
 from infra.plan.report import to_mermaid
 from infra.render import RenderError, render_frr, render_onprem_frr, render_user_data
 
@@ -125,7 +126,8 @@ def architecture(instance_type: str) -> str:
 
 
 def debian_ami(arch: str, provider: aws.Provider) -> pulumi.Output[str]:
-    return aws.ec2.get_ami_output(
+    # Annotated here: mypy does not follow pulumi_aws (pyproject.toml [tool.mypy]).
+    ami: pulumi.Output[str] = aws.ec2.get_ami_output(
         most_recent=True,
         owners=[DEBIAN_OWNER],
         filters=[
@@ -135,6 +137,7 @@ def debian_ami(arch: str, provider: aws.Provider) -> pulumi.Output[str]:
         ],
         opts=pulumi.InvokeOutputOptions(provider=provider),
     ).id
+    return ami
 
 
 def check_static_routes(plan: OverlayPlan) -> None:
@@ -243,17 +246,16 @@ def create(
         ),
         opts,
     )
-    for role in roles.values():
-        role.grant(passwords.key.arn)
+    policies = {kind: role.grant(passwords.key.arn) for kind, role in roles.items()}
 
-    params: dict[str | None, list] = {}
+    params: dict[str | None, list[Parameter]] = {}
     for p in build_parameters(plan, lambda name: render_frr(plan, name)).values():
         params.setdefault(p.instance, []).append(p)
     amis = {
         arch: debian_ami(arch, provider) for arch in sorted({architecture(i.instance_type) for i in plan.instances})
     }
 
-    def args_for(inst, role: str, sg_ids, **extra) -> InstanceArgs:
+    def args_for(inst: Router | Host, role: str, sg_ids: Sequence[pulumi.Input[str]], **extra: Any) -> InstanceArgs:
         path = instance_path(plan, inst.name)
         kind = "public" if role == "router" else "private"
         user_data = agent.bucket.bucket.apply(
@@ -278,7 +280,7 @@ def create(
             parameter_path=path,
             instance_profile=roles[role].profile.name,
             ipv6=plan.ipv6,
-            boot_after=[*network.egress[(inst.az, kind)], roles[role].policy, agent.object],
+            boot_after=[*network.egress[(inst.az, kind)], policies[role], agent.object],
             volume_tags=stack_tags,
             **extra,
         )

@@ -265,7 +265,8 @@ class Policy:
                 nets,
                 f"must be a tuple of at most {MAX_POOLS} networks",
             )
-            pools = [ipaddress.ip_network(p) for p in (self.pools_v4 if version == 4 else self.pools_v6)]
+            # All of one family (`version`), as the ranges checked against them.
+            pools: list[Any] = [ipaddress.ip_network(p) for p in (self.pools_v4 if version == 4 else self.pools_v6)]
             for i, n in enumerate(nets):
                 _check_net(f"{name}[{i}]", n, version)
                 _check(
@@ -308,7 +309,7 @@ class OnPremNeighbor:
         _check_int(f"onprem[{self.name}].mtu", self.mtu, 1280, 8973)
 
 
-def _check_speaker(ctx) -> None:
+def _check_speaker(ctx: RouterFrrContext | HostFrrContext) -> None:
     """The fields every BGP speaker's context shares: names, router id, ASN."""
     _check_name("project", ctx.project)
     _check_name("stack", ctx.stack)
@@ -368,7 +369,7 @@ class RouterFrrContext:
             )
         _check_net("listen_v4", self.listen_v4, 4)
         _check(
-            ipaddress.ip_network(self.listen_v4).subnet_of(ipaddress.ip_network(self.policy.tunnel_v4)),
+            ipaddress.IPv4Network(self.listen_v4).subnet_of(ipaddress.IPv4Network(self.policy.tunnel_v4)),
             "listen_v4",
             self.listen_v4,
             f"must lie inside the tunnel pool {self.policy.tunnel_v4}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from infra.plan import OverlayPlan
 
@@ -94,10 +95,10 @@ def onprem_ingress(plan: OverlayPlan) -> list[Rule]:
     return rules
 
 
-def normalize(rules: list[Rule]) -> set[tuple]:
+def normalize(rules: list[Rule]) -> set[tuple[Any, ...]]:
     """Comparable form, the way EC2 reports rules: one entry per (protocol, ports), sources
     merged; ports dropped for protocols that have none (EC2 ignores them for GRE)."""
-    merged: dict[tuple, tuple[set, set, bool]] = {}
+    merged: dict[tuple[Any, ...], tuple[set[str], set[str], bool]] = {}
     for r in rules:
         ports = (r.from_port, r.to_port) if r.protocol in ("tcp", "udp", "icmp", "icmpv6") else (None, None)
         v4, v6, self_ = merged.setdefault((r.protocol, *ports), (set(), set(), False))

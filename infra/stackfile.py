@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Hashable
 
 import yaml
 
@@ -25,28 +25,29 @@ class _StrictLoader(yaml.SafeLoader):
     per nesting level (RecursionError past ~1000). A stack file needs none of these.
     """
 
-    def __init__(self, stream):
+    def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
 
-    def compose_node(self, parent, index):
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]  # unannotated in types-PyYAML
             raise yaml.composer.ComposerError(
                 None, None, "aliases (*name) are not allowed in a stack file", event.start_mark
             )
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
+                event = self.peek_event()  # type: ignore[no-untyped-call]  # unannotated in types-PyYAML
                 raise yaml.composer.ComposerError(
-                    None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark
+                    None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark
                 )
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
 
-    def construct_mapping(self, node, deep=False):
-        seen = set()
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
             try:

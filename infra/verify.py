@@ -36,14 +36,14 @@ class Check:
     detail: str = ""
 
 
-def _tagged(stack: str, name: str | None = None) -> list[dict]:
+def _tagged(stack: str, name: str | None = None) -> list[dict[str, Any]]:
     filters = [{"Name": "tag:project", "Values": [PROJECT]}, {"Name": "tag:stack", "Values": [stack]}]
     if name:
         filters.append({"Name": "tag:Name", "Values": [f"{stack}-{name}"]})
     return filters
 
 
-def _rules_of(group: dict) -> list[Rule]:
+def _rules_of(group: dict[str, Any]) -> list[Rule]:
     """EC2's IpPermissions as Rules (sources that are the group itself become `self`)."""
     out = []
     for perm in group.get("IpPermissions", []):
@@ -65,7 +65,7 @@ def _rules_of(group: dict) -> list[Rule]:
     return out
 
 
-def _describe_rules(rules: set[tuple]) -> str:
+def _describe_rules(rules: set[tuple[Any, ...]]) -> str:
     return "; ".join(
         f"{p}{'' if lo is None else f' {lo}-{hi}'} from {', '.join([*v4, *v6] + (['self'] if s else []))}"
         for p, lo, hi, v4, v6, s in sorted(rules, key=str)
@@ -275,7 +275,7 @@ class Verifier:
 
     def security_groups(self) -> None:
         stack = self.plan.stack
-        wanted = {"members": lambda v6: members_ingress(self.plan, v6)}
+        wanted: dict[str, Callable[[str | None], list[Rule]]] = {"members": lambda v6: members_ingress(self.plan, v6)}
         if self.plan.onprem:
             wanted["onprem"] = lambda v6: onprem_ingress(self.plan)
         if self.plan.vpc_failover == "routeServer":
@@ -322,7 +322,7 @@ class Verifier:
             self.plan, self.frr_text, route_server=route_server, vpc_ipv6=self.vpc_ipv6() if self.plan.ipv6 else None
         )
         root = f"/{self.plan.project}/{self.plan.stack}"
-        got: dict[str, dict] = {}
+        got: dict[str, dict[str, Any]] = {}
         for page in self.ssm.get_paginator("get_parameters_by_path").paginate(Path=root, Recursive=True):
             for p in page["Parameters"]:
                 got[p["Name"]] = p

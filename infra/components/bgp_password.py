@@ -28,7 +28,7 @@ class BgpPassword(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         role_arns = [arn for arn, _ in args.readers]
 
-        def policy(resolved: list) -> str:
+        def policy(resolved: list[str]) -> str:
             account, *arns = resolved
             readers = {
                 arn: [iam.parameter_arn(args.region, account, n) for n in names]

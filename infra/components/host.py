@@ -31,20 +31,21 @@ class DockerHost(OverlayInstance):
         # Static mode: the VPC sends the host's own block straight to its ENI (more specific
         # than the pool routes to the routers), one route per table and family.
         child = pulumi.ResourceOptions(parent=self)
-        for key, table_id in static.route_table_ids.items() if static else ():
-            aws.ec2.Route(
-                f"{name}-static4-{key}",
-                route_table_id=table_id,
-                destination_cidr_block=static.block_v4,
-                network_interface_id=self.eni.id,
-                opts=child,
-            )
-            if static.block_v6:
+        if static is not None:
+            for key, table_id in static.route_table_ids.items():
                 aws.ec2.Route(
-                    f"{name}-static6-{key}",
+                    f"{name}-static4-{key}",
                     route_table_id=table_id,
-                    destination_ipv6_cidr_block=static.block_v6,
+                    destination_cidr_block=static.block_v4,
                     network_interface_id=self.eni.id,
                     opts=child,
                 )
+                if static.block_v6:
+                    aws.ec2.Route(
+                        f"{name}-static6-{key}",
+                        route_table_id=table_id,
+                        destination_ipv6_cidr_block=static.block_v6,
+                        network_interface_id=self.eni.id,
+                        opts=child,
+                    )
         self.register_outputs(self._outputs())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -37,7 +37,7 @@ class InstanceArgs:
     # the agent package. cloud-init installs packages within a minute of launch; a NAT
     # gateway takes minutes to become available (review F6).
     boot_after: Sequence[pulumi.Resource] = ()
-    volume_tags: dict = field(default_factory=dict)  # the stack's tags (project, stack, ...)
+    volume_tags: dict[str, str] = field(default_factory=dict)  # the stack's tags (project, stack, ...)
     # Parameters whose value AWS decides at creation (a router's `route-server`: the
     # endpoint addresses), name -> value; the revision then covers them too.
     late_parameters: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
@@ -73,13 +73,13 @@ class OverlayInstance(pulumi.ComponentResource):
                 opts=child,
             )
             content.append(self.parameters[p.name])
-        for pname, value in sorted(args.late_parameters.items()):
+        for pname, late_value in sorted(args.late_parameters.items()):
             # Small JSON documents: always the standard tier.
             self.parameters[pname] = aws.ssm.Parameter(
                 f"{name}-{pname[len(args.parameter_path) + 1 :].replace('/', '-')}",
                 name=pname,
                 type="String",
-                insecure_value=value,
+                insecure_value=late_value,
                 tier="Standard",
                 opts=child,
             )
@@ -87,15 +87,15 @@ class OverlayInstance(pulumi.ComponentResource):
         boot = [self.parameters[p.name] for p in args.parameters if p.name.endswith(("/agent", "/frr"))]
         for p in args.parameters:
             if p.name.endswith("/revision"):
-                value: pulumi.Input[str] = p.value
+                value: pulumi.Input[str | None] = p.value
                 if args.late_parameters:
                     known = [q for q in args.parameters if not q.name.endswith("/revision")]
                     names = sorted(args.late_parameters)
-                    value = pulumi.Output.all(*[args.late_parameters[n] for n in names]).apply(
-                        lambda vals, known=known, names=names: revision(
-                            known + [Parameter(n, "String", v, None) for n, v in zip(names, vals)]
-                        )
-                    )
+
+                    def late_revision(vals: list[str], known: list[Parameter] = known, names: list[str] = names) -> str:
+                        return revision(known + [Parameter(n, "String", v, None) for n, v in zip(names, vals)])
+
+                    value = pulumi.Output.all(*[args.late_parameters[n] for n in names]).apply(late_revision)
                 self.parameters[p.name] = aws.ssm.Parameter(
                     f"{name}-revision",
                     name=p.name,
@@ -179,7 +179,7 @@ class OverlayInstance(pulumi.ComponentResource):
         self.private_ip = args.private_ip
         self.public_ip = self.eip.public_ip if self.eip else None
 
-    def _outputs(self) -> dict:
+    def _outputs(self) -> dict[str, Any]:
         return {
             "instance_id": self.instance.id,
             "eni_id": self.eni.id,

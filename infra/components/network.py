@@ -18,7 +18,7 @@ class NetworkArgs:
 
 def _ipv6_subnet(vpc_block: str, netnum: int) -> str:
     # AWS gives the VPC a /56 and every subnet a /64 of it; the plan fixes the index.
-    return str(nth_subnet(ipaddress.ip_network(vpc_block), 64, netnum))
+    return str(nth_subnet(ipaddress.IPv6Network(vpc_block), 64, netnum))
 
 
 class Network(pulumi.ComponentResource):
@@ -142,7 +142,7 @@ class Network(pulumi.ComponentResource):
                             opts=child,
                         )
                     )
-                    if plan.ipv6:
+                    if self.eigw is not None:  # plan.ipv6
                         egress.append(
                             aws.ec2.Route(
                                 f"{name}-{kind}-{az}-default6",

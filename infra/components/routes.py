@@ -41,11 +41,11 @@ class PoolRoutes(pulumi.ComponentResource):
                     network_interface_id=args.router_eni_ids[router],
                     opts=child,
                 )
-            for pool in plan.pools_v6:
+            for pool6 in plan.pools_v6:
                 aws.ec2.Route(
-                    f"{name}-{kind}-{az}-{_slug(str(pool))}",
+                    f"{name}-{kind}-{az}-{_slug(str(pool6))}",
                     route_table_id=table_id,
-                    destination_ipv6_cidr_block=str(pool),
+                    destination_ipv6_cidr_block=str(pool6),
                     network_interface_id=args.router_eni_ids[router],
                     opts=child,
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -18,8 +19,13 @@ class SecurityGroupsArgs:
     vpc_ipv6_cidr: pulumi.Input[str] | None
 
 
-def _ingress(r: Rule) -> dict:
-    rule = {"description": r.description, "protocol": r.protocol, "from_port": r.from_port, "to_port": r.to_port}
+def _ingress(r: Rule) -> dict[str, Any]:
+    rule: dict[str, Any] = {
+        "description": r.description,
+        "protocol": r.protocol,
+        "from_port": r.from_port,
+        "to_port": r.to_port,
+    }
     if r.cidrs_v4:
         rule["cidr_blocks"] = list(r.cidrs_v4)
     if r.cidrs_v6:
@@ -38,7 +44,7 @@ class SecurityGroups(pulumi.ComponentResource):
         self.sg_name, self.args = name, args
         plan = args.plan
         child = pulumi.ResourceOptions(parent=self)
-        ingress = [_ingress(r) for r in members_ingress(plan, None)]
+        ingress: pulumi.Input[list[dict[str, Any]]] = [_ingress(r) for r in members_ingress(plan, None)]
         if plan.ipv6:
             # The VPC's IPv6 block is known only once AWS assigns it.
             ingress = pulumi.Output.from_input(args.vpc_ipv6_cidr).apply(
@@ -78,7 +84,7 @@ class SecurityGroups(pulumi.ComponentResource):
             )
         self.register_outputs({"members_id": self.members.id, "onprem_id": self.onprem.id if self.onprem else None})
 
-    def route_server_group(self, endpoint_ips: list[pulumi.Input[str]]) -> aws.ec2.SecurityGroup:
+    def route_server_group(self, endpoint_ips: Sequence[pulumi.Input[str]]) -> aws.ec2.SecurityGroup:
         """BGP and BFD from the route server endpoints only (their addresses come from AWS)."""
         plan = self.args.plan
         ingress = pulumi.Output.all(*endpoint_ips).apply(

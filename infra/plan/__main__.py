@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
 from infra.cli import EXIT_BAD_INPUT, EXIT_OK, common_parser
@@ -17,7 +18,7 @@ from infra.stackfile import STACKS_DIR, load_stack, load_yaml, overlay_values
 FORMATS = {"markdown": to_markdown, "json": to_json, "mermaid": to_mermaid}
 
 
-def _load_other(path: Path, stack: str) -> dict:
+def _load_other(path: Path, stack: str) -> dict[str, Any]:
     """A previous plan to diff against: a plan JSON, or a stack YAML file (planned here)."""
     if not path.exists():
         raise ConfigError("--diff", str(path), "no such file")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Sequence
+from typing import Sequence, TypeVar
 
 from infra.config import PROJECT, StackConfig, fixed_band_end
-from infra.plan.model import Endpoint, Host, OverlayPlan, Pairing, Router, Subnet
+from infra.plan.model import IPv6, Endpoint, Host, Net4, Net6, OverlayPlan, Pairing, Router, Subnet
 
 # Instances take fixed addresses from this offset in their subnet: AWS reserves the first
 # four addresses (network, VPC router, DNS, future use) and the last; 5-9 are below the
@@ -29,14 +29,19 @@ def fixed_band(subnet: ipaddress.IPv4Network) -> tuple[ipaddress.IPv4Network, ..
     return tuple(ipaddress.summarize_address_range(first, last))
 
 
-def nth_subnet(net, prefixlen: int, n: int):
+# One address family at a time: an IPv4 network's subnets are IPv4, an IPv6 one's IPv6.
+_Net = TypeVar("_Net", ipaddress.IPv4Network, ipaddress.IPv6Network)
+
+
+def nth_subnet(net: _Net, prefixlen: int, n: int) -> _Net:
     """The n-th subnet of `net` at `prefixlen`, by arithmetic (no enumeration)."""
     size = 1 << (net.max_prefixlen - prefixlen)
     base = int(net.network_address) + n * size
-    return ipaddress.ip_network((base, prefixlen))
+    # The network's own class, not ip_network(): an integer below 2**32 would come back IPv4.
+    return type(net)((base, prefixlen))
 
 
-def nth_block(pools: Sequence, prefixlen: int, n: int):
+def nth_block(pools: Sequence[_Net], prefixlen: int, n: int) -> _Net:
     """The n-th block of `prefixlen` across the pools, in pool order."""
     for pool in pools:
         count = 1 << (prefixlen - pool.prefixlen)
@@ -104,7 +109,9 @@ def build_plan(cfg: StackConfig) -> OverlayPlan:
                 instance_type=cfg.router_instance_type,
                 eip=True,
                 listen_v4=nth_subnet(cfg.tunnel_v4, slice_prefix4, j),
-                listen_v6=nth_subnet(cfg.tunnel_v6, slice_prefix6, j) if cfg.tunnel_v6 else None,
+                listen_v6=nth_subnet(cfg.tunnel_v6, slice_prefix6, j)
+                if cfg.tunnel_v6 and slice_prefix6 is not None
+                else None,
             )
         )
 
@@ -126,18 +133,18 @@ def build_plan(cfg: StackConfig) -> OverlayPlan:
             )
         )
 
-    def inner(slice_index: int, slot: int):
+    def inner(slice_index: int, slot: int) -> tuple[Net4, Net6 | None, int]:
         net4 = nth_subnet(cfg.tunnel_v4, 31, slice_index * per_slice + slot)
         net6 = None
-        if cfg.tunnel_v6 is not None:
+        if cfg.tunnel_v6 is not None and slice_prefix6 is not None:
             per_slice6 = 1 << (127 - slice_prefix6)
             net6 = nth_subnet(cfg.tunnel_v6, 127, slice_index * per_slice6 + slot)
         return net4, net6, slice_index * per_slice + slot + 1
 
-    def hi6(net6):
+    def hi6(net6: Net6 | None) -> IPv6 | None:
         return net6[1] if net6 is not None else None
 
-    def lo6(net6):
+    def lo6(net6: Net6 | None) -> IPv6 | None:
         return net6[0] if net6 is not None else None
 
     pairings = []

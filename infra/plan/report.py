@@ -20,7 +20,7 @@ MERMAID_MAX_HOSTS = 24
 
 
 def plan_data(plan: OverlayPlan) -> dict[str, Any]:
-    data = to_data(plan)
+    data: dict[str, Any] = to_data(plan)
     data["schema"] = REPORT_SCHEMA
     return data
 
@@ -224,7 +224,7 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def _changes(old: dict, new: dict, skip: tuple[str, ...] = ()) -> list[str]:
+def _changes(old: dict[str, Any], new: dict[str, Any], skip: tuple[str, ...] = ()) -> list[str]:
     fo, fn = _flatten(old), _flatten(new)
     return [
         f"{k} {fo.get(k)} -> {fn.get(k)}" for k in sorted(set(fo) | set(fn)) if k not in skip and fo.get(k) != fn.get(k)
@@ -259,7 +259,7 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             else:
                 lines.append(f"setting {key}: {_fmt(old.get(key))} -> {_fmt(new.get(key))}")
 
-    def index(data: dict, section: str) -> dict[str, dict]:
+    def index(data: dict[str, Any], section: str) -> dict[str, dict[str, Any]]:
         return {item["name"]: item for item in data.get(section, [])}
 
     old_pairs = {p["id"]: p for p in old.get("pairings", [])}
@@ -305,7 +305,7 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _instance_summary(item: dict) -> str:
+def _instance_summary(item: dict[str, Any]) -> str:
     parts = [item.get(k) for k in ("az", "private_ip", "block_v4") if item.get(k)]
     if "address" in item:
         parts.append(item["address"])
@@ -318,5 +318,5 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _natural(text: str) -> list:
+def _natural(text: str) -> list[int | str]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
