@@ -74,7 +74,7 @@ class AgentConfig:
         return (block is not None and addr in block) or self.in_shared(addr)
 
 
-def _need(doc: dict, key: str, kind: type | tuple, where: str) -> Any:
+def _need(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
     if key not in doc:
         raise ConfigError(f"{where}: missing key {key!r}")
     value = doc[key]
@@ -92,14 +92,14 @@ def _show(value: Any) -> str:
     return r if len(r) <= 64 else r[:64] + "..."
 
 
-def _list(doc: dict, key: str, where: str) -> list:
+def _list(doc: dict[str, Any], key: str, where: str) -> list[Any]:
     value = doc.get(key) or []
     if not isinstance(value, list) or len(value) > MAX_POOLS:
         raise ConfigError(f"{where}.{key} must be a list of at most {MAX_POOLS} networks, got {_show(value)}")
     return value
 
 
-def _setting(raw: dict, key: str, default: Any, kind: type | tuple, where: str) -> Any:
+def _setting(raw: dict[str, Any], key: str, default: Any, kind: type | tuple[type, ...], where: str) -> Any:
     value = raw.get(key, default)
     # bool is an int subclass: `true` is no protocol number; "15" (a string) is no interval.
     if isinstance(value, bool) or not isinstance(value, kind):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import docker
 import docker.errors
@@ -61,7 +61,7 @@ def _health_from_status(status: str) -> str | None:
     return None
 
 
-def _created(value) -> float:
+def _created(value: object) -> float:
     if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, str) and value:
@@ -77,7 +77,7 @@ def _created(value) -> float:
     return 0.0
 
 
-def _networks(mode: str, nets: Mapping | None) -> tuple[str, ...]:
+def _networks(mode: str, nets: Mapping[str, Any] | None) -> tuple[str, ...]:
     names = [n for n in (nets or {}) if n not in ("none", "host")]
     return tuple(sorted(names))
 
@@ -95,7 +95,8 @@ class DockerShim:
         if self._api is None:
             try:
                 # A fixed API version skips the version probe; 1.41 is Docker 20.10 (Debian 12).
-                self._api = docker.APIClient(base_url=self.base_url, timeout=self.timeout, version="1.41")
+                # types-docker says int; docker-py hands the timeout to requests, which takes a float.
+                self._api = docker.APIClient(base_url=self.base_url, timeout=self.timeout, version="1.41")  # type: ignore[arg-type]
             except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
                 raise DockerError(f"docker at {self.base_url}: {exc}") from exc
         return self._api
@@ -163,7 +164,8 @@ class DockerShim:
         # hung the agent's event pump for good. Here the headers must come within 5 s; then
         # the stream may idle for EVENT_IDLE seconds (Docker sends no keepalives) before we
         # reconnect, which costs one full resync.
-        api = self._client()
+        # Any: the private APIClient methods below are not in types-docker (review W5).
+        api: Any = self._client()
         try:
             response = api._get(
                 api._url("/events"),
@@ -178,7 +180,7 @@ class DockerShim:
             raise DockerError(f"docker at {self.base_url}: events: {exc}") from exc
         return self._decode(docker.types.CancellableStream(api._stream_helper(response, decode=True), response))
 
-    def _decode(self, stream) -> Iterator[Event]:
+    def _decode(self, stream: docker.types.CancellableStream[dict[str, Any]]) -> Iterator[Event]:
         try:
             for raw in stream:
                 action = (raw.get("Action") or raw.get("status") or "").split(":", 1)[0]

@@ -233,7 +233,7 @@ class Frr:
             args += ["--vty_socket", self.vty_socket]
         return args
 
-    def _run(self, cmd: list[str], what: str) -> subprocess.CompletedProcess:
+    def _run(self, cmd: list[str], what: str) -> subprocess.CompletedProcess[str]:
         try:
             return subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -281,7 +281,7 @@ class Frr:
         delete, add = self.diff(text)
         return bool(delete or add)
 
-    def _reload_once(self, path: Path) -> subprocess.CompletedProcess:
+    def _reload_once(self, path: Path) -> subprocess.CompletedProcess[str]:
         cmd = ["python3", self.reload_script, "--reload", "--stdout", *self._paths(), str(path)]
         out = self._run(cmd, "frr-reload --reload")
         out.args = cmd

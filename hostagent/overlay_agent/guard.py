@@ -123,6 +123,7 @@ class NftGuard:
             )
         except OSError as exc:
             raise CommandError(f"nft: {exc}", cmd=cmd) from exc
+        assert proc.stdin is not None  # a pipe (Popen above)
         try:
             # Written now (nft parses only after end of input), so nft works while we wire.
             proc.stdin.write("\n".join(lines) + "\n")
@@ -131,6 +132,7 @@ class NftGuard:
             pass  # nft died early: its exit code and stderr tell why
 
         def wait() -> None:
+            assert proc.stderr is not None  # a pipe (Popen above)
             try:
                 proc.wait(timeout=self.timeout)
             except subprocess.TimeoutExpired as exc:

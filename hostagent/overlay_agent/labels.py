@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Literal, Mapping, overload
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 PREFIX = "overlay."
 KNOWN = frozenset({"overlay.ipv4", "overlay.ipv6", "overlay.anycast", "overlay.health"})
@@ -61,7 +63,11 @@ def opted_in(labels: Mapping[str, str] | None) -> bool:
     return labels.get("overlay") == "auto" or any(_ours(k) for k in labels)
 
 
-def _address(labels: Mapping[str, str], key: str, version: int):
+@overload
+def _address(labels: Mapping[str, str], key: str, version: Literal[4]) -> ipaddress.IPv4Address | None: ...
+@overload
+def _address(labels: Mapping[str, str], key: str, version: Literal[6]) -> ipaddress.IPv6Address | None: ...
+def _address(labels: Mapping[str, str], key: str, version: int) -> IPAddress | None:
     text = labels.get(key)
     if text is None:
         return None

@@ -101,11 +101,11 @@ class Snapshot:
     # Routers with on-prem peers: the datacenter sessions' password.
     onprem_password: str | None = None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, doc: dict) -> "Snapshot":
+    def from_json(cls, doc: dict[str, Any]) -> "Snapshot":
         return cls(
             doc["revision"],
             doc.get("agent"),
@@ -128,7 +128,7 @@ def _error(exc: Exception, what: str) -> ParameterError:
     return ParameterError(f"{what}: {exc}")
 
 
-def make_client(bootstrap: Bootstrap):
+def make_client(bootstrap: Bootstrap) -> Any:  # a boto3 SSM client (boto3 is untyped here)
     """An SSM client with bounded retries (botocore's standard mode retries throttling with backoff)."""
     import boto3
     from botocore.config import Config
@@ -151,7 +151,8 @@ class ParameterSource:
     def revision(self) -> str:
         name = f"{self.path}/revision"
         try:
-            return self.client.get_parameter(Name=name)["Parameter"]["Value"]
+            value: str = self.client.get_parameter(Name=name)["Parameter"]["Value"]
+            return value
         except Exception as exc:  # botocore raises ClientError, BotoCoreError and friends
             raise _error(exc, f"get {name}") from exc
 
@@ -282,6 +283,6 @@ class Poller:
     def next_delay(self) -> float:
         """Seconds to the next poll: the interval with jitter, or exponential backoff after failures."""
         if self.state.failures:
-            base = min(self.backoff_max, self.backoff_min * 2 ** (self.state.failures - 1))
+            base: float = min(self.backoff_max, self.backoff_min * 2 ** (self.state.failures - 1))
             return base * self.rng.uniform(0.5, 1.0)  # "equal jitter": never zero, never in step
         return self.interval * self.rng.uniform(1 - self.jitter, 1 + self.jitter)

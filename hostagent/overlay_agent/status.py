@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from .errors import AgentError
 from .texttable import text_table
@@ -15,9 +16,10 @@ from .texttable import text_table
 DEFAULT_STATUS_FILE = "/run/overlay-agent/containers.json"
 
 
-def load(path: str | Path) -> dict:
+def load(path: str | Path) -> dict[str, Any]:
     try:
-        return json.loads(Path(path).read_text())
+        doc: dict[str, Any] = json.loads(Path(path).read_text())
+        return doc
     except FileNotFoundError as exc:
         raise AgentError(f"{path}: no status file (is the agent running?)") from exc
     except (OSError, json.JSONDecodeError) as exc:
@@ -63,7 +65,7 @@ def bgp_prefixes(vty_socket: str | None = None) -> set[str] | None:
     return found
 
 
-def collect(status_file: str, live: bool = True, vty_socket: str | None = None) -> dict:
+def collect(status_file: str, live: bool = True, vty_socket: str | None = None) -> dict[str, Any]:
     doc = load(status_file)
     proto = int(doc.get("route_protocol", 149))
     routes = kernel_routes(proto) if live else None
@@ -79,7 +81,7 @@ def collect(status_file: str, live: bool = True, vty_socket: str | None = None) 
     return doc
 
 
-def table(doc: dict) -> str:
+def table(doc: dict[str, Any]) -> str:
     head = ("CONTAINER", "IPV4", "IPV6", "VETH", "ROUTE", "ANNOUNCED", "STATE")
     rows = []
     for r in doc.get("containers", []):

@@ -37,7 +37,10 @@ import ipaddress
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Protocol, overload
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute  # untyped (Any): pyroute2 ships no type information
 
 from .errors import AgentError, ConfigError, NetlinkError
 from .gre.base import Backend, LinkSpec
@@ -53,6 +56,7 @@ RTN_UNICAST = 1
 
 IPv4Iface = ipaddress.IPv4Interface
 IPv6Iface = ipaddress.IPv6Interface
+IPIface = IPv4Iface | IPv6Iface
 
 
 # -- desired state (pure) ---------------------------------------------------------------
@@ -81,11 +85,19 @@ class Tunnel:
     def name(self) -> str:
         return self.link.name
 
-    def addresses(self) -> set:
+    def addresses(self) -> set[IPIface]:
         return {self.inner4} | ({self.inner6} if self.inner6 is not None else set())
 
 
-def _inner(doc: dict, key: str, version: int, where: str, plen_ok: int) -> tuple | None:
+@overload
+def _inner(
+    doc: dict[str, Any], key: str, version: Literal[4], where: str, plen_ok: int
+) -> tuple[IPv4Iface, ipaddress.IPv4Address]: ...
+@overload
+def _inner(
+    doc: dict[str, Any], key: str, version: Literal[6], where: str, plen_ok: int
+) -> tuple[IPv6Iface, ipaddress.IPv6Address] | None: ...
+def _inner(doc: dict[str, Any], key: str, version: int, where: str, plen_ok: int) -> tuple[Any, Any] | None:
     value = doc.get(key)
     if value is None:
         if version == 4:
@@ -162,7 +174,7 @@ def parse_tunnel(param: str, text: str) -> Tunnel:
     )
 
 
-def _block(value, version: int, where: str):
+def _block(value: Any, version: int, where: str) -> Any:  # IPv4 or IPv6 network, as `version`
     try:
         net = ipaddress.ip_network(value, strict=True)
     except (ValueError, TypeError):
@@ -188,10 +200,9 @@ def host_filters(tunnels: Iterable[Tunnel]) -> str:
     here from the tunnels/<host> parameters, which carry each host's block.
     """
     lines: list[str] = []
-    for t in sorted(
-        (t for t in tunnels if t.peer_index is not None and t.peer_block4 is not None), key=lambda t: t.peer_index
-    ):
-        seq, n = HOST_FILTER_SEQ + t.peer_index, t.peer_index + 1
+    hosts = [(t.peer_index, t) for t in tunnels if t.peer_index is not None and t.peer_block4 is not None]
+    for index, t in sorted(hosts, key=lambda it: it[0]):
+        seq, n = HOST_FILTER_SEQ + index, index + 1
         lines += [
             f"! host {n} over {t.name}: its own block",
             f"ip prefix-list HOST{n}-V4 seq 5 permit {t.peer_block4} ge 32",
@@ -215,7 +226,7 @@ def parse_tunnels(raw: dict[str, str]) -> tuple[dict[str, Tunnel], dict[str, str
     """All tunnel parameters (short name -> value) -> (valid tunnels by link name, errors by parameter)."""
     tunnels: dict[str, Tunnel] = {}
     errors: dict[str, str] = {}
-    by_triple: dict[tuple, str] = {}
+    by_triple: dict[tuple[str, str, int | None], str] = {}
     for param in sorted(raw):
         try:
             t = parse_tunnel(param, raw[param])
@@ -275,22 +286,22 @@ class Route:
 class Pin:
     """The underlay route we hold for one remote: `remote/32 [via gateway] dev oif`."""
 
-    oif: int
+    oif: int | None  # None: a route of ours without one (a blackhole), found in the table
     gateway: str | None
 
 
 @dataclass
 class View:
     links: dict[str, LinkState]
-    addrs: dict[int, set]  # ifindex -> interfaces (link-local IPv6 left out)
+    addrs: dict[int, set[IPIface]]  # ifindex -> interfaces (link-local IPv6 left out)
     routes4: list[Route]
 
 
 class TunnelNetlink(Protocol):
     def view(self) -> View: ...
     def link_up(self, index: int) -> None: ...
-    def addr_add(self, index: int, iface) -> None: ...
-    def addr_del(self, index: int, iface) -> None: ...
+    def addr_add(self, index: int, iface: IPIface) -> None: ...
+    def addr_del(self, index: int, iface: IPIface) -> None: ...
     def route_replace(self, dst: ipaddress.IPv4Network, pin: Pin, proto: int) -> None: ...
     def route_del(self, dst: ipaddress.IPv4Network, pin: Pin, proto: int) -> None: ...
 
@@ -301,7 +312,11 @@ def is_pin(route: Route, proto: int, pools: Iterable[ipaddress.IPv4Network]) -> 
 
 
 def underlay_hop(
-    remote: ipaddress.IPv4Address, routes: Iterable[Route], skip_oifs: set[int], proto: int, pools
+    remote: ipaddress.IPv4Address,
+    routes: Iterable[Route],
+    skip_oifs: set[int],
+    proto: int,
+    pools: Iterable[ipaddress.IPv4Network],
 ) -> Pin | None:
     """The route the underlay alone gives `remote`: longest match, lowest metric, ignoring tunnels and pins."""
     best: Route | None = None
@@ -340,7 +355,7 @@ class Report:
     changes: int = 0
     error: str | None = None  # the pass as a whole failed (backend unreachable)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
             "changes": self.changes,
@@ -421,15 +436,15 @@ class TunnelReconciler:
         # Links raised just now count as up (TUN has carrier while the daemon holds it, GRE
         # always); `status` re-reads the flags live.
         for name, st in status.items():
-            link = view.links.get(name)
-            if link is not None:
-                st.rx_bytes, st.tx_bytes = link.rx_bytes, link.tx_bytes
+            seen = view.links.get(name)
+            if seen is not None:
+                st.rx_bytes, st.tx_bytes = seen.rx_bytes, seen.tx_bytes
                 if st.state != "error":
-                    st.state = "up" if link.up or name in raised else "down"
+                    st.state = "up" if seen.up or name in raised else "down"
         report.tunnels = list(status.values())
         return report
 
-    def _addresses(self, t: Tunnel, link: LinkState, present: set) -> int:
+    def _addresses(self, t: Tunnel, link: LinkState, present: set[IPIface]) -> int:
         want = t.addresses()
         changes = 0
         for iface in sorted(present - want, key=str):
@@ -480,7 +495,7 @@ class TunnelReconciler:
 class PyrouteTunnels:
     """TunnelNetlink on a pyroute2 IPRoute: the only netlink user of the tunnel reconciler."""
 
-    def __init__(self, ipr):
+    def __init__(self, ipr: IPRoute) -> None:
         self.ipr = ipr
 
     def view(self) -> View:
@@ -500,7 +515,7 @@ class PyrouteTunnels:
                     st.get("rx_packets", 0),
                     st.get("tx_packets", 0),
                 )
-            addrs: dict[int, set] = {}
+            addrs: dict[int, set[IPIface]] = {}
             for a in self.ipr.get_addr():
                 iface = ipaddress.ip_interface(f"{a.get('address')}/{a['prefixlen']}")
                 if iface.version == 6 and iface.ip.is_link_local:
@@ -521,7 +536,7 @@ class PyrouteTunnels:
             raise _nl_error(exc, "dump links, addresses and routes") from exc
         return View(links, addrs, routes)
 
-    def _do(self, request: str, fn, *args, ok: tuple = (), **kwargs) -> None:
+    def _do(self, request: str, fn: Callable[..., Any], *args: Any, ok: tuple[int, ...] = (), **kwargs: Any) -> None:
         from pyroute2.netlink.exceptions import NetlinkError as _Py
 
         try:
@@ -534,7 +549,7 @@ class PyrouteTunnels:
     def link_up(self, index: int) -> None:
         self._do(f"link {index} up", self.ipr.link, "set", index=index, state="up")
 
-    def addr_add(self, index: int, iface) -> None:
+    def addr_add(self, index: int, iface: IPIface) -> None:
         kw = {"flags": IFA_F_NODAD} if iface.version == 6 else {}
         self._do(
             f"add {iface}",
@@ -547,7 +562,7 @@ class PyrouteTunnels:
             **kw,
         )
 
-    def addr_del(self, index: int, iface) -> None:
+    def addr_del(self, index: int, iface: IPIface) -> None:
         self._do(
             f"delete {iface}",
             self.ipr.addr,

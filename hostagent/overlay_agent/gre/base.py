@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import ConfigError
 
@@ -25,11 +25,11 @@ class LinkSpec:
     ttl: int
     mtu: int
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict, *, where: str = "tunnel") -> "LinkSpec":
+    def from_json(cls, data: dict[str, Any], *, where: str = "tunnel") -> "LinkSpec":
         """Validate and build; raises ConfigError naming the field, value and reason."""
         try:
             name = data["name"]

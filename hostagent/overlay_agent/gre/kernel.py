@@ -16,7 +16,10 @@ from __future__ import annotations
 import errno as E
 import os
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute  # untyped (Any): pyroute2 ships no type information
 
 from ..errors import NetlinkError
 from ..rtnl import nl_error
@@ -99,10 +102,10 @@ class KernelBackend:
 class PyrouteGre:
     """GreNetlink on a pyroute2 IPRoute (the current namespace, or the one the IPRoute was opened in)."""
 
-    def __init__(self, ipr):
+    def __init__(self, ipr: IPRoute) -> None:
         self.ipr = ipr
 
-    def _call(self, what: str, fn, *args, **kwargs):
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         from pyroute2.netlink.exceptions import NetlinkError as _PyNetlinkError
 
         try:
@@ -138,8 +141,8 @@ class PyrouteGre:
         return bool(self._call(f"look up {name}", self.ipr.link_lookup, ifname=name))
 
     @staticmethod
-    def _gre_args(spec: LinkSpec) -> dict:
-        args = {
+    def _gre_args(spec: LinkSpec) -> dict[str, Any]:
+        args: dict[str, Any] = {
             "gre_local": spec.local,
             "gre_remote": spec.remote,
             "gre_ttl": spec.ttl,
@@ -167,7 +170,7 @@ class PyrouteGre:
                 raise
 
 
-def kernel_gre_available(ipr) -> bool:
+def kernel_gre_available(ipr: IPRoute) -> bool:
     """Probe once: can this namespace create a gre link? (Loads ip_gre on demand, as `ip link add` does.)"""
     from pyroute2.netlink.exceptions import NetlinkError as _PyNetlinkError
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import io
 import json
 import logging
 import os
@@ -41,6 +42,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import FrameType
+from typing import Any, cast
 
 from ..errors import AgentError, ConfigError
 from ..fsutil import atomic_write_json
@@ -180,7 +183,7 @@ class Daemon:
         w.setblocking(False)
         signal.set_wakeup_fd(w.fileno())
 
-        def _stop(signum, frame):
+        def _stop(signum: int, frame: FrameType | None) -> None:
             self.running = False
 
         signal.signal(signal.SIGTERM, _stop)
@@ -190,14 +193,16 @@ class Daemon:
             while self.running:
                 for key, _ in self.sel.select(timeout=5.0):
                     kind, obj = key.data
+                    # Every file object registered here is a socket (or the tun fd, by number).
+                    sock = cast(socket.socket, key.fileobj)
                     if kind == "tun":
                         self._from_tun(obj)
                     elif kind == "raw":
-                        self._from_wire(obj, key.fileobj)
+                        self._from_wire(obj, sock)
                     elif kind == "accept":
                         self._accept()
                     elif kind == "client":
-                        self._client(key.fileobj)
+                        self._client(sock)
                     elif kind == "wakeup":
                         try:
                             r.recv(64)
@@ -369,6 +374,7 @@ class Daemon:
     # ---- control ---------------------------------------------------------------------
     def _accept(self) -> None:
         try:
+            assert self._ctl is not None  # "accept" is registered only once listening
             conn, _ = self._ctl.accept()
         except BlockingIOError:
             return
@@ -403,7 +409,7 @@ class Daemon:
             return
         self._bufs[conn] = buf
 
-    def _reply(self, conn: socket.socket, reply: dict) -> bool:
+    def _reply(self, conn: socket.socket, reply: dict[str, Any]) -> bool:
         """Send one reply without blocking the data path; a client that does not read is dropped."""
         data = json.dumps(reply).encode() + b"\n"
         try:
@@ -421,7 +427,7 @@ class Daemon:
         self.sel.unregister(conn)
         conn.close()
 
-    def handle(self, line: bytes) -> dict:
+    def handle(self, line: bytes) -> dict[str, Any]:
         """One control request -> one reply; errors are one line for a person, never a traceback."""
         try:
             req = json.loads(line)
@@ -460,7 +466,7 @@ class UserspaceBackend:
         self.spawn = spawn
         self.timeout = timeout
         self._sock: socket.socket | None = None
-        self._rfile = None
+        self._rfile: io.BufferedReader | None = None
 
     @property
     def socket_path(self) -> Path:
@@ -514,27 +520,29 @@ class UserspaceBackend:
                     ) from exc
                 time.sleep(0.05)
 
-    def request(self, req: dict) -> dict:
+    def request(self, req: dict[str, Any]) -> dict[str, Any]:
         for _attempt in (0, 1):
             if self._sock is None:
                 self._connect()
+            assert self._sock is not None and self._rfile is not None  # _connect() sets both or raises
             try:
                 self._sock.sendall(json.dumps(req).encode() + b"\n")
                 line = self._rfile.readline()
                 if line:
-                    return json.loads(line)
+                    reply: dict[str, Any] = json.loads(line)
+                    return reply
             except OSError:
                 pass
             self.close()  # the daemon restarted under us: reconnect once
         raise AgentError(f"userspace GRE daemon at {self.socket_path} closed the connection")
 
     def close(self) -> None:
-        if self._sock is not None:
+        if self._sock is not None and self._rfile is not None:  # set together (_connect)
             self._rfile.close()
             self._sock.close()
         self._sock = self._rfile = None
 
-    def _checked(self, req: dict) -> dict:
+    def _checked(self, req: dict[str, Any]) -> dict[str, Any]:
         reply = self.request(req)
         if not reply.get("ok"):
             raise AgentError(reply.get("error", "userspace GRE daemon: unknown error"))
