@@ -325,12 +325,19 @@ class RouteServerPeering:
     asn: int
     med: int
     prepend: int  # how many times the router's ASN is prepended
+    # Until the agent says its hosts are back: worse than any router's planned announcement.
+    hold_med: int = 0
+    hold_prepend: int = 0
+    # bgpd's update-group coalesce time (ms): how long a new session's first UPDATE waits.
+    coalesce_ms: int = 10000
     marker: str = ROUTE_SERVER_MARKER
 
     def __post_init__(self) -> None:
         _check_asn("route_server.asn", self.asn)
         _check_int("route_server.med", self.med, 0, 4294967295)
-        _check_int("route_server.prepend", self.prepend, 0, 10)
+        _check_int("route_server.prepend", self.prepend, 0, 32)
+        _check_int("route_server.hold_med", self.hold_med, self.med + 1, 4294967295)
+        _check_int("route_server.hold_prepend", self.hold_prepend, self.prepend + 1, 64)
 
 
 @dataclass(frozen=True)
@@ -740,7 +747,9 @@ def _route_server(plan: OverlayPlan, router: Router) -> RouteServerPeering | Non
     from infra.rules import route_server_announcements
 
     a = next(a for a in route_server_announcements(plan) if a.router == router.name)
-    return RouteServerPeering(asn=plan.route_server_asn, med=a.med, prepend=a.prepend)
+    return RouteServerPeering(
+        asn=plan.route_server_asn, med=a.med, prepend=a.prepend, hold_med=a.hold_med, hold_prepend=a.hold_prepend
+    )
 
 
 def host_context(plan: OverlayPlan, host: Host) -> HostFrrContext:

@@ -129,12 +129,20 @@ MED_STEP = 100
 
 @dataclass(frozen=True)
 class Announcement:
-    """What one router tells the route server about the pools."""
+    """What one router tells the route server about the pools.
+
+    `med`/`prepend` once its hosts are back (its agent says so); `hold_med`/`hold_prepend`
+    until then (the rendered default): worse than every router's planned announcement on
+    both MED and AS-path length, in the same order among held routers (docs/vpc-failover.md,
+    "Coming back").
+    """
 
     router: str
     az: str
     med: int
     prepend: int
+    hold_med: int = 0
+    hold_prepend: int = 0
 
 
 def route_server_announcements(plan: OverlayPlan) -> list[Announcement]:
@@ -144,7 +152,11 @@ def route_server_announcements(plan: OverlayPlan) -> list[Announcement]:
     propagates to, so a per-AZ preference cannot be expressed: every table prefers the
     same router, and the next takes over when it goes.
     """
-    return [Announcement(r.name, r.az, MED_STEP * r.index, r.index) for r in plan.routers]
+    n = len(plan.routers)
+    return [
+        Announcement(r.name, r.az, MED_STEP * r.index, r.index, MED_STEP * (r.index + n), r.index + n)
+        for r in plan.routers
+    ]
 
 
 def failover_targets(plan: OverlayPlan) -> list[tuple[str, str, list[str]]]:

@@ -46,6 +46,12 @@ ONPREM_PLACEHOLDER = placeholders.ONPREM_BGP_PASSWORD
 # mode); infra/render.py writes the same string. AWS assigns the endpoint addresses at
 # creation, so they arrive in the `route-server` parameter, not in the rendered text.
 ROUTE_SERVER_MARKER = "! route-server neighbors: filled in by the agent from the route-server parameter"
+# The route server's outbound route-maps (userdata/frr-router.conf.j2): the rendered text
+# applies the HOLD ones (worse than any router's planned announcement); the agent swaps in
+# the planned ones once this router's host sessions are back (overlay_agent.rsgate). A
+# neighbor's route-map swap takes effect at once (a soft refresh out); a change inside a
+# route-map would wait for bgpd's route-map delay timer (5 s by default).
+ROUTE_SERVER_OUT = {"RS-HOLD-OUT": "RS-OUT", "RS6-HOLD-OUT": "RS6-OUT"}
 RELOAD = "/usr/lib/frr/frr-reload.py"
 # Never routes from outside, whatever a datacenter (or a router) announces (review F13):
 # RFC 6890's "this network", loopback, link-local (169.254.169.254 IMDS, .253 the Route 53
@@ -117,12 +123,16 @@ def fill_password(text: str, password: str | None, *, onprem_password: str | Non
     return filled
 
 
-def fill_route_server(text: str, doc: str | None, *, source: str = "route-server") -> str:
+def fill_route_server(text: str, doc: str | None, *, preferred: bool = False, source: str = "route-server") -> str:
     """The marker line replaced by one `neighbor <endpoint> peer-group ROUTE-SERVER` per endpoint.
 
     Without the marker (hosts, static mode) the text is unchanged; without the parameter
     (not written yet: the endpoints are created after the router's parameters) the marker
     stays a comment and the ROUTE-SERVER peer group has no member yet.
+
+    `preferred` (the route-server gate is open: this router's hosts are back) swaps the
+    peer group's outbound route-maps from RS-HOLD-OUT / RS6-HOLD-OUT to the planned
+    RS-OUT / RS6-OUT; otherwise the text keeps the held announcement it was rendered with.
     """
     if ROUTE_SERVER_MARKER not in text or doc is None:
         return text
@@ -138,8 +148,17 @@ def fill_route_server(text: str, doc: str | None, *, source: str = "route-server
             indent = line[: len(line) - len(line.lstrip())]
             out += [f"{indent}{n}\n" for n in lines]
         else:
-            out.append(line)
+            out.append(_route_server_out(line) if preferred else line)
     return "".join(out)
+
+
+def _route_server_out(line: str) -> str:
+    words = line.split()
+    if words[:2] == ["neighbor", "ROUTE-SERVER"] and words[2:3] == ["route-map"] and words[4:] == ["out"]:
+        planned = ROUTE_SERVER_OUT.get(words[3])
+        if planned:
+            return line.replace(f" {words[3]} out", f" {planned} out")
+    return line
 
 
 def vpc_ipv6_block(doc: str | None, *, source: str = "vpc") -> ipaddress.IPv6Network | None:

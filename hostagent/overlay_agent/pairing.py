@@ -18,6 +18,12 @@ Hazards:
   reload as residue and do not count as a difference, so a resync does not reload forever.
 - A config FRR rejects: the previous config stays (frr.Frr.reload restores it), the
   error is in the log, the metric and `status`; the next changed text is tried again.
+- Routers in routeServer mode: the route-server gate (rsgate) is evaluated on every turn
+  from FRR's sessions; when it flips, the text is re-filled (held or planned announcement
+  to the route server) and applied. Closing it goes to FRR BEFORE the tunnels: after a
+  reboot bgpd starts from the last written frr.conf (which may hold the planned
+  announcement), and no host session can come up before the tunnels exist. A loop that
+  wakes up much later than it asked (the instance was stalled) closes the gate at once.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from . import config as config_mod
 from .errors import AgentError, CommandError, ConfigError, ParameterError
-from .frr import Frr, fill_bogons, fill_password, fill_route_server
+from .frr import ROUTE_SERVER_MARKER, Frr, fill_bogons, fill_password, fill_route_server
+from .rsgate import RouteServerGate, planned_peers
 from .ssm import Cache, Poller, Snapshot
 from .fsutil import atomic_write_json
 from .texttable import text_table
@@ -43,6 +50,9 @@ from .tunnels import Report, TunnelReconciler, host_filters, parse_tunnels
 log = logging.getLogger("overlay_agent.pairing")
 
 STATUS_NAME = "pairing.json"
+# The loop asks to wake within a second; waking this much later than asked means the
+# process (the instance) was stalled: every BGP session may be stale (rsgate).
+STALL_SLACK = 1.0
 
 
 class PairingMetrics:
@@ -67,6 +77,12 @@ class PairingMetrics:
         self.frr_reloads = Counter("overlay_frr_reloads", "frr-reload runs, by result", ["result"], registry=r)
         self.agent_refused = Counter(
             "overlay_agent_document_refused", "Agent documents refused as invalid (the last good one stays)", registry=r
+        )
+        self.route_server_preferred = Gauge(
+            "overlay_route_server_preferred",
+            "1 while this router announces its planned route to the VPC route server (its hosts are back), "
+            "0 while it announces the held one",
+            registry=r,
         )
         self.apply_seconds = Histogram(
             "overlay_pairing_apply_seconds",
@@ -110,6 +126,8 @@ class PairingSync:
         self.next_poll: float | None = None  # set by the first step(), relative to its clock
         self.next_resync = 0.0
         self.last_apply_seconds: float | None = None
+        self.gate: RouteServerGate | None = None  # routers in routeServer mode
+        self.planned: set[str] = set()  # the gate's planned host peers (from the tunnels)
 
     # -- events ---------------------------------------------------------------------------
     def hup(self) -> None:
@@ -134,6 +152,7 @@ class PairingSync:
     def _accept(self, snap: Snapshot) -> None:
         self.snapshot = snap
         self.dirty = True
+        self.planned = planned_peers(parse_tunnels(snap.tunnels)[0].values())
         if snap.agent is not None:
             try:
                 cfg = config_mod.parse(config_mod.loads(snap.agent, "agent"), "agent")
@@ -186,6 +205,7 @@ class PairingSync:
             self._hup = False
             self.poll_now()
             self.next_poll = now + self.poller.next_delay()
+        self._gate_step(now)
         if self.snapshot is not None and (self.dirty or now >= self.next_resync):
             self.apply(resync=now >= self.next_resync)
             self.next_resync = now + self.resync_interval
@@ -197,11 +217,43 @@ class PairingSync:
             self.start()
         while not stop.is_set():
             self.step()
-            wait = max(
-                0.0, min(self.next_poll, self.next_resync if self.snapshot else self.next_poll) - time.monotonic()
+            wait = min(
+                1.0,  # wake at least every second to notice `stop` (and for the gate)
+                max(0.0, min(self.next_poll, self.next_resync if self.snapshot else self.next_poll) - time.monotonic()),
             )
-            self._wake.wait(timeout=min(wait, 1.0))  # wake at least every second to notice `stop`
+            t0 = time.monotonic()
+            self._wake.wait(timeout=wait)
             self._wake.clear()
+            late = time.monotonic() - t0 - wait
+            if late > STALL_SLACK and self.gate is not None:
+                self.gate.stalled(time.monotonic(), late)
+                log.warning("woke %.1f s late (stalled): route-server announcement held", late)
+                self.dirty = True
+
+    # -- route-server gate ----------------------------------------------------------------
+    def _gate_step(self, now: float) -> None:
+        """Routers in routeServer mode: re-evaluate the gate from FRR's sessions; dirty when it flips."""
+        snap = self.snapshot
+        if self.frr is None or snap is None or snap.frr is None or ROUTE_SERVER_MARKER not in snap.frr:
+            self.gate = None
+            return
+        if self.gate is None:
+            self.gate = RouteServerGate()
+        before = self.gate.preferred
+        try:
+            sessions = self.frr.sessions()
+        except (CommandError, ValueError) as exc:
+            log.debug("frr sessions unreadable: %s", exc)
+            sessions = None
+        self.gate.evaluate(now, self.planned, sessions)
+        self.metrics.route_server_preferred.set(1 if self.gate.preferred else 0)
+        if self.gate.preferred != before:
+            log.info(
+                "route server: %s (%s)",
+                "planned announcement" if self.gate.preferred else "held announcement",
+                self.gate.reason,
+            )
+            self.dirty = True
 
     # -- apply -----------------------------------------------------------------------------
     def apply(self, resync: bool = False) -> None:
@@ -213,6 +265,10 @@ class PairingSync:
             self.tunnels.proto = self.cfg.settings.route_protocol
             self.tunnels.pools = self.cfg.pools_ipv4
         good, rejected = parse_tunnels(snap.tunnels)
+        # Holding the route server's announcement goes first (module docstring).
+        frr_first = self.gate is not None and not self.gate.preferred
+        if frr_first:
+            self._apply_frr(snap, resync, host_filters(good.values()))
         previous = self.report.rejected if self.report else {}
         for param, err in sorted(rejected.items()):
             if previous.get(param) != err:  # once per new error, not on every resync
@@ -227,7 +283,8 @@ class PairingSync:
             self.report.error = str(exc)
             self.dirty = True
         # A router's per-host import filters follow its host tunnels (docs/frr.md).
-        self._apply_frr(snap, resync, host_filters(good.values()))
+        if not frr_first:
+            self._apply_frr(snap, resync, host_filters(good.values()))
         self.last_apply_seconds = time.perf_counter() - t0
         self.metrics.apply_seconds.observe(self.last_apply_seconds)
         self._metrics()
@@ -266,7 +323,9 @@ class PairingSync:
         try:
             text = fill_bogons(
                 fill_route_server(
-                    fill_password(snap.frr, snap.password, onprem_password=snap.onprem_password), snap.route_server
+                    fill_password(snap.frr, snap.password, onprem_password=snap.onprem_password),
+                    snap.route_server,
+                    preferred=self.gate is not None and self.gate.preferred,
                 ),
                 snap.vpc,
             )
@@ -277,6 +336,23 @@ class PairingSync:
             log.error("%s", exc)
             return
         if text == st.applied and not resync:
+            return
+        if st.applied is not None and st.error is None and _gate_flip_only(st.applied, text):
+            # Only the route-server announcement flips: one frr-reload, no diff before or
+            # after (each frr-reload run costs seconds on a busy instance, and holding the
+            # announcement after a stall races bgpd's first UPDATE to the route server).
+            try:
+                self.frr.reload(text, previous=st.applied)
+            except (CommandError, ConfigError) as exc:
+                st.error = str(exc)
+                self.metrics.frr_reloads.labels("error").inc()
+                log.error("frr: %s", exc)
+                return
+            st.reloads += 1
+            self.metrics.frr_reloads.labels("ok").inc()
+            st.applied = text
+            self._save_frr_state()
+            log.info("frr: route-server announcement %s", "planned" if ROUTE_SERVER_PLANNED in text else "held")
             return
         try:
             delete, add = self.frr.diff(text)
@@ -338,6 +414,11 @@ class PairingSync:
             if self.frr
             else None,
             "last_apply_seconds": self.last_apply_seconds,
+            **(
+                {"route_server": {"preferred": self.gate.preferred, "reason": self.gate.reason}}
+                if self.gate is not None
+                else {}
+            ),
         }
 
     def write_status(self) -> None:
@@ -346,6 +427,20 @@ class PairingSync:
             atomic_write_json(path, self.status(), indent=1)  # FRR errors, topology: root only
         except OSError as exc:
             log.error("cannot write status %s: %s", path, exc)
+
+
+ROUTE_SERVER_PLANNED = "neighbor ROUTE-SERVER route-map RS-OUT out"
+
+
+def _gate_flip_only(applied: str, text: str) -> bool:
+    """True when `text` differs from `applied` only in the route-server outbound route-map lines."""
+    a, b = applied.splitlines(), text.splitlines()
+    if len(a) != len(b):
+        return False
+    changed = [(x, y) for x, y in zip(a, b) if x != y]
+    return bool(changed) and all(
+        x.split()[:3] == y.split()[:3] == ["neighbor", "ROUTE-SERVER", "route-map"] for x, y in changed
+    )
 
 
 def build(

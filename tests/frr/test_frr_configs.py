@@ -308,11 +308,15 @@ def test_route_server_config_with_its_endpoints_filled_in_passes_both_checks(sta
     plan = dataclasses.replace(PLANS[stack], vpc_failover="routeServer")
     failures = []
     for r in plan.routers:
-        text = fill_route_server(_filled(plan, r.name), route_server_doc(plan, ["10.20.128.5", "10.20.128.6"]))
-        assert "neighbor 10.20.128.6 peer-group ROUTE-SERVER" in text
-        for result in (vtysh_check(text), bgpd_check(text)):
-            if not result.ok:
-                failures.append(f"{stack} {r.name}: {result.tool}: {result.output[-600:]}")
+        doc = route_server_doc(plan, ["10.20.128.5", "10.20.128.6"])
+        # Held (as rendered) and planned (the agent's swap once the hosts are back).
+        for preferred in (False, True):
+            text = fill_route_server(_filled(plan, r.name), doc, preferred=preferred)
+            assert "neighbor 10.20.128.6 peer-group ROUTE-SERVER" in text
+            assert ("route-map RS-OUT out" in text) is preferred
+            for result in (vtysh_check(text), bgpd_check(text)):
+                if not result.ok:
+                    failures.append(f"{stack} {r.name} preferred={preferred}: {result.tool}: {result.output[-600:]}")
     assert not failures, "\n".join(failures)
 
 

@@ -106,7 +106,8 @@ def _cycles(lab, ipv4, others):
         runs.append(run)
         assert (run.router, run.takeover) == ("router-1", "router-2")
         assert run.outage_s < 2.0, run.to_json()
-        # The return's losses are reported above, not asserted: a known defect (module docstring).
+        # The return is lossless: router-1 holds its announcement until its hosts are back.
+        assert run.lost_after_thaw == [], run.to_json()
         assert run.others["onprem"][0] < 2.0 and run.others["host_to_host"][0] < 2.0, run.to_json()
         # Egress never crosses a router: the freeze does not touch it.
         assert run.others["egress"][0] < 0.5 and run.others["egress"][1] == 0, run.to_json()

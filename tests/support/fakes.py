@@ -338,6 +338,7 @@ class FakeSource:
         self.frr = FRR
         self.agent = AGENT
         self.vpc = None
+        self.route_server = None
         self.fetches = 0
 
     def revision(self):
@@ -348,7 +349,16 @@ class FakeSource:
     def fetch(self):
         self.revision()
         self.fetches += 1
-        return Snapshot(str(self.rev), self.agent, self.frr, dict(self.tunnels), "pw", 0.0, vpc=self.vpc)
+        return Snapshot(
+            str(self.rev),
+            self.agent,
+            self.frr,
+            dict(self.tunnels),
+            "pw",
+            0.0,
+            vpc=self.vpc,
+            route_server=self.route_server,
+        )
 
 
 class FakeFrr:
@@ -360,6 +370,14 @@ class FakeFrr:
         self.reloads = 0
         self.diffs = 0
         self.reject = False
+        # `show bgp summary json` as Session rows; None: vtysh fails (bgpd down)
+        self.bgp_sessions: list | None = []
+        self.texts: list[str] = []  # every text reloaded, in order
+
+    def sessions(self):
+        if self.bgp_sessions is None:
+            raise CommandError("vtysh show bgp summary json: exit 1", cmd=["vtysh"], returncode=1, stderr="")
+        return list(self.bgp_sessions)
 
     def diff(self, text):
         self.diffs += 1
@@ -375,6 +393,7 @@ class FakeFrr:
                 stderr="line 3: % Unknown command",
             )
         self.reloads += 1
+        self.texts.append(text)
         self.running = {ln for ln in text.splitlines() if ln} - self.residue
 
 

@@ -93,11 +93,55 @@ def test_router_frr_announces_the_pools_with_its_preference_and_takes_nothing():
         assert "neighbor ROUTE-SERVER remote-as 64512" in text and "neighbor ROUTE-SERVER bfd" in text
         assert text.count("neighbor ROUTE-SERVER route-map RS-IN in") == 2  # v4 and v6
         assert "route-map RS-IN deny 10" in text
-    assert " set metric 0" in r1 and "as-path prepend" not in r1
-    assert " set metric 100" in r2 and " set as-path prepend 65000" in r2
+
+    def route_map(text, name):
+        return text.split(f"route-map {name} permit 10\n")[1].split("!")[0]
+
+    assert route_map(r1, "RS-OUT") == " match ip address prefix-list POOL-V4\n set metric 0\n"
+    assert route_map(r2, "RS6-OUT").endswith(" set metric 100\n set as-path prepend 65000\n")
+    # Held (the rendered default, until the agent sees the hosts back): worse than every
+    # router's planned announcement on MED and AS-path length, in the planned order.
+    assert route_map(r1, "RS-HOLD-OUT").endswith(" set metric 200\n set as-path prepend 65000 65000\n")
+    assert route_map(r2, "RS6-HOLD-OUT").endswith(" set metric 300\n set as-path prepend 65000 65000 65000\n")
+    for text in (r1, r2):
+        assert "neighbor ROUTE-SERVER route-map RS-HOLD-OUT out" in text
+        assert "neighbor ROUTE-SERVER route-map RS6-HOLD-OUT out" in text
+        assert "neighbor ROUTE-SERVER route-map RS-OUT out" not in text
     # Hosts and static stacks have none of it.
     assert "ROUTE-SERVER" not in render_frr(plan, "host-1")
     assert "ROUTE-SERVER" not in render_frr(build_plan(load_stack("test-use2")), "router-1")
+
+
+def test_held_announcements_lose_to_every_planned_one_and_keep_the_order():
+    # gen-large: 8 routers. Whichever AWS compares first (AS-path length or MED), any
+    # router with its hosts back beats every held one, and held ones keep the plan order.
+    from tests.support.render_plans import generated_plan
+
+    plan = dataclasses.replace(generated_plan("gen-large"), vpc_failover="routeServer")
+    ann = route_server_announcements(plan)
+    assert len(ann) == 8
+    planned = [(a.prepend, a.med) for a in ann]
+    held = [(a.hold_prepend, a.hold_med) for a in ann]
+    assert planned == sorted(planned) and held == sorted(held)
+    assert max(p for p, _ in planned) < min(p for p, _ in held)
+    assert max(m for _, m in planned) < min(m for _, m in held)
+
+
+def test_agent_swaps_in_the_planned_announcement_only_when_told():
+    plan = rs_plan()
+    doc = route_server_doc(plan, ["10.20.128.5"])
+    for r in ("router-1", "router-2"):
+        text = render_frr(plan, r)
+        held = agent_frr.fill_route_server(text, doc)
+        assert "route-map RS-HOLD-OUT out" in held and "route-map RS6-HOLD-OUT out" in held
+        preferred = agent_frr.fill_route_server(text, doc, preferred=True)
+        assert "route-map RS-HOLD-OUT out" not in preferred and "route-map RS6-HOLD-OUT out" not in preferred
+        assert preferred.count("  neighbor ROUTE-SERVER route-map RS-OUT out\n") == 1
+        assert preferred.count("  neighbor ROUTE-SERVER route-map RS6-OUT out\n") == 1
+        # Only those two lines differ; the route-map definitions stay.
+        diff = [(a, b) for a, b in zip(held.splitlines(), preferred.splitlines()) if a != b]
+        assert len(diff) == 2 and len(held.splitlines()) == len(preferred.splitlines())
+        assert "route-map RS-HOLD-OUT permit 10" in preferred
 
 
 def test_the_marker_is_the_same_string_in_program_and_agent():
