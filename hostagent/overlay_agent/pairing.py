@@ -570,6 +570,9 @@ def table(doc: dict) -> str:
     frr = doc.get("frr") or {}
     if frr.get("error"):
         lines.append(f"frr: {frr['error']}")
+    rs = doc.get("route_server")
+    if rs is not None:
+        lines.append(f"route server: {'planned' if rs.get('preferred') else 'held'} announcement ({rs.get('reason')})")
     sessions = doc.get("sessions")
     if sessions is None:
         lines.append(f"bgp sessions: unknown ({doc.get('sessions_error', 'not checked')})")

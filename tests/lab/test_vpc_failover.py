@@ -5,12 +5,14 @@ route table uses: one FIB) is frozen, every process SIGSTOPped as a dead instanc
 instance must reach the container again within 2 s through the other router; after the
 thaw the tables return to the preferred router and the replies come back through it.
 
-Not asserted, only reported (`lost_after_thaw`): the return is not always lossless. In the
-bench (20 runs) 3 returns lost 10 ms, 1.15 s and 2.1 s of echoes (8 of 16 test cycles on a
-loaded machine, 1 to 212 echoes), each starting the moment
-the route server preferred router-1 again. The cause (route trace): the router announces the pool once one
-host's route contributes to its aggregate, before every host's session to it is back
-(docs/vpc-failover.md, "Coming back"). VPC_FAILOVER_CYCLES=N repeats the freeze N times.
+The return is lossless, asserted: the thawed router announces the pools to the route
+server with its held attributes (RS-HOLD-OUT, worse than router-2's) until its agent's
+route-server gate has seen every host session back with its routes, so the tables move
+back only once router-1 can deliver to every container (docs/vpc-failover.md, "Coming
+back"; before the gate 3 of 20 bench returns and 8 of 16 test cycles on a loaded machine
+lost echoes). A cycle takes about 20 s, most of it the return (the router's 10 s
+coalesce time and the agent's frr-reload). VPC_FAILOVER_CYCLES=N repeats the freeze N
+times in the same lab.
 """
 
 from __future__ import annotations

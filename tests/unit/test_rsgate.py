@@ -11,6 +11,7 @@ import json
 import pytest
 
 from overlay_agent.frr import ROUTE_SERVER_MARKER, Session
+from overlay_agent.pairing import table
 from overlay_agent.rsgate import RouteServerGate, planned_peers
 from overlay_agent.tunnels import parse_tunnels
 from tests.support.fakes import TUNNEL_BASE, pairing_world
@@ -125,6 +126,7 @@ def test_router_holds_then_announces_its_plan_then_holds_again(router):
     )
     assert not any("HOLD-OUT out" in ln for ln in frr.running)
     assert frr.diffs == diffs and sync.status()["route_server"]["preferred"] is True
+    assert "route server: planned announcement (all 2 host session(s) up)" in table(sync.status())
     assert sync.metrics.route_server_preferred._value.get() == 1
     assert not sync.step(now=2.0)  # nothing changed: nothing applied
     # A host's session drops: held again.
