@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from .frr import Session
+from .tunnels import Tunnel
 
 # Seconds a planned host session may stay down before it no longer holds the router.
 HOLD_TIMEOUT = 60.0
@@ -64,22 +65,23 @@ class RouteServerGate:
 
     def evaluate(self, now: float, planned: Iterable[str], sessions: list[Session] | None) -> bool:
         """Open (True) when every planned host session is back or excused; returns the new state."""
-        planned = sorted(set(planned))
+        peers = sorted(set(planned))
         if now < self.stalled_until:
             return self.preferred
         if sessions is None:
-            for p in planned:
+            for p in peers:
                 self.down_since.setdefault(p, now)
             return self._set(False, "FRR's sessions unreadable", now)
         by_peer = {s.peer: s for s in sessions}
-        waiting, excused = [], []
-        for p in planned:
+        waiting: list[str] = []
+        excused: list[str] = []
+        for p in peers:
             if _ready(by_peer.get(p), self.settle):
                 self.down_since.pop(p, None)
                 continue
             since = self.down_since.setdefault(p, now)
             (excused if now - since >= self.hold_timeout else waiting).append(p)
-        for gone in set(self.down_since) - set(planned):
+        for gone in set(self.down_since) - set(peers):
             del self.down_since[gone]
         if waiting:
             return self._set(False, f"waiting for {len(waiting)} host session(s): {', '.join(waiting[:4])}", now)
@@ -87,7 +89,7 @@ class RouteServerGate:
             return self._set(
                 True, f"{len(excused)} host session(s) down > {self.hold_timeout:.0f} s, not waited for", now
             )
-        return self._set(True, f"all {len(planned)} host session(s) up", now)
+        return self._set(True, f"all {len(peers)} host session(s) up", now)
 
     def _set(self, preferred: bool, reason: str, now: float) -> bool:
         if preferred != self.preferred:
@@ -102,7 +104,7 @@ def _ready(s: Session | None, settle: float) -> bool:
     return bool(s.prefixes_in) or (s.uptime_ms or 0) >= settle * 1000
 
 
-def planned_peers(tunnels: Iterable) -> set[str]:
+def planned_peers(tunnels: Iterable[Tunnel]) -> set[str]:
     """The BGP peer addresses of a router's hosts: each host tunnel's remote inner IPv4 and IPv6."""
     out: set[str] = set()
     for t in tunnels:
