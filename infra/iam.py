@@ -204,3 +204,40 @@ def policy_problems(document: Mapping[str, Any] | str, parameter_root: str | Non
         if decrypt and "*" in resources and "kms:ViaService" not in conditions:
             out.append(f"{sid}: {', '.join(decrypt)} on * without kms:ViaService")
     return out
+
+
+# What an EC2 Image Builder build instance does (infra/components/image.py): Image Builder runs
+# the component through Run Command (the SSM Agent's channels above), AWSTOE fetches itself from
+# Image Builder's `ec2imagebuilder*` buckets and the component document by GetComponent, and logs
+# go to /aws/imagebuilder/ (the statements of AWS's EC2InstanceProfileForImageBuilder that apply:
+# no container images, no customer-managed component key). Inline, like the instance roles', so
+# `infra.verify` checks it the same way; it reads no parameter and decrypts nothing.
+def build_role_policy(*, region: str, account: str, component_arn: str) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Sid": "SessionManager", "Effect": "Allow", "Action": list(SESSION_ACTIONS), "Resource": "*"},
+                {"Sid": "RunCommand", "Effect": "Allow", "Action": list(RUN_COMMAND_ACTIONS), "Resource": "*"},
+                {
+                    "Sid": "Component",
+                    "Effect": "Allow",
+                    "Action": "imagebuilder:GetComponent",
+                    "Resource": component_arn,
+                },
+                {
+                    "Sid": "Toe",
+                    "Effect": "Allow",
+                    "Action": "s3:GetObject",
+                    "Resource": "arn:aws:s3:::ec2imagebuilder*",
+                },
+                {
+                    "Sid": "Logs",
+                    "Effect": "Allow",
+                    "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                    "Resource": f"arn:aws:logs:{region}:{account}:log-group:/aws/imagebuilder/*",
+                },
+            ],
+        },
+        sort_keys=True,
+    )

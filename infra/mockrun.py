@@ -91,6 +91,18 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outs["eniId"] = f"eni-{args.name}"
         elif args.typ == "aws:vpc/routeServerPeer:RouteServerPeer":
             outs["routeServerPeerId"] = f"rsp-{args.name}"
+        elif args.typ == "aws:imagebuilder/image:Image":
+            # The AMI Image Builder made, in the build's own region.
+            outs["outputResources"] = [{"amis": [{"image": f"ami-{zlib.crc32(args.name.encode()):08x}", "region": ""}]}]
+        elif args.typ.startswith("aws:imagebuilder/"):
+            # As AWS forms them: kind/<lower-cased name>[/<version>[/<build>]].
+            kind = {"Component": "component", "ImageRecipe": "image-recipe"}.get(
+                args.typ.split(":")[-1], "infrastructure-configuration"
+            )
+            arn = f"arn:aws:imagebuilder:us-east-1:{ACCOUNT}:{kind}/{str(args.inputs.get('name', args.name)).lower()}"
+            if "version" in args.inputs:
+                arn += f"/{args.inputs['version']}" + ("/1" if kind == "component" else "")
+            outs["arn"] = arn
         elif args.typ == "aws:kms/key:Key":
             outs["keyId"] = f"{args.name}-0f1e2d"
             outs["arn"] = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/{args.name}-0f1e2d"

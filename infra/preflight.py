@@ -258,6 +258,50 @@ CFN: dict[str, tuple[str, dict[str, str]]] = {
     ),
     "aws:vpc/routeServerPropagation:RouteServerPropagation": ("AWS::EC2::RouteServerPropagation", {}),
     "aws:vpc/routeServerVpcAssociation:RouteServerVpcAssociation": ("AWS::EC2::RouteServerAssociation", {}),
+    "aws:imagebuilder/component:Component": (
+        "AWS::ImageBuilder::Component",
+        {
+            "name": "Name",
+            "platform": "Platform",
+            "description": "Description",
+            "data": "Data",
+            "changeDescription": "ChangeDescription",
+            "tags": "Tags",
+        },
+    ),
+    "aws:imagebuilder/imageRecipe:ImageRecipe": (
+        "AWS::ImageBuilder::ImageRecipe",
+        {
+            "name": "Name",
+            "description": "Description",
+            "parentImage": "ParentImage",
+            "workingDirectory": "WorkingDirectory",
+            "userDataBase64": "AdditionalInstanceConfiguration.UserDataOverride",
+            "blockDeviceMappings[].ebs.volumeType": "BlockDeviceMappings[].Ebs.VolumeType",
+            "blockDeviceMappings[].ebs.volumeSize": "BlockDeviceMappings[].Ebs.VolumeSize",
+            "tags": "Tags",
+        },
+    ),
+    "aws:imagebuilder/infrastructureConfiguration:InfrastructureConfiguration": (
+        "AWS::ImageBuilder::InfrastructureConfiguration",
+        {
+            "name": "Name",
+            "description": "Description",
+            "instanceProfileName": "InstanceProfileName",
+            "subnetId": "SubnetId",
+            "instanceMetadataOptions.httpTokens": "InstanceMetadataOptions.HttpTokens",
+            "instanceMetadataOptions.httpPutResponseHopLimit": "InstanceMetadataOptions.HttpPutResponseHopLimit",
+            "tags": "Tags",
+        },
+    ),
+    "aws:imagebuilder/image:Image": (
+        "AWS::ImageBuilder::Image",
+        {
+            "imageRecipeArn": "ImageRecipeArn",
+            "infrastructureConfigurationArn": "InfrastructureConfigurationArn",
+            "tags": "Tags",
+        },
+    ),
     "aws:kms/key:Key": (
         "AWS::KMS::Key",
         {

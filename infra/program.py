@@ -14,6 +14,7 @@ from infra.agent_archive import BUNDLE_NAME, build_bundle
 from infra.components.agent_package import AgentPackage, AgentPackageArgs
 from infra.components.bgp_password import BgpPassword, BgpPasswordArgs
 from infra.components.host import DockerHost, StaticRoutes
+from infra.components.image import OverlayImage, OverlayImageArgs
 from infra.components.instance import InstanceArgs
 from infra.components.instance_role import InstanceRole, InstanceRoleArgs
 from infra.components.network import Network, NetworkArgs
@@ -251,8 +252,28 @@ def create(
     params: dict[str | None, list[Parameter]] = {}
     for p in build_parameters(plan, lambda name: render_frr(plan, name)).values():
         params.setdefault(p.instance, []).append(p)
+    # The stack's own image per architecture (image/provision.sh on Debian's AMI, by EC2 Image
+    # Builder), built in the first AZ's private subnet once its NAT egress works.
+    first_az = plan.azs[0]
+    types = {architecture(i.instance_type): i.instance_type for i in reversed(plan.instances)}
     amis = {
-        arch: debian_ami(arch, provider) for arch in sorted({architecture(i.instance_type) for i in plan.instances})
+        arch: OverlayImage(
+            f"image-{arch}",
+            OverlayImageArgs(
+                project=plan.project,
+                stack=plan.stack,
+                region=plan.region,
+                account=account,
+                arch=arch,
+                parent_ami=debian_ami(arch, provider),
+                instance_type=types[arch],
+                subnet_id=network.subnets[(first_az, "private")].id,
+                security_group_id=sgs.members.id,
+                build_after=network.egress[(first_az, "private")],
+            ),
+            opts,
+        ).ami_id
+        for arch in sorted(types)
     }
 
     def args_for(inst: Router | Host, role: str, sg_ids: Sequence[pulumi.Input[str]], **extra: Any) -> InstanceArgs:

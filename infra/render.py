@@ -48,8 +48,9 @@ FRR_DAEMONS = ("zebra", "bgpd", "bfdd", "staticd")
 # EC2's Debian kernel has ip_gre (CONFIG_NET_IPGRE=m): instances use kernel GRE, proven on
 # that kernel by the lab's VMs (tests/vm). "userspace" is for kernels without it.
 GRE_BACKEND = "kernel"
-# Debian packages each role installs at first boot (overlay-agent-install). No recommends:
-# what a role needs is listed (apparmor: Debian's kernel enables AppArmor, and Docker
+# Debian packages each role needs from the image (image/packages.txt, baked by
+# image/provision.sh); overlay-agent-install refuses to go on without them, and a unit test
+# checks that the recipe lists them (apparmor: Debian's kernel enables AppArmor, and Docker
 # refuses to start containers when it cannot load its docker-default profile).
 PACKAGES = {
     "router": ("frr", "frr-pythontools", "nftables", "python3-venv", "awscli"),

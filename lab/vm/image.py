@@ -1,17 +1,24 @@
-"""The lab's "AMI": a Debian 12 disk image built from Debian packages only, cached by a hash of its recipe.
+"""The lab's "AMI": the overlay's machine image built from Debian packages only, cached by a hash of its recipe.
 
-What the image holds is what Debian's own EC2 AMI starts from (the cloud kernel, cloud-init,
-systemd, ifupdown, curl, python3), and nothing the overlay needs: FRR, docker.io,
-python3-venv and awscli come at first boot from Debian's archive, installed by the user data
-the program renders (userdata/*.cloud-config.j2), exactly as on EC2. So the VM test runs the
-production install path and there is no image pipeline to keep in step with the program.
+Two layers, as on AWS:
+1. What Debian's own EC2 AMI holds (BASE_PACKAGES: the cloud kernel, cloud-init, systemd,
+   ifupdown, curl, python3), by debootstrap.
+2. The overlay's image recipe, the same one the program's EC2 Image Builder pipeline runs on
+   Debian's AMI (infra/components/image.py): image/provision.sh with image/packages.txt (FRR,
+   docker.io, nftables, python3-venv, awscli, the agent's virtualenv), run here natively in a
+   chroot of the root, not inside a VM under software emulation.
+So a lab VM's first boot runs exactly what an instance's does: the user data the program
+renders (userdata/*.cloud-config.j2) configures the baked packages and installs the agent bundle.
 
 Lab-only additions, none of which the user data relies on: a root password for the serial
 console (debugging), `datasource_list: [NoCloud]` (the lab's seed ISO stands in for IMDS), and
-lab-guestcmd (lab/vm/guestcmd.py), the lab's stand-in for SSM Run Command over virtio-serial.
+lab-guestcmd (lab/vm/guestcmd.py), the lab's stand-in for SSM Session Manager / Run Command
+over virtio-serial (the AMI's SSM agent is installed by Image Builder from AWS's S3 bucket,
+which the lab cannot reach).
 
 The image lives in /var/cache/overlay-vm/<recipe hash>/ (base.raw, vmlinuz, initrd.img) and is
-rebuilt when the recipe (recipe_hash: packages, mirror, guestcmd.py, RECIPE_VERSION) changes. Build: ~2-3 min.
+rebuilt when the recipe (recipe_hash: base packages, image/*, mirror, guestcmd.py,
+RECIPE_VERSION) changes. Build: about 4 min on an idle 2-core machine (README, "Measured").
 """
 
 from __future__ import annotations
@@ -26,14 +33,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra import image_recipe
 from lab.underlay import LabError
 
 CACHE_ROOT = Path(os.environ.get("OVERLAY_VM_CACHE", "/var/cache/overlay-vm"))
 MIRROR = os.environ.get("OVERLAY_VM_MIRROR", "http://deb.debian.org/debian")
 SUITE = "bookworm"
-# python3-cffi-backend must be listed: debootstrap does not resolve python3-cryptography's
-# virtual dependency (python3-cffi-backend-api-*), and cloud-init would stay unconfigured.
-PACKAGES = (
+# The image recipe shared with the program's Image Builder pipeline.
+RECIPE_DIR = image_recipe.RECIPE_DIR
+# Layer 1, what Debian's EC2 AMI starts from. python3-cffi-backend must be listed: debootstrap
+# does not resolve python3-cryptography's virtual dependency (python3-cffi-backend-api-*),
+# and cloud-init would stay unconfigured.
+BASE_PACKAGES = (
     "systemd-sysv",
     "udev",
     "dbus",
@@ -55,7 +66,7 @@ PACKAGES = (
     "python3",
 )
 DISK_SIZE = "4G"
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 # Host tools the build and the VMs need (Debian packages).
 HOST_PACKAGES = {
     "qemu-system-x86_64": "qemu-system-x86",
@@ -105,7 +116,9 @@ def recipe_hash() -> str:
         str(RECIPE_VERSION),
         SUITE,
         MIRROR,
-        ",".join(PACKAGES),
+        ",".join(BASE_PACKAGES),
+        (RECIPE_DIR / "packages.txt").read_text(),
+        (RECIPE_DIR / "provision.sh").read_text(),
         DISK_SIZE,
         GUESTCMD_UNIT,
         (_HERE / "guestcmd.py").read_text(),
@@ -155,7 +168,7 @@ def build(say=print) -> Image:
         if img.ready():
             return img
         t0 = time.monotonic()
-        say(f"      building the VM image {img.dir} (debootstrap {SUITE}, ~2-3 min) ...")
+        say(f"      building the VM image {img.dir} (debootstrap {SUITE}, then image/provision.sh; ~4 min idle) ...")
         work = img.dir.with_name(img.dir.name + ".build")
         _unmount_under(work)
         shutil.rmtree(work, ignore_errors=True)
@@ -175,10 +188,44 @@ def build(say=print) -> Image:
     return img
 
 
+def _provision(rootfs: Path, log: Path) -> None:
+    """Layer 2: image/provision.sh in a chroot of the root, with /proc, /sys and /dev/pts
+    mounted (dpkg maintainer scripts read them) and the host's resolver for apt. Nothing is
+    started: policy-rc.d refuses every service start, and systemctl in a chroot only enables."""
+    (rootfs / "tmp/overlay-image").mkdir(parents=True, exist_ok=True)
+    for name in ("packages.txt", "provision.sh"):
+        shutil.copyfile(RECIPE_DIR / name, rootfs / "tmp/overlay-image" / name)
+    policy = rootfs / "usr/sbin/policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    resolv = rootfs / "etc/resolv.conf"
+    saved = resolv.read_bytes() if resolv.is_file() and not resolv.is_symlink() else None
+    resolv.unlink(missing_ok=True)
+    shutil.copyfile("/etc/resolv.conf", resolv)
+    mounts = [("proc", "proc", "proc"), ("sysfs", "sys", "sysfs"), ("devpts", "dev/pts", "devpts")]
+    try:
+        for src, point, fstype in mounts:
+            (rootfs / point).mkdir(parents=True, exist_ok=True)
+            subprocess.run(["mount", "-t", fstype, src, str(rootfs / point)], check=True, capture_output=True)
+        _run(
+            ["chroot", str(rootfs), "sh", "/tmp/overlay-image/provision.sh", "/tmp/overlay-image/packages.txt"],
+            log,
+            "image/provision.sh",
+            timeout=1800,
+        )
+    finally:
+        _unmount_under(rootfs)
+        policy.unlink(missing_ok=True)
+        shutil.rmtree(rootfs / "tmp/overlay-image", ignore_errors=True)
+        resolv.unlink(missing_ok=True)
+        if saved is not None:
+            resolv.write_bytes(saved)
+
+
 def _build_into(work: Path) -> None:
     rootfs, log = work / "rootfs", work / "build.log"
     _run(
-        ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(rootfs), MIRROR],
+        ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, str(rootfs), MIRROR],
         log,
         "debootstrap",
     )
@@ -198,6 +245,7 @@ def _build_into(work: Path) -> None:
         "/etc/systemd/system/lab-guestcmd.service",
         rootfs / "etc/systemd/system/multi-user.target.wants/lab-guestcmd.service",
     )
+    _provision(rootfs, log)
     # The cloud kernel has virtio_blk/virtio_pci as modules: a small initramfs with just those.
     conf = rootfs / "etc/initramfs-tools/initramfs.conf"
     conf.write_text(conf.read_text().replace("MODULES=most", "MODULES=list"))

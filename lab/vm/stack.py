@@ -2,10 +2,11 @@
 
 Each VM boots the lab image (lab/vm/image.py) with the user data the program renders for that
 instance (infra.render.render_user_data, byte for byte) as its NoCloud seed, on its subnet's
-bridge in the lab's VPC namespace. Its first boot is the production path: the user data's
-overlay-agent-install.service installs FRR, docker.io and the rest from Debian's archive, then
-the agent bundle the program builds (infra/agent_archive.py) from the stack's bucket, and the
-agent reads its parameters from SSM, with kernel GRE. The lab's moto server stands in for
+bridge in the lab's VPC namespace. Its first boot is the production path: the image has the
+packages (image/provision.sh, the recipe the program's Image Builder pipeline runs), and the
+user data's overlay-agent-install.service starts FRR (and Docker, after the forwarding
+sysctls) and installs the agent bundle the program builds (infra/agent_archive.py) from the
+stack's bucket; the agent reads its parameters from SSM, with kernel GRE. The lab's moto server stands in for
 SSM and S3: the seed's vendor data (not the user data) writes /etc/overlay-agent/environment
 with AWS_ENDPOINT_URL and throwaway credentials, as an instance profile and AWS's endpoints
 would supply them. On-prem routers, clients and the VPC-native instance stay namespaces.
@@ -29,7 +30,7 @@ from lab.underlay import LabError, build_underlay
 from lab.vm import image as vmimage
 from lab.vm import machine
 
-BOOT_TIMEOUT = 1500  # s: first boot installs packages under TCG on a shared machine
+BOOT_TIMEOUT = 900  # s: boot and agent install under TCG on a shared 2-core machine
 
 
 def bucket_name(lab) -> str:
@@ -188,7 +189,7 @@ def up(lab) -> None:
         ),
         ("VMs (lab image, the program's user data as NoCloud seed, taps on the VPC bridges)", lambda: boot(lab)),
         ("on-prem routers (GRE to the EIPs, FRR from the stack's on-prem config)", lambda: stack._start_onprem(lab)),
-        ("first boot: packages and agent installed by user data", lambda: wait_installed(lab)),
+        ("first boot: services started and the agent installed by user data", lambda: wait_installed(lab)),
         ("BGP sessions", lambda: wait_sessions(lab)),
     ]
     try:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import contextvars
 import dataclasses
 import ipaddress
 import json
+import zlib
 
 import pulumi
 import pytest
+import yaml
 from pulumi.runtime import settings
 
+from infra import image_recipe
 from infra.config import ConfigError
 from infra.iam import policy_problems, reads_parameter
 
@@ -41,6 +45,12 @@ PARAM = "aws:ssm/parameter:Parameter"
 ROUTE = "aws:ec2/route:Route"
 SG = "aws:ec2/securityGroup:SecurityGroup"
 EIP = "aws:ec2/eip:Eip"
+IB_INFRA = "aws:imagebuilder/infrastructureConfiguration:InfrastructureConfiguration"
+
+
+def image_ami(arch: str) -> str:
+    """The AMI the mocks' Image Builder image of `arch` produced (infra/mockrun.py)."""
+    return f"ami-{zlib.crc32(f'image-{arch}-image'.encode()):08x}"
 
 
 @pytest.fixture(scope="module", params=STACKS)
@@ -149,7 +159,8 @@ def test_instances_imdsv2_encrypted_gp3_kept_eni_and_no_forced_replacement(run, 
         }
         assert i["userDataReplaceOnChange"] is False
         assert set(rec.ignore_changes) >= {"ami", "userData"}
-        assert i["ami"] == AMI["x86_64"] and i["instanceType"] == inst.instance_type
+        # The stack's own image (infra/components/image.py), not Debian's AMI.
+        assert i["ami"] == image_ami("x86_64") and i["instanceType"] == inst.instance_type
         kind = "routers" if inst in plan.routers else "hosts"
         assert i["iamInstanceProfile"] == f"{kind}-profile-7a8b"
         assert i["userData"].startswith("#cloud-config")
@@ -362,7 +373,11 @@ def test_onprem_sessions_have_their_own_password_only_routers_read(run, plan):
         arns = stmt["Condition"]["ForAnyValue:StringEquals"]["kms:EncryptionContext:PARAMETER_ARN"]
         assert (onprem_arn in arns) == ("routers" in stmt["Principal"]["AWS"]), stmt
     tags = {r.name: r.inputs.get("tags") for r in run.of_type("aws:iam/role:Role")}
-    assert tags == {"routers-role": {"overlay-role": "router"}, "hosts-role": {"overlay-role": "host"}}
+    assert tags == {
+        "routers-role": {"overlay-role": "router"},
+        "hosts-role": {"overlay-role": "host"},
+        "image-x86_64-build-role": {"overlay-role": "image-build"},
+    }
 
 
 def test_onprem_password_required_valid_and_its_own():
@@ -396,7 +411,11 @@ def test_instance_roles_read_only_their_stack_and_the_agent_package(run, plan):
     # Review F9: no AmazonSSMManagedInstanceCore (ssm:GetParameter on "*"), nothing managed.
     assert not run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
     policies = {p.name: json.loads(p.inputs["policy"]) for p in run.of_type("aws:iam/rolePolicy:RolePolicy")}
-    assert set(policies) == {"routers-read", "hosts-read"}
+    archs = sorted({architecture(i.instance_type) for i in plan.instances})
+    build = {f"image-{a}-build" for a in archs}
+    assert set(policies) == {"routers-read", "hosts-read"} | build
+    for name in build:  # the image build instance's: reads no parameter, decrypts nothing
+        assert policy_problems(policies[name]) == [] and not reads_parameter(policies.pop(name), password_name(plan))
     (key,) = run.of_type("aws:kms/key:Key")
     key_arn = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/bgp-password-key-0f1e2d"
     for name, doc in policies.items():
@@ -599,11 +618,16 @@ def test_graviton_hosts_get_the_arm64_debian_ami():
         "x86_64",
     ]
     assert all(a["owners"] == ["136693071363"] and a["mostRecent"] is True for a in lookups)
+    # One image per architecture, each built on the build instance type the stack runs there.
+    recipes = {r.name: r.inputs["parentImage"] for r in run.of_type("aws:imagebuilder/imageRecipe:ImageRecipe")}
+    assert recipes == {"image-arm64-recipe": AMI["arm64"], "image-x86_64-recipe": AMI["x86_64"]}
+    builds = {b.name: b.inputs["instanceTypes"] for b in run.of_type(IB_INFRA)}
+    assert builds == {"image-arm64-build": ["m7g.large"], "image-x86_64-build": ["c6in.large"]}
     amis = {i.name: i.inputs["ami"] for i in run.of_type(INSTANCE)}
     assert amis == {
-        "router-1-instance": AMI["x86_64"],
-        "host-1-instance": AMI["arm64"],
-        "host-2-instance": AMI["arm64"],
+        "router-1-instance": image_ami("x86_64"),
+        "host-1-instance": image_ami("arm64"),
+        "host-2-instance": image_ami("arm64"),
     }
 
 
@@ -738,3 +762,38 @@ def test_static_failover_has_no_route_server(run, plan):
     assert not [r for r in run.resources if r.type.startswith("aws:vpc/routeServer")]
     assert "sg-route-server" not in {s.name for s in run.of_type(SG)}
     assert "routeServerEndpoints" not in run.outputs
+
+
+def test_instances_boot_the_stacks_image_built_from_the_repositorys_recipe(run, plan):
+    """Image Builder runs image/provision.sh with image/packages.txt on Debian's AMI in the
+    stack's private subnet, after its egress works; the lab's VMs boot the same recipe."""
+    (component,) = run.of_type("aws:imagebuilder/component:Component")
+    doc = yaml.safe_load(component.inputs["data"])
+    script = doc["phases"][0]["steps"][0]["inputs"]["commands"][0]
+    assert image_recipe.PROVISION_SCRIPT.read_text() in script and image_recipe.PACKAGES_FILE.read_text() in script
+    assert component.inputs["platform"] == "Linux" and component.inputs["version"] == "1.0.0"
+    # Immutable in AWS: the name changes with the recipe and the parent AMI.
+    assert component.inputs["name"].startswith(f"overlay-{run.stack}-x86_64-")
+    (recipe,) = run.of_type("aws:imagebuilder/imageRecipe:ImageRecipe")
+    assert recipe.inputs["parentImage"] == AMI["x86_64"] and recipe.inputs["name"] == component.inputs["name"]
+    assert recipe.inputs["components"] == [
+        {"componentArn": f"arn:aws:imagebuilder:us-east-1:{ACCOUNT}:component/{component.inputs['name']}/1.0.0/1"}
+    ]
+    assert recipe.inputs["blockDeviceMappings"][0]["ebs"]["encrypted"] is True
+    # Operator access: the SSM Agent, installed as AWS documents for Debian, stays in the image.
+    boot = base64.b64decode(recipe.inputs["userDataBase64"]).decode()
+    assert (
+        f"https://s3.{plan.region}.amazonaws.com/amazon-ssm-{plan.region}/latest/debian_amd64/amazon-ssm-agent.deb"
+        in boot
+    )
+    assert recipe.inputs["systemsManagerAgent"] == {"uninstallAfterBuild": False}
+    (build,) = run.of_type(IB_INFRA)
+    assert build.inputs["subnetId"] == f"net-private-{plan.azs[0]}-id"
+    assert build.inputs["instanceMetadataOptions"] == {"httpTokens": "required", "httpPutResponseHopLimit": 1}
+    assert build.inputs["terminateInstanceOnFailure"] is True
+    (image,) = run.of_type("aws:imagebuilder/image:Image")
+    deps = {run.by_urn(u).name for u in image.dependencies}
+    # Review F6 for the build too: apt on the build instance needs the NAT route.
+    assert {f"net-private-{plan.azs[0]}", f"net-private-{plan.azs[0]}-default4", "image-x86_64-build"} <= deps, deps
+    for inst in plan.instances:
+        assert run.named(f"{inst.name}-instance").inputs["ami"] == image_ami("x86_64")

@@ -319,6 +319,8 @@ def test_user_data_shape(stack):
         install = files["/usr/local/sbin/overlay-agent-install"]["content"]
         # The bundle from the stack's bucket, installed without PyPI and by hash only.
         assert f"s3://{BUCKET}/{AGENT_KEY}" in install and "python3 -m venv /opt/overlay-agent" in install
+        # The image has every package (image/provision.sh): first boot installs none.
+        assert "apt-get" not in install and "the image lacks" in install
         # `overlay-agent status` works from an operator's shell (PATH has /usr/local/bin).
         assert "ln -sf /opt/overlay-agent/bin/overlay-agent /usr/local/bin/overlay-agent" in install
         assert "--no-index --require-hashes" in install
@@ -330,13 +332,11 @@ def test_user_data_shape(stack):
         agent = files["/etc/systemd/system/overlay-agent.service"]["content"]
         assert "--gre-backend kernel" in agent and "KillMode" not in agent
         assert "/etc/systemd/system/overlay-gre.service" not in files  # kernel GRE: no daemon
-        ssm = files["/etc/systemd/system/overlay-ssm-agent-install.service"]["content"]
-        assert (
-            f"https://s3.{plan.region}.amazonaws.com/amazon-ssm-{plan.region}/latest/debian_$a/amazon-ssm-agent.deb"
-        ) in ssm
+        # Operator access: the image's SSM agent (Image Builder keeps it), nothing at boot.
+        assert not [f for f in files if "ssm" in f]
         runcmd = " ".join(" ".join(c) for c in doc["runcmd"])
-        assert "overlay-agent-install.service" in runcmd and "overlay-ssm-agent-install.service" in runcmd
-        pkgs = install.split('pkgs="', 1)[1].split('"', 1)[0].split()
+        assert "overlay-agent-install.service" in runcmd
+        pkgs = install.split("for p in ", 1)[1].split(";", 1)[0].split()
         assert "frr" in pkgs and "frr-pythontools" in pkgs and "awscli" in pkgs
         sysctl = files["/etc/sysctl.d/90-overlay.conf"]["content"]
         assert "net.ipv4.ip_forward = 1" in sysctl and "net.ipv4.conf.all.rp_filter = 2" in sysctl
@@ -344,12 +344,17 @@ def test_user_data_shape(stack):
             assert "tcp option maxseg size set rt mtu" in files["/etc/overlay-agent/mss-clamp.nft"]["content"]
             assert "docker.io" not in pkgs and "nftables" in pkgs
             assert "systemctl enable --now overlay-mss-clamp.service" in install
+            assert "systemctl enable --now docker" not in install
         else:
             assert "docker.io" in pkgs and "apparmor" in pkgs
             # Hosts' only nftables file is the containers' egress NAT (docs/egress.md).
             assert [p for p in files if p.endswith(".nft")] == ["/etc/overlay-agent/egress.nft"]
             assert "nftables" in pkgs and "systemctl enable --now overlay-egress.service" in install
-            # F3: dockerd must find forwarding on, or it sets FORWARD to DROP.
+            # F3: dockerd must find forwarding on, or it sets FORWARD to DROP: the image
+            # leaves Docker disabled and the install starts it after loading the sysctls.
+            assert install.index("sysctl --quiet --system") < install.index(
+                "systemctl enable --now docker.socket docker.service"
+            )
             dropin = files["/etc/systemd/system/docker.service.d/10-overlay-forwarding.conf"]["content"]
             assert "ExecStartPre=/usr/sbin/sysctl --quiet --load=/etc/sysctl.d/90-overlay.conf" in dropin
 

@@ -44,7 +44,7 @@ def test_each_vm_gets_its_eni_address_and_the_lab_endpoints_outside_the_user_dat
 def test_image_recipe_hash_follows_the_recipe(monkeypatch):
     first = image.recipe_hash()
     assert image.recipe_hash() == first
-    monkeypatch.setattr(image, "PACKAGES", image.PACKAGES + ("tcpdump",))
+    monkeypatch.setattr(image, "BASE_PACKAGES", image.BASE_PACKAGES + ("tcpdump",))
     assert image.recipe_hash() != first
     monkeypatch.undo()
     monkeypatch.setattr(image, "RECIPE_VERSION", image.RECIPE_VERSION + 1)

@@ -1,0 +1,35 @@
+#!/bin/sh
+# Provisions the overlay's machine image on a Debian 12 (bookworm) root: the one recipe for
+#   - AWS: the stack's EC2 Image Builder component runs it on a build instance started from
+#     Debian's own AMI (infra/components/image.py), and the stack's instances boot the result;
+#   - the lab: lab/vm/image.py runs it in the debootstrapped root (chroot), natively.
+# Usage (as root): provision.sh [PACKAGES_FILE]   (default: packages.txt next to this script)
+# Safe to run again. Starts nothing: services are configured and started by the user data.
+set -eu
+export DEBIAN_FRONTEND=noninteractive
+list=${1:-$(dirname "$0")/packages.txt}
+pkgs=$(sed -e 's/#.*//' "$list" | tr -s ' \n' '  ')
+say() { echo "overlay-image: $*"; }
+
+say "apt-get update"
+apt-get -q -o Acquire::Languages=none update
+say "installing:$pkgs"
+# shellcheck disable=SC2086
+apt-get -q -y --no-install-recommends -o Dpkg::Options::=--force-confold install $pkgs
+
+# dockerd must not start before the user data's forwarding sysctls are loaded: moby sets the
+# iptables FORWARD policy to DROP whenever dockerd itself turns net.ipv4.ip_forward on
+# (libnetwork setupIPForwarding), which drops every routed container packet. A docker host's
+# overlay-agent-install.service loads the sysctls and then enables and starts Docker (Debian's
+# units, iptables management on). FRR likewise starts only once the user data's daemons file
+# is in place (the `datacenter` defaults profile is read only when the daemons start).
+systemctl disable docker.service docker.socket frr.service
+
+# The agent's virtualenv, created here so that first boot only installs the bundle's wheels.
+python3 -m venv /opt/overlay-agent
+
+apt-get clean
+rm -rf /var/lib/apt/lists/*
+. /etc/os-release
+printf 'overlay image: Debian %s, packages: %s\n' "$VERSION" "$(echo $pkgs)" > /etc/overlay-image
+say "done: $(cat /etc/overlay-image)"
