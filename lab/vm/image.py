@@ -66,7 +66,9 @@ BASE_PACKAGES = (
     "python3",
 )
 DISK_SIZE = "4G"
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
+# Layer 1's own version: bump when _build_base changes what it writes.
+BASE_VERSION = 1
 # Host tools the build and the VMs need (Debian packages).
 HOST_PACKAGES = {
     "qemu-system-x86_64": "qemu-system-x86",
@@ -109,22 +111,38 @@ class Image:
         return all(p.exists() for p in (self.disk, self.kernel, self.initrd, self.dir / "done"))
 
 
-def recipe_hash() -> str:
-    """What the image is made of; bump RECIPE_VERSION when _build_into changes what it writes."""
+def base_hash() -> str:
+    """Layer 1 (what Debian's AMI holds, plus the lab's console and command channel)."""
     h = hashlib.sha256()
     for part in (
-        str(RECIPE_VERSION),
+        str(BASE_VERSION),
         SUITE,
         MIRROR,
         ",".join(BASE_PACKAGES),
-        (RECIPE_DIR / "packages.txt").read_text(),
-        (RECIPE_DIR / "provision.sh").read_text(),
-        DISK_SIZE,
         GUESTCMD_UNIT,
         (_HERE / "guestcmd.py").read_text(),
     ):
         h.update(part.encode() + b"\0")
     return h.hexdigest()[:16]
+
+
+def recipe_hash() -> str:
+    """The whole image: layer 1 and the overlay's recipe (image/); bump RECIPE_VERSION when
+    _build_into changes what it writes."""
+    h = hashlib.sha256()
+    for part in (
+        str(RECIPE_VERSION),
+        base_hash(),
+        (RECIPE_DIR / "packages.txt").read_text(),
+        (RECIPE_DIR / "provision.sh").read_text(),
+        DISK_SIZE,
+    ):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def base_dir() -> Path:
+    return CACHE_ROOT / f"base-{base_hash()}"
 
 
 def current() -> Image:
@@ -168,7 +186,9 @@ def build(say=print) -> Image:
         if img.ready():
             return img
         t0 = time.monotonic()
-        say(f"      building the VM image {img.dir} (debootstrap {SUITE}, then image/provision.sh; ~4 min idle) ...")
+        say(
+            f"      building the VM image {img.dir} ({'cached' if (base_dir() / 'rootfs.tar').exists() else 'debootstrap'} {SUITE} root, then image/provision.sh) ..."
+        )
         work = img.dir.with_name(img.dir.name + ".build")
         _unmount_under(work)
         shutil.rmtree(work, ignore_errors=True)
@@ -180,9 +200,9 @@ def build(say=print) -> Image:
             raise
         shutil.rmtree(img.dir, ignore_errors=True)
         work.rename(img.dir)
-        # Older recipes' images are of no further use.
+        # Older recipes' images (and layer-1 roots) are of no further use.
         for old in CACHE_ROOT.iterdir():
-            if old.is_dir() and old != img.dir and not old.name.endswith(".build"):
+            if old.is_dir() and old not in (img.dir, base_dir()) and not old.name.endswith(".build"):
                 shutil.rmtree(old, ignore_errors=True)
         say(f"      VM image built in {time.monotonic() - t0:.0f} s")
     return img
@@ -222,13 +242,26 @@ def _provision(rootfs: Path, log: Path) -> None:
             resolv.write_bytes(saved)
 
 
-def _build_into(work: Path) -> None:
-    rootfs, log = work / "rootfs", work / "build.log"
-    _run(
-        ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, str(rootfs), MIRROR],
-        log,
-        "debootstrap",
-    )
+def _build_base(log: Path) -> Path:
+    """Layer 1 as a tar of the root, cached under base-<hash>/ (debootstrap takes minutes, and
+    most recipe changes are to image/, layer 2)."""
+    out = base_dir() / "rootfs.tar"
+    if out.exists():
+        return out
+    work = base_dir().with_name(base_dir().name + ".build")
+    _unmount_under(work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    rootfs = work / "rootfs"
+    try:
+        _run(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, str(rootfs), MIRROR],
+            log,
+            "debootstrap",
+            timeout=3600,
+        )
+    finally:
+        _unmount_under(rootfs)
     base = MIRROR.rsplit("/debian", 1)[0]
     (rootfs / "etc/apt/sources.list").write_text(
         f"deb {MIRROR} {SUITE} main\ndeb {MIRROR} {SUITE}-updates main\n"
@@ -245,12 +278,39 @@ def _build_into(work: Path) -> None:
         "/etc/systemd/system/lab-guestcmd.service",
         rootfs / "etc/systemd/system/multi-user.target.wants/lab-guestcmd.service",
     )
-    _provision(rootfs, log)
-    # The cloud kernel has virtio_blk/virtio_pci as modules: a small initramfs with just those.
+    # The cloud kernel has virtio_blk/virtio_pci as modules: a small initramfs with just those
+    # (made in layer 2, after the packages).
     conf = rootfs / "etc/initramfs-tools/initramfs.conf"
     conf.write_text(conf.read_text().replace("MODULES=most", "MODULES=list"))
     with open(rootfs / "etc/initramfs-tools/modules", "a") as f:
         f.write("virtio_pci\nvirtio_blk\nvirtio_net\nvirtio_console\next4\n")
+    _run(["chroot", str(rootfs), "apt-get", "clean"], log, "apt-get clean")
+    _tar(rootfs, work / "rootfs.tar", log)
+    shutil.rmtree(rootfs)
+    shutil.rmtree(base_dir(), ignore_errors=True)
+    work.rename(base_dir())
+    return out
+
+
+def _tar(rootfs: Path, out: Path, log: Path) -> None:
+    # numeric owners, modes, and xattrs (file capabilities: ping's cap_net_raw)
+    _run(
+        ["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-C", str(rootfs), "-cpf", str(out), "."],
+        log,
+        "tar",
+    )
+
+
+def _build_into(work: Path) -> None:
+    rootfs, log = work / "rootfs", work / "build.log"
+    base = _build_base(log)
+    rootfs.mkdir()
+    _run(
+        ["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-C", str(rootfs), "-xpf", str(base)],
+        log,
+        "untar layer 1",
+    )
+    _provision(rootfs, log)
     _run(["chroot", str(rootfs), "update-initramfs", "-u", "-k", "all"], log, "update-initramfs")
     _run(["chroot", str(rootfs), "apt-get", "clean"], log, "apt-get clean")
     if not list(rootfs.glob("lib/modules/*/kernel/net/ipv4/ip_gre.ko")):
