@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -135,7 +135,9 @@ class OverlayImage(pulumi.ComponentResource):
         self.register_outputs({"ami_id": self.ami_id})
 
 
-def _ami_of(resources) -> str:
+def _ami_of(resources: Any) -> str:
     """The AMI id in the image's output resources (one AMI: the build's own region)."""
+    # pulumi_aws's ImageOutputResource (Any: mypy does not follow pulumi_aws), or its dict.
     ami = resources[0].amis[0]
-    return ami.image if hasattr(ami, "image") else ami["image"]
+    image: str = ami.image if hasattr(ami, "image") else ami["image"]
+    return image
