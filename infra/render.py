@@ -870,7 +870,7 @@ def user_data_context(
     )
 
 
-# The agent's container veth names start with this (hostagent/overlay_agent/containers.py).
+# The agent's container veth names start with this (hostagent/overlay_agent/wiring.py).
 VETH_PREFIX = "ovc"
 
 

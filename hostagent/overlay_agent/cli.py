@@ -31,16 +31,16 @@ class Task:
 
 def container_tasks(cfg: config_mod.AgentConfig, args, metrics):
     """The container-wiring reconciler and the tasks running it and its Docker event pump (docker hosts only)."""
-    from .containers import ContainerReconciler, pump_events
-    from .docker_shim import DockerShim
+    from .containers import ContainerReconciler
+    from .docker_shim import DockerShim, pump_events
     from .netlink import Netlink
 
     docker = DockerShim(args.docker_url)
     events_docker = DockerShim(args.docker_url)  # the event stream blocks its own connection
     rec = ContainerReconciler(cfg, docker, None, metrics=metrics, status_path=args.status_file)
     if not args.no_guard:
-        from .containers import VETH_PREFIX
         from .guard import NftGuard
+        from .wiring import VETH_PREFIX
 
         rec.guard = NftGuard(VETH_PREFIX)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Protocol
 
 import docker
 import docker.errors
@@ -15,6 +16,7 @@ import requests.exceptions
 import urllib3.exceptions
 
 from .errors import DockerError
+from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -210,3 +212,38 @@ class DockerShim:
         if self._api is not None:
             self._api.close()
             self._api = None
+
+
+# -- the event pump ------------------------------------------------------------------------
+
+RESYNC = "resync"  # put after every (re)connect of the stream: events may have been missed
+
+
+class Sink(Protocol):
+    def put(self, item: Event | str) -> None: ...
+
+
+def pump_events(docker: DockerShim, sink: Sink, stop: threading.Event, metrics: Metrics | None = None) -> None:
+    """Feed Docker events into `sink` until `stop`; after every (re)connect, ask for a full resync.
+
+    Events missed while disconnected (a daemon restart) are covered by that resync.
+    """
+    backoff = 0.2
+    while not stop.is_set():
+        try:
+            stream = docker.events()
+            if metrics:
+                metrics.docker_up.set(1)
+            sink.put(RESYNC)
+            backoff = 0.2
+            for ev in stream:
+                sink.put(ev)
+                if stop.is_set():
+                    return
+            raise DockerError("event stream ended")
+        except DockerError as exc:
+            if metrics:
+                metrics.docker_up.set(0)
+            log.warning("docker events: %s; reconnecting", exc, extra={"reason": "docker_events"})
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 5.0)

@@ -30,9 +30,10 @@ import json
 import logging
 import shutil
 import subprocess
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
 from .errors import CommandError
+from .metrics import Metrics
 
 log = logging.getLogger("overlay_agent.guard")
 
@@ -148,3 +149,90 @@ class NftGuard:
                 )
 
         return wait
+
+
+class GuardShim(Protocol):
+    def ensure(self) -> None: ...
+    def elements(self) -> set[Element]: ...
+    def update(self, add: Iterable[Element], remove: Iterable[Element]) -> None: ...
+    def begin_update(self, add: Iterable[Element], remove: Iterable[Element]) -> Callable[[], None]: ...
+
+
+Pending = tuple[set[Element], Callable[[], None]]  # elements being added, and the wait for nft
+
+
+class GuardSync:
+    """Keeps the sets equal to the wired containers' (veth, address) pairs, for the container reconciler.
+
+    Fails open, loudly: nft missing or refusing is logged once, counted (reason `guard`) and
+    tried again only at the next full pass, so a broken nft never stops nor slows the wiring.
+    """
+
+    def __init__(self, metrics: Metrics, shim: GuardShim | None = None) -> None:
+        self.metrics = metrics
+        self.shim = shim  # None: the guard is off
+        self.have: set[Element] | None = None  # None: read it from nft next time
+        self.error: str | None = None
+        self.backoff = False
+
+    def full_pass(self) -> None:
+        """A full resync re-reads the sets, re-asserts the table, and retries after a failure."""
+        self.have = None
+        self.backoff = False
+
+    def begin(self, add: set[Element]) -> Pending | None:
+        """Start adding the sources of containers about to be wired; (elements, waiter) or None."""
+        if self.shim is None or self.backoff:
+            return None
+        if self.have is None:
+            try:  # a full pass re-asserts the table and re-reads the sets first
+                self.shim.ensure()
+                self.have = self.shim.elements()
+            except Exception:  # noqa: BLE001 - sync() at the end of the pass reports and retries
+                return None
+        add = add - self.have
+        if not add:
+            return None
+        try:
+            return add, self.shim.begin_update(add, ())
+        except Exception as exc:  # noqa: BLE001 - see sync()
+            log.warning("anti-spoofing table: %s", exc, extra={"reason": "guard"})
+            self.have = None
+            return None
+
+    def end(self, pending: Pending) -> None:
+        add, wait = pending
+        try:
+            wait()
+        except Exception as exc:  # noqa: BLE001 - sync() at the end of the pass retries
+            log.warning("anti-spoofing table: %s", exc, extra={"reason": "guard"})
+            self.have = None
+            return
+        if self.have is not None:
+            self.have |= add
+            self.metrics.netlink_changes.labels("guard").inc()
+
+    def sync(self, want: set[Element]) -> None:
+        """Make the sets hold exactly `want`."""
+        if self.shim is None or self.backoff:
+            return
+        for attempt in (1, 2):
+            try:
+                if self.have is None:
+                    self.shim.ensure()
+                    self.have = self.shim.elements()
+                add, remove = want - self.have, self.have - want
+                if add or remove:
+                    self.shim.update(add, remove)
+                    self.metrics.netlink_changes.labels("guard").inc()
+                self.have = want
+                self.error = None
+                return
+            except Exception as exc:  # noqa: BLE001 - nft missing or refusing must not stop the wiring
+                self.have = None  # our picture may be wrong: read it again and retry once
+                if attempt == 2:
+                    if str(exc) != self.error:
+                        log.error("anti-spoofing table: %s (retried at the next pass)", exc, extra={"reason": "guard"})
+                    self.error = str(exc)
+                    self.backoff = True  # a missing or broken nft must not slow every event pass
+                    self.metrics.errors.labels("guard").inc()

@@ -3,7 +3,7 @@
 The router runs its rendered config plus the per-host filters its agent renders from the
 tunnels/<host> parameters (overlay_agent.tunnels.host_filters), exactly as on an instance.
 Each host runs its rendered config; its "containers" are kernel routes of the agent's
-protocol, with the agent's metrics (overlay_agent.containers.route_metric).
+protocol, with the agent's metrics (overlay_agent.wiring.route_metric).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from infra.config import parse
 from infra.plan import build_plan
 from infra.render import PASSWORD_PLACEHOLDER, render_frr
-from overlay_agent.containers import STEADY_METRIC, route_metric
+from overlay_agent.wiring import STEADY_METRIC, route_metric
 from tests.support import netns as nsutil
 from tests.support.frrcheck import router_text_as_applied
 

@@ -13,7 +13,8 @@ from overlay_agent import config as config_mod
 from overlay_agent.docker_shim import ContainerInfo
 from overlay_agent.errors import CommandError, DockerError, NetlinkError, ParameterError
 from overlay_agent.gre.base import LinkSpec
-from overlay_agent.netlink import ContainerGone, KernelView, LinkInfo, RouteInfo
+from overlay_agent.netlink import ContainerGone, KernelView
+from overlay_agent.rtnl_dump import LinkInfo, RouteInfo
 from overlay_agent.pairing import PairingMetrics, PairingSync
 from overlay_agent.placeholders import BGP_PASSWORD
 from overlay_agent.ssm import Cache, Poller, Snapshot

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from overlay_agent import netlink as nl
+from overlay_agent import rtnl_dump as nl
 from tests.support import netns
 
 DATA = Path(__file__).resolve().parents[1] / "unit" / "data" / "netlink"

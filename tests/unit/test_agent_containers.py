@@ -9,7 +9,9 @@ import pytest
 
 from lab.poll import wait_until
 from overlay_agent import config as config_mod
-from overlay_agent.containers import MOVE_SPAN, STEADY_METRIC, ContainerReconciler, Event, route_metric, veth_name
+from overlay_agent.containers import ContainerReconciler
+from overlay_agent.docker_shim import Event
+from overlay_agent.wiring import MOVE_SPAN, STEADY_METRIC, route_metric, veth_name
 from overlay_agent.docker_shim import ContainerInfo
 from tests.support.fakes import PROTO, SHARED, FakeDocker, FakeKernel, cfg
 

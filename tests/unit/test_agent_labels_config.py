@@ -10,7 +10,7 @@ import pytest
 from overlay_agent import config as config_mod
 from overlay_agent import labels
 from overlay_agent.allocator import BlockAllocator, Exhausted
-from overlay_agent.containers import decode_alias, encode_alias
+from overlay_agent.wiring import decode_alias, encode_alias
 from overlay_agent.errors import ConfigError
 from tests.support.configs import agent_doc as doc
 

@@ -15,7 +15,8 @@ import pytest
 
 from overlay_agent import config as config_mod
 from overlay_agent import labels
-from overlay_agent.containers import ContainerReconciler, desire, Actual, MESSAGE_MAX
+from overlay_agent.containers import ContainerReconciler
+from overlay_agent.wiring import MESSAGE_MAX, Actual, desire
 from overlay_agent.errors import ConfigError
 from tests.support.fakes import FakeDocker, FakeKernel, cfg
 from tests.support.configs import agent_doc as doc
@@ -90,7 +91,7 @@ def test_zone_id_label_fails_only_its_container_and_the_reconciler_keeps_running
     rows = {r["name"]: r for r in rec.status_rows()}
     assert rows["good"]["state"] == "routed" and rows["bad"]["state"] == "error"
     assert "zone id" in rows["bad"]["error"] and ("wire", "ovc" + bad.id[:12]) not in kernel.ops
-    assert good.id not in rec.apply_problems
+    assert good.id not in rec.report.apply_problems
 
 
 class ExplodingKernel(FakeKernel):

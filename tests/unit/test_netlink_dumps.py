@@ -1,4 +1,4 @@
-"""The agent's raw netlink dump reader (overlay_agent.netlink) against dumps captured from a real
+"""The agent's raw netlink dump reader (overlay_agent.rtnl_dump) against dumps captured from a real
 kernel (tests/unit/data/netlink/, made by tests/support/netlink_capture.py), checked against
 what the capture set up and against pyroute2's own parser reading the same bytes."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
-from overlay_agent import netlink as nl
+from overlay_agent import rtnl_dump as nl
 
 DATA = Path(__file__).resolve().parent / "data" / "netlink"
 META = json.loads((DATA / "meta.json").read_text())
