@@ -22,6 +22,7 @@ from infra.plan import build_plan
 from infra.stackfile import STACKS_DIR, load_stack
 from lab.underlay import kill_namespace_processes
 from overlay_agent.gre.userspace import UserspaceBackend
+from overlay_agent.documents import DocumentSource
 from overlay_agent.pairing import PairingMetrics, PairingSync
 from overlay_agent.ssm import Cache, Poller, Snapshot
 from overlay_agent.tunnels import PyrouteTunnels, TunnelReconciler
@@ -84,16 +85,18 @@ def main() -> None:
         with IPRoute(netns=ns) as ipr:
             backend = UserspaceBackend(tmp / "state", netns=ns)
             src = Fixed(snaps[HOSTS])
+            cache = Cache(tmp / "state")
+            source = DocumentSource(Poller(src, cache), cache)
             sync = PairingSync(
-                Poller(src, Cache(tmp / "state")),
                 TunnelReconciler(backend, PyrouteTunnels(ipr)),
                 None,
-                Cache(tmp / "state"),
                 tmp / "state",
                 metrics=PairingMetrics(),
+                parameters=source.status,
             )
+            source.on_snapshot(sync.offer)
             t0 = time.perf_counter()
-            sync.start()
+            source.start()
             sync.step(now=0.0)
             first = time.perf_counter() - t0
             up = sum(1 for t in sync.report.tunnels if t.state == "up")
@@ -101,8 +104,9 @@ def main() -> None:
             times, idle = [], []
             for n in range(HOSTS + 1, HOSTS + ROUNDS + 1):
                 src.snap = snaps[n]
-                sync.hup()
-                sync.step(now=1.0)  # reads the new revision, applies it
+                source.hup()
+                source.step(now=1.0)  # reads the new revision and offers it
+                sync.step(now=1.0)  # applies it
                 times.append(sync.last_apply_seconds)
                 assert len(sync.report.tunnels) == n and sync.report.changes > 0
             if os.environ.get("BENCH_PROFILE"):

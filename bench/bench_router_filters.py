@@ -45,6 +45,7 @@ from lab.underlay import kill_namespace_processes
 from overlay_agent import pairing
 from overlay_agent.frr import Frr, fill_password
 from overlay_agent.gre.userspace import UserspaceBackend
+from overlay_agent.documents import DocumentSource
 from overlay_agent.pairing import PairingMetrics, PairingSync
 from overlay_agent.ssm import Cache, Poller, Snapshot
 from overlay_agent.tunnels import HOST_FILTER_SEQ, PyrouteTunnels, TunnelReconciler, parse_tunnels
@@ -129,15 +130,17 @@ def one_round(hosts: int, filters: bool) -> dict:
         with IPRoute(netns=ns) as ipr:
             backend = UserspaceBackend(tmp / "state", netns=ns)
             src = Fixed(snap)
+            cache = Cache(tmp / "state")
+            source = DocumentSource(Poller(src, cache), cache)
             sync = PairingSync(
-                Poller(src, Cache(tmp / "state")),
                 TunnelReconciler(backend, PyrouteTunnels(ipr)),
                 agent_frr,
-                Cache(tmp / "state"),
                 tmp / "state",
                 metrics=PairingMetrics(),
+                parameters=source.status,
             )
-            sync.start()
+            source.on_snapshot(sync.offer)
+            source.start()
             sync.step(now=0.0)
             boot = sync.last_apply_seconds
             assert sync.frr_state.error is None, sync.frr_state.error
@@ -147,8 +150,9 @@ def one_round(hosts: int, filters: bool) -> dict:
             added = []
             for n in range(hosts + 1, hosts + ADDED + 1):
                 src.snap = snaps[n][0]
-                sync.hup()
-                sync.step(now=1.0)  # reads the new revision, applies it
+                source.hup()
+                source.step(now=1.0)  # reads the new revision and offers it
+                sync.step(now=1.0)  # applies it
                 added.append(sync.last_apply_seconds)
                 assert sync.frr_state.error is None, sync.frr_state.error
                 assert len(sync.report.tunnels) == n

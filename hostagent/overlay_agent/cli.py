@@ -10,13 +10,17 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from . import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STATUS, __version__
 from . import config as config_mod
 from . import logsetup
 from . import status as status_mod
 from .errors import AgentError
+
+if TYPE_CHECKING:
+    from .containers import ContainerReconciler
+    from .metrics import Metrics
 
 log = logging.getLogger("overlay_agent")
 
@@ -29,7 +33,9 @@ class Task:
     target: Callable[[threading.Event], None]
 
 
-def container_tasks(cfg: config_mod.AgentConfig, args, metrics):
+def container_tasks(
+    cfg: config_mod.AgentConfig, args: argparse.Namespace, metrics: Metrics
+) -> tuple[ContainerReconciler, list[Task]]:
     """The container-wiring reconciler and the tasks running it and its Docker event pump (docker hosts only)."""
     from .containers import ContainerReconciler
     from .docker_shim import DockerShim, pump_events
@@ -46,11 +52,12 @@ def container_tasks(cfg: config_mod.AgentConfig, args, metrics):
 
     def run(stop: threading.Event) -> None:
         # pyroute2 keeps an event loop per thread: open the socket in the thread that uses it.
-        rec.netlink = Netlink()
+        nl = Netlink()
+        rec.netlink = nl
         try:
             rec.run(stop)
         finally:
-            rec.netlink.close()
+            nl.close()
 
     return rec, [
         Task("docker-events", lambda stop: pump_events(events_docker, rec.events, stop, metrics)),
@@ -58,15 +65,7 @@ def container_tasks(cfg: config_mod.AgentConfig, args, metrics):
     ]
 
 
-def tasks_for(cfg: config_mod.AgentConfig, args, metrics):
-    """(the container reconciler or None, its tasks). Each reconciler owns its own route class
-    and its own loop; the pairing sync (tunnels, FRR) adds its task next to these."""
-    if cfg.role == "host" and not args.no_containers:
-        return container_tasks(cfg, args, metrics)
-    return None, []
-
-
-def cmd_run(args) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     from .metrics import Metrics
 
     if not args.config and not args.bootstrap:
@@ -79,13 +78,27 @@ def cmd_run(args) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    # -- pairing sync (tunnels + FRR from SSM): it also supplies the agent document ------
-    sync = None
+    # The instance's documents: one source (SSM with --bootstrap, else a file) feeding two
+    # sibling reconcilers, each owning its own route class and loop: the pairing sync
+    # (tunnels, their underlay pins, FRR) and the container wiring (veths, host routes
+    # inside the pools). Neither calls the other.
+    tasks: list[Task] = []
+    source = None
     if args.bootstrap:
+        from . import documents
+
+        source = src = documents.build(args.bootstrap, state_dir=args.state_dir, registry=metrics.registry)
+        signal.signal(signal.SIGHUP, lambda *_: src.hup())  # poll the parameters now
+        cfg = src.wait_config(stop)
+        if cfg is None:
+            return EXIT_OK
+    else:
+        cfg = config_mod.load(args.config)
+    if source is not None:
         from . import pairing
 
         sync = pairing.build(
-            args.bootstrap,
+            source,
             state_dir=args.state_dir,
             registry=metrics.registry,
             gre_backend=args.gre_backend,
@@ -95,18 +108,12 @@ def cmd_run(args) -> int:
             status_path=args.pairing_status,
             no_frr=args.no_frr,
         )
-        signal.signal(signal.SIGHUP, lambda *_: sync.hup())  # poll the parameters now
-        cfg = pairing.wait_config(sync, stop)
-        if cfg is None:
-            return 0
-    else:
-        cfg = config_mod.load(args.config)
-    # ------------------------------------------------------------------------------------
-    rec, tasks = tasks_for(cfg, args, metrics)
-    if sync is not None:
-        if rec is not None:
-            sync.on_config = rec.update_config  # the wiring follows new pools and blocks live
-        tasks.append(Task("pairing", sync.run))
+        tasks += [Task("documents", source.run), Task("pairing", sync.run)]
+    if cfg.role == "host" and not args.no_containers:
+        rec, wiring_tasks = container_tasks(cfg, args, metrics)
+        if source is not None:
+            source.on_config(rec.update_config)  # the wiring follows new pools and blocks live
+        tasks += wiring_tasks
     if not tasks:
         log.warning("nothing to do for role %s", cfg.role)
     failed: list[str] = []
@@ -148,7 +155,7 @@ def install_state(state_dir: str) -> dict | None:
 
 
 def cmd_status(args) -> int:
-    from . import pairing
+    from . import pairing_status as pairing
 
     install = install_state(args.state_dir)
 

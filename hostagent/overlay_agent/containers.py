@@ -1,37 +1,4 @@
-"""The container wiring reconciler: Docker's containers -> veths, addresses and host routes, by events and full resyncs.
-
-Hazards (each handled below, and why):
-- Docker unreachable (daemon restart, live-restore or not): an empty or failed listing
-  must not read as "no containers", or every route would be withdrawn. A failed listing
-  skips the pass; only a successful listing is the truth.
-- Agent restart with containers running: the kernel is the state. Every finished wiring
-  carries an alias on its host veth ("overlay-agent <id> <ipv4> <ipv6>") and every route
-  carries our protocol, so a new process computes the same desired state and changes
-  nothing: no withdraw, no flap.
-- Ownership: we delete only routes carrying our route protocol and only veths with our
-  name prefix. A route of another protocol on one of our prefixes is left alone (and its
-  address is never allocated).
-- A container's namespace dies with its last process; the kernel then deletes the veth
-  and every route through it. Our cached view can go stale that way: events re-check the
-  container's veth in the kernel, and the periodic full resync re-reads everything.
-- A container can exit between its start event and our wiring (its pid is gone): that is
-  reported as "exited" and the half-made veth is removed.
-- Bad input (labels, addresses outside the pools, duplicates without anycast, host or
-  shared network namespaces) is refused for that container only, with one log line, a
-  metric and a status entry; all other containers are reconciled as usual.
-- Duplicates: when two containers on this host claim the same address, the one already
-  wired keeps it (then the older one); with overlay.anycast=true on both, the host route
-  gets both veths as ECMP next hops.
-- Health-gated routes (overlay.health=withdraw): the veth and addresses stay, only the
-  host route follows Docker's health status, so FRR withdraws and re-announces.
-- Moves: the newest location wins. A host route's metric (kernel priority) becomes its
-  MED in FRR's redistribution, and the routers prefer the lower MED across hosts, so an
-  explicit, non-anycast address gets a metric that falls with its container's creation
-  time (route_metric); anycast and block addresses get one fixed metric and stay ECMP.
-  The metric comes from Docker's state only, so a restarted agent computes the same one.
-"""
-
-from __future__ import annotations
+"""The container wiring reconciler: Docker's containers -> veths, addresses and host routes, by events and full resyncs."""
 
 from __future__ import annotations
 
@@ -98,8 +65,40 @@ class DockerShimLike(Protocol):
 
 class ContainerReconciler:
     """Owns the host's container veths and the routes of our protocol inside the pools (the
-    tunnel pins outside them are the pairing sync's). Single-threaded apply: one thread runs
-    run(); others talk to it only through `events`."""
+    tunnel pins outside them are the pairing sync's); nothing of the pairing sync. One thread
+    runs run(): Docker events and full resyncs -> desire() -> diff() -> apply; other threads
+    talk to it only through `events` (docker_shim.pump_events, update_config).
+
+    Hazards (each handled below, and why):
+    - Docker unreachable (daemon restart, live-restore or not): an empty or failed listing
+      must not read as "no containers", or every route would be withdrawn. A failed listing
+      skips the pass; only a successful listing is the truth.
+    - Agent restart with containers running: the kernel is the state. Every finished wiring
+      carries an alias on its host veth ("overlay-agent <id> <ipv4> <ipv6>") and every route
+      carries our protocol, so a new process computes the same desired state and changes
+      nothing: no withdraw, no flap.
+    - Ownership: we delete only routes carrying our route protocol and only veths with our
+      name prefix. A route of another protocol on one of our prefixes is left alone (and its
+      address is never allocated).
+    - A container's namespace dies with its last process; the kernel then deletes the veth
+      and every route through it. Our cached view can go stale that way: events re-check the
+      container's veth in the kernel, and the periodic full resync re-reads everything.
+    - A container can exit between its start event and our wiring (its pid is gone): that is
+      reported as "exited" and the half-made veth is removed.
+    - Bad input (labels, addresses outside the pools, duplicates without anycast, host or
+      shared network namespaces) is refused for that container only, with one log line, a
+      metric and a status entry; all other containers are reconciled as usual.
+    - Duplicates: when two containers on this host claim the same address, the one already
+      wired keeps it (then the older one); with overlay.anycast=true on both, the host route
+      gets both veths as ECMP next hops.
+    - Health-gated routes (overlay.health=withdraw): the veth and addresses stay, only the
+      host route follows Docker's health status, so FRR withdraws and re-announces.
+    - Moves: the newest location wins. A host route's metric (kernel priority) becomes its
+      MED in FRR's redistribution, and the routers prefer the lower MED across hosts, so an
+      explicit, non-anycast address gets a metric that falls with its container's creation
+      time (route_metric); anycast and block addresses get one fixed metric and stay ECMP.
+      The metric comes from Docker's state only, so a restarted agent computes the same one.
+    """
 
     name = "containers"
 

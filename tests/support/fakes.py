@@ -15,6 +15,7 @@ from overlay_agent.errors import CommandError, DockerError, NetlinkError, Parame
 from overlay_agent.gre.base import LinkSpec
 from overlay_agent.netlink import ContainerGone, KernelView
 from overlay_agent.rtnl_dump import LinkInfo, RouteInfo
+from overlay_agent.documents import DocumentSource, SourceMetrics
 from overlay_agent.pairing import PairingMetrics, PairingSync
 from overlay_agent.placeholders import BGP_PASSWORD
 from overlay_agent.ssm import Cache, Poller, Snapshot
@@ -398,15 +399,47 @@ class FakeFrr:
         self.running = {ln for ln in text.splitlines() if ln} - self.residue
 
 
+class Lockstep:
+    """The document source and the pairing sync of one agent, turned together at one clock (the
+    agent runs them as two threads): `source` polls, `pairing` applies what it was offered."""
+
+    def __init__(self, source: DocumentSource, pairing: PairingSync):
+        self.source = source
+        self.pairing = pairing
+
+    def start(self):
+        return self.source.start()
+
+    def step(self, now: float) -> bool:
+        """One turn of both loops: poll when due, then apply when offered or resync due; True if applied."""
+        self.source.step(now=now)
+        return self.pairing.step(now=now)
+
+    def hup(self) -> None:
+        self.source.hup()
+
+
+def lockstep(src, tmp_path, backend, netlink, frr, poller=None, resync_interval=10) -> Lockstep:
+    """A document source on `src` feeding a pairing sync on fakes, as the command wires them."""
+    cache = Cache(tmp_path)
+    poller = poller or Poller(src, cache, interval=2, backoff_min=1, backoff_max=30, rng=random.Random(3))
+    source = DocumentSource(poller, cache, SourceMetrics())
+    sync = PairingSync(
+        TunnelReconciler(backend, netlink),
+        frr,
+        tmp_path,
+        resync_interval=resync_interval,
+        metrics=PairingMetrics(),
+        parameters=source.status,
+    )
+    source.on_snapshot(sync.offer)
+    return Lockstep(source, sync)
+
+
 def pairing_world(tmp_path):
-    """(sync, source, backend, frr, state dir): a pairing sync wired to fakes, not started."""
+    """(agent, source, backend, frr, state dir): a document source and pairing sync on fakes, not started."""
     src = FakeSource()
     nl = FakeNetlink()
     be = FakeBackend(nl)
     frr = FakeFrr()
-    cache = Cache(tmp_path)
-    poller = Poller(src, cache, interval=2, backoff_min=1, backoff_max=30, rng=random.Random(3))
-    sync = PairingSync(
-        poller, TunnelReconciler(be, nl), frr, cache, tmp_path, resync_interval=10, metrics=PairingMetrics()
-    )
-    return sync, src, be, frr, tmp_path
+    return lockstep(src, tmp_path, be, nl, frr), src, be, frr, tmp_path

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import random
 import string
 
 from hypothesis import HealthCheck, given, settings
@@ -20,10 +19,8 @@ from overlay_agent import config as config_mod
 from overlay_agent import labels
 from overlay_agent.containers import ContainerReconciler
 from overlay_agent.errors import ConfigError
-from overlay_agent.pairing import PairingMetrics, PairingSync
-from overlay_agent.ssm import Cache, Poller
-from overlay_agent.tunnels import TunnelReconciler
 from tests.support.fakes import (
+    lockstep,
     PROTO,
     FakeBackend,
     FakeDocker,
@@ -207,17 +204,7 @@ def _mutate(d: dict, path: tuple, value) -> dict:
 def _sync(tmp):
     src = FakeSource()
     nl = FakeNetlink()
-    cache = Cache(tmp)
-    poller = Poller(src, cache, interval=2, backoff_min=1, backoff_max=30, rng=random.Random(3))
-    sync = PairingSync(
-        poller,
-        TunnelReconciler(FakeBackend(nl), nl),
-        FakeFrr(),
-        cache,
-        tmp,
-        resync_interval=10,
-        metrics=PairingMetrics(),
-    )
+    sync = lockstep(src, tmp, FakeBackend(nl), nl, FakeFrr())
     sync.start()
     sync.step(now=0.0)
     return sync, src
@@ -250,8 +237,9 @@ def test_agent_documents_parse_or_refuse_in_one_line_and_keep_the_last_good(tmp_
         return
     # The same bytes as an SSM value: refused, the last good document stays, the thread lives.
     sync, src = _sync(tmp_path_factory.mktemp("p"))
-    good = sync.cfg
+    good = sync.source.cfg
     src.agent = raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw
     src.rev = 2
     sync.step(now=3.0)
-    assert sync.cfg is good and sync.agent_error and "\n" not in sync.agent_error
+    assert sync.source.cfg is good and sync.source.agent_error and "\n" not in sync.source.agent_error
+    assert sync.pairing.cfg is good

@@ -262,12 +262,13 @@ def test_ssm_agent_document_refused_keeps_the_last_good_one(pairing_world, bad):
     sync, src, be, frr, tmp = pairing_world
     sync.start()
     sync.step(now=0.0)
-    good = sync.cfg
+    good = sync.source.cfg
     src.agent = bad
     src.rev = 2
     sync.step(now=3.0)  # no exception escapes the pairing thread
-    assert sync.cfg is good and sync.resync_interval == good.settings.resync_interval
+    assert sync.source.cfg is good and sync.pairing.cfg is good
+    assert sync.pairing.resync_interval == good.settings.resync_interval
     status = json.loads((tmp / "pairing.json").read_text())["parameters"]["agent_error"]
     assert "keeping the last good" in status and "\n" not in status
-    assert sync.metrics.agent_refused._value.get() == 1
+    assert sync.source.metrics.agent_refused._value.get() == 1
     assert frr.reloads >= 1  # tunnels and FRR are still applied

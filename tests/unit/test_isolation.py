@@ -92,7 +92,7 @@ def test_frr_rejection_never_carries_the_password(tmp_path):
 
 def test_frr_rejection_in_pairing_status_and_log_is_redacted(pairing_world, caplog, tmp_path):
     sync, src, be, frr, tmp = pairing_world
-    sync.frr = _rejecting_frr(tmp_path)
+    sync.pairing.frr = _rejecting_frr(tmp_path)
     fetch = src.fetch
     src.fetch = lambda: dataclasses.replace(fetch(), password=SECRET)
     sync.start()

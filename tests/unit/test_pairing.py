@@ -10,11 +10,9 @@ import pytest
 from overlay_agent.frr import Frr, _parse_test, _reason, fill_password
 from overlay_agent.errors import ConfigError
 from overlay_agent.placeholders import BGP_PASSWORD, ONPREM_BGP_PASSWORD
-from overlay_agent.pairing import PairingMetrics, PairingSync
 from overlay_agent.ssm import Cache, Poller
-from overlay_agent.tunnels import TunnelReconciler
 from tests.support.fakes import TUNNEL_BASE as BASE
-from tests.support.fakes import FRR, FakeBackend, FakeFrr, FakeNetlink, pairing_world, tunnel
+from tests.support.fakes import FRR, FakeBackend, FakeFrr, FakeNetlink, lockstep, pairing_world, tunnel
 
 
 @pytest.fixture
@@ -76,14 +74,14 @@ def test_ssm_down_keeps_state_backs_off_and_reports(world):
     now = 0.0
     delays = []
     for _ in range(5):
-        now = sync.next_poll + 0.01
+        now = sync.source.next_poll + 0.01
         sync.step(now=now)
-        delays.append(sync.next_poll - now)
+        delays.append(sync.source.next_poll - now)
     assert set(be.links) == {"gre-1"}  # nothing torn down
     st = json.loads((tmp / "pairing.json").read_text())["parameters"]
     assert st["ok"] is False and st["failures"] == 5 and "Could not connect" in st["error"]
     assert delays[-1] > delays[0]
-    assert sync.metrics.parameters_ok._value.get() == 0
+    assert sync.source.metrics.parameters_ok._value.get() == 0
 
 
 def test_restart_without_ssm_uses_cache(world, tmp_path):
@@ -94,11 +92,11 @@ def test_restart_without_ssm_uses_cache(world, tmp_path):
     nl2 = FakeNetlink()
     be2 = FakeBackend(nl2)
     poller = Poller(src, Cache(tmp), interval=2, rng=random.Random(1))
-    sync2 = PairingSync(poller, TunnelReconciler(be2, nl2), FakeFrr(), Cache(tmp), tmp, metrics=PairingMetrics())
+    sync2 = lockstep(src, tmp, be2, nl2, FakeFrr(), poller=poller, resync_interval=30)
     snap = sync2.start()
     assert snap is not None and poller.state.source == "cache"
     sync2.step(now=0.0)
-    assert set(be2.links) == {"gre-1"} and sync2.cfg.instance == "host-1"
+    assert set(be2.links) == {"gre-1"} and sync2.source.cfg.instance == "host-1"
 
 
 def test_frr_rejected_previous_stays_error_reported(world):
@@ -113,10 +111,10 @@ def test_frr_rejected_previous_stays_error_reported(world):
     assert frr.running == before
     doc = json.loads((tmp / "pairing.json").read_text())
     assert "Unknown command" in doc["frr"]["error"]
-    assert sync.frr_state.applied is not None and "remote-az" not in sync.frr_state.applied
+    assert sync.pairing.frr_state.applied is not None and "remote-az" not in sync.pairing.frr_state.applied
     frr.reject = False
     sync.step(now=14.0)  # the resync retries the (now accepted) text
-    assert any("remote-az" in ln for ln in frr.running) and sync.frr_state.error is None
+    assert any("remote-az" in ln for ln in frr.running) and sync.pairing.frr_state.error is None
 
 
 def test_bad_agent_document_keeps_previous_settings(world):
@@ -126,7 +124,7 @@ def test_bad_agent_document_keeps_previous_settings(world):
     src.agent = "{"
     src.rev = 2
     sync.step(now=3.0)
-    assert sync.cfg.settings.route_protocol == 149
+    assert sync.source.cfg.settings.route_protocol == 149
     assert "agent: not JSON" in json.loads((tmp / "pairing.json").read_text())["parameters"]["agent_error"]
 
 
@@ -225,10 +223,10 @@ def test_restart_does_not_reload_an_unchanged_config(world):
     sync.step(now=0.0)
     assert frr.reloads == 1
     poller = Poller(src, Cache(tmp), interval=2, rng=random.Random(1))
-    sync2 = PairingSync(poller, TunnelReconciler(be, be.kernel), frr, Cache(tmp), tmp, metrics=PairingMetrics())
+    sync2 = lockstep(src, tmp, be, be.kernel, frr, poller=poller, resync_interval=30)
     sync2.start()
     sync2.step(now=0.0)  # first pass diffs (resync) but finds only the residue
-    assert frr.reloads == 1 and sync2.frr_state.error is None
+    assert frr.reloads == 1 and sync2.pairing.frr_state.error is None
 
 
 def test_malformed_tunnel_rejected_others_applied_logged_once(world, caplog):
@@ -243,13 +241,13 @@ def test_malformed_tunnel_rejected_others_applied_logged_once(world, caplog):
     assert msgs == ["tunnels/router-2: key 'x' is not an integer in 0..4294967295 (RFC 2890 key field)"]
     doc = json.loads((tmp / "pairing.json").read_text())
     assert doc["tunnels"]["rejected"][0]["parameter"] == "tunnels/router-2"
-    assert sync.metrics.tunnels_rejected._value.get() == 1
+    assert sync.pairing.metrics.tunnels_rejected._value.get() == 1
 
 
 def test_a_changed_agent_document_is_handed_to_the_container_wiring(world):
     sync, src, be, frr, tmp = world
     seen = []
-    sync.on_config = seen.append
+    sync.source.on_config(seen.append)
     sync.start()
     sync.step(now=0.0)
     assert len(seen) == 1  # the first document
@@ -273,10 +271,10 @@ def test_bogon_filters_and_the_vpc_block_are_applied_and_never_skipped(world):
     src.frr = FRR + ONPREM6
     sync.start()
     sync.step(now=0.0)
-    assert frr.reloads == 0 and "needs the VPC's IPv6 block" in sync.frr_state.error
+    assert frr.reloads == 0 and "needs the VPC's IPv6 block" in sync.pairing.frr_state.error
     src.vpc, src.rev = '{"ipv6":"2600:1f18:4a3:6c00::/56","schema":1}', 2
     sync.step(now=100.0)
-    assert frr.reloads == 1 and sync.frr_state.error is None
+    assert frr.reloads == 1 and sync.pairing.frr_state.error is None
     assert "ipv6 prefix-list ONPREM-V6 seq 500 deny ::1/128" in frr.running
     assert "ipv6 prefix-list ONPREM-V6 seq 520 deny 2600:1f18:4a3:6c00::/56 le 128" in frr.running
     # The cache keeps the block: a restart without SSM applies the same filters.

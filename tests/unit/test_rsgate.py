@@ -11,7 +11,7 @@ import json
 import pytest
 
 from overlay_agent.frr import ROUTE_SERVER_MARKER, Session
-from overlay_agent.pairing import table
+from overlay_agent.pairing_status import table
 from overlay_agent.rsgate import RouteServerGate, planned_peers
 from overlay_agent.tunnels import parse_tunnels
 from tests.support.fakes import TUNNEL_BASE, pairing_world
@@ -115,8 +115,8 @@ def test_router_holds_then_announces_its_plan_then_holds_again(router):
     assert sync.step(now=0.0)
     assert "  neighbor ROUTE-SERVER route-map RS-HOLD-OUT out" in frr.running
     assert " neighbor 10.40.128.5 peer-group ROUTE-SERVER" in frr.running
-    assert sync.status()["route_server"]["preferred"] is False
-    assert sync.metrics.route_server_preferred._value.get() == 0
+    assert sync.pairing.status()["route_server"]["preferred"] is False
+    assert sync.pairing.metrics.route_server_preferred._value.get() == 0
     diffs = frr.diffs
     # The hosts' sessions come up with their routes: one reload, no diff around it.
     frr.bgp_sessions = [up(p) for p in PEERS]
@@ -125,9 +125,9 @@ def test_router_holds_then_announces_its_plan_then_holds_again(router):
         frr.running
     )
     assert not any("HOLD-OUT out" in ln for ln in frr.running)
-    assert frr.diffs == diffs and sync.status()["route_server"]["preferred"] is True
-    assert "route server: planned announcement (all 2 host session(s) up)" in table(sync.status())
-    assert sync.metrics.route_server_preferred._value.get() == 1
+    assert frr.diffs == diffs and sync.pairing.status()["route_server"]["preferred"] is True
+    assert "route server: planned announcement (all 2 host session(s) up)" in table(sync.pairing.status())
+    assert sync.pairing.metrics.route_server_preferred._value.get() == 1
     assert not sync.step(now=2.0)  # nothing changed: nothing applied
     # A host's session drops: held again.
     frr.bgp_sessions = [up(PEERS[1])]
@@ -154,14 +154,14 @@ def test_bgpd_down_holds_and_a_stalled_loop_holds_at_once(router):
     sync.start()
     frr.bgp_sessions = [up(p) for p in PEERS]
     sync.step(now=0.0)
-    assert sync.gate.preferred
-    sync.gate.stalled(5.0, 2.0)
-    sync.dirty = True
+    assert sync.pairing.gate.preferred
+    sync.pairing.gate.stalled(5.0, 2.0)
+    sync.pairing.dirty = True
     assert sync.step(now=5.1)
     assert "  neighbor ROUTE-SERVER route-map RS-HOLD-OUT out" in frr.running
     frr.bgp_sessions = None
     sync.step(now=20.0)
-    assert not sync.gate.preferred and sync.gate.reason == "FRR's sessions unreadable"
+    assert not sync.pairing.gate.preferred and sync.pairing.gate.reason == "FRR's sessions unreadable"
 
 
 def test_hosts_and_static_routers_have_no_gate(tmp_path):
@@ -169,4 +169,4 @@ def test_hosts_and_static_routers_have_no_gate(tmp_path):
     sync.start()
     frr.bgp_sessions = None  # never asked
     sync.step(now=0.0)
-    assert sync.gate is None and "route_server" not in sync.status()
+    assert sync.pairing.gate is None and "route_server" not in sync.pairing.status()
