@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lab.poll import wait_until
-from tests.agent.site import Site  # the agent test site (netns, dockerd, FRR): not yet a lab module
+from lab.agentsite import Site  # one docker host and a router: netns, dockerd, FRR, the agent
 
 
 def metric(text: str, name: str) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import netns as _netns
+from lab import netns as _netns
 
 
 @pytest.fixture

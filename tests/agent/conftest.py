@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from lab import frr as frr_mod
-from tests.agent.site import Site
-from tests.support import netns as ns
+from lab.agentsite import Site
+from lab import netns as ns
 
 
 def _skip_unless_ready(with_frr: bool) -> None:

@@ -13,7 +13,7 @@ from pyroute2 import IPRoute
 
 from overlay_agent.gre.userspace import UserspaceBackend
 from overlay_agent.tunnels import PyrouteTunnels, TunnelReconciler, parse_tunnels
-from tests.support import netns as nsup
+from lab import netns as nsup
 
 pytestmark = pytest.mark.root
 

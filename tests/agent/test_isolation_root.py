@@ -18,9 +18,9 @@ import time
 import pytest
 
 from overlay_agent.guard import TABLE
-from tests.agent import frrconf
-from tests.agent.site import wait_until
-from tests.support import netns as ns
+from lab import agentsite_frr as frrconf
+from lab.poll import wait_until
+from lab import netns as ns
 
 pytestmark = [pytest.mark.root, pytest.mark.docker, pytest.mark.frr]
 

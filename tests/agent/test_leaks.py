@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from tests.agent.conftest import running_site
-from tests.agent.site import wait_until
+from lab.poll import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
 

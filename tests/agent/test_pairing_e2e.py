@@ -19,7 +19,7 @@ from infra.stackfile import STACKS_DIR, load_stack
 from lab import frr as frr_mod
 from lab.daemon import wait_tcp
 from lab.poll import wait_until
-from tests.support import netns as nsup
+from lab import netns as nsup
 
 pytestmark = [pytest.mark.root, pytest.mark.frr, pytest.mark.aws]
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.agent.site import wait_until
+from lab.poll import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.docker, pytest.mark.frr]
 

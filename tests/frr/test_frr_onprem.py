@@ -7,7 +7,7 @@ import pytest
 from infra.render import render_onprem_frr
 from overlay_agent.frr import fill_password
 from tests.support.frrcheck import TEST_ONPREM_PASSWORD, TEST_VPC_V6, host_text_as_applied, router_text_as_applied
-from tests.support import netns as nsutil
+from lab import netns as nsutil
 from tests.support.render_plans import one_router_one_host
 
 pytestmark = [pytest.mark.root, pytest.mark.frr]

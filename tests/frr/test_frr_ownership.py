@@ -16,7 +16,7 @@ from infra.config import parse
 from infra.plan import build_plan
 from infra.render import PASSWORD_PLACEHOLDER, render_frr
 from overlay_agent.wiring import STEADY_METRIC, route_metric
-from tests.support import netns as nsutil
+from lab import netns as nsutil
 from tests.support.frrcheck import router_text_as_applied
 
 pytestmark = [pytest.mark.root, pytest.mark.frr]

@@ -11,7 +11,7 @@ from infra.render import render_frr
 from overlay_agent.frr import fill_password
 from tests.support.frrcheck import TEST_ONPREM_PASSWORD, router_text_as_applied
 from tests.support import frrcheck
-from tests.support import netns as nsutil
+from lab import netns as nsutil
 from tests.support.render_plans import one_router_one_host
 
 pytestmark = [pytest.mark.root, pytest.mark.frr]

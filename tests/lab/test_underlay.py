@@ -12,7 +12,7 @@ from infra.plan import build_plan
 from infra.stackfile import load_stack
 from lab.topology import build
 from lab.underlay import build_underlay, lab_namespaces, nat_ruleset, remove_namespaces, sh
-from tests.support.netns import have_root_netns
+from lab.netns import have_root_netns
 
 pytestmark = [pytest.mark.root]
 

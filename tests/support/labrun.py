@@ -12,7 +12,7 @@ import pytest
 from lab import stack
 from lab.frr import available as frr_available
 from lab.underlay import lab_namespaces
-from tests.support.netns import have_root_netns
+from lab.netns import have_root_netns
 
 
 def require_lab() -> None:

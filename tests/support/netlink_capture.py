@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from overlay_agent import rtnl_dump as nl
-from tests.support import netns
+from lab import netns
 
 DATA = Path(__file__).resolve().parents[1] / "unit" / "data" / "netlink"
 SEQ = {"links": 4001, "routes4": 4002, "routes6": 4003}

@@ -1,4 +1,4 @@
-"""Network namespaces for root tests: unique names, and always removed with what runs in them."""
+"""Network namespaces for root tests and benchmarks: unique names, and always removed with what runs in them."""
 
 from __future__ import annotations
 

@@ -22,10 +22,10 @@ from lab import image as image_mod
 from lab.dockerd import Dockerd
 from lab.frr import FRR
 from lab.poll import wait_until
-from tests.agent import frrconf
-from tests.support import netns as ns
+from lab import agentsite_frr as frrconf
+from lab import netns as ns
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 AGENT = [sys.executable, "-m", "overlay_agent.cli"]
 BLOCK4, BLOCK6 = "100.64.0.0/26", "fd00:64::/112"
 POOLS4, POOLS6 = ["100.64.0.0/16"], ["fd00:64::/48"]

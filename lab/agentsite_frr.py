@@ -1,4 +1,4 @@
-"""Minimal FRR configs for the agent tests: a docker host redistributing its container routes to one router.
+"""Minimal FRR configs for the agent site (lab/agentsite.py): a docker host redistributing its container routes to one router.
 
 Kept in one place so the tests can switch to the rendered userdata/ templates later.
 Two sessions over one veth: IPv4 unicast over the /31, IPv6 unicast over the /127.
