@@ -200,7 +200,7 @@ class ParameterSource:
 
 
 class Cache:
-    """The last applied snapshot on disk, so a restart without SSM keeps the same state."""
+    """The last snapshot read from SSM, on disk, so a restart without SSM keeps the same state."""
 
     def __init__(self, state_dir: str | Path):
         self.path = Path(state_dir) / CACHE_NAME
