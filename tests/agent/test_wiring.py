@@ -212,6 +212,11 @@ def test_frr_restart_and_docker_events_reconnect(site, agent):
     assert agent.proc.poll() is None
 
 
+def _docker_event_retries(agent) -> int:
+    """Times the agent lost (or could not open) the Docker event stream, from its log."""
+    return sum(1 for r in agent.log_records() if r.get("reason") == "docker_events")
+
+
 def test_docker_live_restore_restart_withdraws_nothing(site, agent):
     # Switch the daemon to live-restore (no containers run yet in this test).
     site.docker.close()
@@ -230,9 +235,11 @@ def test_docker_live_restore_restart_withdraws_nothing(site, agent):
     ]
     try:
         time.sleep(0.3)
+        retries = _docker_event_retries(agent)
         site.docker.close()
         site.dockerd.stop(remove_containers=False, keep_dir=True)
-        time.sleep(3)  # the agent sees the event stream break and keeps retrying
+        # The agent sees the event stream break and keeps retrying (one log line per retry).
+        wait_until(lambda: _docker_event_retries(agent) >= retries + 3, 20, 0.1, what="agent retrying Docker events")
         assert os.path.exists(f"/proc/{pid}"), "live-restore should keep the container running"
         site.dockerd.start()
         site.docker = site.dockerd.client()
