@@ -360,7 +360,7 @@ class ContainerReconciler:
         return self.report.status_rows(self.desired, self.actual)
 
     def update_config(self, cfg: AgentConfig) -> None:
-        """A new `agent` document (from the pairing sync's thread): applied by the loop at its next pass."""
+        """A new `agent` document (from the document source's thread): applied by the loop at its next pass."""
         self.events.put(cfg)
 
     def _take_config(self, cfg: AgentConfig) -> None:
