@@ -10,13 +10,13 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STATUS, __version__
 from . import config as config_mod
 from . import logsetup
 from . import status as status_mod
-from .errors import AgentError
+from .errors import AgentError, ConfigError
 
 if TYPE_CHECKING:
     from .containers import ContainerReconciler
@@ -69,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .metrics import Metrics
 
     if not args.config and not args.bootstrap:
-        raise config_mod.ConfigError("run: give --bootstrap (parameters from SSM) or --config (an agent JSON file)")
+        raise ConfigError("run: give --bootstrap (parameters from SSM) or --config (an agent JSON file)")
     metrics = Metrics()
     if args.metrics_address:
         metrics.serve(args.metrics_address)
@@ -143,7 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def install_state(state_dir: str) -> dict | None:
+def install_state(state_dir: str) -> dict[str, Any] | None:
     """What overlay-agent-install (user data) last recorded in <state-dir>/install.json, if anything."""
     from pathlib import Path
 
@@ -154,7 +154,7 @@ def install_state(state_dir: str) -> dict | None:
     return doc if isinstance(doc, dict) else None
 
 
-def cmd_status(args) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
     from . import pairing_status as pairing
 
     install = install_state(args.state_dir)
@@ -264,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logsetup.setup(getattr(args, "log_level", "warning"), getattr(args, "log_format", "text"))
     try:
-        return args.func(args)
+        rc: int = args.func(args)
+        return rc
     except AgentError as exc:
         # Bad input and unreachable dependencies: one line, no traceback.
         print(f"overlay-agent: {exc}", file=sys.stderr)

@@ -180,6 +180,7 @@ class ContainerReconciler:
             self._reconcile()
 
     def _refresh(self, ev: Event) -> bool:
+        assert self.actual is not None  # handle_events() made the full picture first
         cid = ev.container_id
         known = cid in self.containers or (self.actual is not None and cid in self.actual.wired)
         if not known and not labels_mod.opted_in(ev.labels):

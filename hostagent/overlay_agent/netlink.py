@@ -102,8 +102,9 @@ class Netlink:
                 return None
             raise _err(exc, f"look up link {name}") from exc
         if found:
-            self._index[name] = found[0]
-            return found[0]
+            index: int = found[0]
+            self._index[name] = index
+            return index
         self._index.pop(name, None)
         return None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, cast
 
 from . import labels as labels_mod
 from .allocator import BlockAllocator, Exhausted
@@ -31,7 +31,9 @@ def encode_alias(container_id: str, ipv4: Address | None, ipv6: Address | None, 
     return f"{ALIAS_TAG} {container_id} {ipv4 or '-'} {ipv6 or '-'} {pid}"
 
 
-def decode_alias(text: str | None) -> tuple[str, Address | None, Address | None, int] | None:
+def decode_alias(
+    text: str | None,
+) -> tuple[str, ipaddress.IPv4Address | None, ipaddress.IPv6Address | None, int] | None:
     """(container id, ipv4, ipv6, pid) from a veth alias, or None when it is not one of ours."""
     parts = (text or "").split()
     if len(parts) != 5 or parts[0] != ALIAS_TAG:
@@ -191,7 +193,7 @@ class Problem:
     reason: str  # metric label: bad_label, outside_pools, duplicate, host_network, ...
     message: str
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         # Messages quote label values and kernel errors; a status row stays readable.
         if len(self.message) > MESSAGE_MAX:
             object.__setattr__(self, "message", self.message[:MESSAGE_MAX] + "...")
@@ -272,16 +274,21 @@ def desire(containers: Iterable[ContainerInfo], actual: Actual, cfg: AgentConfig
         accepted.append((c, req))
 
     used: set[Address] = set(owners) | set(actual.foreign)
-    for w in actual.wired.values():
-        used.update(a for a in (w.ipv4, w.ipv6) if a is not None)
+    for wired in actual.wired.values():
+        used.update(a for a in (wired.ipv4, wired.ipv6) if a is not None)
     alloc4 = BlockAllocator(cfg.block_ipv4, used) if cfg.block_ipv4 else None
     alloc6 = BlockAllocator(cfg.block_ipv6, used) if cfg.block_ipv6 else None
 
     for c, req in accepted:
         prev = actual.wired.get(c.id)
         try:
-            v4 = req.ipv4 or _auto(prev.ipv4 if prev else None, alloc4, cfg.block_ipv4)
-            v6 = req.ipv6 or _auto(prev.ipv6 if prev else None, alloc6, cfg.block_ipv6)
+            # Each allocator draws from its own family's block.
+            v4 = req.ipv4 or cast(
+                "ipaddress.IPv4Address | None", _auto(prev.ipv4 if prev else None, alloc4, cfg.block_ipv4)
+            )
+            v6 = req.ipv6 or cast(
+                "ipaddress.IPv6Address | None", _auto(prev.ipv6 if prev else None, alloc6, cfg.block_ipv6)
+            )
         except Exhausted as exc:
             refuse(c, "pool_exhausted", str(exc))
             continue
@@ -367,12 +374,12 @@ def _check(c: ContainerInfo, cfg: AgentConfig) -> labels_mod.Request | Problem:
     return req
 
 
-def _auto(previous: Address | None, alloc: BlockAllocator | None, block) -> Address | None:
+def _auto(previous: Address | None, alloc: BlockAllocator | None, block: Prefix | None) -> Address | None:
     if alloc is None:
         return None
     # Sticky: a wired container keeps the address its veth alias records, as long as it
     # still lies in this host's block.
-    if previous is not None and previous in block:
+    if previous is not None and block is not None and previous in block:  # block is None only with alloc
         return previous
     return alloc.allocate()
 
@@ -445,9 +452,9 @@ def diff(desired: Desired, actual: Actual) -> list[Action]:
         if have is not None and differs(dst, veths) and veths <= staying:
             route_set(dst, veths)
             early.add(dst)
-    for cid, w in sorted(actual.wired.items()):
+    for cid, wired in sorted(actual.wired.items()):
         if cid not in desired.wirings or cid in rewire:
-            actions.append(Unwire(w.veth, cid))
+            actions.append(Unwire(wired.veth, cid))
     for veth in sorted(actual.strays):
         actions.append(Unwire(veth, None))
     for cid, w in sorted(desired.wirings.items()):
