@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import re
@@ -91,6 +92,30 @@ def uptimes(lab, router: str) -> dict[str, int]:
     }
 
 
+def fib_tunnels(lab, router: str, prefix: str) -> set[str]:
+    """The tunnels over which the router's FRR has installed `prefix` in its kernel."""
+    entries = lab.frr_for(router).routes(6 if ":" in prefix else 4).get(str(ipaddress.ip_network(prefix)), [])
+    return {
+        nh.get("interfaceName") for e in entries if e.get("selected") for nh in e.get("nexthops", []) if nh.get("fib")
+    }
+
+
+def wait_routed_to(lab, prefix: str, hosts: tuple[str, ...]) -> None:
+    """Until every router forwards `prefix` over its tunnel to each of `hosts` and to no other host."""
+    tunnels = {
+        r.name: {p.ifname: p.b.name for p in lab.plan.pairings_of(r.name) if p.kind == "host"} for r in lab.plan.routers
+    }
+
+    def settled() -> bool:
+        for router, by_tunnel in tunnels.items():
+            got = {by_tunnel[t] for t in fib_tunnels(lab, router, prefix) if t in by_tunnel}
+            if got != {h for h in by_tunnel.values() if h in hosts}:
+                return False
+        return True
+
+    wait_until(settled, 30, 0.1, f"{prefix} routed to {', '.join(hosts)} on every router")
+
+
 # 1 -----------------------------------------------------------------------------------------
 def test_every_session_established_over_gre(lab):
     stack.wait_sessions(lab, timeout=60)
@@ -148,13 +173,13 @@ def test_anycast_spreads_and_survives_one_stop(lab, containers, family):
     key = "overlay.ipv4" if family == 4 else "overlay.ipv6"
     for h in (h1, h2):
         containers(h, f"any-{family}-{h}", {key: addr, "overlay.anycast": "true"})
-    demo.wait_route(lab, lab.plan.routers[0].name, f"{addr}/{32 if family == 4 else 128}")
-    time.sleep(1)  # both hosts' announcements reach both routers
+    prefix = f"{addr}/{32 if family == 4 else 128}"
+    wait_routed_to(lab, prefix, (h1, h2))  # both hosts' announcements reached every router
     counts = demo.spread(client(lab), addr, 60)
     print(f"\nanycast IPv{family} {addr}: {dict(counts)}")
     assert counts[h1] > 0 and counts[h2] > 0 and counts["error"] == 0
     demo.remove_container(lab, h1, f"any-{family}-{h1}")
-    time.sleep(1)
+    wait_routed_to(lab, prefix, (h2,))  # h1's withdraw reached every router
     after = demo.spread(client(lab), addr, 20)
     assert after == {h2: 20}, after
 
@@ -165,8 +190,7 @@ def test_host_failure_moves_anycast_within_a_second(lab, containers):
     addr = str(lab.plan.pools_v4[0].broadcast_address - 40)
     for h in (h1, h2):
         containers(h, f"fail-{h}", {"overlay.ipv4": addr, "overlay.anycast": "true"})
-    demo.wait_route(lab, lab.plan.routers[0].name, f"{addr}/32")
-    time.sleep(1)
+    wait_routed_to(lab, f"{addr}/32", (h1, h2))
     assert demo.spread(client(lab), addr, 20)["error"] == 0
     # Probe with new TCP connections every 20 ms while host-2 is cut off from the VPC.
     code = (
