@@ -25,6 +25,11 @@ apt-get -q -y --no-install-recommends -o Dpkg::Options::=--force-confold install
 # is in place (the `datacenter` defaults profile is read only when the daemons start).
 systemctl disable docker.service docker.socket frr.service
 
+# cloud-init's locale module (cc_locale) runs `update-locale LANG=en_US.UTF-8` at first boot and
+# fails its whole config stage when the locale is not generated: generate it once, here.
+sed -i 's/^# *en_US.UTF-8 UTF-8/en_US.UTF-8 UTF-8/' /etc/locale.gen
+locale-gen
+
 # The agent's virtualenv, created here so that first boot only installs the bundle's wheels.
 python3 -m venv /opt/overlay-agent
 

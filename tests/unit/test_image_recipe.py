@@ -23,6 +23,8 @@ def test_provision_script_is_posix_sh_and_leaves_docker_and_frr_to_the_user_data
     # Review F3: dockerd must not start before the user data's forwarding sysctls.
     assert "systemctl disable docker.service docker.socket frr.service" in script
     assert "--no-install-recommends" in script and "python3 -m venv /opt/overlay-agent" in script
+    # cloud-init's locale module needs Debian's default locale, or the config stage fails.
+    assert "locales" in image_recipe.packages() and "locale-gen" in script
 
 
 def test_component_document_carries_the_two_files_verbatim_and_runs_the_script():
