@@ -17,8 +17,11 @@ times in the same lab.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -113,6 +116,39 @@ def _cycles(lab, ipv4, others):
         assert run.others["onprem"][0] < 2.0 and run.others["host_to_host"][0] < 2.0, run.to_json()
         # Egress never crosses a router: the freeze does not touch it.
         assert run.others["egress"][0] < 0.5 and run.others["egress"][1] == 0, run.to_json()
+
+
+def test_frr_holds_a_stale_announcement_for_the_agent(lab, container):
+    """The thaw race without the agent's help (docs/vpc-failover.md, "Coming back", 5).
+
+    router-1 is frozen, then thawed with its agent kept stopped: bgpd resumes with the
+    planned route-map (RS-OUT) in place and nothing holds it. Its first UPDATE to the route
+    server must still wait the coalesce time (10 s): the window the agent has to hold.
+    """
+    import signal
+
+    pool = str(lab.plan.pools_v4[0])
+    failover.wait_for(lambda: failover.vpc_choice(lab, pool) == "router-1", 60, "the pool on router-1")
+    ns = lab.topo.instance("router-1").ns
+    pids = failover.namespace_pids(ns)
+    agent = [p for p in pids if b"bin/overlay-agent" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert agent, "router-1's agent not found"
+
+    def signal_all(which, sig):
+        for pid in which:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    try:
+        signal_all(pids, signal.SIGSTOP)
+        failover.wait_for(lambda: failover.vpc_choice(lab, pool) == "router-2", 30, "the pool on router-2")
+        signal_all([p for p in pids if p not in agent], signal.SIGCONT)
+        t_thaw = time.time()
+        t_back = failover.wait_for(lambda: failover.vpc_choice(lab, pool) == "router-1", 60, "the pool back")
+    finally:
+        signal_all(pids, signal.SIGCONT)
+    say(f"agent stopped: tables back on router-1 {t_back - t_thaw:.2f} s after the thaw")
+    assert t_back - t_thaw >= 8.0
 
 
 # -- egress (docs/egress.md) ---------------------------------------------------------------
