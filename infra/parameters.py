@@ -8,10 +8,13 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from overlay_agent import schemas
+from overlay_agent.errors import ConfigError
+
 from infra import placeholders
 from infra.plan.model import Host, OverlayPlan, Pairing, Router
 
-SCHEMA = 1
+SCHEMA = schemas.VERSION  # the documents' `schema` key (overlay_agent/schemas/common.schema.json)
 ROUTE_PROTOCOL_NAME = "overlay"
 # How often the agent polls its `revision` parameter and resyncs everything. SSM's
 # GetParameter throughput is shared by the whole account and region (40 TPS by default),
@@ -64,29 +67,43 @@ class Parameter:
     tier: str = "Standard"
 
 
+# The parameter names are the agent's (overlay_agent.schemas): one definition for both sides.
 def root(plan: OverlayPlan) -> str:
     return f"/{plan.project}/{plan.stack}"
 
 
 def instance_path(plan: OverlayPlan, instance: str) -> str:
     """The prefix of one instance's parameters (what its user data and IAM policy name)."""
-    return f"{root(plan)}/instances/{instance}"
+    return schemas.instance_path(plan.project, plan.stack, instance)
 
 
 def password_name(plan: OverlayPlan) -> str:
     """The sessions inside the stack (routers and docker hosts)."""
-    return f"{root(plan)}/bgp-password"
+    return schemas.password_name(plan.project, plan.stack)
 
 
 def onprem_password_name(plan: OverlayPlan) -> str:
     """The datacenter sessions' own password: stacks with on-prem peers; routers read it, hosts may not."""
-    return f"{root(plan)}/onprem-bgp-password"
+    return schemas.onprem_password_name(plan.project, plan.stack)
 
 
 def _dump(doc: Any) -> str:
     # Sorted and compact: the same plan always gives byte-identical values, so a
     # `pulumi up` with nothing changed updates nothing and revisions stay put.
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+def document(schema: str, doc: dict[str, Any], name: str) -> str:
+    """A document checked against the agent's schema for it (overlay_agent/schemas), as its parameter value.
+
+    The agent validates what it reads with the same file: a value the agent would refuse
+    is a ParameterError here, at `pulumi preview`, not a tunnel missing on an instance.
+    """
+    try:
+        schemas.validate(schema, doc, name)
+    except ConfigError as exc:
+        raise ParameterError(str(exc)) from None
+    return _dump(doc)
 
 
 def agent_doc(
@@ -165,13 +182,14 @@ def tunnel_doc(p: Pairing, side: str, host: Host | None = None) -> dict[str, Any
 def route_server_doc(plan: OverlayPlan, endpoints: list[str]) -> str:
     """A router's `route-server` parameter (routeServer mode): the route server's ASN and the
     addresses of its endpoints in the router's subnet, which AWS assigns at creation."""
-    return _dump({"schema": SCHEMA, "asn": plan.route_server_asn, "endpoints": sorted(endpoints)})
+    doc = {"schema": SCHEMA, "asn": plan.route_server_asn, "endpoints": sorted(endpoints)}
+    return document("route-server", doc, "route-server")
 
 
 def vpc_doc(plan: OverlayPlan, ipv6_block: str) -> str:
     """A router's `vpc` parameter (IPv6 stacks): the VPC's IPv6 block, which AWS assigns when
     it creates the VPC. The router's agent denies it from on-prem (docs/frr.md, bogons)."""
-    return _dump({"schema": SCHEMA, "ipv6": ipv6_block})
+    return document("vpc", {"schema": SCHEMA, "ipv6": ipv6_block}, "vpc")
 
 
 def revision(params: list[Parameter]) -> str:
@@ -224,7 +242,11 @@ def instance_parameters(
     out = [
         _string(
             f"{base}/agent",
-            _dump(agent_doc(plan, inst, poll_interval=poll_interval, resync_interval=resync_interval)),
+            document(
+                "agent",
+                agent_doc(plan, inst, poll_interval=poll_interval, resync_interval=resync_interval),
+                f"{base}/agent",
+            ),
             inst.name,
             "agent",
         ),
@@ -235,7 +257,8 @@ def instance_parameters(
     for p in plan.pairings_of(inst.name):
         peer = p.b.name if side == "a" else p.a.name
         host = hosts.get(p.b.name) if p.kind == "host" else None
-        out.append(_string(f"{base}/tunnels/{peer}", _dump(tunnel_doc(p, side, host)), inst.name, "tunnels"))
+        name = f"{base}/tunnels/{peer}"
+        out.append(_string(name, document("tunnel", tunnel_doc(p, side, host), name), inst.name, "tunnels"))
     if route_server is not None and isinstance(inst, Router):
         out.append(_string(f"{base}/route-server", route_server, inst.name, "route-server"))
     if vpc is not None and isinstance(inst, Router):

@@ -1,9 +1,9 @@
 """Placeholders: the literal text an SSM parameter value carries where a secret goes; pure.
 
 The agent replaces them on the instance with the SecureString parameters it reads, so
-no secret is ever in user data, in a String parameter or in `pulumi preview`. The agent
-has the same constants (hostagent/overlay_agent/placeholders.py; a test pins them equal).
-Add a new one here and there, in the same form.
+no secret is ever in user data, in a String parameter or in `pulumi preview`. They are
+defined once, by the agent (hostagent/overlay_agent/placeholders.py), which must know every
+placeholder it fills; the program uses the same constants. Add a new one there.
 
 The form `<<WORDS WITH SPACES>>` is chosen for two rules:
 - SSM (PutParameter API reference, botocore's ssm service-2.json, PutParameterRequest.Value):
@@ -17,17 +17,12 @@ The form `<<WORDS WITH SPACES>>` is chosen for two rules:
 
 from __future__ import annotations
 
-import re
-
 # The stack's BGP (TCP MD5) password for the sessions inside the stack (routers and docker
-# hosts): SSM SecureString /<project>/<stack>/bgp-password.
-BGP_PASSWORD = "<<BGP PASSWORD>>"
-# The on-prem (datacenter) sessions' own password: SecureString
-# /<project>/<stack>/onprem-bgp-password, read by routers only (review F10: a docker host
-# never holds the datacenter peering key).
-ONPREM_BGP_PASSWORD = "<<ONPREM BGP PASSWORD>>"
+# hosts): SSM SecureString /<project>/<stack>/bgp-password. The on-prem (datacenter)
+# sessions' own password: SecureString /<project>/<stack>/onprem-bgp-password, read by
+# routers only (review F10: a docker host never holds the datacenter peering key).
+# PATTERN: what any placeholder looks like, known or not: the agent refuses a config that
+# still has one after filling in the ones it knows.
+from overlay_agent.placeholders import ALL, BGP_PASSWORD, ONPREM_BGP_PASSWORD, PATTERN
 
-ALL = (BGP_PASSWORD, ONPREM_BGP_PASSWORD)
-# What any placeholder looks like, known or not: the agent refuses a config that still
-# has one after filling in the ones it knows.
-PATTERN = re.compile(r"<<[A-Z0-9][A-Z0-9 _-]*>>")
+__all__ = ["ALL", "BGP_PASSWORD", "ONPREM_BGP_PASSWORD", "PATTERN"]

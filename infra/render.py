@@ -12,6 +12,9 @@ from typing import Any, Mapping
 
 import jinja2
 
+from overlay_agent import schemas
+from overlay_agent.errors import ConfigError
+
 from infra import placeholders
 from infra.plan.model import Host, OverlayPlan, Pairing, Router
 
@@ -636,18 +639,14 @@ class UserDataContext:
 
     @property
     def bootstrap_json(self) -> str:
-        return json.dumps(
-            {
-                "schema": 1,
-                "project": self.project,
-                "stack": self.stack,
-                "instance": self.instance,
-                "role": self.role,
-                "region": self.region,
-                "parameter_path": self.parameter_path,
-            },
-            sort_keys=True,
-        )
+        """The bootstrap document, built and validated by the agent's schema (overlay_agent.schemas)."""
+        try:
+            doc = schemas.bootstrap(
+                self.project, self.stack, self.instance, self.role, self.region, parameter_path=self.parameter_path
+            )
+        except ConfigError as exc:
+            raise RenderError(str(exc)) from None
+        return json.dumps(doc, sort_keys=True)
 
 
 # -- contexts from the plan ---------------------------------------------------------

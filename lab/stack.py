@@ -20,6 +20,7 @@ from lab import daemon, onprem, route_server, ssm, topology
 from lab.frr import FRR
 from lab.seed import route_server_docs
 from lab.underlay import LabError, build_underlay, lab_namespaces, remove_namespaces
+from overlay_agent import schemas
 from overlay_agent.frr import fill_bogons, fill_password, fill_route_server
 
 STATE_ROOT = Path("/var/lib/overlay-lab")
@@ -164,21 +165,15 @@ def _start_agents(lab: Lab, names: list[str]) -> str:
         adir = lab.agent_dir(inst.name)
         adir.mkdir(parents=True, exist_ok=True)
         # The same bootstrap document user data writes on EC2, plus the lab's endpoint.
-        (adir / "bootstrap.json").write_text(
-            json.dumps(
-                {
-                    "schema": 1,
-                    "project": lab.plan.project,
-                    "stack": lab.plan.stack,
-                    "instance": inst.name,
-                    "role": topo_inst.role,
-                    "region": lab.plan.region,
-                    "parameter_path": f"/{lab.plan.project}/{lab.plan.stack}/instances/{inst.name}",
-                    "endpoint_url": ssm.endpoint_for(topo_inst),
-                },
-                indent=1,
-            )
+        boot = schemas.bootstrap(
+            lab.plan.project,
+            lab.plan.stack,
+            inst.name,
+            topo_inst.role,
+            lab.plan.region,
+            endpoint_url=ssm.endpoint_for(topo_inst),
         )
+        (adir / "bootstrap.json").write_text(json.dumps(boot, indent=1))
         daemon.start(
             topo_inst.ns,
             agent_command(lab, inst.name),

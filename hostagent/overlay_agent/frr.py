@@ -37,7 +37,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import placeholders
+from . import placeholders, schemas
+from .config import loads
 from .errors import CommandError, ConfigError
 
 PLACEHOLDER = placeholders.BGP_PASSWORD
@@ -136,11 +137,9 @@ def fill_route_server(text: str, doc: str | None, *, preferred: bool = False, so
     """
     if ROUTE_SERVER_MARKER not in text or doc is None:
         return text
-    try:
-        data = json.loads(doc)
-        endpoints = [ipaddress.IPv4Address(e) for e in data["endpoints"]]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{source}: not a route-server document ({exc})") from None
+    data = loads(doc, source)
+    schemas.validate("route-server", data, source)
+    endpoints = [ipaddress.IPv4Address(e) for e in data["endpoints"]]
     lines = [f"neighbor {e} peer-group ROUTE-SERVER" for e in sorted(set(endpoints))]
     out = []
     for line in text.splitlines(keepends=True):
@@ -162,16 +161,14 @@ def _route_server_out(line: str) -> str:
 
 
 def vpc_ipv6_block(doc: str | None, *, source: str = "vpc") -> ipaddress.IPv6Network | None:
-    """The VPC's IPv6 block from the `vpc` parameter ({"schema": 1, "ipv6": "<cidr>"}), or None."""
+    """The VPC's IPv6 block from the `vpc` parameter (schemas/vpc.schema.json), or None."""
     if doc is None:
         return None
-    try:
-        data = json.loads(doc)
-        block = ipaddress.IPv6Network(data["ipv6"], strict=True)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{source}: not a vpc document with an IPv6 block ({exc})") from None
+    data = loads(doc, source)
+    schemas.validate("vpc", data, source)
+    block = ipaddress.IPv6Network(data["ipv6"])
     if block.prefixlen > 64:
-        raise ConfigError(f"{source}: ipv6 {block} is not a VPC block (AWS assigns /44 to /64)")
+        raise ConfigError(f"{source}: ipv6: {block} is not a VPC block (AWS assigns /44 to /64)")
     return block
 
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import placeholders
+from . import placeholders, schemas
 from .config import loads as config_loads
 from .errors import ConfigError, ParameterError
 from .fsutil import atomic_write_json
@@ -46,33 +46,22 @@ class Bootstrap:
 
     @property
     def password_name(self) -> str:
-        return f"/{self.project}/{self.stack}/bgp-password"
+        return schemas.password_name(self.project, self.stack)
 
     @property
     def onprem_password_name(self) -> str:
         """The datacenter sessions' own password: routers with on-prem peers read it (review F10)."""
-        return f"/{self.project}/{self.stack}/onprem-bgp-password"
+        return schemas.onprem_password_name(self.project, self.stack)
 
 
 def load_bootstrap(path: str | Path) -> Bootstrap:
+    """Read and validate the bootstrap document (schemas/bootstrap.schema.json)."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     doc = config_loads(data, str(path))
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: expected a JSON object")
-    missing = [
-        k
-        for k in ("project", "stack", "instance", "role", "region", "parameter_path")
-        if not isinstance(doc.get(k), str) or not doc.get(k)
-    ]
-    if missing:
-        raise ConfigError(f"{path}: missing or empty {', '.join(missing)}")
-    if not doc["parameter_path"].startswith("/") or doc["parameter_path"].endswith("/"):
-        raise ConfigError(
-            f"{path}: parameter_path {doc['parameter_path']!r} must be an SSM path like /overlay/lab/instances/host-1"
-        )
+    schemas.validate("bootstrap", doc, str(path))
     return Bootstrap(
         doc["project"],
         doc["stack"],

@@ -34,14 +34,15 @@ from __future__ import annotations
 import errno as E
 import functools
 import ipaddress
-import json
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Protocol, overload
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute  # untyped (Any): pyroute2 ships no type information
 
+from . import schemas
+from .config import loads
 from .errors import AgentError, ConfigError, NetlinkError
 from .gre.base import Backend, LinkSpec
 from .rtnl import IFA_F_NODAD, MAIN_TABLE
@@ -89,38 +90,16 @@ class Tunnel:
         return {self.inner4} | ({self.inner6} if self.inner6 is not None else set())
 
 
-@overload
-def _inner(
-    doc: dict[str, Any], key: str, version: Literal[4], where: str, plen_ok: int
-) -> tuple[IPv4Iface, ipaddress.IPv4Address]: ...
-@overload
-def _inner(
-    doc: dict[str, Any], key: str, version: Literal[6], where: str, plen_ok: int
-) -> tuple[IPv6Iface, ipaddress.IPv6Address] | None: ...
-def _inner(doc: dict[str, Any], key: str, version: int, where: str, plen_ok: int) -> tuple[Any, Any] | None:
+def _inner(doc: dict[str, Any], key: str, where: str) -> tuple[Any, Any] | None:
+    """The inner /31 or /127 (shape checked by the schema): this side's interface and the peer's address."""
     value = doc.get(key)
     if value is None:
-        if version == 4:
-            raise ConfigError(f"{where}: {key} is missing (every tunnel has an inner IPv4 /31)")
         return None
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: {key} {value!r} is not an object")
-    try:
-        local = ipaddress.ip_address(value["local"])
-        remote = ipaddress.ip_address(value["remote"])
-        plen = value["prefixlen"]
-    except KeyError as exc:
-        raise ConfigError(f"{where}: {key} lacks {exc}") from None
-    except (ValueError, TypeError):
-        raise ConfigError(f"{where}: {key} {value!r} holds something that is not an IP address") from None
-    if local.version != version or remote.version != version:
-        raise ConfigError(f"{where}: {key} {value!r} is not IPv{version}")
-    if plen != plen_ok:
-        # /31 (RFC 3021) and /127 (RFC 6164): two addresses, no broadcast or anycast to lose.
-        raise ConfigError(f"{where}: {key}.prefixlen {plen!r} must be {plen_ok}")
-    iface = ipaddress.ip_interface(f"{local}/{plen}")
-    if remote not in iface.network or remote == local:
-        raise ConfigError(f"{where}: {key} remote {remote} is not the other address of {iface.network}")
+    iface = ipaddress.ip_interface(f"{value['local']}/{value['prefixlen']}")
+    remote = ipaddress.ip_address(value["remote"])
+    # /31 (RFC 3021) and /127 (RFC 6164): two addresses, no broadcast or anycast to lose.
+    if remote not in iface.network or remote == iface.ip:
+        raise ConfigError(f"{where}: {key}.remote: {remote} is not the other address of {iface.network}")
     return iface, remote
 
 
@@ -128,60 +107,38 @@ def _inner(doc: dict[str, Any], key: str, version: int, where: str, plen_ok: int
 def parse_tunnel(param: str, text: str) -> Tunnel:
     """Validate one `tunnels/<peer>` value; ConfigError (one line naming the parameter) when unusable.
 
+    The shape is schemas/tunnel.schema.json (the program validates what it writes against
+    the same file); here only what a schema cannot say: the inner addresses pair up.
     Cached by (name, text): a router re-reads hundreds of unchanged tunnel values on every
     change and resync; a Tunnel is immutable, so the cache cannot go stale.
     """
-    try:
-        doc = json.loads(text)
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise ConfigError(f"{param}: not JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{param}: expected a JSON object, got {type(doc).__name__}")
-    if doc.get("schema") != 1:
-        raise ConfigError(f"{param}: schema {doc.get('schema')!r} not supported (this agent reads schema 1)")
+    doc = loads(text, param)
+    schemas.validate("tunnel", doc, param)
     link = LinkSpec.from_json(doc, where=param)
-    peer, kind, asn = doc.get("peer"), doc.get("kind"), doc.get("peer_asn")
-    if not isinstance(peer, str) or not peer:
-        raise ConfigError(f"{param}: peer {peer!r} is not a name")
-    if kind not in ("host", "onprem"):
-        raise ConfigError(f"{param}: kind {kind!r} must be 'host' or 'onprem'")
-    if not isinstance(asn, int) or isinstance(asn, bool) or not 1 <= asn <= 4294967295:
-        raise ConfigError(f"{param}: peer_asn {asn!r} is not an ASN (1..4294967295)")
-    inner4 = _inner(doc, "inner_ipv4", 4, param, 31)
-    inner6 = _inner(doc, "inner_ipv6", 6, param, 127)
+    inner4 = _inner(doc, "inner_ipv4", param)
+    inner6 = _inner(doc, "inner_ipv6", param)
+    assert inner4 is not None  # required by the schema
     block4 = block6 = index = None
-    if "peer_blocks" in doc or "peer_index" in doc:
-        blocks, index = doc.get("peer_blocks"), doc.get("peer_index")
-        if kind != "host" or not isinstance(blocks, dict):
-            raise ConfigError(f"{param}: peer_blocks {blocks!r} belongs to a host tunnel, as an object")
-        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < MAX_FILTERED_HOSTS:
-            raise ConfigError(f"{param}: peer_index {index!r} is not a host index (0..{MAX_FILTERED_HOSTS - 1})")
-        block4 = _block(blocks.get("ipv4"), 4, param)
-        block6 = _block(blocks.get("ipv6"), 6, param) if blocks.get("ipv6") is not None else None
+    if "peer_blocks" in doc:
+        if doc["kind"] != "host":
+            raise ConfigError(f"{param}: peer_blocks: only a router's tunnel to a host carries the host's block")
+        blocks, index = doc["peer_blocks"], int(doc["peer_index"])
+        block4 = ipaddress.IPv4Network(blocks["ipv4"])
+        block6 = ipaddress.IPv6Network(blocks["ipv6"]) if blocks.get("ipv6") is not None else None
     return Tunnel(
         param=param,
-        peer=peer,
-        kind=kind,
+        peer=doc["peer"],
+        kind=doc["kind"],
         link=link,
         inner4=inner4[0],
         remote4=inner4[1],
         inner6=inner6[0] if inner6 else None,
         remote6=inner6[1] if inner6 else None,
-        peer_asn=asn,
+        peer_asn=int(doc["peer_asn"]),
         peer_block4=block4,
         peer_block6=block6,
         peer_index=index,
     )
-
-
-def _block(value: Any, version: int, where: str) -> Any:  # IPv4 or IPv6 network, as `version`
-    try:
-        net = ipaddress.ip_network(value, strict=True)
-    except (ValueError, TypeError):
-        raise ConfigError(f"{where}: peer_blocks.ipv{version} {value!r} is not a network") from None
-    if net.version != version:
-        raise ConfigError(f"{where}: peer_blocks.ipv{version} {value!r} is not IPv{version}")
-    return net
 
 
 # Route-map sequence numbers end at 65535; host filter entries start at HOST_FILTER_SEQ.

@@ -20,6 +20,7 @@ from lab import frr as frr_mod
 from lab.daemon import wait_tcp
 from lab.poll import wait_until
 from lab import netns as nsup
+from overlay_agent import schemas
 
 pytestmark = [pytest.mark.root, pytest.mark.frr, pytest.mark.aws]
 
@@ -113,20 +114,11 @@ class Site:
         frr.start("frr defaults datacenter\n")
         adir = self.tmp / "agent" / name
         adir.mkdir(parents=True)
-        (adir / "bootstrap.json").write_text(
-            json.dumps(
-                {
-                    "schema": 1,
-                    "project": self.plan.project,
-                    "stack": self.plan.stack,
-                    "instance": name,
-                    "role": "router" if name.startswith("router") else "host",
-                    "region": self.plan.region,
-                    "parameter_path": f"/{self.plan.project}/{self.plan.stack}/instances/{name}",
-                    "endpoint_url": f"http://{gw}:{PORT}",
-                }
-            )
+        role = "router" if name.startswith("router") else "host"
+        boot = schemas.bootstrap(
+            self.plan.project, self.plan.stack, name, role, self.plan.region, endpoint_url=f"http://{gw}:{PORT}"
         )
+        (adir / "bootstrap.json").write_text(json.dumps(boot))
         if start_agent:
             self.start_agent(name)
 

@@ -85,6 +85,12 @@ def test_bundle_installs_without_an_index_and_runs(bundle, tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = subprocess.run([str(venv / "bin/overlay-agent"), "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "status" in out.stdout
+    # The schemas ship as package data: the installed agent validates a document with them.
+    check = (
+        "from overlay_agent import schemas; print(schemas.bootstrap('overlay', 'lab', 'host-1', 'host', 'eu-west-1'))"
+    )
+    out = subprocess.run([str(venv / "bin/python"), "-c", check], capture_output=True, text=True)
+    assert out.returncode == 0 and "/overlay/lab/instances/host-1" in out.stdout, out.stderr
     # A tampered wheel is refused.
     wheel = next((root / "wheels").glob("six-*.whl"))
     wheel.write_bytes(wheel.read_bytes() + b"x")

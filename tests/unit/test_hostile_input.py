@@ -148,34 +148,34 @@ def _settings(**kw):
 @pytest.mark.parametrize(
     "bad, text",
     [
-        (_settings(route_protocol="149"), "route_protocol is '149', expected int"),
-        (_settings(route_protocol=149.5), "expected int"),
-        (_settings(route_protocol=True), "expected int"),
-        (_settings(route_protocol=1), "reserved"),  # RTPROT_REDIRECT
-        (_settings(route_protocol=2), "reserved"),  # RTPROT_KERNEL
-        (_settings(route_protocol=9), "reserved"),  # RTPROT_RA
-        (_settings(route_protocol=16), "reserved"),  # RTPROT_DHCP
-        (_settings(route_protocol=99), "reserved"),  # RTPROT_OPENR
-        (_settings(route_protocol=256), "out of range"),
-        (_settings(route_protocol=10**400), "out of range"),
-        (_settings(poll_interval="fast"), "expected a number"),
-        (_settings(poll_interval=1e-9), "between 1 and 86400"),
-        (_settings(resync_interval=-1), "between 1 and 86400"),
-        (_settings(resync_interval=1e300), "between 1 and 86400"),
-        (_settings(poll_interval=None), "expected a number"),
-        (_settings(route_protocol_name="a b\nc"), "must be a short name"),
-        (_settings(route_protocol_name=["x"]), "expected str"),
-        (doc(settings=[1]), "settings must be an object"),
-        (doc(underlay=["10.0.0.1"]), "underlay must be an object"),
-        (doc(underlay={"address": 5}), "is not IPv4"),
-        (doc(pools={"ipv4": "100.64.0.0/16"}), "must be a list"),
-        (doc(pools={"ipv4": 5}), "must be a list"),
-        (doc(pools={"ipv4": [["x"]]}), "is not a network"),
-        (doc(pools={"ipv4": [167772160]}), "is not a network"),
-        (doc(pools={"ipv4": ["100.64.0.0/16"] * 65}), "at most 64"),
-        (doc(blocks={"ipv4": {"a": 1}}), "is not a network"),
-        (doc(instance={"a": 1}), "expected a name"),
-        (doc(asn="65000"), "expected int"),
+        (_settings(route_protocol="149"), "settings.route_protocol: '149' is not of type integer"),
+        (_settings(route_protocol=149.5), "149.5 is not of type integer"),
+        (_settings(route_protocol=True), "True is not of type integer"),
+        (_settings(route_protocol=1), "no one else owns (not 0-18, 42, 99, 186-198)"),  # RTPROT_REDIRECT
+        (_settings(route_protocol=2), "no one else owns (not 0-18, 42, 99, 186-198)"),  # RTPROT_KERNEL
+        (_settings(route_protocol=9), "no one else owns (not 0-18, 42, 99, 186-198)"),  # RTPROT_RA
+        (_settings(route_protocol=16), "no one else owns (not 0-18, 42, 99, 186-198)"),  # RTPROT_DHCP
+        (_settings(route_protocol=99), "no one else owns (not 0-18, 42, 99, 186-198)"),  # RTPROT_OPENR
+        (_settings(route_protocol=256), "greater than the maximum of 255"),
+        (_settings(route_protocol=10**400), "greater than the maximum of 255"),
+        (_settings(poll_interval="fast"), "poll_interval: 'fast' is not of type number"),
+        (_settings(poll_interval=1e-9), "less than the minimum of 1"),
+        (_settings(resync_interval=-1), "less than the minimum of 1"),
+        (_settings(resync_interval=1e300), "greater than the maximum of 86400"),
+        (_settings(poll_interval=None), "poll_interval: None is not of type number"),
+        (_settings(route_protocol_name="a b\nc"), "is not a short name"),
+        (_settings(route_protocol_name=["x"]), "is not of type string"),
+        (doc(settings=[1]), "settings: [1] is not of type object"),
+        (doc(underlay=["10.0.0.1"]), "underlay: ['10.0.0.1'] is not of type object"),
+        (doc(underlay={"address": 5}), "underlay.address: 5 is not of type string"),
+        (doc(pools={"ipv4": "100.64.0.0/16"}), "pools.ipv4: '100.64.0.0/16' is not of type array"),
+        (doc(pools={"ipv4": 5}), "pools.ipv4: 5 is not of type array"),
+        (doc(pools={"ipv4": [["x"]]}), "pools.ipv4[0]: ['x'] is not of type string (an IPv4 network"),
+        (doc(pools={"ipv4": [167772160]}), "is not of type string (an IPv4 network"),
+        (doc(pools={"ipv4": ["100.64.0.0/16"] * 65}), "more than the maximum of 64"),
+        (doc(blocks={"ipv4": {"a": 1}}), "blocks.ipv4: {'a': 1} is not of type string"),
+        (doc(instance={"a": 1}), "instance: {'a': 1} is not of type string (a name"),
+        (doc(asn="65000"), "asn: '65000' is not of type integer"),
         (doc(schema=10**5000), "too large"),
     ],
 )

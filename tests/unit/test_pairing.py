@@ -238,7 +238,9 @@ def test_malformed_tunnel_rejected_others_applied_logged_once(world, caplog):
         sync.step(now=11.0)  # resync: same error, not logged again
     assert set(be.links) == {"gre-1"}
     msgs = [r.getMessage() for r in caplog.records if "tunnels/router-2" in r.getMessage()]
-    assert msgs == ["tunnels/router-2: key 'x' is not an integer in 0..4294967295 (RFC 2890 key field)"]
+    assert msgs == [
+        "tunnels/router-2: key: 'x' is not of type integer or null (the GRE key (RFC 2890: a 32-bit field), or null for none)"
+    ]
     doc = json.loads((tmp / "pairing.json").read_text())
     assert doc["tunnels"]["rejected"][0]["parameter"] == "tunnels/router-2"
     assert sync.pairing.metrics.tunnels_rejected._value.get() == 1

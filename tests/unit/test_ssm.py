@@ -164,5 +164,8 @@ def test_bootstrap(tmp_path):
     b = load_bootstrap(path)
     assert b.password_name == "/overlay/lab/bgp-password" and b.endpoint_url is None
     path.write_text(json.dumps({"project": "overlay"}))
-    with pytest.raises(ConfigError, match="missing or empty stack, instance, role, region, parameter_path"):
+    with pytest.raises(ConfigError, match=r"bootstrap.json: missing key 'schema'$"):
+        load_bootstrap(path)
+    path.write_text(json.dumps({**b.__dict__, "schema": 1, "stack": ""}))
+    with pytest.raises(ConfigError, match=r"bootstrap.json: stack: '' is not a name \(1-128 characters\)$"):
         load_bootstrap(path)

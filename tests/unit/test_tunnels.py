@@ -53,13 +53,13 @@ def test_ipv6_may_be_null():
     "over, words",
     [
         ({"key": "five"}, ["key", "'five'"]),
-        ({"remote": "10.40.999.1"}, ["remote", "10.40.999.1", "not an IP address"]),
-        ({"name": "a-very-long-tunnel-name"}, ["name", "15 bytes"]),
+        ({"remote": "10.40.999.1"}, ["remote", "10.40.999.1", "not an IPv4 address"]),
+        ({"name": "a-very-long-tunnel-name"}, ["name", "1-15 printable ASCII characters"]),
         ({"mtu": 10}, ["mtu", "10"]),
         ({"inner_ipv4": {"local": "169.254.64.1", "remote": "169.254.64.0", "prefixlen": 30}}, ["prefixlen", "31"]),
         ({"inner_ipv4": {"local": "169.254.64.1", "remote": "169.254.64.7", "prefixlen": 31}}, ["169.254.64.7"]),
         ({"inner_ipv6": {"local": "10.0.0.1", "remote": "10.0.0.0", "prefixlen": 127}}, ["inner_ipv6", "IPv6"]),
-        ({"schema": 2}, ["schema 2"]),
+        ({"schema": 2}, ["schema: 2 is not 1"]),
         ({"kind": "vpn"}, ["kind", "'vpn'"]),
     ],
 )

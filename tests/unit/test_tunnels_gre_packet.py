@@ -51,5 +51,5 @@ def test_control_errors_are_one_line_replies(tmp_path):
             }
         ).encode()
     )
-    assert reply == {"ok": False, "error": "tunnel: remote '::1' is IPv6; the underlay is IPv4 (GRE over IPv4)"}
+    assert reply == {"ok": False, "error": "tunnel: remote: '::1' is not an IPv4 address"}
     assert d.handle(json.dumps({"op": "list"}).encode())["tunnels"] == []

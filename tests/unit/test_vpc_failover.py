@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import dataclasses
 import json
 
@@ -158,8 +160,16 @@ def test_agent_fills_in_the_endpoints_from_the_parameter():
     # No parameter yet: the peer group stays empty (the marker is a comment FRR ignores).
     assert agent_frr.fill_route_server(text, None) == text
     assert agent_frr.fill_route_server("no marker", doc) == "no marker"
-    for bad in ("{", '{"endpoints": ["10.0.0.1; neighbor x"]}', '{"asn": 1}', '{"endpoints": ["fd00::1"]}'):
-        with pytest.raises(AgentConfigError, match="^route-server: not a route-server document"):
+    for bad, line in (
+        ("{", "not JSON"),
+        (
+            '{"schema": 1, "asn": 1, "endpoints": ["10.0.0.1; neighbor x"]}',
+            "endpoints[0]: '10.0.0.1; neighbor x' is not",
+        ),
+        ('{"schema": 1, "asn": 1}', "missing key 'endpoints'"),
+        ('{"schema": 1, "asn": 1, "endpoints": ["fd00::1"]}', "endpoints[0]: 'fd00::1' is not an IPv4 address"),
+    ):
+        with pytest.raises(AgentConfigError, match=f"^route-server: {re.escape(line)}"):
             agent_frr.fill_route_server(text, bad)
 
 

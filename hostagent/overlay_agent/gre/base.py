@@ -6,17 +6,16 @@ import ipaddress
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from .. import schemas
 from ..errors import ConfigError
-
-# Linux interface names hold at most IFNAMSIZ - 1 = 15 bytes (include/uapi/linux/if.h).
-IFNAMSIZ = 16
-# GRE with a key over IPv4: 20 bytes of outer IPv4 + 8 bytes of GRE (RFC 2890).
-GRE_KEY_OVERHEAD = 28
 
 
 @dataclass(frozen=True)
 class LinkSpec:
-    """The link-level part of one tunnel: what a backend creates. Addresses and routes are not here."""
+    """The link-level part of one tunnel: what a backend creates. Addresses and routes are not here.
+
+    Its JSON form is defined by schemas/gre-link.schema.json (part of every tunnel document).
+    """
 
     name: str
     local: str
@@ -30,44 +29,21 @@ class LinkSpec:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], *, where: str = "tunnel") -> "LinkSpec":
-        """Validate and build; raises ConfigError naming the field, value and reason."""
-        try:
-            name = data["name"]
-            local, remote = data["local"], data["remote"]
-            key, ttl, mtu = data.get("key"), data.get("ttl", 64), data["mtu"]
-        except (KeyError, TypeError) as exc:
-            raise ConfigError(f"{where}: missing field {exc}") from None
-        if (
-            not isinstance(name, str)
-            or not name
-            or len(name.encode()) >= IFNAMSIZ
-            or "/" in name
-            or any(c.isspace() for c in name)
-        ):
-            raise ConfigError(f"{where}: name {name!r} is not a valid interface name (1-15 bytes, no '/' or space)")
-        for field, value in (("local", local), ("remote", remote)):
-            try:
-                addr = ipaddress.ip_address(value)
-            except (ValueError, TypeError):
-                raise ConfigError(f"{where}: {field} {value!r} is not an IP address") from None
-            if addr.version != 4:
-                raise ConfigError(f"{where}: {field} {value!r} is IPv6; the underlay is IPv4 (GRE over IPv4)")
+        """Validate (schemas/gre-link.schema.json) and build; raises ConfigError naming the field, value and reason."""
+        schemas.validate("gre-link", data, where)
+        for field in ("local", "remote"):
+            addr = ipaddress.IPv4Address(data[field])
             if addr.is_multicast or addr.is_unspecified:
-                raise ConfigError(f"{where}: {field} {value!r} is not a unicast address")
-        if key is not None and (not isinstance(key, int) or isinstance(key, bool) or not 0 <= key < 2**32):
-            raise ConfigError(f"{where}: key {key!r} is not an integer in 0..4294967295 (RFC 2890 key field)")
-        if not isinstance(ttl, int) or isinstance(ttl, bool) or not 0 <= ttl <= 255:
-            raise ConfigError(f"{where}: ttl {ttl!r} is not an integer in 0..255")
-        # 68 is IPv4's minimum MTU (RFC 791); an inner IPv6 needs 1280 but v4-only tunnels may go lower.
-        if not isinstance(mtu, int) or isinstance(mtu, bool) or not 68 <= mtu <= 65535 - GRE_KEY_OVERHEAD:
-            raise ConfigError(f"{where}: mtu {mtu!r} is not an integer in 68..{65535 - GRE_KEY_OVERHEAD}")
+                raise ConfigError(f"{where}: {field}: {data[field]!r} is not a unicast address")
+        key = data.get("key")
         return cls(
-            name=name,
-            local=str(ipaddress.ip_address(local)),
-            remote=str(ipaddress.ip_address(remote)),
-            key=key,
-            ttl=ttl,
-            mtu=mtu,
+            name=data["name"],
+            local=str(ipaddress.IPv4Address(data["local"])),
+            remote=str(ipaddress.IPv4Address(data["remote"])),
+            # JSON has one number type: 5.0 is the integer 5 to the schema (and here).
+            key=None if key is None else int(key),
+            ttl=int(data.get("ttl", schemas.default("gre-link", "ttl"))),
+            mtu=int(data["mtu"]),
         )
 
 
