@@ -22,7 +22,7 @@ from infra.components.route_server import RouteServer, RouteServerArgs
 from infra.components.router import RoutingInstance
 from infra.components.routes import PoolRoutes, PoolRoutesArgs
 from infra.components.security import SecurityGroups, SecurityGroupsArgs
-from infra.config import PROJECT, SECRET_KEYS, ConfigError, StackConfig, foreign_key_problem, parse
+from infra.config import PROJECT, SECRET_KEYS, TOP_KEYS, ConfigError, StackConfig, foreign_key_problem, parse
 from infra.parameters import (
     Parameter,
     ParameterError,
@@ -47,37 +47,59 @@ DEBIAN_OWNER = "136693071363"
 MAX_ROUTES_PER_TABLE = 1000
 
 
+def _set_keys() -> list[str]:
+    """Every config key the stack sets, any namespace: the one place the program lists them.
+
+    `pulumi.Config` reads a key by name and has no listing, but a key the schema does not
+    have (`overlay:hosts.cuont`, `overlya:pools`) must be an error, not silently a default.
+    The language host hands the config over in the runtime (set_all_config) or, from older
+    CLIs, in PULUMI_CONFIG; the tests pin both hand-overs (tests/infra/test_program.py).
+    """
+    return sorted({*runtime_config.get_config_env(), *runtime_config.CONFIG.get()})
+
+
+def _decoded(key: str, value: Any) -> Any:
+    # The CLI hands structured values over as JSON strings.
+    if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(key, value, f"is not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise ConfigError(key, value, "is nested too deeply") from None
+    return value
+
+
 def read_config() -> tuple[dict[str, Any], dict[str, str]]:
-    """The `overlay:*` values as the CLI passed them (namespace stripped), and the secrets by key
+    """The `overlay:*` values through `pulumi.Config` (namespace stripped), and the secrets by key
     (`bgpPassword`, `onpremBgpPassword`).
 
-    The CLI hands structured values over as JSON strings; the secret's key is listed in
-    the secret keys, and anything else would mean it sits in clear text in the stack file.
+    The secrets must be set as secrets: anything else would mean one sits in clear text in
+    the stack file. Keys the schema does not have are passed on for parse() to refuse (with
+    a "did you mean"); keys of other namespaces that look like ours are refused here.
     """
-    values = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    conf = pulumi.Config(PROJECT)
     raw: dict[str, Any] = {}
     secrets: dict[str, str] = {}
-    for key in sorted(values):
+    for key in _set_keys():
         problem = foreign_key_problem(key)
         if problem is not None:
-            raise ConfigError(key, values[key], problem)
+            raise ConfigError(key, runtime_config.get_config(key), problem)
         namespace, _, name = key.partition(":")
-        if namespace != PROJECT or not name:
+        if namespace == PROJECT and name and name not in TOP_KEYS and name not in SECRET_KEYS:
+            raw[name] = _decoded(key, conf.get(name))
+    for name in TOP_KEYS:
+        value = conf.get(name)
+        if value is not None:
+            raw[name] = _decoded(conf.full_key(name), value)
+    for name in SECRET_KEYS:
+        value = conf.get(name)
+        if value is None:
             continue
-        value = values[key]
-        if name in SECRET_KEYS:
-            if not runtime_config.is_config_secret(key) and key not in runtime_config.get_config_secret_keys_env():
-                raise ConfigError(key, "(hidden)", f"must be a secret: pulumi config set --secret {key} ...")
-            secrets[name] = value
-            continue
-        if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(key, value, f"is not valid JSON ({exc.msg})") from None
-            except RecursionError:
-                raise ConfigError(key, value, "is nested too deeply") from None
-        raw[name] = value
+        key = conf.full_key(name)
+        if not runtime_config.is_config_secret(key) and key not in runtime_config.get_config_secret_keys_env():
+            raise ConfigError(key, "(hidden)", f"must be a secret: pulumi config set --secret {key} ...")
+        secrets[name] = value
     return raw, secrets
 
 
@@ -191,12 +213,12 @@ def one_line_errors(stack: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def create(
-    cfg: StackConfig, plan: OverlayPlan, password: pulumi.Input[str], onprem_password: pulumi.Input[str] | None = None
+    plan: OverlayPlan, password: pulumi.Input[str], onprem_password: pulumi.Input[str] | None = None
 ) -> dict[str, Any]:
     """Every resource of the stack from the plan; returns the stack outputs.
 
-    `cfg` supplies the settings the plan does not carry (hosts' IPv6 /80 delegation, their
-    root volume size).
+    The plan carries every setting; the passwords are the only inputs it does not hold
+    (secrets: the plan is printed by `python -m infra.plan` and goes into reviews).
     """
     prod = plan.environment == "prod"
     stack_tags = {"project": plan.project, "stack": plan.stack, "environment": plan.environment, "managed-by": "pulumi"}
@@ -360,8 +382,8 @@ def create(
                 h,
                 "host",
                 [sgs.members.id],
-                ipv6_prefix=cfg.host_ipv6_delegation,
-                root_volume_gb=cfg.host_root_volume_gb,
+                ipv6_prefix=h.ipv6_delegation,
+                root_volume_gb=h.root_volume_gb,
             ),
             static,
             opts,
@@ -399,7 +421,7 @@ def main() -> None:
         # RunError ends the program with this message alone (no Python traceback).
         raise pulumi.RunError(f"stack {pulumi.get_stack()}: {exc}") from None
     try:
-        outputs = create(cfg, plan, password, onprem_password)
+        outputs = create(plan, password, onprem_password)
     except (ConfigError, ParameterError, RenderError) as exc:
         raise pulumi.RunError(f"stack {pulumi.get_stack()}: {exc}") from None
     for key, value in outputs.items():

@@ -130,6 +130,8 @@ def build_plan(cfg: StackConfig) -> OverlayPlan:
                 instance_type=cfg.host_instance_type,
                 block_v4=nth_block(cfg.pools_v4, cfg.host_block_prefix, k),
                 block_v6=nth_block(cfg.pools_v6, cfg.host_ipv6_block_prefix, k) if cfg.ipv6 else None,
+                ipv6_delegation=cfg.host_ipv6_delegation,
+                root_volume_gb=cfg.host_root_volume_gb,
             )
         )
 

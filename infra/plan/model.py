@@ -56,6 +56,10 @@ class Host:
     instance_type: str
     block_v4: Net4
     block_v6: Net6 | None
+    # A delegated IPv6 /80 on the host's ENI (overlay:hosts.ipv6Delegation) and its root
+    # volume's size: what the program needs beyond addressing, so it reads the plan alone.
+    ipv6_delegation: bool = False
+    root_volume_gb: int = 20
 
 
 @dataclass(frozen=True)

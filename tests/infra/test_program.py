@@ -641,6 +641,22 @@ def test_static_mode_past_the_route_table_limit_is_refused():
         run_program("prod-euw1", changes)
 
 
+def test_the_program_reads_its_values_through_pulumi_config(monkeypatch):
+    """Every `overlay:*` value the stack sets is read by name with the public pulumi.Config (review W4)."""
+    read: list[tuple[str, str]] = []
+    real = pulumi.Config.get
+
+    def get(self, key, default=None):
+        read.append((self.name, key))
+        return real(self, key, default)
+
+    monkeypatch.setattr(pulumi.Config, "get", get)
+    run = run_program("lab")
+    config, _ = cli_config("lab")
+    assert run.outputs["routerAddresses"]
+    assert {("overlay", k.split(":", 1)[1]) for k in config} <= set(read)
+
+
 def test_structured_value_that_is_not_json_is_one_line():
     config, keys = cli_config("lab")
     config["overlay:vpc"] = '{"cidr": "10.40.0.0/16",'
