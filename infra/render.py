@@ -16,6 +16,7 @@ from overlay_agent import schemas
 from overlay_agent.errors import ConfigError
 
 from infra import placeholders
+from infra.config import BgpConfig
 from infra.plan.model import Host, OverlayPlan, Pairing, Router
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "userdata"
@@ -28,10 +29,6 @@ PASSWORD_PLACEHOLDER = placeholders.BGP_PASSWORD
 # carry it, so a docker host never holds the datacenter peering key.
 ONPREM_PASSWORD_PLACEHOLDER = placeholders.ONPREM_BGP_PASSWORD
 ROUTE_PROTOCOL_NAME = "overlay"
-# Route protocol numbers with an owner: rtnetlink.h 0-18 (kernel, boot, static, ra 9,
-# zebra 11, bird 12, dhcp 16, keepalived 18, ...), 42 babel, 99 openr, FRR's 186-198. The same
-# set as the agent's (hostagent/overlay_agent/config.py), which refuses a document with one.
-FORBIDDEN_PROTOCOLS = frozenset({*range(0, 19), 42, 99, *range(186, 199)})
 # ECMP fan-out: 2-8 routers per stack, and anycast addresses on up to 16 hosts.
 MAX_PATHS = 16
 # Container pools per address family the filters are written for.
@@ -86,10 +83,8 @@ def bogons_marker(family: str, prefix_list: str, *, vpc_ipv6: bool = False) -> s
     )
 
 
-_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _KEY = re.compile(r"^[A-Za-z0-9!_.*'()/-]+$")
-_PARAM = re.compile(r"^(/[A-Za-z0-9_.-]+)+$")
 
 
 class RenderError(ValueError):
@@ -102,27 +97,6 @@ class RenderError(ValueError):
 def _check(ok: bool, field_name: str, value: Any, reason: str) -> None:
     if not ok:
         raise RenderError(f"{field_name} = {value!r}: {reason}")
-
-
-def _check_name(field_name: str, value: Any) -> None:
-    _check(
-        isinstance(value, str) and bool(_NAME.match(value)),
-        field_name,
-        value,
-        "must be 1-63 characters of a-z, 0-9 and '-', starting with a letter",
-    )
-
-
-def _check_asn(field_name: str, value: Any) -> None:
-    _check(
-        isinstance(value, int)
-        and not isinstance(value, bool)
-        and 1 <= value <= 4294967294
-        and value not in (23456, 65535),
-        field_name,
-        value,
-        "is not a usable ASN",
-    )
 
 
 def _check_addr(field_name: str, value: Any, version: int) -> None:
@@ -141,73 +115,37 @@ def _check_net(field_name: str, value: Any, version: int) -> None:
     _check(isinstance(value, str) and ok, field_name, value, f"must be an IPv{version} network string")
 
 
-def _check_int(field_name: str, value: Any, lo: int, hi: int) -> None:
-    _check(
-        isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
-        field_name,
-        value,
-        f"must be a whole number between {lo} and {hi}",
-    )
-
-
 @dataclass(frozen=True)
 class BgpSettings:
-    """Timers, BFD, limits and graceful restart shared by every session of the stack."""
+    """The stack's BGP settings as infra/config.py validated them (`config`: timers, BFD,
+    max-prefix, graceful restart) and what the templates add: limits, FRR's graceful-restart
+    timers and the password placeholders."""
 
-    keepalive: int
-    hold: int
-    bfd_interval_ms: int
-    bfd_multiplier: int
-    max_prefix: int
-    max_prefix_restart: int
-    max_paths: int
-    graceful_restart: bool
-    gr_restart_time: int
-    gr_stalepath_time: int
-    password: str  # always the placeholder: the real password never reaches a template
+    config: BgpConfig
+    max_prefix_restart: int = MAX_PREFIX_RESTART_MIN
+    max_paths: int = MAX_PATHS
+    gr_restart_time: int = GR_RESTART_TIME
+    gr_stalepath_time: int = GR_STALEPATH_TIME
+    password: str = PASSWORD_PLACEHOLDER  # always the placeholder: the real password never reaches a template
     onprem_password: str = ONPREM_PASSWORD_PLACEHOLDER  # the on-prem sessions' placeholder
 
     def __post_init__(self) -> None:
-        _check_int("bgp.keepalive", self.keepalive, 1, 60)
-        _check_int("bgp.hold", self.hold, 3, 180)
-        _check(self.hold >= 3 * self.keepalive, "bgp.hold", self.hold, "must be at least 3 x keepalive")
-        _check_int("bgp.bfd_interval_ms", self.bfd_interval_ms, 10, 60000)
-        _check_int("bgp.bfd_multiplier", self.bfd_multiplier, 2, 255)
-        _check_int("bgp.max_prefix", self.max_prefix, 1, 4294967295)
-        _check_int("bgp.max_prefix_restart", self.max_prefix_restart, 1, 65535)
-        _check_int("bgp.max_paths", self.max_paths, 1, 64)
+        # The templates' own invariants (the config's values were checked by infra/config.py).
+        # FRR leaves its default graceful-restart timers out of its running config, and the
+        # templates write them only as comments: other values would need the commands.
         _check(
-            isinstance(self.graceful_restart, bool),
-            "bgp.graceful_restart",
-            self.graceful_restart,
-            "must be true or false",
+            (self.gr_restart_time, self.gr_stalepath_time) == (120, 360),
+            "bgp.gr_restart_time/gr_stalepath_time",
+            (self.gr_restart_time, self.gr_stalepath_time),
+            "must be 120 and 360 (FRR's defaults, which the templates assume)",
         )
-        # The templates state these as FRR's defaults (which FRR leaves out of its running
-        # config); other values would need the commands written out.
-        _check(
-            self.gr_restart_time == 120,
-            "bgp.gr_restart_time",
-            self.gr_restart_time,
-            "must be 120 (FRR's default, which the templates assume)",
-        )
-        _check(
-            self.gr_stalepath_time == 360,
-            "bgp.gr_stalepath_time",
-            self.gr_stalepath_time,
-            "must be 360 (FRR's default, which the templates assume)",
-        )
-        _check(
-            self.password == PASSWORD_PLACEHOLDER,
-            "bgp.password",
-            "<hidden>",
-            f"must be the placeholder {PASSWORD_PLACEHOLDER} (the agent fills in the secret)",
-        )
-        _check(
-            self.onprem_password == ONPREM_PASSWORD_PLACEHOLDER,
-            "bgp.onprem_password",
-            "<hidden>",
-            f"must be the placeholder {ONPREM_PASSWORD_PLACEHOLDER} (the agent fills in the secret)",
-        )
+        for name, placeholder in (("password", PASSWORD_PLACEHOLDER), ("onprem_password", ONPREM_PASSWORD_PLACEHOLDER)):
+            _check(
+                getattr(self, name) == placeholder,
+                f"bgp.{name}",
+                "<hidden>",
+                f"must be the placeholder {placeholder} (the agent fills in the secret)",
+            )
 
 
 @dataclass(frozen=True)
@@ -224,61 +162,6 @@ class Policy:
     # only from the host whose block it is (per-host filters, rendered by the router's agent).
     shared_v4: tuple[str, ...] = ()
     shared_v6: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        _check(
-            isinstance(self.pools_v4, tuple) and len(self.pools_v4) > 0,
-            "pools_v4",
-            self.pools_v4,
-            "must be a non-empty tuple",
-        )
-        # The templates number prefix-list entries in steps of 5 below fixed entries at 100.
-        for name in ("pools_v4", "pools_v6"):
-            _check(
-                len(getattr(self, name)) <= MAX_POOLS,
-                name,
-                getattr(self, name),
-                f"at most {MAX_POOLS} pools per family",
-            )
-        for i, p in enumerate(self.pools_v4):
-            _check_net(f"pools_v4[{i}]", p, 4)
-        _check(isinstance(self.pools_v6, tuple), "pools_v6", self.pools_v6, "must be a tuple")
-        for i, p in enumerate(self.pools_v6):
-            _check_net(f"pools_v6[{i}]", p, 6)
-        _check_net("tunnel_v4", self.tunnel_v4, 4)
-        if self.tunnel_v6 is not None:
-            _check_net("tunnel_v6", self.tunnel_v6, 6)
-        _check(
-            bool(self.pools_v6) == (self.tunnel_v6 is not None),
-            "pools_v6",
-            self.pools_v6,
-            "IPv6 pools and the IPv6 tunnel pool go together (both or neither)",
-        )
-        _check_net("vpc_cidr", self.vpc_cidr, 4)
-        _check(
-            self.announce in ("aggregates", "specifics"),
-            "announce",
-            self.announce,
-            "must be 'aggregates' or 'specifics'",
-        )
-        for name, version in (("shared_v4", 4), ("shared_v6", 6)):
-            nets = getattr(self, name)
-            _check(
-                isinstance(nets, tuple) and len(nets) <= MAX_POOLS,
-                name,
-                nets,
-                f"must be a tuple of at most {MAX_POOLS} networks",
-            )
-            # All of one family (`version`), as the ranges checked against them.
-            pools: list[Any] = [ipaddress.ip_network(p) for p in (self.pools_v4 if version == 4 else self.pools_v6)]
-            for i, n in enumerate(nets):
-                _check_net(f"{name}[{i}]", n, version)
-                _check(
-                    any(ipaddress.ip_network(n).subnet_of(p) for p in pools),
-                    f"{name}[{i}]",
-                    n,
-                    "must lie inside the pools",
-                )
 
     @property
     def ipv6(self) -> bool:
@@ -297,30 +180,6 @@ class OnPremNeighbor:
     public: str  # the peer's public address: the tunnel's outer destination
     mtu: int
 
-    def __post_init__(self) -> None:
-        _check_name("onprem.name", self.name)
-        _check_asn(f"onprem[{self.name}].asn", self.asn)
-        _check(
-            isinstance(self.ifname, str) and 1 <= len(self.ifname) <= 15,
-            f"onprem[{self.name}].ifname",
-            self.ifname,
-            "must be a Linux interface name (1-15 characters)",
-        )
-        _check_addr(f"onprem[{self.name}].inner_v4", self.inner_v4, 4)
-        if self.inner_v6 is not None:
-            _check_addr(f"onprem[{self.name}].inner_v6", self.inner_v6, 6)
-        _check_addr(f"onprem[{self.name}].public", self.public, 4)
-        _check_int(f"onprem[{self.name}].mtu", self.mtu, 1280, 8973)
-
-
-def _check_speaker(ctx: RouterFrrContext | HostFrrContext) -> None:
-    """The fields every BGP speaker's context shares: names, router id, ASN."""
-    _check_name("project", ctx.project)
-    _check_name("stack", ctx.stack)
-    _check_name("hostname", ctx.hostname)
-    _check_addr("router_id", ctx.router_id, 4)
-    _check_asn("asn", ctx.asn)
-
 
 @dataclass(frozen=True)
 class RouteServerPeering:
@@ -337,11 +196,15 @@ class RouteServerPeering:
     marker: str = ROUTE_SERVER_MARKER
 
     def __post_init__(self) -> None:
-        _check_asn("route_server.asn", self.asn)
-        _check_int("route_server.med", self.med, 0, 4294967295)
-        _check_int("route_server.prepend", self.prepend, 0, 32)
-        _check_int("route_server.hold_med", self.hold_med, self.med + 1, 4294967295)
-        _check_int("route_server.hold_prepend", self.hold_prepend, self.prepend + 1, 64)
+        # The hold (docs/vpc-failover.md): while its hosts are not back, the router's
+        # announcement must be worse than any router's planned one, or it attracts traffic.
+        _check(self.hold_med > self.med, "route_server.hold_med", self.hold_med, f"must be above the med {self.med}")
+        _check(
+            self.hold_prepend > self.prepend,
+            "route_server.hold_prepend",
+            self.hold_prepend,
+            f"must be above the prepend {self.prepend}",
+        )
 
 
 @dataclass(frozen=True)
@@ -367,49 +230,6 @@ class RouterFrrContext:
     host_limit_v4: int = 2000
     host_limit_v6: int = 2000
 
-    def __post_init__(self) -> None:
-        _check_speaker(self)
-        _check_int("host_limit_v4", self.host_limit_v4, 1, 4294967295)
-        _check_int("host_limit_v6", self.host_limit_v6, 1, 4294967295)
-        if self.route_server is not None:
-            _check(
-                self.route_server.asn != self.asn,
-                "route_server.asn",
-                self.route_server.asn,
-                "must differ from the router's ASN (the route server peers eBGP)",
-            )
-        _check_net("listen_v4", self.listen_v4, 4)
-        _check(
-            ipaddress.IPv4Network(self.listen_v4).subnet_of(ipaddress.IPv4Network(self.policy.tunnel_v4)),
-            "listen_v4",
-            self.listen_v4,
-            f"must lie inside the tunnel pool {self.policy.tunnel_v4}",
-        )
-        _check(
-            (self.listen_v6 is not None) == self.policy.ipv6,
-            "listen_v6",
-            self.listen_v6,
-            "must be given exactly when the stack has IPv6",
-        )
-        if self.listen_v6 is not None:
-            _check_net("listen_v6", self.listen_v6, 6)
-        _check_int("listen_limit", self.listen_limit, 1, LISTEN_LIMIT_MAX)
-        _check_addr("underlay_gateway", self.underlay_gateway, 4)
-        _check(isinstance(self.onprem, tuple), "onprem", self.onprem, "must be a tuple")
-        for peer in self.onprem:
-            _check(
-                peer.asn != self.asn,
-                f"onprem[{peer.name}].asn",
-                peer.asn,
-                "must differ from the router's ASN (on-prem peering is eBGP)",
-            )
-            _check(
-                (peer.inner_v6 is not None) == self.policy.ipv6,
-                f"onprem[{peer.name}].inner_v6",
-                peer.inner_v6,
-                "must be given exactly when the stack has IPv6",
-            )
-
 
 @dataclass(frozen=True)
 class RouterNeighbor:
@@ -420,19 +240,6 @@ class RouterNeighbor:
     ifname: str
     inner_v4: str
     inner_v6: str | None
-
-    def __post_init__(self) -> None:
-        _check_name("router.name", self.name)
-        _check_asn(f"router[{self.name}].asn", self.asn)
-        _check(
-            isinstance(self.ifname, str) and 1 <= len(self.ifname) <= 15,
-            f"router[{self.name}].ifname",
-            self.ifname,
-            "must be a Linux interface name (1-15 characters)",
-        )
-        _check_addr(f"router[{self.name}].inner_v4", self.inner_v4, 4)
-        if self.inner_v6 is not None:
-            _check_addr(f"router[{self.name}].inner_v6", self.inner_v6, 6)
 
 
 @dataclass(frozen=True)
@@ -448,26 +255,6 @@ class HostFrrContext:
     policy: Policy
     bgp: BgpSettings
     routers: tuple[RouterNeighbor, ...]
-
-    def __post_init__(self) -> None:
-        _check_speaker(self)
-        _check_addr("underlay_gateway", self.underlay_gateway, 4)
-        _check(
-            isinstance(self.routers, tuple) and len(self.routers) > 0,
-            "routers",
-            self.routers,
-            "a docker host needs at least one router",
-        )
-        asns = {r.asn for r in self.routers}
-        _check(len(asns) == 1, "routers", sorted(asns), "all routers of a stack share one ASN")
-        _check(self.asn not in asns, "asn", self.asn, "must differ from the routers' ASN (eBGP)")
-        for r in self.routers:
-            _check(
-                (r.inner_v6 is not None) == self.policy.ipv6,
-                f"router[{r.name}].inner_v6",
-                r.inner_v6,
-                "must be given exactly when the stack has IPv6",
-            )
 
     @property
     def router_asn(self) -> int:
@@ -491,18 +278,6 @@ class RouterTunnel:
     prefixlen_v4: int = 31
     prefixlen_v6: int = 127
 
-    def __post_init__(self) -> None:
-        _check_name("router", self.router)
-        _check_addr(f"router_eips[{self.router}]", self.eip, 4)
-        _check_asn(f"tunnel[{self.router}].asn", self.asn)
-        _check_int(f"tunnel[{self.router}].key", self.key, 1, 4294967295)
-        _check_int(f"tunnel[{self.router}].mtu", self.mtu, 1280, 8973)
-        for name in ("local_v4", "remote_v4"):
-            _check_addr(f"tunnel[{self.router}].{name}", getattr(self, name), 4)
-        for name in ("local_v6", "remote_v6"):
-            if getattr(self, name) is not None:
-                _check_addr(f"tunnel[{self.router}].{name}", getattr(self, name), 6)
-
 
 @dataclass(frozen=True)
 class OnPremFrrContext:
@@ -523,28 +298,6 @@ class OnPremFrrContext:
     # mode, every address any host may announce (each host's block, the shared ranges).
     limit_v4: int = 2000
     limit_v6: int = 2000
-
-    def __post_init__(self) -> None:
-        _check_int("limit_v4", self.limit_v4, 1, 4294967295)
-        _check_int("limit_v6", self.limit_v6, 1, 4294967295)
-        _check_name("project", self.project)
-        _check_name("stack", self.stack)
-        _check_name("hostname", self.hostname)
-        _check_asn("asn", self.asn)
-        _check_addr("public", self.public, 4)
-        _check_asn("router_asn", self.router_asn)
-        _check(self.asn != self.router_asn, "asn", self.asn, "must differ from the routers' ASN (eBGP)")
-        _check(
-            isinstance(self.tunnels, tuple) and len(self.tunnels) > 0,
-            "tunnels",
-            self.tunnels,
-            "an on-prem peer needs at least one router",
-        )
-        for i, n in enumerate(self.networks_v4):
-            _check_net(f"networks_v4[{i}]", n, 4)
-        for i, n in enumerate(self.networks_v6):
-            _check_net(f"networks_v6[{i}]", n, 6)
-        _check(not self.networks_v6 or self.policy.ipv6, "networks_v6", self.networks_v6, "the stack has IPv6 off")
 
 
 @dataclass(frozen=True)
@@ -569,64 +322,13 @@ class UserDataContext:
     egress_nft: str | None = None  # docker hosts: the egress NAT ruleset (render_egress_nft)
 
     def __post_init__(self) -> None:
+        # Not from the plan: production's constant, or the userspace variant the lab's VMs use.
+        # `auto` (the agent's own default) is refused: production fails closed (review W1).
         _check(
             self.gre_backend in ("kernel", "userspace"),
             "gre_backend",
             self.gre_backend,
             "must be 'kernel' or 'userspace'",
-        )
-        _check_name("project", self.project)
-        _check_name("stack", self.stack)
-        _check_name("instance", self.instance)
-        _check(self.role in ("router", "host"), "role", self.role, "must be 'router' or 'host'")
-        _check(
-            isinstance(self.region, str) and bool(re.match(r"^[a-z]{2}(-[a-z]+)+-\d+$", self.region)),
-            "region",
-            self.region,
-            "must be an AWS region name such as eu-west-1",
-        )
-        _check(
-            isinstance(self.bucket, str) and bool(_BUCKET.match(self.bucket)),
-            "bucket",
-            self.bucket,
-            "must be an S3 bucket name (3-63 characters of a-z, 0-9, '.', '-')",
-        )
-        _check(
-            isinstance(self.agent_key, str)
-            and bool(_KEY.match(self.agent_key))
-            and self.agent_key.endswith(".tar")
-            and not self.agent_key.startswith("/"),
-            "agent_key",
-            self.agent_key,
-            "must be the S3 key of the agent bundle (a .tar: the agent wheel and its wheelhouse)",
-        )
-        _check(
-            isinstance(self.parameter_path, str) and bool(_PARAM.match(self.parameter_path)),
-            "parameter_path",
-            self.parameter_path,
-            "must be an SSM path such as /overlay/lab/instances/host-1",
-        )
-        _check_int("route_protocol", self.route_protocol, 1, 255)
-        _check(
-            self.route_protocol not in FORBIDDEN_PROTOCOLS,
-            "route_protocol",
-            self.route_protocol,
-            "is claimed by FRR or the kernel or another routing daemon (0-18, 42, 99, 186-198)",
-        )
-        _check_name("route_protocol_name", self.route_protocol_name)
-        _check(
-            set(self.frr_daemons) <= {"zebra", "bgpd", "bfdd", "staticd"}
-            and "zebra" in self.frr_daemons
-            and "bgpd" in self.frr_daemons,
-            "frr_daemons",
-            self.frr_daemons,
-            "must include zebra and bgpd, from zebra, bgpd, bfdd, staticd",
-        )
-        _check(
-            self.mss_clamp == (self.role == "router"),
-            "mss_clamp",
-            self.mss_clamp,
-            "routers clamp MSS, docker hosts do not",
         )
 
     @property
@@ -653,23 +355,19 @@ class UserDataContext:
 
 
 def bgp_settings(plan: OverlayPlan) -> BgpSettings:
-    b = plan.bgp
-    return BgpSettings(
-        keepalive=b.keepalive,
-        hold=b.hold,
-        bfd_interval_ms=b.bfd_interval_ms,
-        bfd_multiplier=b.bfd_multiplier,
-        max_prefix=b.max_prefix,
-        max_prefix_restart=MAX_PREFIX_RESTART_MIN,
-        max_paths=MAX_PATHS,
-        graceful_restart=b.graceful_restart,
-        gr_restart_time=GR_RESTART_TIME,
-        gr_stalepath_time=GR_STALEPATH_TIME,
-        password=PASSWORD_PLACEHOLDER,
-    )
+    return BgpSettings(config=plan.bgp)
 
 
 def policy(plan: OverlayPlan) -> Policy:
+    # A template invariant, not a config rule: the filters number one prefix-list entry per
+    # pool or shared range in steps of 5 below fixed entries at 100.
+    for name, nets in (
+        ("pools.ipv4", plan.pools_v4),
+        ("pools.ipv6", plan.pools_v6),
+        ("pools.sharedIpv4", plan.shared_v4),
+        ("pools.sharedIpv6", plan.shared_v6),
+    ):
+        _check(len(nets) <= MAX_POOLS, name, [str(n) for n in nets], f"the FRR filters take at most {MAX_POOLS}")
     return Policy(
         pools_v4=tuple(str(p) for p in plan.pools_v4),
         pools_v6=tuple(str(p) for p in plan.pools_v6) if plan.ipv6 else (),
@@ -799,6 +497,14 @@ def onprem_context(
     extra = sorted(set(router_eips) - {r.name for r in plan.routers})
     if extra:
         raise RenderError(f"router_eips: {', '.join(extra)} not routers of stack {plan.stack}")
+    # From outside the plan: the EIPs AWS assigned, the prefixes the operator announces.
+    for name, eip in sorted(router_eips.items()):
+        _check_addr(f"router_eips[{name}]", eip, 4)
+    for i, n in enumerate(networks_v4):
+        _check_net(f"networks_v4[{i}]", n, 4)
+    for i, n in enumerate(networks_v6):
+        _check_net(f"networks_v6[{i}]", n, 6)
+    _check(not networks_v6 or plan.ipv6, "networks_v6", networks_v6, "the stack has IPv6 off")
     pol = policy(plan)
     pairings: list[Pairing] = [p for p in plan.pairings if p.kind == "onprem" and p.b.name == peer_name]
     tunnels = tuple(
@@ -850,6 +556,23 @@ def user_data_context(
 ) -> UserDataContext:
     inst = _instance(plan, instance_name)
     role = "router" if isinstance(inst, Router) else "host"
+    # From outside the plan: the bucket AWS named, the bundle's key. The parameter path is
+    # checked with the bootstrap document (overlay_agent/schemas/bootstrap.schema.json).
+    _check(
+        isinstance(bucket, str) and bool(_BUCKET.match(bucket)),
+        "bucket",
+        bucket,
+        "must be an S3 bucket name (3-63 characters of a-z, 0-9, '.', '-')",
+    )
+    _check(
+        isinstance(agent_key, str)
+        and bool(_KEY.match(agent_key))
+        and agent_key.endswith(".tar")
+        and not agent_key.startswith("/"),
+        "agent_key",
+        agent_key,
+        "must be the S3 key of the agent bundle (a .tar: the agent wheel and its wheelhouse)",
+    )
     return UserDataContext(
         project=plan.project,
         stack=plan.stack,
@@ -882,14 +605,6 @@ class EgressContext:
     pools_v4: tuple[str, ...]
     pools_v6: tuple[str, ...]
     veth_prefix: str = VETH_PREFIX
-
-    def __post_init__(self) -> None:
-        _check_name("stack", self.stack)
-        _check(bool(self.pools_v4) and bool(self.keep_v4), "pools_v4", self.pools_v4, "must not be empty")
-        for n in self.keep_v4 + self.pools_v4:
-            _check_net("keep_v4/pools_v4", n, 4)
-        for n in self.pools_v6:
-            _check_net("pools_v6", n, 6)
 
 
 def egress_context(plan: OverlayPlan) -> EgressContext:
