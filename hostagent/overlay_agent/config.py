@@ -119,9 +119,12 @@ def parse(doc: Any, source: str = "agent") -> AgentConfig:
     pools6 = tuple(IPv6Net(p) for p in pools.get("ipv6", ()))
     shared4 = tuple(IPv4Net(p) for p in shared.get("ipv4", ()))
     shared6 = tuple(IPv6Net(p) for p in shared.get("ipv6", ()))
-    for net in shared4 + shared6:
-        if not any(net.version == p.version and net.subnet_of(p) for p in pools4 + pools6):
-            raise ConfigError(f"{source}: shared: range {net} lies outside the pools")
+    for n4 in shared4:
+        if not any(n4.subnet_of(p) for p in pools4):
+            raise ConfigError(f"{source}: shared: range {n4} lies outside the pools")
+    for n6 in shared6:
+        if not any(n6.subnet_of(p) for p in pools6):
+            raise ConfigError(f"{source}: shared: range {n6} lies outside the pools")
 
     block4 = block6 = None
     if doc["role"] == "host":

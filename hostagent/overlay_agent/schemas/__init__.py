@@ -116,13 +116,13 @@ def _reason(exc: fastjsonschema.JsonSchemaValueException) -> str:
         return f"has {len(value)} items, fewer than the minimum of {limit}"
     if rule in ("pattern", "format", "not", "minLength", "maxLength") and what:
         return f"{v} is not {what}"
-    said = exc.message.removeprefix(exc.name).strip()
+    said = exc.message.removeprefix(exc.name or "").strip()
     return said if isinstance(value, (dict, list)) else f"{v} is invalid ({said})"
 
 
 def error(source: str, exc: fastjsonschema.JsonSchemaValueException) -> str:
     """One line: the document, the field (a JSON path such as tunnels[3].key), the value and the reason."""
-    field = exc.name.removeprefix("data").lstrip(".")
+    field = (exc.name or "data").removeprefix("data").lstrip(".")
     return f"{source}: {field + ': ' if field else ''}{_reason(exc)}"
 
 
