@@ -28,6 +28,27 @@ def bundle(tmp_path_factory):
     return build_bundle(out_dir=tmp_path_factory.mktemp("bundle"))
 
 
+def _offline_install(venv, root, *extra: str) -> subprocess.CompletedProcess[str]:
+    """pip as overlay-agent-install runs it: no index, every wheel from the bundle, checked by hash."""
+    return subprocess.run(
+        [
+            str(venv / "bin/pip"),
+            "install",
+            "--disable-pip-version-check",
+            *extra,
+            "--no-index",
+            "--require-hashes",
+            "--find-links",
+            str(root / "wheels"),
+            "-r",
+            str(root / "requirements.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PIP_CONFIG_FILE": "/dev/null"},
+    )
+
+
 def test_lock_pins_what_the_tests_run():
     """Instances get exactly the versions this tree's tests ran: the lock agrees with the agent's
     own pins (hostagent/pyproject.toml) and with what is installed in the test virtualenv."""
@@ -65,23 +86,7 @@ def test_bundle_installs_without_an_index_and_runs(bundle, tmp_path):
     root = tmp_path / BUNDLE_ROOT
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    proc = subprocess.run(
-        [
-            str(venv / "bin/pip"),
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-index",
-            "--require-hashes",
-            "--find-links",
-            str(root / "wheels"),
-            "-r",
-            str(root / "requirements.txt"),
-        ],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "PIP_CONFIG_FILE": "/dev/null"},
-    )
+    proc = _offline_install(venv, root, "--quiet")
     assert proc.returncode == 0, proc.stderr
     out = subprocess.run([str(venv / "bin/overlay-agent"), "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "status" in out.stdout
@@ -94,23 +99,7 @@ def test_bundle_installs_without_an_index_and_runs(bundle, tmp_path):
     # A tampered wheel is refused.
     wheel = next((root / "wheels").glob("six-*.whl"))
     wheel.write_bytes(wheel.read_bytes() + b"x")
-    proc = subprocess.run(
-        [
-            str(venv / "bin/pip"),
-            "install",
-            "--disable-pip-version-check",
-            "--force-reinstall",
-            "--no-index",
-            "--require-hashes",
-            "--find-links",
-            str(root / "wheels"),
-            "-r",
-            str(root / "requirements.txt"),
-        ],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "PIP_CONFIG_FILE": "/dev/null"},
-    )
+    proc = _offline_install(venv, root, "--force-reinstall")
     assert proc.returncode != 0 and "HASHES" in proc.stderr.upper()
 
 
