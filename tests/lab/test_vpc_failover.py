@@ -68,10 +68,23 @@ def test_route_server_installs_one_best_path_for_every_table(lab, container):
     # router-1 announces MED 0, router-2 MED 100 and a prepend: router-1 for every AZ.
     failover.wait_for(lambda: failover.vpc_choice(lab, pool4) == "router-1", 30, "IPv4 pool on router-1")
     failover.wait_for(lambda: failover.vpc_choice(lab, pool6) == "router-1", 30, "IPv6 pool on router-1")
-    # Both paths are in the route server's RIB; one is best.
-    # (`show bgp ipv4 unicast json`: the MED is "metric", the AS path "path".)
+    # Both paths are in the route server's RIB with the planned attributes; one is best.
+    # (`show bgp ipv4 unicast json`: the MED is "metric", the AS path "path".) Each router
+    # announces RS-HOLD-OUT's attributes (MED 200/300, longer paths) until its agent's gate
+    # has seen its host sessions back: on a loaded machine that outlasts the wait above
+    # (router-1 held is still better than router-2 held), so wait for both gates to open.
+    planned = [(0, "65000"), (100, "65000 65000")]
+
+    def rib_attributes():
+        rib = lab.frr_for("route-server").bgp_routes(4).get(pool4, [])
+        return sorted((p.get("metric", 0), p["path"]) for p in rib)
+
+    t0 = time.time()
+    with contextlib.suppress(failover.LabError):  # the assertion below shows what was there
+        failover.wait_for(lambda: rib_attributes() == planned, 60, "both routers' planned attributes", 0.2)
+    say(f"route server: planned attributes from both routers {time.time() - t0:.1f} s after the pool moved")
+    assert rib_attributes() == planned
     rib = lab.frr_for("route-server").bgp_routes(4)[pool4]
-    assert sorted((p.get("metric", 0), p["path"]) for p in rib) == [(0, "65000"), (100, "65000 65000")]
     assert [p.get("metric", 0) for p in rib if p.get("bestpath")] == [0]
     # The per-AZ tables hold no pool route of their own: lookups from every subnet fall
     # through to the one FIB.
