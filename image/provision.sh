@@ -3,11 +3,18 @@
 #   - AWS: the stack's EC2 Image Builder component runs it on a build instance started from
 #     Debian's own AMI (infra/components/image.py), and the stack's instances boot the result;
 #   - the lab: lab/vm/image.py runs it in the debootstrapped root (chroot), natively.
-# Usage (as root): provision.sh [PACKAGES_FILE]   (default: packages.txt next to this script)
+# Usage (as root): provision.sh [PACKAGES_FILE [REQUIREMENTS_LOCK [WHEEL_DIR]]]
+#   PACKAGES_FILE      Debian packages (default: packages.txt next to this script)
+#   REQUIREMENTS_LOCK  the agent's pinned, hashed dependencies (hostagent/requirements.lock;
+#                      default: requirements.lock next to this script)
+#   WHEEL_DIR          where their wheels are (offline: the lab passes the wheels it downloaded
+#                      and hash-checked); without it pip fetches them from PyPI, by hash
 # Safe to run again. Starts nothing: services are configured and started by the user data.
 set -eu
 export DEBIAN_FRONTEND=noninteractive
 list=${1:-$(dirname "$0")/packages.txt}
+lock=${2:-$(dirname "$0")/requirements.lock}
+wheels=${3:-}
 pkgs=$(sed -e 's/#.*//' "$list" | tr -s ' \n' '  ')
 say() { echo "overlay-image: $*"; }
 
@@ -30,8 +37,21 @@ systemctl disable docker.service docker.socket frr.service
 sed -i 's/^# *en_US.UTF-8 UTF-8/en_US.UTF-8 UTF-8/' /etc/locale.gen
 locale-gen
 
-# The agent's virtualenv, created here so that first boot only installs the bundle's wheels.
+# The agent's virtualenv with its dependencies (boto3, botocore, pyroute2, docker, ...) installed
+# and byte-compiled here, natively and once, by hash (pip's hash-checking mode: a file whose
+# sha256 is not the lock's is refused). First boot then installs only the agent's own wheel
+# from the stack's bundle: the bundle's requirements.txt pins these same versions, which pip
+# finds already satisfied (a bundle with other pins replaces them, from its own wheels).
 python3 -m venv /opt/overlay-agent
+if [ -n "$wheels" ]; then
+  from="--no-index --find-links $wheels"
+else
+  from="--only-binary=:all:"
+fi
+say "agent dependencies from $lock"
+# shellcheck disable=SC2086
+/opt/overlay-agent/bin/pip install -q --disable-pip-version-check --no-cache-dir --no-deps --require-hashes \
+  $from -r "$lock"
 
 apt-get clean
 rm -rf /var/lib/apt/lists/*

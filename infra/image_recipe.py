@@ -1,10 +1,10 @@
-"""The overlay's machine image recipe (image/packages.txt + image/provision.sh) as the program hands it to
-EC2 Image Builder; pure (reads the two files, no AWS).
+"""The overlay's machine image recipe (image/packages.txt + image/provision.sh + the agent's
+hostagent/requirements.lock) as the program hands it to EC2 Image Builder; pure (reads the files, no AWS).
 
-The same two files build the lab's VM image (lab/vm/image.py, natively in a chroot), so the
+The same files build the lab's VM image (lab/vm/image.py, natively in a chroot), so the
 VM test boots what the stack's instances boot: Debian 12 with FRR, docker.io, nftables,
-awscli and the agent's virtualenv baked in, and first boot only configures them and
-installs the agent bundle.
+awscli and the agent's virtualenv with its pinned dependencies baked in, and first boot only
+configures them and installs the agent's own wheel from the bundle.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from infra.stackfile import REPO_ROOT
 RECIPE_DIR = REPO_ROOT / "image"
 PACKAGES_FILE = RECIPE_DIR / "packages.txt"
 PROVISION_SCRIPT = RECIPE_DIR / "provision.sh"
+# The agent's pinned, hashed dependencies: baked into the image's virtualenv, so first boot
+# installs only the agent's own wheel (the bundle pins the same versions).
+LOCK_FILE = REPO_ROOT / "hostagent" / "requirements.lock"
 # Where the Image Builder component writes the recipe on the build instance.
 BUILD_DIR = "/tmp/overlay-image"
 # Image Builder refuses component documents over 16,000 characters (CreateComponent `data`).
@@ -44,21 +47,22 @@ def packages(path: Path = PACKAGES_FILE) -> tuple[str, ...]:
 
 
 def digest() -> str:
-    """What the image is made of (the two files): names the Image Builder resources, which
+    """What the image is made of (the three files): names the Image Builder resources, which
     AWS never changes in place (a component or recipe version is immutable)."""
     h = hashlib.sha256()
-    for path in (PACKAGES_FILE, PROVISION_SCRIPT):
+    for path in (PACKAGES_FILE, PROVISION_SCRIPT, LOCK_FILE):
         h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
 
 def component_document() -> str:
-    """The Image Builder (AWSTOE) component: writes the two files and runs the script, then
+    """The Image Builder (AWSTOE) component: writes the three files and runs the script, then
     checks that every package is installed. Raises ValueError past Image Builder's size limit."""
     write = (
         f"mkdir -p {BUILD_DIR}\n"
         f"cat > {BUILD_DIR}/packages.txt <<'OVERLAY_PACKAGES'\n{PACKAGES_FILE.read_text()}OVERLAY_PACKAGES\n"
         f"cat > {BUILD_DIR}/provision.sh <<'OVERLAY_PROVISION'\n{PROVISION_SCRIPT.read_text()}OVERLAY_PROVISION\n"
+        f"cat > {BUILD_DIR}/requirements.lock <<'OVERLAY_LOCK'\n{LOCK_FILE.read_text()}OVERLAY_LOCK\n"
     )
     check = (
         "for p in "
@@ -77,7 +81,11 @@ def component_document() -> str:
                     {
                         "name": "Provision",
                         "action": "ExecuteBash",
-                        "inputs": {"commands": [f"sh {BUILD_DIR}/provision.sh {BUILD_DIR}/packages.txt"]},
+                        "inputs": {
+                            "commands": [
+                                f"sh {BUILD_DIR}/provision.sh {BUILD_DIR}/packages.txt {BUILD_DIR}/requirements.lock"
+                            ]
+                        },
                     },
                 ],
             },

@@ -28,12 +28,14 @@ import fcntl
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from infra import image_recipe
+from infra.agent_archive import download_wheelhouse
 from lab.underlay import LabError
 
 CACHE_ROOT = Path(os.environ.get("OVERLAY_VM_CACHE", "/var/cache/overlay-vm"))
@@ -41,6 +43,7 @@ MIRROR = os.environ.get("OVERLAY_VM_MIRROR", "http://deb.debian.org/debian")
 SUITE = "bookworm"
 # The image recipe shared with the program's Image Builder pipeline.
 RECIPE_DIR = image_recipe.RECIPE_DIR
+LOCK_FILE = image_recipe.LOCK_FILE
 # Layer 1, what Debian's EC2 AMI starts from. python3-cffi-backend must be listed: debootstrap
 # does not resolve python3-cryptography's virtual dependency (python3-cffi-backend-api-*),
 # and cloud-init would stay unconfigured.
@@ -135,6 +138,7 @@ def recipe_hash() -> str:
         base_hash(),
         (RECIPE_DIR / "packages.txt").read_text(),
         (RECIPE_DIR / "provision.sh").read_text(),
+        LOCK_FILE.read_text(),
         DISK_SIZE,
     ):
         h.update(part.encode() + b"\0")
@@ -153,9 +157,9 @@ def missing_host_tools() -> list[str]:
     return sorted({pkg for tool, pkg in HOST_PACKAGES.items() if shutil.which(tool) is None})
 
 
-def _run(cmd: list[str], log: Path, what: str, timeout: float = 900) -> None:
+def _run(cmd: list[str], log: Path, what: str, timeout: float = 900, env: dict[str, str] | None = None) -> None:
     with open(log, "ab") as out:
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, env=env)
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-5:]
         raise LabError(f"VM image: {what} failed (exit {proc.returncode}): {' / '.join(tail)}")
@@ -182,7 +186,13 @@ def build(say=print) -> Image:
         raise LabError(f"VM image: host packages missing: {' '.join(missing)} (scripts/setup.sh installs them)")
     CACHE_ROOT.mkdir(parents=True, exist_ok=True)
     with open(CACHE_ROOT / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            t0 = time.monotonic()
+            say(f"      waiting for the VM image build under way (log: {CACHE_ROOT}/*.build/build.log) ...")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            say(f"      waited {time.monotonic() - t0:.0f} s for it")
         if img.ready():
             return img
         t0 = time.monotonic()
@@ -212,9 +222,14 @@ def _provision(rootfs: Path, log: Path) -> None:
     """Layer 2: image/provision.sh in a chroot of the root, with /proc, /sys and /dev/pts
     mounted (dpkg maintainer scripts read them) and the host's resolver for apt. Nothing is
     started: policy-rc.d refuses every service start, and systemctl in a chroot only enables."""
-    (rootfs / "tmp/overlay-image").mkdir(parents=True, exist_ok=True)
+    recipe = rootfs / "tmp/overlay-image"
+    recipe.mkdir(parents=True, exist_ok=True)
     for name in ("packages.txt", "provision.sh"):
-        shutil.copyfile(RECIPE_DIR / name, rootfs / "tmp/overlay-image" / name)
+        shutil.copyfile(RECIPE_DIR / name, recipe / name)
+    shutil.copyfile(LOCK_FILE, recipe / "requirements.lock")
+    # The agent's dependencies as the bundle ships them (pip download, hash-checked, through
+    # this machine's package index): the chroot's pip installs them offline, by the same hashes.
+    download_wheelhouse(LOCK_FILE, recipe / "wheels")
     policy = rootfs / "usr/sbin/policy-rc.d"
     policy.write_text("#!/bin/sh\nexit 101\n")
     policy.chmod(0o755)
@@ -228,10 +243,20 @@ def _provision(rootfs: Path, log: Path) -> None:
             (rootfs / point).mkdir(parents=True, exist_ok=True)
             subprocess.run(["mount", "-t", fstype, src, str(rootfs / point)], check=True, capture_output=True)
         _run(
-            ["chroot", str(rootfs), "sh", "/tmp/overlay-image/provision.sh", "/tmp/overlay-image/packages.txt"],
+            [
+                "chroot",
+                str(rootfs),
+                "sh",
+                "/tmp/overlay-image/provision.sh",
+                "/tmp/overlay-image/packages.txt",
+                "/tmp/overlay-image/requirements.lock",
+                "/tmp/overlay-image/wheels",
+            ],
             log,
             "image/provision.sh",
             timeout=1800,
+            # The recipe sees a build instance's environment, not this machine's (no PIP_*).
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"},
         )
     finally:
         _unmount_under(rootfs)
@@ -327,5 +352,10 @@ def _build_into(work: Path) -> None:
     (work / "done").write_text("ok\n")
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # through build()'s cleanup: no chroot mount left behind
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)
     print(build().dir)

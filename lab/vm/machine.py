@@ -1,10 +1,8 @@
 """One lab VM: qemu (TCG) with the lab image, a NoCloud seed, a tap on a VPC bridge and a command channel.
 
-NICs: ens3 is qemu's user-mode NAT (the VM's way to Debian's archive, standing in for the NAT
-gateway / S3 endpoint path to the mirror), ens4 is the instance's ENI: a tap device on the
-subnet's bridge in the lab's VPC namespace, with the instance's fixed addresses.
-qemu runs in the root namespace (so its user-mode NAT reaches the mirror); the tap is moved
-into the VPC namespace once qemu holds it.
+One NIC, the instance's ENI (ens5): a tap device on the subnet's bridge in the lab's VPC
+namespace, with the instance's fixed addresses. No internet: the image has every package.
+qemu runs in the root namespace; the tap is moved into the VPC namespace once qemu holds it.
 """
 
 from __future__ import annotations
@@ -105,10 +103,6 @@ def start(vm: VM, image: Image, vpc_ns: str, bridge: str, mtu: int) -> None:
         f"file={disk},if=virtio,format=qcow2",
         "-drive",
         f"file={vm.dir / 'seed.img'},if=virtio,format=raw,readonly=on",
-        "-netdev",
-        "user,id=wan,ipv6=off",
-        "-device",
-        f"virtio-net-pci,netdev=wan,mac={mac(vm, 0)}",
         "-netdev",
         f"tap,id=eni,ifname={vm.tap},script=no,downscript=no",
         "-device",

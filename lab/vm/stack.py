@@ -50,23 +50,17 @@ def vms(lab) -> list[tuple[Instance, machine.VM]]:
 
 
 def network_config(inst: Instance, vm: machine.VM) -> str:
-    """The ENI as EC2's DHCP would configure it (fixed address, VPC router), plus the lab's
-    user-mode NIC for Debian's archive (the default route, no IPv6)."""
-    eni = {
-        "match": {"macaddress": machine.mac(vm, 1)},
-        "set-name": "ens5",
-        "addresses": [f"{inst.address}/{inst.segment.cidr.prefixlen}"],
-    }
-    if inst.address_v6 is not None:
-        eni["addresses"].append(f"{inst.address_v6}/64")
-    doc = {
-        "version": 2,
-        "ethernets": {
-            "lab0": {"match": {"macaddress": machine.mac(vm, 0)}, "set-name": "lab0", "dhcp4": True, "dhcp6": False},
-            "ens5": eni,
-        },
-    }
-    return json.dumps(doc, indent=1)
+    """The ENI as EC2's DHCP and router advertisements configure it: the fixed addresses and
+    the default routes via the VPC router. It is the VM's only NIC: the image has every
+    package and the agent bundle comes from the stack's bucket (the lab's S3 in the VPC), so
+    nothing at boot needs the internet."""
+    addresses = [f"{inst.address}/{inst.segment.cidr.prefixlen}"]
+    routes = [{"to": "0.0.0.0/0", "via": str(inst.segment.gateway)}]
+    if inst.address_v6 is not None and inst.segment.gateway_v6 is not None:
+        addresses.append(f"{inst.address_v6}/64")
+        routes.append({"to": "::/0", "via": str(inst.segment.gateway_v6)})
+    eni = {"match": {"macaddress": machine.mac(vm, 1)}, "set-name": "ens5", "addresses": addresses, "routes": routes}
+    return json.dumps({"version": 2, "ethernets": {"ens5": eni}}, indent=1)
 
 
 def vendor_data(inst: Instance) -> str:

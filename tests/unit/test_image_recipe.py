@@ -23,6 +23,8 @@ def test_provision_script_is_posix_sh_and_leaves_docker_and_frr_to_the_user_data
     # Review F3: dockerd must not start before the user data's forwarding sysctls.
     assert "systemctl disable docker.service docker.socket frr.service" in script
     assert "--no-install-recommends" in script and "python3 -m venv /opt/overlay-agent" in script
+    # The agent's dependencies are baked by hash (first boot installs only the agent's wheel).
+    assert "--require-hashes" in script and '-r "$lock"' in script
     # cloud-init's locale module needs Debian's default locale, or the config stage fails.
     assert "locales" in image_recipe.packages() and "locale-gen" in script
 
@@ -32,7 +34,10 @@ def test_component_document_carries_the_two_files_verbatim_and_runs_the_script()
     build, validate = doc["phases"]
     write, run = (s["inputs"]["commands"][0] for s in build["steps"])
     assert image_recipe.PACKAGES_FILE.read_text() in write and image_recipe.PROVISION_SCRIPT.read_text() in write
-    assert run == "sh /tmp/overlay-image/provision.sh /tmp/overlay-image/packages.txt"
+    assert image_recipe.LOCK_FILE.read_text() in write
+    assert (
+        run == "sh /tmp/overlay-image/provision.sh /tmp/overlay-image/packages.txt /tmp/overlay-image/requirements.lock"
+    )
     check = validate["steps"][0]["inputs"]["commands"][0]
     assert all(p in check for p in image_recipe.packages())
     assert len(image_recipe.component_document()) <= image_recipe.COMPONENT_DATA_LIMIT

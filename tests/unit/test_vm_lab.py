@@ -24,8 +24,13 @@ def test_each_vm_gets_its_eni_address_and_the_lab_endpoints_outside_the_user_dat
         net = json.loads(vmstack.network_config(inst, vm))
         eni = net["ethernets"]["ens5"]
         assert eni["addresses"] == [f"{inst.address}/{inst.segment.cidr.prefixlen}", f"{inst.address_v6}/64"]
-        assert "routes" not in eni and net["ethernets"]["lab0"]["dhcp4"] is True
-        macs |= {machine.mac(vm, 0), machine.mac(vm, 1)}
+        # The ENI is the only NIC (no internet at boot): default routes via the VPC router.
+        assert list(net["ethernets"]) == ["ens5"]
+        assert eni["routes"] == [
+            {"to": "0.0.0.0/0", "via": str(inst.segment.gateway)},
+            {"to": "::/0", "via": str(inst.segment.gateway_v6)},
+        ]
+        macs.add(machine.mac(vm, 1))
         assert vm.tap == inst.vpc_port  # the tap takes the namespace veth's place on the bridge
         env = vmstack.vendor_data(inst)
         assert f"AWS_ENDPOINT_URL=http://{inst.segment.gateway}:4566" in env
@@ -38,7 +43,7 @@ def test_each_vm_gets_its_eni_address_and_the_lab_endpoints_outside_the_user_dat
             parameter_path=instance_path(lab.plan, inst.name),
         )
         assert "4566" not in ud and "AWS_ENDPOINT_URL=" not in ud
-    assert len(macs) == 4
+    assert len(macs) == 2
 
 
 def test_image_recipe_hash_follows_the_recipe(monkeypatch):

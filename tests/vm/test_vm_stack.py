@@ -92,6 +92,14 @@ def test_first_boot_runs_the_user_data_to_the_end(vmlab):
         assert "overlay image: Debian 12" in _ok(ch, "cat /etc/overlay-image")
         assert "image:" in journal and "apt" not in journal
         assert _ok(ch, "find /var/log/dpkg.log -newer /etc/overlay-image | wc -l").strip() == "0"
+        # Where the first boot's time went (seconds since the guest kernel started), for the CI log.
+        timeline = _ok(
+            ch,
+            "systemd-analyze 2>/dev/null | head -n 1; "
+            "journalctl -b -o short-monotonic --no-pager -u cloud-final -u overlay-agent-install -u overlay-agent "
+            "| grep -E 'Started|Finished|overlay-agent-install:|Cloud-init v' | cut -c1-150",
+        )
+        print(f"\n{name} first boot:\n{timeline}")
     print(f"\nVMs started -> BGP Established (both VMs in parallel): {vmlab.boot_seconds:.0f} s")
     print(f"lab up --vms in all (image build if not cached, underlay, VMs, sessions): {vmlab.up_seconds:.0f} s")
 
