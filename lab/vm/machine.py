@@ -23,6 +23,8 @@ from lab.vm.image import Image
 # -m 768: dockerd, containerd, FRR and the agent next to cloud-init; tb-size keeps qemu's
 # translation cache (and RSS) small (shared/notes/vm-boot.md).
 MEMORY_MB = int(os.environ.get("OVERLAY_VM_MEMORY", "768"))
+# vCPUs per VM (multi-threaded TCG: one host thread per vCPU).
+CPUS = int(os.environ.get("OVERLAY_VM_CPUS", "1"))
 ACCEL = "tcg,tb-size=256"
 
 
@@ -92,7 +94,7 @@ def start(vm: VM, image: Image, vpc_ns: str, bridge: str, mtu: int) -> None:
         "-m",
         str(MEMORY_MB),
         "-smp",
-        "1",
+        str(CPUS),
         "-kernel",
         str(image.kernel),
         "-initrd",

@@ -11,6 +11,7 @@ namespaces on this machine (userspace GRE). `python -m lab up --vms` is the same
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import json
 import os
@@ -195,17 +196,32 @@ def test_agent_restart_withdraws_nothing(vmlab):
             seen.append(r.stdout)
             time.sleep(0.2)
 
+    host = _vm(vmlab, "host-1")
     t = threading.Thread(target=watch)
     t.start()
     try:
         time.sleep(2)
-        _ok(_vm(vmlab, "host-1"), ["systemctl", "restart", "overlay-agent"], 60)
-        time.sleep(15)
+        before = float(_ok(host, "date +%s.%N"))
+        _ok(host, ["systemctl", "restart", "overlay-agent"], 60)
+        # Sample on until the new agent has rebuilt its state from the kernel and Docker and
+        # written its container report (a full pass: the wiring found the container in place).
+        t0 = time.monotonic()
+        while True:
+            r = host.run("cat /run/overlay-agent/containers.json", timeout=20)
+            with contextlib.suppress(json.JSONDecodeError):
+                doc = json.loads(r.stdout or "{}")
+                rows = {row.get("ipv4"): row for row in doc.get("containers", [])}
+                if doc.get("generated", 0) > before and rows.get(v4, {}).get("wired") and rows[v4].get("route"):
+                    break
+            assert time.monotonic() - t0 < 300, f"the restarted agent wrote no report: {r.stdout[-300:]}"
+            time.sleep(2)
+        print(f"\nagent restart -> its first full pass: {time.monotonic() - t0:.0f} s")
+        time.sleep(3)
     finally:
         stop.set()
         t.join()
     assert len(seen) > 10
     missing = [s for s in seen if v4 not in s or v6 not in s]
     assert not missing, f"{len(missing)} of {len(seen)} samples without the container's routes"
-    assert _ok(_vm(vmlab, "host-1"), ["systemctl", "is-active", "overlay-agent"]).strip() == "active"
+    assert _ok(host, ["systemctl", "is-active", "overlay-agent"]).strip() == "active"
     assert http_get(vmlab.topo.sites[0].client_ns, v4) == "host-1"
