@@ -66,6 +66,10 @@ ANNOUNCE_MODES = ("aggregates", "specifics")
 # numbered 100 + host index; FRR's sequence numbers end at 65535.
 MAX_HOSTS_FILTERED = 65000
 ROUTING_MODES = ("router", "static")
+# Ranges per pool list (pools.ipv4, pools.ipv6, pools.sharedIpv4, pools.sharedIpv6): the FRR
+# prefix-lists number one entry per range in steps of 5 (userdata/frr-*.conf.j2), below the
+# fixed entries that start at sequence 100; 16 keeps them there.
+MAX_POOLS = 16
 # How the VPC route tables follow a router's loss (docs/vpc-failover.md): VPC Route Server
 # re-points every table at a live router; static keeps one fixed router ENI per AZ.
 FAILOVER_MODES = ("routeServer", "static")
@@ -296,6 +300,13 @@ def _net_list(version: int) -> Callable[[str, Any], tuple[Any, ...]]:
             value = [value]
         if not isinstance(value, list) or not value:
             raise ConfigError(key, value, f"must be a non-empty list of IPv{version} CIDRs")
+        if len(value) > MAX_POOLS:
+            raise ConfigError(
+                key,
+                value,
+                f"at most {MAX_POOLS} ranges ({len(value)} given): the FRR prefix-lists number one "
+                "entry per range below their fixed entries at sequence 100",
+            )
         return tuple(_net(version)(f"{key}[{i}]", v) for i, v in enumerate(value))
 
     return conv
@@ -344,8 +355,8 @@ def _net_list_type(version: int) -> Type:
     item = {"type": "string", "format": f"ipv{version}-network"}
     return Type(
         _net_list(version),
-        f"list of IPv{version} CIDRs",
-        {"anyOf": [{"type": "array", "items": item, "minItems": 1}, item]},
+        f"list of 1-{MAX_POOLS} IPv{version} CIDRs",
+        {"anyOf": [{"type": "array", "items": item, "minItems": 1, "maxItems": MAX_POOLS}, item]},
     )
 
 

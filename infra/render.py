@@ -16,7 +16,7 @@ from overlay_agent import schemas
 from overlay_agent.errors import ConfigError
 
 from infra import placeholders
-from infra.config import BgpConfig
+from infra.config import MAX_POOLS, BgpConfig
 from infra.plan.model import Host, OverlayPlan, Pairing, Router
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "userdata"
@@ -31,8 +31,6 @@ ONPREM_PASSWORD_PLACEHOLDER = placeholders.ONPREM_BGP_PASSWORD
 ROUTE_PROTOCOL_NAME = "overlay"
 # ECMP fan-out: 2-8 routers per stack, and anycast addresses on up to 16 hosts.
 MAX_PATHS = 16
-# Container pools per address family the filters are written for.
-MAX_POOLS = 16
 # bgpd's `bgp listen limit` accepts 1-65535 (default 100, too few for big stacks).
 LISTEN_LIMIT_MAX = 65535
 # After a max-prefix shutdown, bgpd re-opens the session after this many minutes.
@@ -359,8 +357,9 @@ def bgp_settings(plan: OverlayPlan) -> BgpSettings:
 
 
 def policy(plan: OverlayPlan) -> Policy:
-    # A template invariant, not a config rule: the filters number one prefix-list entry per
-    # pool or shared range in steps of 5 below fixed entries at 100.
+    # The templates' invariant, for plans not made by infra.config.parse (which refuses more
+    # in one line naming the key): the filters number one prefix-list entry per pool or
+    # shared range in steps of 5 below fixed entries at 100.
     for name, nets in (
         ("pools.ipv4", plan.pools_v4),
         ("pools.ipv6", plan.pools_v6),

@@ -91,6 +91,13 @@ BAD = [
     (("pools.sharedIpv6", ["fd10:96::3:0/112"]), "overlay:pools.sharedIpv6[0]", "overlaps host-4's block"),
     (("pools.sharedIpv6", "banana"), "overlay:pools.sharedIpv6[0]", "not a valid IPv6 CIDR"),
     (("pools.sharedlpv4", []), "overlay:pools.sharedlpv4", "did you mean 'sharedIpv4'"),
+    # the FRR prefix-lists take at most 16 ranges per list (infra.config.MAX_POOLS)
+    (("pools.ipv4", [f"10.{i}.0.0/16" for i in range(100, 117)]), "overlay:pools.ipv4", "at most 16 ranges (17 given)"),
+    (
+        ("pools.sharedIpv6", [f"fd10:96:0:ffff::{i:x}00/120" for i in range(17)]),
+        "overlay:pools.sharedIpv6",
+        "at most 16",
+    ),
 ]
 
 
