@@ -611,6 +611,8 @@ SCHEMA: tuple[Key, ...] = (
         "the BGP (TCP MD5) password of the sessions inside the stack "
         "(routers and docker hosts): `pulumi config set --secret overlay:bgpPassword ...`; read by the "
         "program, required by `pulumi up`",
+        # Required by the program, not the plan: parse() never reads a secret.
+        required=f" (pulumi config set --secret {PROJECT}:bgpPassword ...)",
     ),
     Key(
         "onpremBgpPassword",

@@ -24,7 +24,7 @@ from infra.plan.report import to_mermaid
 from infra.program import architecture, read_config
 from infra.render import ONPREM_PASSWORD_PLACEHOLDER, PASSWORD_PLACEHOLDER, render_frr
 from infra.rules import EC2_DESCRIPTION, EC2_RULE_DESCRIPTION
-from infra.stackfile import list_stacks, load_stack
+from infra.stackfile import REPO_ROOT, list_stacks, load_stack, stack_path
 from tests.infra.mockrun import (
     ACCOUNT,
     AMI,
@@ -36,6 +36,7 @@ from tests.infra.mockrun import (
     route_server_endpoint_address,
     run_program,
 )
+from tests.support.pulumi_project import check_stack
 
 STACKS = list_stacks()
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # pulumi's marker for a secret value
@@ -574,6 +575,24 @@ def test_config_through_the_environment_gives_the_same_program():
     direct = run_program("lab")
     assert sorted((r.type, r.name) for r in by_env.resources) == sorted((r.type, r.name) for r in direct.resources)
     assert by_env.outputs == direct.outputs
+
+
+def test_pulumi_project_defaults_give_the_same_program():
+    """The CLI merges Pulumi.yaml's declared defaults into the config it hands the program (a
+    section left out as `{}`, no onprem as `[]`; tests/support/pulumi_project.py): the program
+    registers the same resources with the same inputs, so a declaration cannot change a stack."""
+    project = yaml.safe_load((REPO_ROOT / "Pulumi.yaml").read_text())
+    stack_config = yaml.safe_load(stack_path("test-use2").read_text())["config"]
+    merged = check_stack(project, "test-use2", {**stack_config, "overlay:bgpPassword": {"secure": "v1:AAAA"}})
+    raw = {k.split(":", 1)[1]: v for k, v in merged.items() if k.startswith("overlay:") and k != "overlay:bgpPassword"}
+    assert {"routing", "agent"} <= set(raw) - {k.split(":", 1)[1] for k in stack_config}
+    with_defaults, plain = run_program("test-use2", raw=raw), run_program("test-use2")
+
+    def registered(run):  # an asset by its path (its repr holds the object's id)
+        return sorted((r.urn, json.dumps(r.inputs, sort_keys=True, default=lambda o: o.path)) for r in run.resources)
+
+    assert registered(with_defaults) == registered(plain)
+    assert with_defaults.outputs == plain.outputs
 
 
 def test_ipv4_only_stack_without_onprem_peers():

@@ -13,12 +13,15 @@ from infra import config
 from tools import gendocs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STACK_FILES = sorted((REPO_ROOT / "stacks").glob("Pulumi.*.yaml"))
+STACK_FILES = sorted(
+    [*(REPO_ROOT / "stacks").glob("Pulumi.*.yaml"), *(REPO_ROOT / "tests/vm/stacks").glob("Pulumi.*.yaml")]
+)
 
 
 def test_generated_docs_are_current():
     """docs/cli.md, docs/config.md, docs/config.schema.json and the marked blocks (the agent's
-    synopsis) are what their sources produce; after a change run `python -m tools.gendocs`."""
+    synopsis, Pulumi.yaml's config declarations) are what their sources produce; after a change
+    run `python -m tools.gendocs`."""
     assert gendocs.stale() == [], "stale: run .venv/bin/python -m tools.gendocs"
 
 
