@@ -48,14 +48,18 @@ MAX_ROUTES_PER_TABLE = 1000
 
 
 def _set_keys() -> list[str]:
-    """Every config key the stack sets, any namespace: the one place the program lists them.
+    """Every config key the stack sets, any namespace: the one place the program lists them,
+    and the program's one read of Pulumi's internals.
 
-    `pulumi.Config` reads a key by name and has no listing, but a key the schema does not
-    have (`overlay:hosts.cuont`, `overlya:pools`) must be an error, not silently a default.
-    The language host hands the config over in the runtime (set_all_config) or, from older
-    CLIs, in PULUMI_CONFIG; the tests pin both hand-overs (tests/infra/test_program.py).
+    A key the schema does not have (`overlay:hostz`, `overlya:pools`) must be an error, not
+    silently a default, and nothing public lists the keys (pulumi 3.272): `pulumi.Config`
+    reads a key by name; `pulumi.runtime` exports `get_config_env()` (PULUMI_CONFIG, the older
+    CLIs' hand-over) but not the map the language host fills with `set_all_config`
+    (`pulumi.runtime.config.CONFIG`). Pulumi.yaml's declarations do not catch these either:
+    the CLI checks the keys it declares and passes every other key through
+    (pkg/workspace/config.go). The tests pin both hand-overs (tests/infra/test_program.py).
     """
-    return sorted({*runtime_config.get_config_env(), *runtime_config.CONFIG.get()})
+    return sorted({*pulumi.runtime.get_config_env(), *runtime_config.CONFIG.get()})
 
 
 def _decoded(key: str, value: Any) -> Any:
@@ -84,7 +88,7 @@ def read_config() -> tuple[dict[str, Any], dict[str, str]]:
     for key in _set_keys():
         problem = foreign_key_problem(key)
         if problem is not None:
-            raise ConfigError(key, runtime_config.get_config(key), problem)
+            raise ConfigError(key, pulumi.runtime.get_config(key), problem)
         namespace, _, name = key.partition(":")
         if namespace == PROJECT and name and name not in TOP_KEYS and name not in SECRET_KEYS:
             raw[name] = _decoded(key, conf.get(name))
@@ -97,7 +101,7 @@ def read_config() -> tuple[dict[str, Any], dict[str, str]]:
         if value is None:
             continue
         key = conf.full_key(name)
-        if not runtime_config.is_config_secret(key) and key not in runtime_config.get_config_secret_keys_env():
+        if not pulumi.runtime.is_config_secret(key) and key not in pulumi.runtime.get_config_secret_keys_env():
             raise ConfigError(key, "(hidden)", f"must be a secret: pulumi config set --secret {key} ...")
         secrets[name] = value
     return raw, secrets
