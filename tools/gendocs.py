@@ -261,13 +261,22 @@ def pulumi_declarations() -> tuple[dict[str, dict], list[str]]:
 
 
 def _pulumi_type(key) -> str:
-    """The Pulumi type of a top-level key, from its JSON Schema; a new kind of key must be mapped here."""
+    """The Pulumi type of a top-level key, from its JSON Schema; a new kind of key must be mapped here.
+
+    Pulumi's `integer` takes a number or a string of digits, as infra/config.py does; its
+    `boolean` true/false or the strings "true"/"false"; `string` any scalar (a stack file's
+    plain value reaches the check as text)."""
     json_type = key.type.json.get("type")
     enum = key.type.json.get("enum")
+    alternatives = {alt.get("type") for alt in key.type.json.get("anyOf", ())}
     if json_type == "string" or (enum is not None and all(isinstance(v, str) for v in enum)):
         return "string"
     if json_type == "array":
         return "array"
+    if "integer" in alternatives:
+        return "integer"
+    if "boolean" in alternatives:
+        return "boolean"
     raise ValueError(f"{key.name}: no Pulumi type for {key.type.doc!r}; map it in tools/gendocs._pulumi_type")
 
 

@@ -4,7 +4,6 @@ runs against them before the program (tests/support/pulumi_project.py states tho
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 import yaml
 
 from infra import config
+from tools import gendocs
 from tests.support.pulumi_project import (
     PROJECT_SCHEMA,
     PulumiConfigError,
@@ -174,7 +174,41 @@ def test_pulumi_yaml_outside_the_block_is_untouched():
     head = text.split("# generated: config declarations\n", 1)[0]
     project = yaml.safe_load(head)
     assert project["name"] == config.PROJECT and project["stackConfigDir"] == "stacks"
-    assert copy.deepcopy(project["runtime"]) == {
+    assert project["runtime"] == {
         "name": "python",
         "options": {"toolchain": "pip", "virtualenv": ".venv"},
     }
+
+
+def _declare(monkeypatch, *keys):
+    schema = (*config.SCHEMA, *keys)
+    monkeypatch.setattr(config, "SCHEMA", schema)
+    monkeypatch.setattr(config, "KEYS", {k.name: k for k in schema})
+    return gendocs.pulumi_declarations()[0]
+
+
+def test_a_new_top_level_key_is_declared_by_its_type(monkeypatch):
+    decls = _declare(
+        monkeypatch,
+        config.Key("retries", config._int_type(1, 5), 3, "retries"),
+        config.Key("verbose", config.BOOL, False, "verbose"),
+    )
+    assert decls["overlay:retries"] == {"type": "integer", "description": "retries", "default": 3}
+    assert decls["overlay:verbose"] == {"type": "boolean", "description": "verbose", "default": False}
+    project = {**_project(), "config": decls}
+    jsonschema.validate(project, PROJECT_SCHEMA)
+    validate_project(project)
+
+
+@pytest.mark.parametrize(
+    "key, message",
+    [
+        # a list or a single CIDR: Pulumi's types have no "either"
+        (config.Key("extraPools", config._net_list_type(4), (), "x"), "no Pulumi type"),
+        # Pulumi's default is fixed, this one would depend on other keys
+        (config.Key("mode", config.STR, "a", "x", default_doc="a, or b with c"), "depends on other keys"),
+    ],
+)
+def test_a_key_pulumi_cannot_declare_stops_the_generator(monkeypatch, key, message):
+    with pytest.raises(ValueError, match=message):
+        _declare(monkeypatch, key)
