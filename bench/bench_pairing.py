@@ -23,7 +23,7 @@ from infra.stackfile import STACKS_DIR, load_stack
 from lab.underlay import kill_namespace_processes
 from overlay_agent.gre.userspace import UserspaceBackend
 from overlay_agent.documents import DocumentSource
-from overlay_agent.pairing import PairingMetrics, PairingSync
+from overlay_agent.pairing import attach
 from overlay_agent.ssm import Cache, Poller, Snapshot
 from overlay_agent.tunnels import PyrouteTunnels, TunnelReconciler
 
@@ -87,14 +87,7 @@ def main() -> None:
             src = Fixed(snaps[HOSTS])
             cache = Cache(tmp / "state")
             source = DocumentSource(Poller(src, cache), cache)
-            sync = PairingSync(
-                TunnelReconciler(backend, PyrouteTunnels(ipr)),
-                None,
-                tmp / "state",
-                metrics=PairingMetrics(),
-                parameters=source.status,
-            )
-            source.on_snapshot(sync.offer)
+            sync = attach(source, TunnelReconciler(backend, PyrouteTunnels(ipr)), None, tmp / "state")
             t0 = time.perf_counter()
             source.start()
             sync.step(now=0.0)

@@ -46,7 +46,7 @@ from overlay_agent import pairing
 from overlay_agent.frr import Frr, fill_password
 from overlay_agent.gre.userspace import UserspaceBackend
 from overlay_agent.documents import DocumentSource
-from overlay_agent.pairing import PairingMetrics, PairingSync
+from overlay_agent.pairing import attach
 from overlay_agent.ssm import Cache, Poller, Snapshot
 from overlay_agent.tunnels import HOST_FILTER_SEQ, PyrouteTunnels, TunnelReconciler, parse_tunnels
 
@@ -132,14 +132,7 @@ def one_round(hosts: int, filters: bool) -> dict:
             src = Fixed(snap)
             cache = Cache(tmp / "state")
             source = DocumentSource(Poller(src, cache), cache)
-            sync = PairingSync(
-                TunnelReconciler(backend, PyrouteTunnels(ipr)),
-                agent_frr,
-                tmp / "state",
-                metrics=PairingMetrics(),
-                parameters=source.status,
-            )
-            source.on_snapshot(sync.offer)
+            sync = attach(source, TunnelReconciler(backend, PyrouteTunnels(ipr)), agent_frr, tmp / "state")
             source.start()
             sync.step(now=0.0)
             boot = sync.last_apply_seconds

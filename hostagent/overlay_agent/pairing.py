@@ -358,6 +358,31 @@ def _gate_flip_only(applied: str, text: str) -> bool:
     )
 
 
+def attach(
+    source: DocumentSource,
+    tunnels: TunnelReconciler,
+    frr: Frr | None,
+    state_dir: Path,
+    metrics: PairingMetrics | None = None,
+    *,
+    status_path: Path | None = None,
+    resync_interval: float = 30.0,
+) -> PairingSync:
+    """A pairing sync on these shims, fed every snapshot of `source` and reporting its state: the command's
+    wiring, also used by the benches and the unit tests' fakes."""
+    sync = PairingSync(
+        tunnels,
+        frr,
+        state_dir,
+        resync_interval=resync_interval,
+        metrics=metrics or PairingMetrics(),
+        status_path=status_path,
+        parameters=source.status,
+    )
+    source.on_snapshot(sync.offer)
+    return sync
+
+
 def build(
     source: DocumentSource,
     *,
@@ -381,13 +406,11 @@ def build(
     ipr = IPRoute()
     backend = select_backend(ipr, sdir, gre_backend, spawn_daemon=gre_daemon == "spawn")
     log.info("GRE backend: %s", backend.name)
-    sync = PairingSync(
+    return attach(
+        source,
         TunnelReconciler(backend, PyrouteTunnels(ipr)),
         None if no_frr else Frr(sdir, vty_socket=frr_vty_socket, confdir=frr_confdir),
         sdir,
-        metrics=PairingMetrics(registry),
+        PairingMetrics(registry),
         status_path=Path(status_path) if status_path else None,
-        parameters=source.status,
     )
-    source.on_snapshot(sync.offer)
-    return sync

@@ -16,7 +16,7 @@ from overlay_agent.gre.base import LinkSpec
 from overlay_agent.netlink import ContainerGone, KernelView
 from overlay_agent.rtnl_dump import LinkInfo, RouteInfo
 from overlay_agent.documents import DocumentSource, SourceMetrics
-from overlay_agent.pairing import PairingMetrics, PairingSync
+from overlay_agent.pairing import PairingSync, attach
 from overlay_agent.placeholders import BGP_PASSWORD
 from overlay_agent.ssm import Cache, Poller, Snapshot
 from overlay_agent.tunnels import IFF_LOWER_UP, IFF_UP, LinkState, Route, TunnelReconciler, View
@@ -424,16 +424,9 @@ def lockstep(src, tmp_path, backend, netlink, frr, poller=None, resync_interval=
     cache = Cache(tmp_path)
     poller = poller or Poller(src, cache, interval=2, backoff_min=1, backoff_max=30, rng=random.Random(3))
     source = DocumentSource(poller, cache, SourceMetrics())
-    sync = PairingSync(
-        TunnelReconciler(backend, netlink),
-        frr,
-        tmp_path,
-        resync_interval=resync_interval,
-        metrics=PairingMetrics(),
-        parameters=source.status,
+    return Lockstep(
+        source, attach(source, TunnelReconciler(backend, netlink), frr, tmp_path, resync_interval=resync_interval)
     )
-    source.on_snapshot(sync.offer)
-    return Lockstep(source, sync)
 
 
 def pairing_world(tmp_path):
