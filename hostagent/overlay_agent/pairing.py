@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -14,8 +13,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .config import AgentConfig
 from .documents import DocumentSource
-from .errors import AgentError, CommandError, ConfigError
-from .frr import ROUTE_SERVER_MARKER, Frr, fill_bogons, fill_password, fill_route_server
+from .errors import AgentError, CommandError
+from .frr import ROUTE_SERVER_MARKER, Frr
+from .frr_apply import FrrApply, FrrState
 from .fsutil import atomic_write_json
 from .rsgate import RouteServerGate, planned_peers
 from .ssm import Snapshot
@@ -51,15 +51,6 @@ class PairingMetrics:
         )
 
 
-@dataclass
-class FrrState:
-    applied: str | None = None  # the filled-in text last applied (or found already running)
-    residue: frozenset[str] = frozenset()  # diff lines FRR accepts but never shows
-    checked: float = 0.0  # monotonic time of the last diff against the running config
-    error: str | None = None
-    reloads: int = 0
-
-
 def _no_parameters() -> dict[str, Any]:
     return {}
 
@@ -69,7 +60,7 @@ class PairingSync:
     """Owns the tunnels, their underlay pins (routes of our protocol outside the container pools)
     and FRR's configuration; nothing of the container wiring. Fed snapshots by offer(); one
     loop, where a new snapshot and the resync ticker mark the state dirty and apply() is the
-    only writer (tunnels through the tunnel reconciler, then FRR through frr-reload).
+    only writer (tunnels through the tunnel reconciler, then FRR through frr_apply.FrrApply).
 
     Hazards:
     - Parameters unreachable, or a malformed `agent` document: the document source keeps the
@@ -77,12 +68,9 @@ class PairingSync:
       of the status file says so. A malformed tunnel parameter rejects that tunnel only.
     - Order: tunnels before FRR, so a new neighbor's inner address exists when bgpd starts
       connecting (it would retry anyway, but a session up a poll sooner is worth it).
-    - FRR is touched only when the rendered text changed or on the resync ticker, and then
-      only when FRR's own diff is non-empty. Lines FRR accepts but never shows in its running
-      config (8.4 keeps the system hostname whatever `hostname` says) are remembered after a
-      reload as residue and do not count as a difference, so a resync does not reload forever.
-    - A config FRR rejects: the previous config stays (frr.Frr.reload restores it), the
-      error is in the log, the metric and `status`; the next changed text is tried again.
+    - FRR (frr_apply.FrrApply, whose docstring lists them): reloaded only when FRR's own diff
+      is non-empty, apart from the residue of lines FRR never shows; a config FRR rejects or
+      a document that cannot be filled in leaves the previous config running.
     - Routers in routeServer mode: the route-server gate (rsgate) is evaluated on every turn
       from FRR's sessions; when it flips, the text is re-filled (held or planned announcement
       to the route server) and applied. Closing it goes to FRR BEFORE the tunnels: after a
@@ -104,7 +92,7 @@ class PairingSync:
         self.snapshot: Snapshot | None = None
         self.cfg: AgentConfig | None = None  # the last good agent document that came with it
         self.report: Report | None = None
-        self.frr_state = FrrState()
+        self.frr_apply = FrrApply(self.frr, self.state_dir, self.metrics.frr_reloads)
         self.dirty = False
         self.next_resync = 0.0
         self.last_apply_seconds: float | None = None
@@ -113,6 +101,10 @@ class PairingSync:
         self._offered: tuple[Snapshot, AgentConfig | None] | None = None
         self._lock = threading.Lock()
         self._wake = threading.Event()
+
+    @property
+    def frr_state(self) -> FrrState:
+        return self.frr_apply.state
 
     # -- input -----------------------------------------------------------------------------
     def offer(self, snap: Snapshot, cfg: AgentConfig | None) -> None:
@@ -219,90 +211,8 @@ class PairingSync:
         self._metrics()
         self.write_status()
 
-    def _frr_state_path(self) -> Path:
-        return self.state_dir / "frr-state.json"
-
-    def _load_frr_state(self) -> None:
-        """After a restart: what we applied last and FRR's residue, so an unchanged config is not reloaded."""
-        try:
-            doc = json.loads(self._frr_state_path().read_text())
-            self.frr_state.applied = doc["applied"]
-            self.frr_state.residue = frozenset(doc["residue"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-
-    def _save_frr_state(self) -> None:
-        st = self.frr_state
-        try:  # root-only: the applied text holds the password
-            atomic_write_json(self._frr_state_path(), {"applied": st.applied, "residue": sorted(st.residue)})
-        except OSError as exc:
-            log.error("cannot write %s: %s", self._frr_state_path(), exc)
-
-    def _apply_frr(self, snap: Snapshot, resync: bool, extra: str = "") -> None:
-        if self.frr is None or snap.frr is None:
-            return
-        st = self.frr_state
-        if st.applied is None and st.reloads == 0:
-            self._load_frr_state()
-        try:
-            text = fill_bogons(
-                fill_route_server(
-                    fill_password(snap.frr, snap.password, onprem_password=snap.onprem_password),
-                    snap.route_server,
-                    preferred=self.gate is not None and self.gate.preferred,
-                ),
-                snap.vpc,
-            )
-            if extra:
-                text = text.rstrip("\n") + "\n" + extra
-        except ConfigError as exc:
-            st.error = str(exc)
-            log.error("%s", exc)
-            return
-        if text == st.applied and not resync:
-            return
-        if st.applied is not None and st.error is None and _gate_flip_only(st.applied, text):
-            # Only the route-server announcement flips: one frr-reload, no diff before or
-            # after (each frr-reload run costs seconds on a busy instance, and holding the
-            # announcement after a stall races bgpd's first UPDATE to the route server).
-            try:
-                self.frr.reload(text, previous=st.applied)
-            except (CommandError, ConfigError) as exc:
-                st.error = str(exc)
-                self.metrics.frr_reloads.labels("error").inc()
-                log.error("frr: %s", exc)
-                return
-            st.reloads += 1
-            self.metrics.frr_reloads.labels("ok").inc()
-            st.applied = text
-            self._save_frr_state()
-            log.info("frr: route-server announcement %s", "planned" if ROUTE_SERVER_PLANNED in text else "held")
-            return
-        try:
-            delete, add = self.frr.diff(text)
-            st.checked = time.monotonic()
-            if text == st.applied and not (set(delete) | set(add)) - st.residue:
-                return  # in sync, apart from lines FRR never shows
-            if text != st.applied and not (delete or add):
-                st.applied, st.error = text, None  # already running (started with it)
-                self._save_frr_state()
-                return
-            warning = self.frr.reload(text, previous=st.applied)
-            if warning:
-                log.warning("frr: %s", warning)
-            st.reloads += 1
-            self.metrics.frr_reloads.labels("ok").inc()
-            delete, add = self.frr.diff(text)
-            st.residue = frozenset(delete) | frozenset(add)
-            if st.residue:
-                log.info("frr: applied; FRR keeps no trace of: %s", "; ".join(sorted(st.residue)))
-            st.applied, st.error = text, None
-            self._save_frr_state()
-            log.info("frr: configuration reloaded", extra={"revision": snap.revision})
-        except (CommandError, ConfigError) as exc:
-            st.error = str(exc)
-            self.metrics.frr_reloads.labels("error").inc()
-            log.error("frr: %s", exc)
+    def _apply_frr(self, snap: Snapshot, resync: bool, extra: str) -> None:
+        self.frr_apply.apply(snap, resync, preferred=self.gate is not None and self.gate.preferred, extra=extra)
 
     def _metrics(self) -> None:
         rep = self.report
@@ -321,13 +231,7 @@ class PairingSync:
             "role": self.cfg.role if self.cfg else None,
             "parameters": self.parameters(),
             "tunnels": self.report.to_json() if self.report else None,
-            "frr": {
-                "error": self.frr_state.error,
-                "reloads": self.frr_state.reloads,
-                "applied": self.frr_state.applied is not None,
-            }
-            if self.frr
-            else None,
+            "frr": self.frr_apply.status() if self.frr else None,
             "last_apply_seconds": self.last_apply_seconds,
             **(
                 {"route_server": {"preferred": self.gate.preferred, "reason": self.gate.reason}}
@@ -342,20 +246,6 @@ class PairingSync:
             atomic_write_json(path, self.status(), indent=1)  # FRR errors, topology: root only
         except OSError as exc:
             log.error("cannot write status %s: %s", path, exc)
-
-
-ROUTE_SERVER_PLANNED = "neighbor ROUTE-SERVER route-map RS-OUT out"
-
-
-def _gate_flip_only(applied: str, text: str) -> bool:
-    """True when `text` differs from `applied` only in the route-server outbound route-map lines."""
-    a, b = applied.splitlines(), text.splitlines()
-    if len(a) != len(b):
-        return False
-    changed = [(x, y) for x, y in zip(a, b) if x != y]
-    return bool(changed) and all(
-        x.split()[:3] == y.split()[:3] == ["neighbor", "ROUTE-SERVER", "route-map"] for x, y in changed
-    )
 
 
 def attach(

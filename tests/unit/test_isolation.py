@@ -21,7 +21,7 @@ from overlay_agent.errors import CommandError
 from overlay_agent.frr import Frr, redact
 from overlay_agent.gre import packet
 from overlay_agent.gre.userspace import MAX_REQUEST, SOCKET_NAME, Daemon, _Tunnel
-from tests.support.fakes import FakeDocker, FakeGuard, FakeKernel, cfg
+from tests.support.fakes import FakeBackend, FakeDocker, FakeGuard, FakeKernel, FakeNetlink, FakeSource, cfg, lockstep
 
 SECRET = "s3cr3t-Pa55word"
 
@@ -90,9 +90,9 @@ def test_frr_rejection_never_carries_the_password(tmp_path):
         assert SECRET not in str(info.value) and SECRET not in info.value.stderr, str(info.value)
 
 
-def test_frr_rejection_in_pairing_status_and_log_is_redacted(pairing_world, caplog, tmp_path):
-    sync, src, be, frr, tmp = pairing_world
-    sync.pairing.frr = _rejecting_frr(tmp_path)
+def test_frr_rejection_in_pairing_status_and_log_is_redacted(caplog, tmp_path):
+    src, nl, tmp = FakeSource(), FakeNetlink(), tmp_path
+    sync = lockstep(src, tmp, FakeBackend(nl), nl, _rejecting_frr(tmp_path))
     fetch = src.fetch
     src.fetch = lambda: dataclasses.replace(fetch(), password=SECRET)
     sync.start()
