@@ -26,29 +26,29 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
+from unittest.mock import patch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/bench_router_filters.py`
 
 from pyroute2 import IPRoute
 
 from infra.config import parse
-from infra.parameters import build_parameters, instance_path
+from infra.parameters import build_parameters
 from infra.plan import build_plan
 from infra.render import render_frr
+from bench.pairing_rig import Rig, instance_snapshot, router_namespace
 from lab.frr import FRR
-from lab.underlay import kill_namespace_processes
 from overlay_agent import pairing
 from overlay_agent.frr import Frr, fill_password
 from overlay_agent.gre.userspace import UserspaceBackend
-from overlay_agent.documents import DocumentSource
-from overlay_agent.pairing import attach
-from overlay_agent.ssm import Cache, Poller, Snapshot
-from overlay_agent.tunnels import HOST_FILTER_SEQ, PyrouteTunnels, TunnelReconciler, parse_tunnels
+from overlay_agent.ssm import Snapshot
+from overlay_agent.tunnels import HOST_FILTER_SEQ, PyrouteTunnels, TunnelReconciler, host_filters, parse_tunnels
 
 PASSWORD = "bench-secret"
 ADDED = 3  # hosts added one at a time after the boot apply
@@ -77,102 +77,52 @@ def router_snapshot(hosts: int) -> tuple[Snapshot, str]:
         )
     )
     params = build_parameters(plan, lambda n: render_frr(plan, n) if n == "router-1" else "!\n")
-    base = instance_path(plan, "router-1") + "/"
-    vals = {k[len(base) :]: p.value for k, p in params.items() if k.startswith(base)}
-    snap = Snapshot(
-        f"h{hosts}",
-        vals["agent"],
-        vals["frr"],
-        {k: v for k, v in vals.items() if k.startswith("tunnels/")},
-        PASSWORD,
-        time.time(),
-    )
-    return snap, str(plan.routers[0].private_ip)
+    return instance_snapshot(plan, params, "router-1", f"h{hosts}", PASSWORD), str(plan.routers[0].private_ip)
 
 
-class Fixed:
-    """A parameter source returning whatever snapshot the benchmark sets (the read is not timed)."""
-
-    def __init__(self, snap: Snapshot):
-        self.snap = snap
-
-    def revision(self) -> str:
-        return self.snap.revision
-
-    def fetch(self) -> Snapshot:
-        return self.snap
-
-
-def sh(*args: str, ns: str | None = None) -> None:
-    subprocess.run((["ip", "netns", "exec", ns] if ns else []) + list(args), check=True, capture_output=True)
-
-
-def one_round(hosts: int, filters: bool) -> dict:
+def one_round(hosts: int, filters: bool) -> dict[str, Any]:
     snaps = {n: router_snapshot(n) for n in range(hosts, hosts + ADDED + 1)}
     snap, address = snaps[hosts]
-    ns = f"ovtbf{os.getpid() % 100000}"
-    tmp = Path(tempfile.mkdtemp(prefix="bench-filters-"))
-    frr = backend = None
-    real_filters = pairing.host_filters
-    pairing.host_filters = real_filters if filters else (lambda tunnels: "")
-    sh("ip", "netns", "add", ns)
-    try:
-        sh("ip", "link", "set", "lo", "up", ns=ns)
+    assert snap.frr is not None
+    with ExitStack() as cleanup:  # undone in reverse: the GRE daemon, FRR, the namespace, the patch, tmp
+        tmp = Path(tempfile.mkdtemp(prefix="bench-filters-"))
+        cleanup.callback(shutil.rmtree, tmp, ignore_errors=True)
+        # The control: the pairing sync's host_filters renders nothing (the apply before per-host filters).
+        cleanup.enter_context(patch.object(pairing, "host_filters", host_filters if filters else lambda tunnels: ""))
         # The router's ENI: its private address; tunnel packets leave by it (nobody answers).
-        sh("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p", ns=ns)
-        sh("ip", "addr", "add", f"{address}/16", "dev", "eth0", ns=ns)
-        sh("ip", "link", "set", "eth0", "up", ns=ns)
-        sh("ip", "link", "set", "eth0p", "up", ns=ns)
+        ns = cleanup.enter_context(router_namespace("bf", f"{address}/16"))
         # FRR as the router boots: the `frr` parameter (user data's copy), no host filters yet.
         frr = FRR(ns, "router", daemons=("zebra", "bgpd", "bfdd", "staticd"))
+        cleanup.callback(frr.stop)
         frr.start(fill_password(snap.frr, PASSWORD), timeout=120)
         agent_frr = Frr(tmp / "state", vty_socket=str(frr.vty_dir), confdir=str(frr.dir))
-        with IPRoute(netns=ns) as ipr:
-            backend = UserspaceBackend(tmp / "state", netns=ns)
-            src = Fixed(snap)
-            cache = Cache(tmp / "state")
-            source = DocumentSource(Poller(src, cache), cache)
-            sync = attach(source, TunnelReconciler(backend, PyrouteTunnels(ipr)), agent_frr, tmp / "state")
-            source.start()
-            sync.step(now=0.0)
-            boot = sync.last_apply_seconds
+        ipr = cleanup.enter_context(IPRoute(netns=ns))
+        backend = UserspaceBackend(tmp / "state", netns=ns)
+        cleanup.callback(backend.close)
+        rig = Rig(snap, tmp / "state", TunnelReconciler(backend, PyrouteTunnels(ipr)), agent_frr)
+        sync = rig.sync
+        boot = rig.boot()
+        assert sync.frr_state.error is None, sync.frr_state.error
+        assert sync.report is not None and len(sync.report.tunnels) == hosts
+        text = sync.frr_state.applied or ""
+        assert (f"route-map HOSTS-IN permit {HOST_FILTER_SEQ + hosts - 1}" in text) == filters
+        added = []
+        for n in range(hosts + 1, hosts + ADDED + 1):
+            added.append(rig.publish(snaps[n][0]))
             assert sync.frr_state.error is None, sync.frr_state.error
-            assert len(sync.report.tunnels) == hosts
-            text = sync.frr_state.applied or ""
-            assert (f"route-map HOSTS-IN permit {HOST_FILTER_SEQ + hosts - 1}" in text) == filters
-            added = []
-            for n in range(hosts + 1, hosts + ADDED + 1):
-                src.snap = snaps[n][0]
-                source.hup()
-                source.step(now=1.0)  # reads the new revision and offers it
-                sync.step(now=1.0)  # applies it
-                added.append(sync.last_apply_seconds)
-                assert sync.frr_state.error is None, sync.frr_state.error
-                assert len(sync.report.tunnels) == n
-            reloads = sync.frr_state.reloads
-            idle = []
-            for _ in range(IDLE):
-                sync.apply(resync=True)  # nothing changed: the resync every 30 s
-                idle.append(sync.last_apply_seconds)
-            assert sync.frr_state.reloads == reloads, "an unchanged resync reloaded FRR"
-            running = frr.vtysh("show running-config")
-            assert ("match peer" in running) == filters
-            return {
-                "boot": boot,
-                "added": added,
-                "idle": idle,
-                "size": len((sync.frr_state.applied or "").encode()),
-                "filters": len(real_filters(parse_tunnels(src.snap.tunnels)[0].values()).encode()),
-            }
-    finally:
-        pairing.host_filters = real_filters
-        if backend is not None:
-            backend.close()
-        if frr is not None:
-            frr.stop()
-        kill_namespace_processes(ns)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+            assert len(sync.report.tunnels) == n
+        reloads = sync.frr_state.reloads
+        idle = [rig.resync() for _ in range(IDLE)]  # nothing changed: the resync every 30 s
+        assert sync.frr_state.reloads == reloads, "an unchanged resync reloaded FRR"
+        running = frr.vtysh("show running-config")
+        assert ("match peer" in running) == filters
+        return {
+            "boot": boot,
+            "added": added,
+            "idle": idle,
+            "size": len((sync.frr_state.applied or "").encode()),
+            "filters": len(host_filters(parse_tunnels(rig.src.snap.tunnels)[0].values()).encode()),
+        }
 
 
 def main(counts: list[int]) -> None:
@@ -208,10 +158,10 @@ def sizes(counts: list[int]) -> None:
         snap, _ = router_snapshot(n)
         tunnels = parse_tunnels(snap.tunnels)[0].values()
         t0 = time.perf_counter()
-        text = pairing.host_filters(tunnels)
+        text = host_filters(tunnels)
         took = time.perf_counter() - t0
         print(
-            f"| {n} | {len(snap.frr.encode()) / 1024:.1f} KB | {len(text.encode()) / 1024:.0f} KB "
+            f"| {n} | {len((snap.frr or '').encode()) / 1024:.1f} KB | {len(text.encode()) / 1024:.0f} KB "
             f"({len(text.encode()) / n:.0f} bytes per host) | {took * 1000:.0f} ms |",
             flush=True,
         )

@@ -22,7 +22,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from . import placeholders, schemas
 from .config import loads as config_loads
@@ -126,6 +126,14 @@ def make_client(bootstrap: Bootstrap) -> Any:  # a boto3 SSM client (boto3 is un
     return boto3.client("ssm", region_name=bootstrap.region, endpoint_url=bootstrap.endpoint_url, config=cfg)
 
 
+class Source(Protocol):
+    """What the poller reads: ParameterSource on an instance; a fake or a fixed snapshot in tests and benches."""
+
+    def revision(self) -> str: ...
+
+    def fetch(self) -> Snapshot: ...
+
+
 class ParameterSource:
     """Reads one instance's parameters through a boto3 SSM client (injected)."""
 
@@ -224,7 +232,7 @@ class PollState:
 class Poller:
     """When to poll and what a poll yields. `poll()` returns a new snapshot, or None when nothing moved."""
 
-    source: ParameterSource
+    source: Source
     cache: Cache
     interval: float = 15.0
     jitter: float = 0.2  # +-20% of the interval

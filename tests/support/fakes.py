@@ -20,6 +20,7 @@ from overlay_agent.pairing import PairingSync, attach
 from overlay_agent.placeholders import BGP_PASSWORD
 from overlay_agent.ssm import Cache, Poller, Snapshot
 from overlay_agent.tunnels import IFF_LOWER_UP, IFF_UP, LinkState, Route, TunnelReconciler, View
+from tests.support.configs import agent_doc
 
 
 # -- container wiring ---------------------------------------------------------------------
@@ -311,19 +312,15 @@ class FakeGuard:
 
 # -- the pairing sync ----------------------------------------------------------------------
 
+# host-1 of the lab stack, polling every 2 s and resyncing every 10 s.
 AGENT = json.dumps(
-    {
-        "schema": 1,
-        "project": "overlay",
-        "stack": "lab",
-        "instance": "host-1",
-        "role": "host",
-        "asn": 65100,
-        "underlay": {"address": "10.40.0.10"},
-        "blocks": {"ipv4": "10.99.0.0/24", "ipv6": "fd10:99::/112"},
-        "pools": {"ipv4": ["10.99.0.0/16"], "ipv6": ["fd10:99::/48"]},
-        "settings": {"route_protocol": 149, "poll_interval": 2, "resync_interval": 10},
-    }
+    agent_doc(
+        asn=65100,
+        underlay={"address": "10.40.0.10"},
+        blocks={"ipv4": "10.99.0.0/24", "ipv6": "fd10:99::/112"},
+        pools={"ipv4": ["10.99.0.0/16"], "ipv6": ["fd10:99::/48"]},
+        settings={"route_protocol": 149, "poll_interval": 2, "resync_interval": 10},
+    )
 )
 FRR = f"router bgp 65100\n neighbor 169.254.64.0 password {BGP_PASSWORD}\n"
 

@@ -1,0 +1,1 @@
+"""Benchmarks with recorded results (README "Measured"); run each as a script, root where it says so."""
