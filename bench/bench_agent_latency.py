@@ -20,9 +20,12 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import docker
 
 from lab.poll import wait_until
 from lab.agentsite import Site  # one docker host and a router: netns, dockerd, FRR, the agent
@@ -49,6 +52,9 @@ class RouteWatch:
             if prefix.count(".") == 3:
                 self.seen.setdefault(prefix if "/" in prefix else prefix + "/32", now)
 
+    def has(self, prefix: str) -> bool:
+        return prefix in self.seen
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=5)
@@ -57,7 +63,7 @@ class RouteWatch:
 class StartEvents:
     """Docker `start` events: container id -> timeNano."""
 
-    def __init__(self, client):
+    def __init__(self, client: docker.DockerClient) -> None:
         self.at: dict[str, int] = {}
         self.stream = client.api.events(decode=True, filters={"type": "container", "event": "start"})
         self.thread = threading.Thread(target=self._read, daemon=True)
@@ -87,24 +93,24 @@ def fmt(values: list[float]) -> str:
     )
 
 
-def measure(site: Site, args, guard: bool) -> None:
+def measure(site: Site, args: argparse.Namespace, guard: bool) -> None:
     """One agent (with or without its anti-spoofing table), the sequential and the burst figures."""
     label = "guard on " if guard else "guard off"
     agent = site.agent(*(() if guard else ("--no-guard",))).start()
     agent.wait_ready()
     host_watch, router_watch = RouteWatch(site.host), RouteWatch(site.router)
-    starts = StartEvents(site.docker)
+    client = site.docker
+    assert client is not None  # started
+    starts = StartEvents(client)
     time.sleep(0.5)
     try:
         # 1. one at a time
-        ids = {}
+        ids: dict[str, str] = {}
         for i in range(args.sequential):
             addr = f"100.64.20.{i + 1}"
             c = site.run("sleep", "3600", labels={"overlay.ipv4": addr})
             ids[c.id] = addr + "/32"
-            wait_until(
-                lambda addr=addr: addr + "/32" in router_watch.seen, 30, interval=0.005, what=f"router learns {addr}"
-            )
+            wait_until(partial(router_watch.has, addr + "/32"), 30, interval=0.005, what=f"router learns {addr}")
         host_lat = [(host_watch.seen[p] - starts.at[cid]) / 1e9 for cid, p in ids.items()]
         router_lat = [(router_watch.seen[p] - starts.at[cid]) / 1e9 for cid, p in ids.items()]
         print(f"[{label}] start event -> /32 in host FIB   ({args.sequential} sequential): {fmt(host_lat)}")
@@ -123,13 +129,14 @@ def measure(site: Site, args, guard: bool) -> None:
 
         # 2. a burst: N containers started together (8 client threads)
         if args.burst:
-            burst = {}
+            burst: dict[str, str] = {}
 
             def start_one(i: int) -> None:
                 addr = f"100.64.{30 + i // 250}.{1 + i % 250}"
-                c = site.docker.containers.run(
+                c = client.containers.run(
                     site.image, ["sleep", "3600"], labels={"overlay.ipv4": addr}, network_mode="none", detach=True
                 )
+                assert c.id is not None
                 burst[c.id] = addr + "/32"
 
             t0 = time.monotonic()

@@ -53,9 +53,9 @@ def main() -> int:
     # does this machine for the run. Raising them only adds capacity; restored at the end.
     keys = [f"/proc/sys/net/ipv{v}/neigh/default/gc_thresh{i}" for v in (4, 6) for i in (1, 2, 3)]
     saved = {k: Path(k).read_text().strip() for k in keys}
-    want = {"1": 8192, "2": 32768, "3": 65536}
+    floor = {"1": 8192, "2": 32768, "3": 65536}
     for k in keys:
-        Path(k).write_text(str(max(int(saved[k]), want[k[-1]])))
+        Path(k).write_text(str(max(int(saved[k]), floor[k[-1]])))
     site = Site(with_frr=True, resync_interval=args.resync_interval)
     try:
         site.start()
@@ -63,8 +63,11 @@ def main() -> int:
         agent.wait_ready()
         addrs = [f"100.64.{40 + i // 250}.{1 + i % 250}" for i in range(args.count)]
 
+        client = site.docker
+        assert client is not None  # started
+
         def start_one(addr: str) -> None:
-            site.docker.containers.run(
+            client.containers.run(
                 site.image, ["sleep", "36000"], labels={"overlay.ipv4": addr}, network_mode="none", detach=True
             )
 

@@ -41,7 +41,7 @@ s.shutdown(socket.SHUT_WR); s.recv(1); print(n / (time.monotonic() - t0), flush=
 """
 
 
-def sh(*args, ns=None, check=True):
+def sh(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
     return subprocess.run(cmd, check=check, capture_output=True, text=True)
 
@@ -51,6 +51,7 @@ def tcp_rate(a: str, b: str, addr: str) -> float:
         ["ip", "netns", "exec", b, sys.executable, "-c", SINK, addr], stdout=subprocess.PIPE, text=True
     )
     try:
+        assert sink.stdout is not None
         sink.stdout.readline()
         out = sh(sys.executable, "-c", SOURCE, addr, str(SECONDS), ns=a)
         sink.wait(timeout=30)
@@ -73,7 +74,7 @@ def main() -> None:
     tag = f"ovtb{os.getpid() % 100000}"
     a, b = f"{tag}-a", f"{tag}-b"
     tmp = Path(tempfile.mkdtemp(prefix="bench-gre-"))
-    made = []
+    made: list[str] = []
     try:
         for n in (a, b):
             sh("ip", "netns", "add", n)

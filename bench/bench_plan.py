@@ -5,13 +5,16 @@ from __future__ import annotations
 import platform
 import statistics
 import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 from infra.config import parse
-from infra.plan import build_plan
+from infra.plan import OverlayPlan, build_plan
 from infra.plan.report import to_json, to_markdown
 
 
-def raw(hosts: int, routers: int) -> dict:
+def raw(hosts: int, routers: int) -> dict[str, Any]:
     return {
         "region": "eu-west-1",
         "vpc": {"cidr": "10.20.0.0/16", "azs": ["a", "b", "c"]},
@@ -26,7 +29,11 @@ def raw(hosts: int, routers: int) -> dict:
     }
 
 
-def timed(fn, repeat: int = 5) -> list[float]:
+def config_and_plan(hosts: int, routers: int) -> OverlayPlan:
+    return build_plan(parse(raw(hosts, routers), "bench"))
+
+
+def timed(fn: Callable[[], object], repeat: int = 5) -> list[float]:
     out = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -38,11 +45,10 @@ def timed(fn, repeat: int = 5) -> list[float]:
 def main() -> None:
     print(f"machine: {platform.machine()} {platform.processor() or ''} python {platform.python_version()}")
     for hosts, routers in ((100, 2), (1000, 4)):
-        cfg = parse(raw(hosts, routers), "bench")
-        plan_t = timed(lambda hosts=hosts, routers=routers: build_plan(parse(raw(hosts, routers), "bench")))
-        plan = build_plan(cfg)
-        json_t = timed(lambda plan=plan: to_json(plan), 3)
-        md_t = timed(lambda plan=plan: to_markdown(plan), 3)
+        plan_t = timed(partial(config_and_plan, hosts, routers))
+        plan = config_and_plan(hosts, routers)
+        json_t = timed(partial(to_json, plan), 3)
+        md_t = timed(partial(to_markdown, plan), 3)
         print(
             f"{hosts:5d} hosts x {routers} routers ({len(plan.pairings)} pairings): "
             f"config+plan median {statistics.median(plan_t) * 1000:.0f} ms (max {max(plan_t) * 1000:.0f} ms), "

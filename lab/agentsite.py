@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab import image as image_mod
 from lab.dockerd import Dockerd
@@ -24,6 +25,9 @@ from lab.frr import FRR
 from lab.poll import wait_until
 from lab import agentsite_frr as frrconf
 from lab import netns as ns
+
+if TYPE_CHECKING:
+    import docker
 
 REPO = Path(__file__).resolve().parents[1]
 AGENT = [sys.executable, "-m", "overlay_agent.cli"]
@@ -169,7 +173,7 @@ class Site:
         self.frr_host: FRR | None = None
         self.frr_router: FRR | None = None
         self.dockerd: Dockerd | None = None
-        self.docker = None
+        self.docker: docker.DockerClient | None = None
         self.image = ""
         self.config_path = self.dir / "agent.json"
         self.agents: list[Agent] = []
