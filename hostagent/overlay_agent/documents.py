@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
 from . import config as config_mod
 from .config import AgentConfig
 from .errors import ConfigError, ParameterError
+from .metrics import SourceMetrics
 from .ssm import Cache, Poller, Snapshot
 
 log = logging.getLogger("overlay_agent.pairing")
@@ -20,26 +21,6 @@ log = logging.getLogger("overlay_agent.pairing")
 # Told of every accepted snapshot with the last good agent document (None until one is known).
 SnapshotListener = Callable[[Snapshot, AgentConfig | None], None]
 ConfigListener = Callable[[AgentConfig], None]
-
-
-class SourceMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        r = registry or CollectorRegistry()
-        self.parameters_ok = Gauge(
-            "overlay_parameters_ok", "1 while the last read of the SSM parameters succeeded", registry=r
-        )
-        self.parameter_failures = Counter(
-            "overlay_parameter_failures", "Failed reads of the SSM parameters", registry=r
-        )
-        self.parameter_fetches = Counter(
-            "overlay_parameter_fetches", "Full reads of the parameter set (the revision moved)", registry=r
-        )
-        self.parameters_age = Gauge(
-            "overlay_parameters_last_success_timestamp", "Unix time of the last successful parameter read", registry=r
-        )
-        self.agent_refused = Counter(
-            "overlay_agent_document_refused", "Agent documents refused as invalid (the last good one stays)", registry=r
-        )
 
 
 class DocumentSource:

@@ -108,9 +108,7 @@ class FrrApply:
             try:
                 self.frr.reload(text, previous=st.applied)
             except (CommandError, ConfigError) as exc:
-                st.error = str(exc)
-                self.reloads.labels("error").inc()
-                log.error("frr: %s", exc)
+                self._failed(exc)
                 return
             st.reloads += 1
             self.reloads.labels("ok").inc()
@@ -140,9 +138,13 @@ class FrrApply:
             self._save()
             log.info("frr: configuration reloaded", extra={"revision": snap.revision})
         except (CommandError, ConfigError) as exc:
-            st.error = str(exc)
-            self.reloads.labels("error").inc()
-            log.error("frr: %s", exc)
+            self._failed(exc)
+
+    def _failed(self, exc: CommandError | ConfigError) -> None:
+        """FRR refused (or could not be asked): the previous config stays; the error goes to status, metric, log."""
+        self.state.error = str(exc)
+        self.reloads.labels("error").inc()
+        log.error("frr: %s", exc)
 
     def status(self) -> dict[str, object]:
         """The `frr` part of the pairing status file."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
 from .config import AgentConfig
 from .documents import DocumentSource
@@ -17,6 +17,7 @@ from .errors import AgentError, CommandError
 from .frr import ROUTE_SERVER_MARKER, Frr
 from .frr_apply import FrrApply, FrrState
 from .fsutil import atomic_write_json
+from .metrics import PairingMetrics
 from .rsgate import RouteServerGate, planned_peers
 from .ssm import Snapshot
 from .tunnels import Report, TunnelReconciler, host_filters, parse_tunnels
@@ -27,28 +28,6 @@ STATUS_NAME = "pairing.json"
 # The loop asks to wake within a second; waking this much later than asked means the
 # process (the instance) was stalled: every BGP session may be stale (rsgate).
 STALL_SLACK = 1.0
-
-
-class PairingMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        r = registry or CollectorRegistry()
-        self.tunnels = Gauge("overlay_tunnels", "Tunnels by state", ["state"], registry=r)
-        self.tunnels_rejected = Gauge(
-            "overlay_tunnel_parameters_rejected", "Tunnel parameters refused as malformed", registry=r
-        )
-        self.frr_reloads = Counter("overlay_frr_reloads", "frr-reload runs, by result", ["result"], registry=r)
-        self.route_server_preferred = Gauge(
-            "overlay_route_server_preferred",
-            "1 while this router announces its planned route to the VPC route server (its hosts are back), "
-            "0 while it announces the held one",
-            registry=r,
-        )
-        self.apply_seconds = Histogram(
-            "overlay_pairing_apply_seconds",
-            "Duration of one pairing apply",
-            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
-            registry=r,
-        )
 
 
 def _no_parameters() -> dict[str, Any]:

@@ -15,7 +15,8 @@ from overlay_agent.errors import CommandError, DockerError, NetlinkError, Parame
 from overlay_agent.gre.base import LinkSpec
 from overlay_agent.netlink import ContainerGone, KernelView
 from overlay_agent.rtnl_dump import LinkInfo, RouteInfo
-from overlay_agent.documents import DocumentSource, SourceMetrics
+from overlay_agent.documents import DocumentSource
+from overlay_agent.metrics import SourceMetrics
 from overlay_agent.pairing import PairingSync, attach
 from overlay_agent.placeholders import BGP_PASSWORD
 from overlay_agent.ssm import Cache, Poller, Snapshot
@@ -36,7 +37,7 @@ SHARED = {
 }
 
 
-def cfg(block4="100.64.0.0/26", block6="fd00:64::/112", resync=30):
+def cfg(block4="100.64.0.0/26", block6="fd00:64::/112", resync=30, pools4=("100.64.0.0/16",), shared=SHARED):
     return config_mod.parse(
         {
             "schema": 1,
@@ -46,8 +47,8 @@ def cfg(block4="100.64.0.0/26", block6="fd00:64::/112", resync=30):
             "role": "host",
             "asn": 65101,
             "blocks": {"ipv4": block4, "ipv6": block6},
-            "shared": SHARED,
-            "pools": {"ipv4": ["100.64.0.0/16"], "ipv6": ["fd00:64::/48"]},
+            "shared": shared,
+            "pools": {"ipv4": list(pools4), "ipv6": ["fd00:64::/48"]},
             "settings": {"route_protocol": PROTO, "resync_interval": resync},
         }
     )

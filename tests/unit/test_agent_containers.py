@@ -8,7 +8,6 @@ import threading
 import pytest
 
 from lab.poll import wait_until
-from overlay_agent import config as config_mod
 from overlay_agent.containers import ContainerReconciler
 from overlay_agent.docker_shim import Event
 from overlay_agent.wiring import MOVE_SPAN, STEADY_METRIC, route_metric, veth_name
@@ -345,20 +344,7 @@ def test_new_agent_document_reaches_the_running_loop(world):
         rec.events.put("resync")
         wait_until(lambda: any(r.get("state") == "error" for r in rec.status_rows()), 5, 0.02, "the refusal")
         assert "100.65.0.7/32" not in kernel.our_routes()  # outside the pools: refused
-        wider = config_mod.parse(
-            {
-                "schema": 1,
-                "project": "overlay",
-                "stack": "t",
-                "instance": "host-1",
-                "role": "host",
-                "asn": 65101,
-                "blocks": {"ipv4": "100.64.0.0/26", "ipv6": "fd00:64::/112"},
-                "pools": {"ipv4": ["100.64.0.0/16", "100.65.0.0/16"], "ipv6": ["fd00:64::/48"]},
-                "shared": {"ipv4": ["100.65.0.0/24"]},
-                "settings": {"route_protocol": PROTO, "resync_interval": 3600},
-            }
-        )
+        wider = cfg(resync=3600, pools4=("100.64.0.0/16", "100.65.0.0/16"), shared={"ipv4": ["100.65.0.0/24"]})
         rec.update_config(wider)
         wait_until(lambda: "100.65.0.7/32" in kernel.our_routes(), 5, 0.02, "the route in the new pool")
         assert kernel.our_routes()["100.65.0.7/32"] == (veth_name(c.id),)
