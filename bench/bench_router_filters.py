@@ -76,7 +76,10 @@ def router_snapshot(hosts: int) -> tuple[Snapshot, str]:
             "bench",
         )
     )
-    params = build_parameters(plan, lambda n: render_frr(plan, n) if n == "router-1" else "!\n")
+    # The VPC's IPv6 block (AWS assigns it; the router's `vpc` parameter) for the on-prem import filter.
+    params = build_parameters(
+        plan, lambda n: render_frr(plan, n) if n == "router-1" else "!\n", vpc_ipv6="2600:1f18:4a3:6c00::/56"
+    )
     return instance_snapshot(plan, params, "router-1", f"h{hosts}", PASSWORD), str(plan.routers[0].private_ip)
 
 

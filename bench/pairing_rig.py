@@ -24,7 +24,16 @@ def instance_snapshot(
     base = instance_path(plan, instance) + "/"
     vals = {k[len(base) :]: p.value for k, p in params.items() if k.startswith(base) and p.value is not None}
     tunnels = {k: v for k, v in vals.items() if k.startswith("tunnels/")}
-    return Snapshot(revision, vals["agent"], vals["frr"], tunnels, password, time.time())
+    return Snapshot(
+        revision,
+        vals["agent"],
+        vals["frr"],
+        tunnels,
+        password,
+        time.time(),
+        route_server=vals.get("route-server"),
+        vpc=vals.get("vpc"),
+    )
 
 
 class Fixed:
