@@ -30,12 +30,16 @@ apt-get -q -y --no-install-recommends -o Dpkg::Options::=--force-confold install
 # overlay-agent-install.service loads the sysctls and then enables and starts Docker (Debian's
 # units, iptables management on). FRR likewise starts only once the user data's daemons file
 # is in place (the `datacenter` defaults profile is read only when the daemons start).
-systemctl disable docker.service docker.socket frr.service
+# containerd too: routers have no use for it, and docker.service pulls it in on hosts
+# (Wants=containerd.service).
+systemctl disable docker.service docker.socket containerd.service frr.service
 
-# cloud-init's locale module (cc_locale) runs `update-locale LANG=en_US.UTF-8` at first boot and
-# fails its whole config stage when the locale is not generated: generate it once, here.
+# cloud-init's locale module (cc_locale) sets Debian's default LANG=en_US.UTF-8 at first boot:
+# it fails its whole config stage when the locale is not generated, and regenerates it (a slow
+# locale-gen on every first boot) unless /etc/default/locale already names it. Both, once, here.
 sed -i 's/^# *en_US.UTF-8 UTF-8/en_US.UTF-8 UTF-8/' /etc/locale.gen
 locale-gen
+update-locale LANG=en_US.UTF-8
 
 # The agent's virtualenv with its dependencies (boto3, botocore, pyroute2, docker, ...) installed
 # and byte-compiled here, natively and once, by hash (pip's hash-checking mode: a file whose

@@ -54,12 +54,18 @@ def network_config(inst: Instance, vm: machine.VM) -> str:
     the default routes via the VPC router. It is the VM's only NIC: the image has every
     package and the agent bundle comes from the stack's bucket (the lab's S3 in the VPC), so
     nothing at boot needs the internet."""
-    addresses = [f"{inst.address}/{inst.segment.cidr.prefixlen}"]
-    routes = [{"to": "0.0.0.0/0", "via": str(inst.segment.gateway)}]
+    # gateway4/gateway6, not `routes`: cloud-init renders those as ifupdown's own `gateway`
+    # lines, while `routes` become `post-up route add ... || true`, which silently does nothing
+    # without net-tools (not in the image).
+    eni: dict[str, object] = {
+        "match": {"macaddress": machine.mac(vm, 1)},
+        "set-name": "ens5",
+        "addresses": [f"{inst.address}/{inst.segment.cidr.prefixlen}"]
+        + ([f"{inst.address_v6}/64"] if inst.address_v6 is not None else []),
+        "gateway4": str(inst.segment.gateway),
+    }
     if inst.address_v6 is not None and inst.segment.gateway_v6 is not None:
-        addresses.append(f"{inst.address_v6}/64")
-        routes.append({"to": "::/0", "via": str(inst.segment.gateway_v6)})
-    eni = {"match": {"macaddress": machine.mac(vm, 1)}, "set-name": "ens5", "addresses": addresses, "routes": routes}
+        eni["gateway6"] = str(inst.segment.gateway_v6)
     return json.dumps({"version": 2, "ethernets": {"ens5": eni}}, indent=1)
 
 

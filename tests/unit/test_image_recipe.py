@@ -21,7 +21,7 @@ def test_provision_script_is_posix_sh_and_leaves_docker_and_frr_to_the_user_data
     script = image_recipe.PROVISION_SCRIPT.read_text()
     subprocess.run(["sh", "-n", str(image_recipe.PROVISION_SCRIPT)], check=True)
     # Review F3: dockerd must not start before the user data's forwarding sysctls.
-    assert "systemctl disable docker.service docker.socket frr.service" in script
+    assert "systemctl disable docker.service docker.socket containerd.service frr.service" in script
     assert "--no-install-recommends" in script and "python3 -m venv /opt/overlay-agent" in script
     # The agent's dependencies are baked by hash (first boot installs only the agent's wheel).
     assert "--require-hashes" in script and '-r "$lock"' in script

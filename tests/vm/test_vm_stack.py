@@ -56,6 +56,8 @@ def vmlab():
         lab.up_seconds = time.monotonic() - t0
         yield lab
     finally:
+        # The serial consoles outlive the run (the first boot's whole story, for a failure).
+        print(f"VM consoles kept in {vmstack.keep_consoles(lab)}")
         stack.down(lab, quiet=True)
         # Nothing of the lab is left: no qemu, no namespace, no tap.
         assert not [
@@ -96,7 +98,7 @@ def test_first_boot_runs_the_user_data_to_the_end(vmlab):
         # Where the first boot's time went (seconds since the guest kernel started), for the CI log.
         timeline = _ok(
             ch,
-            "systemd-analyze 2>/dev/null | head -n 1; "
+            "systemd-analyze 2>/dev/null | head -n 1; ip route; ip -6 route show default; "
             "journalctl -b -o short-monotonic --no-pager -u cloud-final -u overlay-agent-install -u overlay-agent "
             "| grep -E 'Started|Finished|overlay-agent-install:|Cloud-init v' | cut -c1-150",
         )
