@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("overlay_agent")
 
+# The agent's state (parameter cache, GRE daemon socket, FRR work files, status files), for
+# `run` and `status` alike.
+STATE_DIR = "/var/lib/overlay-agent"
+
 
 @dataclass
 class Task:
@@ -161,7 +165,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     # Routers have no container wiring (no containers file); hosts show both parts.
     pair = pairing.live_status(
-        args.pairing_status or f"{args.state_dir}/pairing.json", vty_socket=args.vty_socket, live=not args.no_live
+        args.pairing_status or f"{args.state_dir}/pairing.json",
+        state_dir=args.state_dir,
+        vty_socket=args.vty_socket,
+        live=not args.no_live,
     )
     try:
         doc = status_mod.collect(args.status_file, live=not args.no_live, vty_socket=args.vty_socket)
@@ -206,7 +213,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--bootstrap", help="bootstrap JSON (user data): read parameters from SSM, run the pairing sync")
     run.add_argument(
         "--state-dir",
-        default="/var/lib/overlay-agent",
+        default=STATE_DIR,
         help="pairing sync: parameter cache, GRE daemon socket, FRR work files",
     )
     run.add_argument("--pairing-status", default=None, help="pairing status file (default: <state-dir>/pairing.json)")
@@ -254,7 +261,7 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--status-file", default=status_mod.DEFAULT_STATUS_FILE)
     st.add_argument("--vty-socket", default=None, help="FRR vty socket directory (vtysh --vty_socket)")
     st.add_argument("--no-live", action="store_true", help="do not check the kernel and FRR")
-    st.add_argument("--state-dir", default="/var/lib/overlay-agent", help="the agent's --state-dir")
+    st.add_argument("--state-dir", default=STATE_DIR, help="the agent's --state-dir")
     st.add_argument("--pairing-status", default=None, help="pairing status file (default: <state-dir>/pairing.json)")
     st.set_defaults(func=cmd_status)
     return p

@@ -10,10 +10,10 @@ from .errors import AgentError, CommandError
 from .frr import Frr
 from .texttable import text_table
 
-DEFAULT_STATE_DIR = "/var/lib/overlay-agent"
 
-
-def live_status(path: str | Path, *, vty_socket: str | None = None, live: bool = True) -> dict[str, Any] | None:
+def live_status(
+    path: str | Path, *, state_dir: str | Path, vty_socket: str | None = None, live: bool = True
+) -> dict[str, Any] | None:
     """The running agent's pairing status file, with live link counters and BGP sessions; None if absent."""
     try:
         doc: dict[str, Any] = json.loads(Path(path).read_text())
@@ -42,7 +42,7 @@ def live_status(path: str | Path, *, vty_socket: str | None = None, live: bool =
     except (OSError, AgentError) as exc:
         doc["live_error"] = f"kernel: {exc}"
     try:
-        doc["sessions"] = [vars(s) for s in Frr(DEFAULT_STATE_DIR, vty_socket=vty_socket).sessions()]
+        doc["sessions"] = [vars(s) for s in Frr(state_dir, vty_socket=vty_socket).sessions()]
     except (CommandError, ValueError) as exc:
         doc["sessions"] = None
         doc["sessions_error"] = str(exc)
