@@ -233,3 +233,16 @@ def test_agent_restart_withdraws_nothing(vmlab):
     assert not missing, f"{len(missing)} of {len(seen)} samples without the container's routes"
     assert _ok(host, ["systemctl", "is-active", "overlay-agent"]).strip() == "active"
     assert http_get(vmlab.topo.sites[0].client_ns, v4) == "host-1"
+
+
+def test_install_unit_runs_again_and_leaves_an_unchanged_bundle_alone(vmlab):
+    """The agent upgrade's entry point (docs/deploy.md): `systemctl start overlay-agent-install`
+    after `pulumi up`. With the bundle unchanged it fetches, compares hashes and restarts nothing."""
+    host = _vm(vmlab, "host-1")
+    pid = _ok(host, ["systemctl", "show", "-p", "MainPID", "--value", "overlay-agent"]).strip()
+    since = _ok(host, "date '+%Y-%m-%d %H:%M:%S'").strip()
+    _ok(host, ["systemctl", "start", "overlay-agent-install.service"], 600)
+    journal = _ok(host, ["journalctl", "-u", "overlay-agent-install", "--since", since, "--no-pager", "-o", "cat"])
+    assert "already installed" in journal, journal
+    assert _ok(host, ["systemctl", "show", "-p", "MainPID", "--value", "overlay-agent"]).strip() == pid
+    assert json.loads(_ok(host, "cat /var/lib/overlay-agent/install.json"))["state"] == "installed"
