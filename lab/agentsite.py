@@ -259,10 +259,10 @@ class Site:
             except Exception:  # noqa: BLE001 - already gone
                 pass
 
-    def host_routes(self) -> dict[str, str]:
+    def host_routes(self, families: tuple[str, ...] = ("-4", "-6")) -> dict[str, str]:
         """Our routes (protocol 149) in the host's kernel: prefix -> dev."""
         out = {}
-        for fam in ("-4", "-6"):
+        for fam in families:
             text = ns.run("ip", "-j", fam, "route", "show", "proto", "149", ns=self.host).stdout
             for r in json.loads(text or "[]"):
                 dst = r["dst"] if "/" in r["dst"] else r["dst"] + ("/128" if ":" in r["dst"] else "/32")

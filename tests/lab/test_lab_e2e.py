@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import docker
 import pytest
 import yaml
 
@@ -299,11 +300,22 @@ def test_250_containers_on_one_host_all_reachable(lab):
         )
         assert json.loads(proc.stdout) == [], proc.stderr
     finally:
-        for n in names:
+        # Four removers, like the four starters: one by one, the 250 removals (vfs layers)
+        # took about as long as the starts.
+        def remove(chunk):
+            c = demo.docker_client(lab, host)
             try:
-                client_docker.containers.get(n).remove(force=True)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
+                for n in chunk:
+                    with contextlib.suppress(docker.errors.NotFound):
+                        c.containers.get(n).remove(force=True)
+            finally:
+                c.close()
+
+        removers = [threading.Thread(target=remove, args=(names[i::4],)) for i in range(4)]
+        for t in removers:
+            t.start()
+        for t in removers:
+            t.join()
         client_docker.close()
 
 
