@@ -334,6 +334,18 @@ class UserDataContext:
         return PACKAGES[self.role]
 
     @property
+    def enabled_units(self) -> tuple[str, ...]:
+        """What overlay-agent-install enables for later boots (the first boot starts each in order)."""
+        units = ["frr.service"]
+        if self.role == "host":
+            units += ["docker.socket", "docker.service"]
+        if self.mss_clamp:
+            units.append("overlay-mss-clamp.service")
+        if self.egress_nft is not None:
+            units.append("overlay-egress.service")
+        return (*units, "overlay-agent.service")
+
+    @property
     def agent_file(self) -> str:
         return self.agent_key.rsplit("/", 1)[-1]
 

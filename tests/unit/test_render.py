@@ -341,17 +341,26 @@ def test_user_data_shape(stack):
         if inst in plan.routers:
             assert "tcp option maxseg size set rt mtu" in files["/etc/overlay-agent/mss-clamp.nft"]["content"]
             assert "docker.io" not in pkgs and "nftables" in pkgs
-            assert "systemctl enable --now overlay-mss-clamp.service" in install
-            assert "systemctl enable --now docker" not in install
+            assert "systemctl start overlay-mss-clamp.service" in install
+            assert "docker.service" not in install
+            enable = "SYSTEMCTL_SKIP_SYSV=1 systemctl enable --quiet --no-reload"
+            assert f"{enable} frr.service overlay-mss-clamp.service overlay-agent.service\n" in install
         else:
             assert "docker.io" in pkgs and "apparmor" in pkgs
             # Hosts' only nftables file is the containers' egress NAT (docs/egress.md).
             assert [p for p in files if p.endswith(".nft")] == ["/etc/overlay-agent/egress.nft"]
-            assert "nftables" in pkgs and "systemctl enable --now overlay-egress.service" in install
+            assert "nftables" in pkgs and "systemctl start overlay-egress.service" in install
+            # Enabled for later boots in one call (no SysV update-rc.d, no daemon reload), after
+            # FRR's daemons file is in place: a reboot never starts FRR with Debian's.
+            enable = (
+                "SYSTEMCTL_SKIP_SYSV=1 systemctl enable --quiet --no-reload frr.service docker.socket "
+                "docker.service overlay-egress.service overlay-agent.service\n"
+            )
+            assert install.index("install -o frr -g frr -m 0640") < install.index(enable)
             # F3: dockerd must find forwarding on, or it sets FORWARD to DROP: the image
             # leaves Docker disabled and the install starts it after loading the sysctls.
             assert install.index("sysctl --quiet --system") < install.index(
-                "systemctl enable --now docker.socket docker.service"
+                "systemctl start docker.socket docker.service"
             )
             dropin = files["/etc/systemd/system/docker.service.d/10-overlay-forwarding.conf"]["content"]
             assert "ExecStartPre=/usr/sbin/sysctl --quiet --load=/etc/sysctl.d/90-overlay.conf" in dropin
