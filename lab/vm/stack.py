@@ -34,6 +34,9 @@ from lab.vm import machine
 # s: boot and agent install under TCG on a shared 2-core machine; measured 2026-12-02 at load
 # 6-8: cloud-init final at 550-560 s, the bundle fetched at 13 min, pip still installing at 15.
 BOOT_TIMEOUT = float(os.environ.get("OVERLAY_VM_BOOT_TIMEOUT", "2400"))
+# s: agents active -> every BGP session Established (lab/vm/background.py sets both longer:
+# a VM booting at idle priority may be starved for minutes).
+SESSIONS_TIMEOUT = float(os.environ.get("OVERLAY_VM_SESSIONS_TIMEOUT", "300"))
 
 
 def bucket_name(lab) -> str:
@@ -193,7 +196,7 @@ def up(lab) -> None:
         ("VMs (lab image, the program's user data as NoCloud seed, taps on the VPC bridges)", lambda: boot(lab)),
         ("on-prem routers (GRE to the EIPs, FRR from the stack's on-prem config)", lambda: stack._start_onprem(lab)),
         ("first boot: services started and the agent installed by user data", lambda: wait_installed(lab)),
-        ("BGP sessions", lambda: wait_sessions(lab)),
+        ("BGP sessions", lambda: wait_sessions(lab, SESSIONS_TIMEOUT)),
     ]
     try:
         for i, (what, fn) in enumerate(steps, 1):

@@ -1,26 +1,24 @@
-"""The vm tier's image is built in the background from the start of the session.
+"""The vm tier's lab boots in the background from the start of the session.
 
-Building the lab image from nothing (debootstrap, then image/provision.sh in a chroot) takes
-minutes; the VM tests sort last, so the build overlaps the other tiers instead of adding to
-the run. It runs at the idle CPU scheduling class (SCHED_IDLE: only on a core nothing else
-wants, so the other tiers' timing tests keep their CPU) and idle I/O priority. The VM
-fixture's own `image.build()` takes the same build lock, so it waits for this build and
-then finds the image ready (or, had it failed, builds it in the foreground and says why).
+Building the lab image (when the cache has none) and two first boots under software emulation
+take minutes of both cores; the VM tests sort last, so this work overlaps the other tiers
+instead of adding to the run. `python -m lab up --vms vmlab` starts as the session starts, at
+the idle CPU scheduling class (SCHED_IDLE: only on a core nothing else wants, so the other
+tiers' timing tests keep their CPU) and idle I/O priority (lab/vm/background.py). The VM
+fixture raises it to normal priority and waits for it. OVERLAY_VM_BACKGROUND=0 boots in the
+fixture instead (the image built there too, when missing).
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from lab.vm import image
+from lab import stack
+from lab.vm import background
 
-_BUILD: dict[str, subprocess.Popen[bytes]] = {}
+from .test_vm_stack import STACK, STACKS
 
 
 def _selected(session: pytest.Session) -> bool:
@@ -35,32 +33,18 @@ def _selected(session: pytest.Session) -> bool:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    if os.environ.get("OVERLAY_VM_BACKGROUND_BUILD", "1") == "0" or not _selected(session):
+    if session.config.option.collectonly or os.environ.get("OVERLAY_VM_BACKGROUND", "1") == "0":
         return
-    if image.current().ready() or image.missing_host_tools():
+    if not _selected(session):
         return
-    image.CACHE_ROOT.mkdir(parents=True, exist_ok=True)
-    log = image.CACHE_ROOT / "background-build.log"
-    with open(log, "ab") as out:
-        _BUILD["proc"] = subprocess.Popen(
-            ["chrt", "--idle", "0", "ionice", "-c", "3", sys.executable, "-m", "lab.vm.image"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=Path(__file__).resolve().parents[2],
-        )
+    background.start(STACK, STACKS, stack.STATE_ROOT / f"{STACK}.background.log")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """A build still running when the session ends (the vm tests never got to it: -x, a
-    failure, ^C) is stopped; the build removes its mounts on the way out."""
-    proc = _BUILD.pop("proc", None)
-    if proc is None or proc.poll() is not None:
+    """A background lab the vm tests never took over (-x, a failure, ^C) is stopped and
+    removed: `lab up` removes what it built when stopped, and `down` whatever it had finished."""
+    launch = background.current(STACK)
+    if launch is None or launch.claimed:
         return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+    background.stop(launch)
+    stack.down(stack.Lab.load(STACK, STACKS, say=lambda _line: None), quiet=True)

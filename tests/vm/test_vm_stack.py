@@ -24,15 +24,15 @@ import pytest
 
 from lab import stack
 from lab.demo import http_get
-from lab.vm import machine
+from lab.vm import background, machine
 from lab.vm import stack as vmstack
 
 STACKS = Path(__file__).resolve().parent / "stacks"
-# Opt-in: an image build (once per recipe) plus two VMs under software emulation (README,
-# "Measured", for the figures on a 2-core machine).
-ENABLED = os.environ.get("OVERLAY_VM") == "1"
+STACK = "vmlab"
+# On by default where the host can run it (root, qemu and debootstrap: scripts/setup.sh
+# installs them); OVERLAY_VM=0 leaves the tier out.
 pytestmark = [
-    pytest.mark.skipif(not ENABLED, reason="vm tier: set OVERLAY_VM=1 (builds an image, boots two Debian VMs)"),
+    pytest.mark.skipif(os.environ.get("OVERLAY_VM") == "0", reason="vm tier: OVERLAY_VM=0"),
     pytest.mark.vm,
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, taps, qemu)"),
@@ -42,17 +42,38 @@ pytestmark = [
     ),
     pytest.mark.timeout(3600),
 ]
+# s: the background boot (tests/vm/conftest.py), once raised to normal priority, to BGP
+# Established everywhere: a whole boot from the image when the background got no CPU at all
+# (VMs started -> BGP Established 290-380 s idle, README "Measured"), with room for load.
+FOREGROUND_TIMEOUT = 1500
 
 
 @pytest.fixture(scope="module")
 def vmlab():
-    lines: list[str] = []
-    lab = stack.Lab.load("vmlab", STACKS, say=lambda line: (lines.append(line), print(line, flush=True)))
+    lab = stack.Lab.load(STACK, STACKS, say=lambda line: print(line, flush=True))
     t0 = time.monotonic()
+    launch = background.current(STACK)
     try:
-        vmstack.up(lab)
-        # From the first VM's start (the image build, when the cache had none, comes before).
-        lab.boot_seconds = time.time() - min(float((vm.dir / "t0").read_text()) for _, vm in vmstack.vms(lab))
+        if launch is None:
+            vmstack.up(lab)
+            lab.background = None
+        else:
+            launch.claimed = True
+            rc, waited = background.foreground(launch, FOREGROUND_TIMEOUT)
+            print(f"\nlab up --vms in the background (log {launch.log}):\n{launch.log.read_text(errors='replace')}")
+            if rc != 0:
+                pytest.fail(
+                    f"lab up --vms {STACK} in the background: "
+                    + (f"exit {rc}" if rc is not None else f"not up {waited:.0f} s after it was raised")
+                    + f": {background.tail(launch)}"
+                )
+            # The VMs ran at idle priority beside the other tiers: a starved VM misses its
+            # BFD (300 ms x 3) and BGP timers, so sessions may have dropped and come back.
+            print(vmstack.wait_sessions(lab))
+            lab.background = (time.time() - launch.started, waited)
+        # VMs started -> every BGP session Established (`up` writes up.json at the end).
+        started = min(float((vm.dir / "t0").read_text()) for _, vm in vmstack.vms(lab))
+        lab.boot_seconds = (lab.state / "up.json").stat().st_mtime - started
         lab.up_seconds = time.monotonic() - t0
         yield lab
     finally:
@@ -104,7 +125,14 @@ def test_first_boot_runs_the_user_data_to_the_end(vmlab):
         )
         print(f"\n{name} first boot:\n{timeline}")
     print(f"\nVMs started -> BGP Established (both VMs in parallel): {vmlab.boot_seconds:.0f} s")
-    print(f"lab up --vms in all (image build if not cached, underlay, VMs, sessions): {vmlab.up_seconds:.0f} s")
+    if vmlab.background is None:
+        print(f"lab up --vms in all (image build if not cached, underlay, VMs, sessions): {vmlab.up_seconds:.0f} s")
+    else:
+        since, waited = vmlab.background
+        print(
+            f"booted in the background at idle priority beside the other tiers (launched {since:.0f} s ago); "
+            f"the tier waited {waited:.0f} s for it at normal priority, {vmlab.up_seconds:.0f} s in all"
+        )
 
 
 def test_kernel_gre_tunnels_carry_the_planned_keys(vmlab):
