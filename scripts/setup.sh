@@ -4,9 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the lab and the root test tiers use: FRR (+ frr-reload.py), Docker,
-# cloud-init (schema checks), busybox-static (test image), nftables, tcpdump, iproute2;
+# cloud-init (schema checks), systemd (systemd-analyze verify of the user data's units),
+# busybox-static (test image), nftables, tcpdump, iproute2;
 # the vm tier's image build and VMs: qemu, debootstrap, cloud-localds (cloud-image-utils).
-DEB_PACKAGES=(frr frr-pythontools docker.io cloud-init busybox-static nftables tcpdump iproute2
+DEB_PACKAGES=(frr frr-pythontools docker.io cloud-init systemd busybox-static nftables tcpdump iproute2
               iputils-ping procps python3-venv qemu-system-x86 qemu-utils debootstrap
               cloud-image-utils e2fsprogs)
 
