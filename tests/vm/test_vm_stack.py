@@ -107,6 +107,8 @@ def test_first_boot_runs_the_user_data_to_the_end(vmlab):
         assert "status: done" in _ok(ch, "cloud-init status --long")
         units = ["frr", "overlay-agent"] + (["docker"] if name.startswith("host") else [])
         assert _ok(ch, ["systemctl", "is-active", *units]).split() == ["active"] * len(units)
+        # ... and enabled for the next boot (the install's one `systemctl enable`).
+        assert _ok(ch, ["systemctl", "is-enabled", *units]).split() == ["enabled"] * len(units)
         # The install unit finished and says so where an operator looks.
         status = json.loads(_ok(ch, "overlay-agent status --json --no-live"))
         assert status["install"]["state"] == "installed" and "overlay-agent 0.1.0" in status["install"]["detail"]
