@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from infra.parameters import instance_path
 from infra.program import AGENT_KEY
@@ -53,3 +59,31 @@ def test_image_recipe_hash_follows_the_recipe(monkeypatch):
     monkeypatch.setattr(image, "RECIPE_VERSION", image.RECIPE_VERSION + 1)
     assert image.recipe_hash() != first
     assert image.current().dir.name == image.recipe_hash()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="raising another process's scheduling class needs root")
+def test_background_priority_is_raised_for_every_thread_of_every_marked_process():
+    """lab/vm/background.py finds what the background `lab up` started by its environment
+    mark, wherever it was reparented, and raises each thread from SCHED_IDLE."""
+    from lab.vm import background
+
+    token = f"test-{os.getpid()}"
+    code = "import threading, time; threading.Thread(target=time.sleep, args=(60,)).start(); time.sleep(60)"
+    marked = subprocess.Popen(
+        ["chrt", "--idle", "0", sys.executable, "-c", code], env={**os.environ, background.MARK: token}
+    )
+    other = subprocess.Popen(["chrt", "--idle", "0", "sleep", "60"])
+    try:
+        tasks = Path(f"/proc/{marked.pid}/task")
+        deadline = time.monotonic() + 10
+        while len(list(tasks.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tids = [int(t.name) for t in tasks.iterdir()]
+        assert len(tids) == 2 and all(os.sched_getscheduler(t) == os.SCHED_IDLE for t in tids)
+        assert background.raise_priority(token) == 1
+        assert [os.sched_getscheduler(t) for t in tids] == [os.SCHED_OTHER] * 2
+        assert os.sched_getscheduler(other.pid) == os.SCHED_IDLE  # not marked: left alone
+    finally:
+        for p in (marked, other):
+            p.kill()
+            p.wait()
