@@ -4,7 +4,7 @@ Building the lab image (when the cache has none) and two first boots under softw
 take minutes of both cores; the VM tests sort last, so this work overlaps the other tiers
 instead of adding to the run. `python -m lab up --vms vmlab` starts as the session starts, at
 the idle CPU scheduling class (SCHED_IDLE: only on a core nothing else wants, so the other
-tiers' timing tests keep their CPU) and idle I/O priority (lab/vm/background.py). The VM
+tiers' timing tests keep their CPU) and the lowest I/O priority (lab/vm/background.py). The VM
 fixture raises it to normal priority and waits for it. OVERLAY_VM_BACKGROUND=0 boots in the
 fixture instead (the image built there too, when missing).
 """

@@ -43,8 +43,9 @@ pytestmark = [
     pytest.mark.timeout(3600),
 ]
 # s: the background boot (tests/vm/conftest.py), once raised to normal priority, to BGP
-# Established everywhere: a whole boot from the image when the background got no CPU at all
-# (VMs started -> BGP Established 290-380 s idle, README "Measured"), with room for load.
+# Established everywhere: the image build and the whole boot when the background got no CPU
+# at all (idle: image from nothing about 4 min, VMs started -> BGP Established about 150 s;
+# README "Measured"), with room for load.
 FOREGROUND_TIMEOUT = 1500
 
 
