@@ -133,8 +133,8 @@ def test_first_boot_runs_the_user_data_to_the_end(vmlab):
     else:
         since, waited = vmlab.background
         print(
-            f"booted in the background at idle priority beside the other tiers (launched {since:.0f} s ago); "
-            f"the tier waited {waited:.0f} s for it at normal priority, {vmlab.up_seconds:.0f} s in all"
+            f"lab up --vms ran in the background at idle priority for {since - waited:.0f} s before the tier "
+            f"raised it to normal priority and waited {waited:.0f} s for the rest ({vmlab.up_seconds:.0f} s in all)"
         )
 
 
