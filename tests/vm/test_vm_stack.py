@@ -60,6 +60,7 @@ def vmlab():
             lab.background = None
         else:
             launch.claimed = True
+            idle_for = time.time() - launch.started
             rc, waited = background.foreground(launch, FOREGROUND_TIMEOUT)
             print(f"\nlab up --vms in the background (log {launch.log}):\n{launch.log.read_text(errors='replace')}")
             if rc != 0:
@@ -71,7 +72,7 @@ def vmlab():
             # The VMs ran at idle priority beside the other tiers: a starved VM misses its
             # BFD (300 ms x 3) and BGP timers, so sessions may have dropped and come back.
             print(vmstack.wait_sessions(lab))
-            lab.background = (time.time() - launch.started, waited)
+            lab.background = (idle_for, waited)
         # VMs started -> every BGP session Established (`up` writes up.json at the end).
         started = min(float((vm.dir / "t0").read_text()) for _, vm in vmstack.vms(lab))
         lab.boot_seconds = (lab.state / "up.json").stat().st_mtime - started
@@ -131,9 +132,9 @@ def test_first_boot_runs_the_user_data_to_the_end(vmlab):
     if vmlab.background is None:
         print(f"lab up --vms in all (image build if not cached, underlay, VMs, sessions): {vmlab.up_seconds:.0f} s")
     else:
-        since, waited = vmlab.background
+        idle_for, waited = vmlab.background
         print(
-            f"lab up --vms ran in the background at idle priority for {since - waited:.0f} s before the tier "
+            f"lab up --vms ran in the background at idle priority for {idle_for:.0f} s before the tier "
             f"raised it to normal priority and waited {waited:.0f} s for the rest ({vmlab.up_seconds:.0f} s in all)"
         )
 
