@@ -241,8 +241,11 @@ def test_agent_restart_withdraws_nothing(vmlab):
     t.start()
     try:
         time.sleep(2)
-        before = float(_ok(host, "date +%s.%N"))
         _ok(host, ["systemctl", "restart", "overlay-agent"], 60)
+        # `restart` returns once the old agent is gone and the new one forked: a report written
+        # after this is the new agent's (the old one's last resync could land after any earlier
+        # mark and end the sampling before the new agent's first pass).
+        restarted = float(_ok(host, "date +%s.%N"))
         # Sample on until the new agent has rebuilt its state from the kernel and Docker and
         # written its container report (a full pass: the wiring found the container in place).
         t0 = time.monotonic()
@@ -251,7 +254,7 @@ def test_agent_restart_withdraws_nothing(vmlab):
             with contextlib.suppress(json.JSONDecodeError):
                 doc = json.loads(r.stdout or "{}")
                 rows = {row.get("ipv4"): row for row in doc.get("containers", [])}
-                if doc.get("generated", 0) > before and rows.get(v4, {}).get("wired") and rows[v4].get("route"):
+                if doc.get("generated", 0) > restarted and rows.get(v4, {}).get("wired") and rows[v4].get("route"):
                     break
             assert time.monotonic() - t0 < 300, f"the restarted agent wrote no report: {r.stdout[-300:]}"
             time.sleep(2)
