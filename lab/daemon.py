@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from lab.underlay import LabError, ns
@@ -85,16 +86,21 @@ def wait_tcp(ns_name: str, host: str, port: int, timeout: float, what: str) -> N
         time.sleep(0.1)
 
 
+def matching_pids(needle: bytes, file: str = "cmdline") -> list[int]:
+    """Every process but this one whose /proc/PID/`file` (cmdline, environ) contains `needle`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if needle in (entry / file).read_bytes():
+                    found.append(int(entry.name))
+    return found
+
+
 def kill_matching(mark: str, rounds: int = 3) -> None:
     """SIGKILL every process (but this one) whose command line contains `mark` (a lab path)."""
-    needle = mark.encode()
     for _ in range(rounds):
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit() and int(entry.name) != os.getpid():
-                with contextlib.suppress(OSError):
-                    if needle in (entry / "cmdline").read_bytes():
-                        found.append(int(entry.name))
+        found = matching_pids(mark.encode())
         if not found:
             return
         for pid in found:
@@ -103,4 +109,20 @@ def kill_matching(mark: str, rounds: int = 3) -> None:
         time.sleep(0.2)
 
 
-__all__ = ["start", "alive", "stop", "wait_tcp", "kill_matching", "ns"]
+def unwind_on_sigterm(exc: Callable[[int], BaseException]) -> None:
+    """SIGTERM (a CI timeout, a test session stopping a background `up`) raises `exc(signum)`
+    in this process, so clean-up code runs as on ^C instead of the process dying on the spot.
+    A forked child (pyroute2's netns helpers are forks, stopped with SIGTERM) inherits the
+    handler: unwinding there would run the parent's clean-up from the child's copy of its
+    stack, so the child just exits."""
+    pid = os.getpid()
+
+    def handler(signum: int, _frame: object) -> None:
+        if os.getpid() != pid:
+            os._exit(128 + signum)
+        raise exc(signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+__all__ = ["start", "alive", "stop", "wait_tcp", "matching_pids", "kill_matching", "unwind_on_sigterm", "ns"]

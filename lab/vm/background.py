@@ -4,8 +4,9 @@ Under software emulation (no KVM here) a first boot is CPU-bound for minutes, wh
 tiers that run before the VM tests leave cores idle much of the time (waiting on BGP timers,
 FRR, Docker). `start()` runs `python -m lab up --vms STACK` (image build included, when the
 cache has none) under SCHED_IDLE, so it gets only the CPU nothing else wants, and the lowest
-best-effort I/O priority (not the idle class, which a busy disk starves outright); `foreground()` puts every process it started back to normal priority
-and waits for it to finish.
+best-effort I/O priority (not the idle class, which a busy disk starves outright);
+`foreground()` puts every process it started back to normal priority and waits for it to
+finish.
 
 Hazards:
 - Daemons leave the launcher's process tree (qemu and the lab's daemons start new sessions
@@ -30,6 +31,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from lab import daemon
 
 MARK = "OVERLAY_LAB_BACKGROUND"
 # s: a starved boot may take most of a test session; the foreground wait bounds it.
@@ -79,29 +82,20 @@ def current(stack: str) -> Launch | None:
     return _CURRENT.get(stack)
 
 
-def _marked(token: str) -> list[int]:
-    needle = f"{MARK}={token}\0".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if needle in (entry / "environ").read_bytes():
-                    pids.append(int(entry.name))
-    return pids
-
-
 def raise_priority(token: str) -> int:
     """Every thread of every marked process to SCHED_OTHER and the best-effort I/O class;
     returns how many processes were raised."""
-    pids = _marked(token)
+    pids = daemon.matching_pids(f"{MARK}={token}\0".encode(), "environ")
+    tids = []
     for pid in pids:
         with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                with contextlib.suppress(OSError):
-                    tid = int(task.name)
-                    os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
-                    # ionice per thread: Linux keeps an I/O priority per task.
-                    subprocess.run(["ionice", "-c", "2", "-n", "4", "-p", str(tid)], capture_output=True, timeout=10)
+            tids += [int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()]
+    for tid in tids:
+        with contextlib.suppress(OSError):  # a thread that has ended meanwhile
+            os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+    if tids:
+        # ionice per thread: Linux keeps an I/O priority per task.
+        subprocess.run(["ionice", "-c", "2", "-n", "4", "-p", *map(str, tids)], capture_output=True, timeout=30)
     return len(pids)
 
 

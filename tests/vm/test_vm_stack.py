@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import stack
+from lab import daemon, stack
 from lab.demo import http_get
 from lab.vm import background, machine
 from lab.vm import stack as vmstack
@@ -83,11 +83,7 @@ def vmlab():
         print(f"VM consoles kept in {vmstack.keep_consoles(lab)}")
         stack.down(lab, quiet=True)
         # Nothing of the lab is left: no qemu, no namespace, no tap.
-        assert not [
-            p
-            for p in Path("/proc").glob("[0-9]*/cmdline")
-            if str(lab.state) in p.read_bytes().decode(errors="replace").replace("\0", " ")
-        ]
+        assert not daemon.matching_pids(str(lab.state).encode())
 
 
 def _vm(lab, name) -> machine.Channel:
