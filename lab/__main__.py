@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from infra.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, common_parser
@@ -28,26 +25,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _unwind_in(pid: int) -> Callable[[int, object], None]:
-    """A SIGTERM handler that unwinds this process only. A forked child (pyroute2's netns
-    helpers are forks, stopped with SIGTERM) inherits the handler: unwinding there would run
-    the parent's clean-up from the child's copy of its stack, so the child just exits."""
-
-    def handler(signum: int, _frame: object) -> None:
-        if os.getpid() != pid:
-            os._exit(128 + signum)
-        sys.exit(128 + signum)
-
-    return handler
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_intermixed_args(argv)  # `up --vms STACK` as well as `up STACK --vms`
-    # SIGTERM (a test session stopping a background `up`, a CI timeout) unwinds like ^C: `up`
-    # removes what it built on the way out instead of leaving namespaces, VMs and daemons.
-    signal.signal(signal.SIGTERM, _unwind_in(os.getpid()))
+    from lab import daemon, demo, stack
 
-    from lab import demo, stack
+    # SIGTERM unwinds: `up` removes what it built on the way out instead of leaving
+    # namespaces, VMs and daemons.
+    daemon.unwind_on_sigterm(lambda signum: SystemExit(128 + signum))
     from lab.underlay import LabError
 
     try:

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import signal
-
 import pytest
 
+from lab import daemon
 from lab import netns as _netns
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """SIGTERM (a CI timeout, `kill`) stops the session as ^C does, so fixtures still tear
-    down their labs, VMs, namespaces and daemons; by default it would end pytest on the spot.
-    Only in this process: forked children (pyroute2's netns helpers) inherit the handler."""
-    main = os.getpid()
-
-    def interrupt(signum: int, _frame: object) -> None:
-        if os.getpid() != main:
-            os._exit(128 + signum)
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, interrupt)
+    down their labs, VMs, namespaces and daemons; by default it would end pytest on the spot."""
+    daemon.unwind_on_sigterm(lambda signum: KeyboardInterrupt(f"signal {signum}"))
 
 
 @pytest.fixture
