@@ -22,6 +22,19 @@ PARSE_ERRORS = re.compile(r"Unknown key|Unknown section|Unknown lvalue|Failed to
 IMAGE_UNITS = ("frr.service", "docker.service", "docker.socket", "network-online.target")
 
 
+def _parse_errors(*units: Path, unit_dir: Path) -> list[str]:
+    """systemd-analyze verify's complaints about what it could not parse in `units`, with
+    only `unit_dir` on the unit path (drop-ins and stand-ins are found there)."""
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *map(str, units)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"SYSTEMD_UNIT_PATH": f"{unit_dir}:", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"},
+    )
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if PARSE_ERRORS.search(line)]
+
+
 def _units(role: str, gre_backend: str) -> dict[str, str]:
     plan = PLANS["lab"]
     name = (plan.routers if role == "router" else plan.hosts)[0].name
@@ -54,27 +67,10 @@ def test_units_parse_cleanly(tmp_path: Path, role: str, gre_backend: str) -> Non
             body = {"service": "[Service]\nExecStart=/bin/true\n", "socket": "[Socket]\nListenStream=/run/x.sock\n"}
             (unit_dir / name).write_text(f"[Unit]\nDescription=stand-in\n{body.get(kind, '')}")
     names = sorted(p.name for p in unit_dir.glob("overlay-*.service"))
-    proc = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", *(str(unit_dir / n) for n in names)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        # Only our unit directory: drop-ins (docker.service.d) and stand-ins are found here.
-        env={"SYSTEMD_UNIT_PATH": f"{unit_dir}:", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"},
-    )
-    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if PARSE_ERRORS.search(line)]
-    assert not errors, "\n".join(errors)
-    if role == "host":  # the drop-in was read with docker.service: a bad key in it shows above
-        dropin = unit_dir / "docker.service.d" / "10-overlay-forwarding.conf"
-        assert dropin.exists()
-        proc = subprocess.run(
-            ["systemd-analyze", "verify", "--man=no", str(unit_dir / "docker.service")],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={"SYSTEMD_UNIT_PATH": f"{unit_dir}:", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"},
-        )
-        assert not [line for line in (proc.stdout + proc.stderr).splitlines() if PARSE_ERRORS.search(line)]
+    assert not _parse_errors(*(unit_dir / n for n in names), unit_dir=unit_dir)
+    if role == "host":  # the drop-in is read with docker.service: a bad key in it shows here
+        assert (unit_dir / "docker.service.d" / "10-overlay-forwarding.conf").exists()
+        assert not _parse_errors(unit_dir / "docker.service", unit_dir=unit_dir)
 
 
 def test_a_misspelt_key_is_caught(tmp_path: Path) -> None:
@@ -83,5 +79,4 @@ def test_a_misspelt_key_is_caught(tmp_path: Path) -> None:
         pytest.skip("systemd-analyze not installed")
     unit = tmp_path / "t.service"
     unit.write_text("[Unit]\nConditionPathIsExecutable=/bin/true\n[Service]\nExecStart=/bin/true\n")
-    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True)
-    assert [line for line in proc.stderr.splitlines() if PARSE_ERRORS.search(line)]
+    assert _parse_errors(unit, unit_dir=tmp_path)
